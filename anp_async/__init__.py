@@ -1,0 +1,22 @@
+"""anp-async: a userspace TCP/IP stack on asyncio.
+
+The public face: :class:`Stack` and :class:`StackConfig`, the TCP options
+(:class:`TcpConfig`), and stream helpers that take a stack.
+"""
+
+from .proto.tcp.config import TcpConfig
+from .stack import Stack, StackConfig
+
+
+async def open_connection(stack: Stack, host: str, port: int, **kwds):  # type: ignore[no-untyped-def]
+    """``asyncio.open_connection`` on ``stack``."""
+    return await stack.open_connection(host, port, **kwds)
+
+
+async def start_server(stack: Stack, cb, host=None, port=0, **kwds):  # type: ignore[no-untyped-def]
+    """``asyncio.start_server`` on ``stack``."""
+    return await stack.start_server(cb, host, port, **kwds)
+
+
+__all__ = ["Stack", "StackConfig", "TcpConfig", "open_connection", "start_server"]
+__version__ = "0.1.0"

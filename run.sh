@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The two entry points of the README:
+#   ./run.sh demo   set everything up, then run the demo (kernel arping/ping the stack in every mode)
+#   ./run.sh test   set everything up, then run the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/setup.sh
+case "${1:-demo}" in
+  demo) shift || true; exec .venv/bin/anp demo "$@" ;;
+  test)
+    shift || true
+    .venv/bin/ruff check .
+    exec .venv/bin/python -m pytest -p no:cacheprovider "$@" ;;
+  *) echo "usage: ./run.sh demo|test [args]" >&2; exit 2 ;;
+esac
