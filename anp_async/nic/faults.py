@@ -1,0 +1,317 @@
+"""A seeded fault injector that wraps any NIC: loss, duplication, corruption, reordering,
+delay with jitter and a rate limit with a bounded queue.
+
+The kernel here has no netem, so the stack brings its own impairments. Every decision comes
+from one ``random.Random(seed)``: the same seed and the same traffic give the same faults,
+so a failing test can be replayed. Every injected fault is counted in ``fault_stats``.
+
+Transmit path (``send``), per frame, in this order (netem's order):
+loss -> corruption -> duplication -> rate limit (token bucket, bounded queue) ->
+reorder (held back ``reorder_delay``) or delay/jitter -> the wrapped NIC.
+
+Receive path (``recv_batch``): loss, corruption, duplication and reordering within the
+batch read from the wrapped NIC (a held-back frame is delivered after the frame that
+overtakes it, or at the end of the same batch, so it is never stuck). Delay and rate limit
+apply on transmit only: put a FaultyNic on each side of a wire to impair both directions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from .base import Buffer, Nic, NicStats
+
+ETH_HEADER_LEN = 14
+
+Direction = Literal["tx", "rx", "both"]
+
+
+@dataclass(slots=True)
+class FaultConfig:
+    """What to inject. Probabilities are per frame in [0, 1]; times are in seconds.
+
+    ``rate_bps`` limits the transmit rate in bits per second (None: unlimited); up to
+    ``queue_limit`` frames wait for tokens, beyond that they are dropped (``rate_dropped``).
+    ``rate_burst`` is the bucket size in bytes (None: one maximum-size frame).
+    ``jitter`` spreads ``delay`` uniformly over ``delay ± jitter`` (never below 0), so
+    jittered frames can overtake each other, as with netem.
+    """
+
+    loss: float = 0.0
+    duplicate: float = 0.0
+    reorder: float = 0.0
+    reorder_delay: float = 0.001
+    delay: float = 0.0
+    jitter: float = 0.0
+    corrupt: float = 0.0
+    rate_bps: float | None = None
+    rate_burst: int | None = None
+    queue_limit: int = 1000
+    seed: int = 0
+    direction: Direction = "both"
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "duplicate", "reorder", "corrupt"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        if self.delay < 0 or self.jitter < 0 or self.reorder_delay < 0:
+            raise ValueError("delay, jitter and reorder_delay must be >= 0")
+        if self.rate_bps is not None and self.rate_bps <= 0:
+            raise ValueError("rate_bps must be > 0 (or None for unlimited)")
+        if self.queue_limit < 0:
+            raise ValueError("queue_limit must be >= 0")
+        if self.direction not in ("tx", "rx", "both"):
+            raise ValueError(f"direction must be 'tx', 'rx' or 'both', got {self.direction!r}")
+
+
+def _fault_counters() -> dict[str, int]:
+    return {
+        "dropped": 0,
+        "duplicated": 0,
+        "corrupted": 0,
+        "reordered": 0,
+        "delayed": 0,
+        "rate_dropped": 0,
+    }
+
+
+class FaultyNic(Nic):
+    """Wrap ``inner`` and impair its traffic as ``config`` says.
+
+    ``fileno``, ``mtu`` and ``stats`` are the wrapped NIC's (its counters show what really
+    crossed the device); ``fault_stats`` counts what was injected. Timers run on ``loop``
+    (default: the running loop, looked up on first use). ``close`` cancels pending timers
+    (frames still held are dropped) and closes the wrapped NIC.
+    """
+
+    def __init__(
+        self,
+        inner: Nic,
+        config: FaultConfig | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        # No super().__init__(): stats belong to the wrapped NIC.
+        self.inner = inner
+        self.config = config or FaultConfig()
+        self._loop = loop
+        self._rng = random.Random(self.config.seed)
+        self.fault_stats = _fault_counters()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._closed = False
+        cfg = self.config
+        self._tx = cfg.direction in ("tx", "both")
+        self._rx = cfg.direction in ("rx", "both")
+        # Token bucket (bytes) for the rate limiter.
+        self._rate_Bps = cfg.rate_bps / 8.0 if cfg.rate_bps else 0.0
+        self._bucket_size = float(cfg.rate_burst or (inner.mtu + ETH_HEADER_LEN))
+        self._tokens = self._bucket_size
+        self._tokens_at: float | None = None
+        self._rate_queue: deque[bytes] = deque()
+        self._rate_timer: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"FaultyNic({self.inner!r}, {self.config!r})"
+
+    # -- delegation --------------------------------------------------------------------
+
+    @property
+    def stats(self) -> NicStats:  # type: ignore[override]
+        return self.inner.stats
+
+    @property
+    def mtu(self) -> int:  # type: ignore[override]
+        return self.inner.mtu
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    @property
+    def rate_queue_len(self) -> int:
+        """Frames waiting in the rate limiter's queue (never above ``queue_limit``)."""
+        return len(self._rate_queue)
+
+    @property
+    def pending_timers(self) -> int:
+        """Frames held back by reorder/delay timers (plus the rate limiter's timer)."""
+        return len(self._timers) + (self._rate_timer is not None)
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _call_later(self, delay: float, frame: bytes) -> None:
+        handle: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            self._timers.discard(handle)  # type: ignore[arg-type]
+            if not self._closed:
+                self.inner.send((frame,))
+
+        handle = self._get_loop().call_later(delay, fire)
+        self._timers.add(handle)
+
+    def _corrupted(self, frame: Buffer) -> bytes:
+        """A copy of ``frame`` with one byte past the Ethernet header flipped.
+
+        The frame still reaches the IP/TCP layers, where a checksum must catch it.
+        """
+        buf = bytearray(frame)
+        if len(buf) > ETH_HEADER_LEN:
+            i = self._rng.randrange(ETH_HEADER_LEN, len(buf))
+            buf[i] ^= self._rng.randrange(1, 256)
+        return bytes(buf)
+
+    # -- transmit ----------------------------------------------------------------------
+
+    def send(self, parts: Sequence[Buffer]) -> None:
+        if self._closed:
+            self.inner.stats.tx_dropped += 1
+            return
+        if not self._tx:
+            self.inner.send(parts)
+            return
+        cfg, rng, fs = self.config, self._rng, self.fault_stats
+        if cfg.loss and rng.random() < cfg.loss:
+            fs["dropped"] += 1
+            return
+        frame: Buffer | None = None  # the frame as one buffer once we had to copy it
+        if cfg.corrupt and rng.random() < cfg.corrupt:
+            frame = self._corrupted(b"".join(parts))
+            fs["corrupted"] += 1
+        copies = 1
+        if cfg.duplicate and rng.random() < cfg.duplicate:
+            copies = 2
+            fs["duplicated"] += 1
+        for _ in range(copies):
+            if self._rate_Bps:
+                if frame is None:
+                    frame = b"".join(parts)
+                self._rate_limit(bytes(frame))
+            else:
+                self._shape(parts if frame is None else (frame,))
+
+    def _shape(self, parts: Sequence[Buffer]) -> None:
+        """Last stage: hold back for reordering, delay, or send now."""
+        cfg, rng, fs = self.config, self._rng, self.fault_stats
+        if cfg.reorder and rng.random() < cfg.reorder:
+            fs["reordered"] += 1
+            self._call_later(cfg.reorder_delay, b"".join(parts))
+            return
+        if cfg.delay or cfg.jitter:
+            d = cfg.delay
+            if cfg.jitter:
+                d = max(0.0, d + rng.uniform(-cfg.jitter, cfg.jitter))
+            fs["delayed"] += 1
+            # Copy: the caller may reuse its buffers once send() returns.
+            self._call_later(d, b"".join(parts))
+            return
+        self.inner.send(parts)
+
+    def _refill(self, now: float) -> None:
+        if self._tokens_at is not None:
+            self._tokens = min(
+                self._bucket_size, self._tokens + (now - self._tokens_at) * self._rate_Bps
+            )
+        self._tokens_at = now
+
+    def _rate_limit(self, frame: bytes) -> None:
+        """Token bucket: send if the bucket holds the frame's bytes, else queue (bounded)."""
+        self._refill(self._get_loop().time())
+        # A frame larger than the bucket may go once the bucket is full (tokens go negative).
+        need = min(len(frame), self._bucket_size)
+        if not self._rate_queue and self._tokens >= need:
+            self._tokens -= len(frame)
+            self._shape((frame,))
+            return
+        if len(self._rate_queue) >= self.config.queue_limit:
+            self.fault_stats["rate_dropped"] += 1
+            return
+        self._rate_queue.append(frame)
+        self._arm_rate_timer()
+
+    def _arm_rate_timer(self) -> None:
+        if self._rate_timer is not None or not self._rate_queue:
+            return
+        need = min(len(self._rate_queue[0]), self._bucket_size)
+        wait = max(0.0, (need - self._tokens) / self._rate_Bps)
+        self._rate_timer = self._get_loop().call_later(wait, self._drain_rate_queue)
+
+    def _drain_rate_queue(self) -> None:
+        self._rate_timer = None
+        if self._closed:
+            return
+        self._refill(self._get_loop().time())
+        q = self._rate_queue
+        while q:
+            need = min(len(q[0]), self._bucket_size)
+            if self._tokens < need:
+                break
+            frame = q.popleft()
+            self._tokens -= len(frame)
+            self._shape((frame,))
+        self._arm_rate_timer()
+
+    # -- receive -----------------------------------------------------------------------
+
+    def recv_batch(self, max_frames: int = 64) -> list[bytes]:
+        """Frames from the wrapped NIC after receive-side faults.
+
+        With ``duplicate`` > 0 the batch may hold more than ``max_frames`` frames (the
+        duplicates arrive together with their originals, as on a wire).
+        """
+        frames = self.inner.recv_batch(max_frames)
+        if not self._rx or not frames or self._closed:
+            return frames
+        cfg, rng, fs = self.config, self._rng, self.fault_stats
+        if not (cfg.loss or cfg.corrupt or cfg.duplicate or cfg.reorder):
+            return frames
+        out: list[bytes] = []
+        held: bytes | None = None
+        for frame in frames:
+            if cfg.loss and rng.random() < cfg.loss:
+                fs["dropped"] += 1
+                continue
+            if cfg.corrupt and rng.random() < cfg.corrupt:
+                frame = self._corrupted(frame)
+                fs["corrupted"] += 1
+            dup = bool(cfg.duplicate) and rng.random() < cfg.duplicate
+            if dup:
+                fs["duplicated"] += 1
+            if held is None and cfg.reorder and rng.random() < cfg.reorder:
+                held = frame  # overtaken by the next frame of this batch
+                if dup:
+                    out.append(frame)
+                continue
+            out.append(frame)
+            if dup:
+                out.append(frame)
+            if held is not None:
+                out.append(held)
+                fs["reordered"] += 1
+                held = None
+        if held is not None:
+            out.append(held)  # nothing followed: deliver in order rather than hold it
+        return out
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Cancel pending timers (held frames are lost) and close the wrapped NIC."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+        if self._rate_timer is not None:
+            self._rate_timer.cancel()
+            self._rate_timer = None
+        self._rate_queue.clear()
+        self.inner.close()

@@ -1,0 +1,248 @@
+"""A Linux TAP device: the kernel on one side, our stack on the other.
+
+Opening ``/dev/net/tun`` and asking for ``IFF_TAP | IFF_NO_PI`` gives a file descriptor on
+which every ``read`` returns one Ethernet frame the kernel sent to the device and every
+``write`` hands one frame to the kernel as if it had arrived on the wire. The kernel end of
+the device gets an address (``peer``) so ordinary tools (ping, nc, curl) talk to the stack.
+
+The device is created inside a network namespace (``netns``): the calling thread enters it
+for the open and the netlink configuration, then returns, so the stack process itself runs
+in the root namespace while its device and every packet stay in the sandbox.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import struct
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+from .base import Buffer, Nic
+from .netns import Netns, write_sysctl_inside
+
+TUN_PATH = "/dev/net/tun"
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+
+#: Size of ``struct virtio_net_hdr_v1`` (num_buffers included) used with ``vnet_hdr=True``.
+VNET_HDR_LEN = 12
+
+_IFREQ = struct.Struct("16sH22x")  # struct ifreq: name + flags, padded to 40 bytes
+
+#: One read never returns more than one frame; 64 KiB covers any frame the kernel sends
+#: (including GSO frames with the virtio-net header), so nothing is ever truncated.
+READ_SIZE = 65536 + VNET_HDR_LEN
+
+
+def _netns_handle(netns: Netns | str | None) -> Netns | None:
+    if netns is None or isinstance(netns, Netns):
+        return netns
+    return Netns(netns)
+
+
+class TapNic(Nic):
+    """A TAP device as a :class:`~anp_async.nic.base.Nic`.
+
+    Attributes: ``name`` (interface name), ``peer`` (kernel-side address with prefix, or
+    None), ``netns_name`` (namespace the device lives in, None for the current one),
+    ``kernel_mac`` (the kernel end's MAC address, 6 bytes), ``vnet_hdr`` (frames carry a
+    :data:`VNET_HDR_LEN`-byte virtio-net header in front, both directions).
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        name: str,
+        *,
+        peer: str | None = None,
+        netns_name: str | None = None,
+        mtu: int = 1500,
+        kernel_mac: bytes = b"",
+        vnet_hdr: bool = False,
+    ) -> None:
+        super().__init__()
+        self._fd = fd
+        self.name = name
+        self.peer = peer
+        self.netns_name = netns_name
+        self.mtu = mtu
+        self.kernel_mac = kernel_mac
+        self.vnet_hdr = vnet_hdr
+
+    def __repr__(self) -> str:
+        return f"TapNic({self.name!r}, peer={self.peer!r}, netns={self.netns_name!r})"
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        *,
+        peer: str | None = None,
+        netns: Netns | str | None = None,
+        mtu: int = 1500,
+        vnet_hdr: bool = False,
+    ) -> TapNic:
+        """Create (or attach to) TAP ``name``, configure its kernel end and bring it up.
+
+        ``peer`` is the kernel side's address with prefix length, e.g. ``"10.0.0.1/24"``.
+        ``netns`` is the namespace the device is created in (None: the calling thread's).
+        With ``vnet_hdr`` the kernel may hand over 64 KiB TCP frames (TSO) and leave
+        checksums partial; each frame then starts with a virtio-net header.
+        """
+        if len(name.encode()) > 15:
+            raise ValueError(f"interface name {name!r} longer than 15 bytes")
+        ns = _netns_handle(netns)
+        with ns.enter() if ns is not None else nullcontext():
+            fd = _open_tun(name, vnet_hdr)
+            try:
+                kernel_mac = _configure(name, peer, mtu)
+            except BaseException:
+                os.close(fd)
+                raise
+        return cls(
+            fd,
+            name,
+            peer=peer,
+            netns_name=ns.name if ns is not None else None,
+            mtu=mtu,
+            kernel_mac=kernel_mac,
+            vnet_hdr=vnet_hdr,
+        )
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError("TapNic is closed")
+        return self._fd
+
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
+    def recv_batch(self, max_frames: int = 64) -> list[bytes]:
+        """Read up to ``max_frames`` frames without blocking."""
+        frames: list[bytes] = []
+        fd = self._fd
+        if fd < 0:
+            return frames
+        stats = self.stats
+        read = os.read
+        nbytes = 0
+        while len(frames) < max_frames:
+            try:
+                frame = read(fd, READ_SIZE)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError:
+                stats.rx_errors += 1
+                break
+            if not frame:
+                break
+            frames.append(frame)
+            nbytes += len(frame)
+        stats.rx_frames += len(frames)
+        stats.rx_bytes += nbytes
+        return frames
+
+    def send(self, parts: Sequence[Buffer]) -> None:
+        """Write one frame made of ``parts`` with a single ``writev``; never blocks."""
+        stats = self.stats
+        if self._fd < 0:
+            stats.tx_dropped += 1
+            return
+        try:
+            n = os.writev(self._fd, parts)
+        except (BlockingIOError, InterruptedError):
+            stats.tx_dropped += 1
+            return
+        except OSError as e:
+            # EIO: the device is down (a real NIC with no carrier drops too).
+            if e.errno in (errno.ENOBUFS, errno.EIO, errno.ENOMEM):
+                stats.tx_dropped += 1
+            else:
+                stats.tx_errors += 1
+            return
+        stats.tx_frames += 1
+        stats.tx_bytes += n
+
+    def close(self) -> None:
+        """Close the fd; a non-persistent TAP device disappears with it."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+
+def _open_tun(name: str, vnet_hdr: bool) -> int:
+    """Open /dev/net/tun and attach it to TAP ``name`` (created in the thread's netns)."""
+    try:
+        fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError:
+        raise PermissionError(errno.EACCES, f"cannot open {TUN_PATH}: run as root") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, f"{TUN_PATH} missing: load the tun module (modprobe tun)"
+        ) from None
+    try:
+        flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+        try:
+            fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), flags))
+        except PermissionError:
+            raise PermissionError(
+                errno.EPERM, f"TUNSETIFF {name}: creating a TAP needs CAP_NET_ADMIN (root)"
+            ) from None
+        except OSError as e:
+            if e.errno == errno.EBUSY:
+                raise OSError(errno.EBUSY, f"TAP {name} is already open elsewhere") from None
+            if e.errno == errno.EINVAL:
+                raise OSError(
+                    errno.EINVAL, f"TUNSETIFF {name}: a non-TAP interface has this name"
+                ) from None
+            raise
+        if vnet_hdr:
+            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+            # The kernel may then send us unchecksummed and TSO (up to 64 KiB) frames.
+            fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _configure(name: str, peer: str | None, mtu: int) -> bytes:
+    """Inside the device's namespace: IPv6 off, MTU, kernel-side address, link up.
+
+    Returns the kernel end's MAC address.
+    """
+    from pyroute2 import IPRoute
+
+    # IPv6 off before link up, so the kernel sends no router solicitation / MLD frames.
+    write_sysctl_inside(f"net.ipv6.conf.{name}.disable_ipv6", "1")
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            raise OSError(errno.ENODEV, f"TAP {name} not found after TUNSETIFF")
+        idx = found[0]
+        ipr.link("set", index=idx, mtu=mtu)
+        if peer:
+            ip, _, plen = peer.partition("/")
+            try:
+                ipr.addr("add", index=idx, address=ip, prefixlen=int(plen or 32))
+            except Exception as e:  # pyroute2 NetlinkError: EEXIST when re-attaching
+                if getattr(e, "code", None) != errno.EEXIST:
+                    raise
+        ipr.link("set", index=idx, state="up")
+        link: Any = ipr.get_links(idx)[0]
+        mac = link.get("IFLA_ADDRESS") or link.get_attr("IFLA_ADDRESS")
+    return bytes.fromhex(mac.replace(":", "")) if mac else b""

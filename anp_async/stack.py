@@ -1,0 +1,515 @@
+"""The Stack: wires a NIC through a receive mode into the protocol layers and the transports.
+
+One event loop, no threads, no queues between layers: a receive mode hands a batch of
+frames to :meth:`Stack._rx_batch`, which walks each frame down Ethernet -> ARP | IPv4 ->
+ICMP | UDP | TCP with direct calls, and flushes TCP output once at the end of the batch
+(one cumulative ACK per batch, like GRO). Transmit is the reverse: the upper layer hands
+``send_ip`` a list of buffers (headers plus a view of the payload), and the NIC writes them
+with scatter-gather. The protocol code in ``proto/`` never reads a clock; this module owns
+the clock (``loop.time()``) and the timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .modes import make_mode
+from .modes.base import RxMode
+from .nic.base import Buffer, Nic
+from .proto import arp as arp_proto
+from .proto import icmp
+from .proto import ipv4 as ip_proto
+from .proto.errors import ParseError
+from .proto.ethernet import (
+    BROADCAST_MAC,
+    ETH_P_ARP,
+    ETH_P_IP,
+    ETH_P_IPV6,
+    build_ethernet_header,
+    mac_to_bytes,
+    mac_to_str,
+    parse_ethernet,
+)
+from .proto.tcp.config import TcpConfig
+from .transport.resolve import resolve_ipv4
+from .transport.tcp import TcpLayer
+from .transport.udp import UdpLayer
+
+log = logging.getLogger(__name__)
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+
+
+def _random_mac() -> bytes:
+    # Locally administered (bit 1) unicast (bit 0 clear) address.
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return bytes(b)
+
+
+@dataclass
+class StackConfig:
+    """Everything a :class:`Stack` needs: the NIC, its addresses and the receive mode."""
+
+    nic: Nic | None = None
+    ip: str = "10.0.0.2/24"
+    mac: str | None = None
+    gateway: str | None = None
+    mtu: int | None = None
+    mode: str = "interrupt"
+    mode_params: dict[str, int] = field(default_factory=dict)
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+    pcap: str | None = None
+    #: Send ICMP port unreachable for datagrams to closed UDP ports (RFC 1122 4.1.3.1).
+    icmp_port_unreachable: bool = True
+
+
+class Counters(dict[str, int]):
+    """A dict of named counters that starts every name at zero."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+    def inc(self, key: str, n: int = 1) -> None:
+        self[key] = self.get(key, 0) + n
+
+
+class Stack:
+    """A userspace TCP/IP stack on one NIC. Use as ``async with Stack(config) as stack``."""
+
+    def __init__(self, config: StackConfig) -> None:
+        if config.nic is None:
+            raise ValueError("StackConfig.nic is required (a TapNic, a Wire end, ...)")
+        self.config = config
+        nic: Nic = config.nic
+        if config.pcap:
+            from .nic.pcap import PcapNic
+
+            nic = PcapNic(nic, config.pcap)
+        self.nic = nic
+        addr, _, prefix = config.ip.partition("/")
+        self.ip_b = ip_proto.ip_to_bytes(addr)
+        self.ip = addr
+        self.prefix_len = int(prefix) if prefix else 24
+        self.mac_b = mac_to_bytes(config.mac) if config.mac else _random_mac()
+        self.mac = mac_to_str(self.mac_b)
+        self.mtu = config.mtu or nic.mtu
+        gw = ip_proto.ip_to_bytes(config.gateway) if config.gateway else None
+        self.iface = ip_proto.Interface(self.ip_b, self.prefix_len, gw)
+        # A 64 KiB datagram is 45 fragments: hold enough of them while ARP resolves
+        # (Linux bounds its queue by bytes, unres_qlen_bytes).
+        self.arp = arp_proto.ArpTable(self.ip_b, self.mac_b, hold_per_ip=64)
+        self.ip_ids = ip_proto.IdGenerator()
+        self.reassembler = ip_proto.Reassembler()
+        self.eth_counters = Counters()
+        self.ip_counters = Counters()
+        self.icmp_counters = Counters()
+        self._eth_headers: dict[bytes, bytes] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._mode: RxMode | None = None
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._ping_waiters: dict[tuple[int, int], asyncio.Future[float]] = {}
+        self._ping_sent: dict[tuple[int, int], float] = {}
+        self._ping_ident = random.getrandbits(16)
+        self._ping_seq = 0
+        #: Callbacks told when ARP gives up on a next hop: f(next_hop_ip_bytes).
+        self._unreachable_listeners: list[Callable[[bytes], None]] = []
+        self.udp = UdpLayer(self)
+        self.tcp = TcpLayer(self, config.tcp)
+        self._in_rx = False
+        self._closed = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Stack:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def start(self) -> None:
+        """Start receiving on the running loop in the configured mode."""
+        self.loop = asyncio.get_running_loop()
+        self._mode = make_mode(self.config.mode, **self.config.mode_params)
+        self._mode.start(self.loop, self.nic, self._rx_batch)
+
+    async def close(self) -> None:
+        """Abort every connection, stop receiving and close the NIC."""
+        if self._closed:
+            return
+        self._closed = True
+        self.tcp.close_all()
+        self.udp.close_all()
+        # Let connection_lost callbacks scheduled by the aborts run.
+        await asyncio.sleep(0)
+        if self._mode is not None:
+            self._mode.stop()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for fut in self._ping_waiters.values():
+            if not fut.done():
+                fut.cancel()
+        self.nic.close()
+
+    def now(self) -> float:
+        """The stack's clock: the event loop's monotonic time in seconds."""
+        assert self.loop is not None
+        return self.loop.time()
+
+    # ------------------------------------------------------------------ modes
+
+    @property
+    def mode_name(self) -> str:
+        return self._mode.name if self._mode else self.config.mode
+
+    @property
+    def mode_params(self) -> dict[str, int]:
+        return self._mode.params() if self._mode else dict(self.config.mode_params)
+
+    def set_mode(self, name: str, **params: int) -> None:
+        """Switch the receive mode while running; frames already read are delivered first."""
+        new = make_mode(name, **params)  # validate before stopping the old one
+        assert self.loop is not None, "set_mode() needs a started stack"
+        if self._mode is not None:
+            self._mode.stop()
+            self._retired_mode_stats(self._mode)
+        self._mode = new
+        self.config.mode = name
+        self.config.mode_params = dict(params)
+        new.start(self.loop, self.nic, self._rx_batch)
+
+    def _retired_mode_stats(self, mode: RxMode) -> None:
+        acc = self._mode_totals = getattr(self, "_mode_totals", {})
+        for k, v in mode.stats.as_dict().items():
+            acc[k] = acc.get(k, 0) + v
+
+    # ---------------------------------------------------------------- receive
+
+    def _rx_batch(self, frames: list[bytes]) -> None:
+        """Process a batch of frames from the receive mode, then flush TCP once."""
+        self._in_rx = True
+        try:
+            for frame in frames:
+                self._rx_frame(frame)
+        finally:
+            self._in_rx = False
+            self.tcp.flush_dirty()
+
+    def _rx_frame(self, frame: bytes) -> None:
+        try:
+            dst, src, ethertype, payload = parse_ethernet(frame)
+        except ParseError as e:
+            self.eth_counters.inc(e.reason)
+            return
+        if dst != self.mac_b and dst != BROADCAST_MAC:
+            self.eth_counters.inc("not_for_us")
+            return
+        self.eth_counters.inc("rx_frames")
+        if ethertype == ETH_P_IP:
+            self._rx_ipv4(payload, src)
+        elif ethertype == ETH_P_ARP:
+            self._rx_arp(payload)
+        elif ethertype == ETH_P_IPV6:
+            self.eth_counters.inc("ipv6_ignored")
+        else:
+            self.eth_counters.inc("unknown_ethertype")
+
+    def _rx_arp(self, payload: memoryview) -> None:
+        try:
+            pkt = arp_proto.parse_arp(payload)
+        except ParseError as e:
+            self.eth_counters.inc("arp_" + e.reason if not e.reason.startswith("arp") else e.reason)
+            return
+        to_send, released = self.arp.on_arp(pkt, self.now())
+        for dst_mac, arp_payload in to_send:
+            self._send_frame(dst_mac, ETH_P_ARP, [arp_payload])
+        for dst_mac, parts in released:
+            self._send_frame(dst_mac, ETH_P_IP, parts)
+        self._arm_arp_timer()
+
+    def _rx_ipv4(self, payload: memoryview, src_mac: bytes) -> None:
+        ipc = self.ip_counters
+        try:
+            hdr, data = ip_proto.parse_ipv4(payload)
+        except ParseError as e:
+            ipc.inc(e.reason)
+            return
+        dst = hdr.dst
+        if dst != self.ip_b and not self.iface.is_broadcast(dst):
+            ipc.inc("not_for_us")
+            return
+        ipc.inc("rx_packets")
+        if hdr.is_fragment:
+            whole = self.reassembler.add(hdr, data, self.now())
+            self._arm_timer("reasm", self.reassembler.next_deadline(), self._on_reasm_timer)
+            if whole is None:
+                return
+            ipc.inc("reassembled")
+            data = memoryview(whole)
+        proto = hdr.proto
+        if proto == IPPROTO_TCP:
+            self.tcp.input(hdr, data)
+        elif proto == IPPROTO_UDP:
+            self.udp.input(hdr, data, payload)
+        elif proto == IPPROTO_ICMP:
+            self._rx_icmp(hdr, data)
+        else:
+            ipc.inc("unknown_protocol")
+
+    def _rx_icmp(self, hdr: ip_proto.IPv4Header, data: memoryview) -> None:
+        c = self.icmp_counters
+        try:
+            msg = icmp.parse_icmp(data)
+        except ParseError as e:
+            c.inc(e.reason)
+            return
+        c.inc("rx_messages")
+        if msg.type == icmp.ECHO_REQUEST:
+            if hdr.dst != self.ip_b:
+                c.inc("echo_to_broadcast_ignored")  # like Linux's icmp_echo_ignore_broadcasts
+                return
+            c.inc("echo_requests")
+            # RFC 792: the reply carries the request's identifier, sequence and data.
+            self.send_ip(hdr.src, IPPROTO_ICMP, [icmp.build_echo_reply_from(msg)])
+            c.inc("echo_replies_sent")
+        elif msg.type == icmp.ECHO_REPLY:
+            key = (msg.ident, msg.seq)
+            fut = self._ping_waiters.pop(key, None)
+            sent = self._ping_sent.pop(key, None)
+            if fut is None or fut.done() or sent is None:
+                c.inc("echo_reply_unmatched")
+                return
+            c.inc("echo_replies")
+            fut.set_result(self.now() - sent)
+        elif msg.type in (icmp.DEST_UNREACH, icmp.TIME_EXCEEDED):
+            try:
+                quoted, first8 = icmp.parse_icmp_error(msg)
+            except ParseError as e:
+                c.inc(e.reason)
+                return
+            c.inc("errors_received")
+            if quoted.src != self.ip_b:
+                c.inc("error_not_ours")
+                return
+            if quoted.proto == IPPROTO_UDP:
+                self.udp.icmp_error(msg.type, msg.code, quoted, first8)
+            elif quoted.proto == IPPROTO_TCP:
+                self.tcp.icmp_error(msg.type, msg.code, quoted, first8)
+        else:
+            c.inc("other_types")
+
+    # --------------------------------------------------------------- transmit
+
+    def _send_frame(self, dst_mac: bytes, ethertype: int, parts: list[Buffer]) -> None:
+        key = dst_mac + ethertype.to_bytes(2, "big")
+        hdr = self._eth_headers.get(key)
+        if hdr is None:
+            hdr = build_ethernet_header(dst_mac, self.mac_b, ethertype)
+            if len(self._eth_headers) < 4096:
+                self._eth_headers[key] = hdr
+        self.nic.send([hdr, *parts])
+
+    def send_ip(self, dst: bytes, proto: int, parts: list[Buffer], *, ttl: int = 64) -> None:
+        """Send one IPv4 datagram whose payload is the concatenation of ``parts``.
+
+        Raises OSError(ENETUNREACH) when no route leads to ``dst``. A datagram larger than
+        the MTU is fragmented (TCP never needs it: its segments fit the MSS).
+        """
+        length = 0
+        for p in parts:
+            length += len(p)
+        if self.iface.is_broadcast(dst):
+            next_hop = dst
+            mac: bytes | None = BROADCAST_MAC
+        else:
+            next_hop = self.iface.next_hop(dst)
+            if next_hop is None:
+                self.ip_counters.inc("no_route")
+                raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+            mac = self.arp.lookup(next_hop, self.now())
+        if length + 20 > self.mtu:
+            payload = b"".join(parts)
+            ident = self.ip_ids.next()
+            datagrams = [
+                [h, p]
+                for h, p in ip_proto.fragment(
+                    payload, self.mtu, src=self.ip_b, dst=dst, proto=proto, ident=ident, ttl=ttl
+                )
+            ]
+            self.ip_counters.inc("fragmented")
+        else:
+            hdr = ip_proto.build_ipv4_header(
+                self.ip_b, dst, proto, length, self.ip_ids.next(), ttl=ttl
+            )
+            datagrams = [[hdr, *parts]]
+        self.ip_counters.inc("tx_packets", len(datagrams))
+        if mac is not None:
+            for d in datagrams:
+                self._send_frame(mac, ETH_P_IP, d)
+            return
+        now = self.now()
+        for d in datagrams:
+            # Hold the datagram until ARP answers; the ARP table bounds the hold queue.
+            for dst_mac, req in self.arp.resolve(next_hop, d, now):
+                self._send_frame(dst_mac, ETH_P_ARP, [req])
+        self._arm_arp_timer()
+
+    # ----------------------------------------------------------------- timers
+
+    def _arm_timer(self, name: str, when: float | None, cb: Callable[[], None]) -> None:
+        """Keep one loop timer per name at the earliest deadline (None cancels it)."""
+        handle = self._timers.get(name)
+        if when is None:
+            if handle is not None:
+                handle.cancel()
+                del self._timers[name]
+            return
+        if handle is not None:
+            if not handle.cancelled() and handle.when() <= when:
+                return  # fires early; the callback re-arms for the real deadline
+            handle.cancel()
+        assert self.loop is not None
+
+        def fire() -> None:
+            self._timers.pop(name, None)
+            cb()
+
+        self._timers[name] = self.loop.call_at(when, fire)
+
+    def _arm_arp_timer(self) -> None:
+        self._arm_timer("arp", self.arp.next_deadline(), self._on_arp_timer)
+
+    def _on_arp_timer(self) -> None:
+        requests, failed = self.arp.poll(self.now())
+        for dst_mac, req in requests:
+            self._send_frame(dst_mac, ETH_P_ARP, [req])
+        for ip, _dropped in failed:
+            self.ip_counters.inc("arp_failed_drops", len(_dropped))
+            for listener in list(self._unreachable_listeners):
+                listener(ip)
+            self._fail_pings(ip)
+        self._arm_arp_timer()
+
+    def _on_reasm_timer(self) -> None:
+        expired = self.reassembler.poll(self.now())
+        if expired:
+            self.ip_counters.inc("reassembly_timeouts", expired)
+        self._arm_timer("reasm", self.reassembler.next_deadline(), self._on_reasm_timer)
+
+    # ------------------------------------------------------------------- ping
+
+    async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56) -> float:
+        """Send one ICMP echo request; return the round-trip time in seconds.
+
+        Raises TimeoutError when no reply comes within ``timeout`` and
+        OSError(EHOSTUNREACH) when ARP cannot resolve the next hop.
+        """
+        dst = ip_proto.ip_to_bytes(await resolve_ipv4(host))
+        assert self.loop is not None
+        self._ping_seq = (self._ping_seq + 1) & 0xFFFF
+        key = (self._ping_ident, self._ping_seq)
+        fut: asyncio.Future[float] = self.loop.create_future()
+        fut.dst = dst  # type: ignore[attr-defined]
+        self._ping_waiters[key] = fut
+        payload = bytes((i & 0xFF) for i in range(size))
+        self._ping_sent[key] = self.now()
+        self.icmp_counters.inc("echo_requests_sent")
+        try:
+            self.send_ip(dst, IPPROTO_ICMP, [icmp.build_echo(icmp.ECHO_REQUEST, *key, payload)])
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self._ping_waiters.pop(key, None)
+            self._ping_sent.pop(key, None)
+
+    def _fail_pings(self, next_hop: bytes) -> None:
+        for fut in list(self._ping_waiters.values()):
+            dst = getattr(fut, "dst", None)
+            if dst is None or fut.done():
+                continue
+            hop = dst if self.iface.is_broadcast(dst) else self.iface.next_hop(dst)
+            if hop == next_hop:
+                fut.set_exception(OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH)))
+
+    def add_unreachable_listener(self, cb: Callable[[bytes], None]) -> None:
+        """Register ``cb(next_hop)`` to be called when ARP gives up on a next hop."""
+        self._unreachable_listeners.append(cb)
+
+    # -------------------------------------------------------------- sockets API
+
+    async def create_datagram_endpoint(
+        self, protocol_factory: Callable[[], Any], local_addr=None, remote_addr=None, **kwargs: Any
+    ):
+        """Like ``loop.create_datagram_endpoint`` on this stack: returns (transport, protocol)."""
+        return await self.udp.create_endpoint(protocol_factory, local_addr, remote_addr, **kwargs)
+
+    async def create_connection(
+        self, protocol_factory: Callable[[], Any], host: str, port: int, **kwargs: Any
+    ):
+        """Like ``loop.create_connection`` on this stack: returns (transport, protocol)."""
+        return await self.tcp.create_connection(protocol_factory, host, port, **kwargs)
+
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], Any],
+        host: str | None = None,
+        port: int = 0,
+        **kwargs: Any,
+    ):
+        """Like ``loop.create_server`` on this stack: returns a Server."""
+        return await self.tcp.create_server(protocol_factory, host, port, **kwargs)
+
+    async def open_connection(self, host: str, port: int, *, limit: int = 2**16, **kwargs: Any):
+        """Like ``asyncio.open_connection``: returns (StreamReader, StreamWriter)."""
+        from .transport.streams import open_connection
+
+        return await open_connection(self, host, port, limit=limit, **kwargs)
+
+    async def start_server(
+        self,
+        client_connected_cb: Callable[..., Any],
+        host: str | None = None,
+        port: int = 0,
+        *,
+        limit: int = 2**16,
+        **kwargs: Any,
+    ):
+        """Like ``asyncio.start_server``: returns a Server."""
+        from .transport.streams import start_server
+
+        return await start_server(self, client_connected_cb, host, port, limit=limit, **kwargs)
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> dict[str, Any]:
+        """Every counter of every layer, JSON-serialisable (``anp ctl stats``)."""
+        mode: dict[str, Any] = {"name": self.mode_name, "params": self.mode_params}
+        if self._mode is not None:
+            mode.update(self._mode.stats.as_dict())
+        mode["totals_all_modes"] = {
+            k: v + mode.get(k, 0) for k, v in getattr(self, "_mode_totals", {}).items()
+        }
+        nic_stats = self.nic.stats.as_dict()
+        faults = getattr(self.nic, "fault_stats", None)
+        return {
+            "address": self.ip,
+            "mac": self.mac,
+            "nic": nic_stats | ({"faults": dict(faults)} if faults else {}),
+            "mode": mode,
+            "eth": dict(self.eth_counters),
+            "arp": dict(self.arp.counters) | {"entries": len(self.arp.entries())},
+            "ip": dict(self.ip_counters),
+            "icmp": dict(self.icmp_counters),
+            "udp": self.udp.stats(),
+            "tcp": self.tcp.stats(),
+        }

@@ -1,0 +1,76 @@
+"""Socket-like objects for ``get_extra_info('socket')`` and ``Server.sockets``.
+
+asyncio hands out a ``TransportSocket`` wrapper; libraries call ``family``, ``type``,
+``getsockname()``, ``getpeername()`` and ``setsockopt(TCP_NODELAY / SO_KEEPALIVE ...)`` on
+it. There is no kernel socket behind a stack transport, so this object answers those calls
+from the transport and maps the options that mean something onto the stack's TCP.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+
+class StackSocket:
+    """What ``transport.get_extra_info('socket')`` returns for a stack transport."""
+
+    def __init__(self, owner: Any, kind: str) -> None:
+        self._owner = owner
+        self._kind = kind
+        self._opts: dict[tuple[int, int], int] = {}
+
+    def __repr__(self) -> str:
+        return f"<StackSocket {self._kind} {self.getsockname()}>"
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return socket.AF_INET
+
+    @property
+    def type(self) -> socket.SocketKind:
+        return socket.SOCK_STREAM if self._kind == "tcp" else socket.SOCK_DGRAM
+
+    @property
+    def proto(self) -> int:
+        return socket.IPPROTO_TCP if self._kind == "tcp" else socket.IPPROTO_UDP
+
+    def fileno(self) -> int:
+        return -1  # no kernel socket: like a detached socket
+
+    def getsockname(self) -> tuple[str, int]:
+        return self._owner.get_extra_info("sockname")
+
+    def getpeername(self) -> tuple[str, int]:
+        peer = self._owner.get_extra_info("peername")
+        if peer is None:
+            raise OSError(107, "Transport endpoint is not connected")
+        return peer
+
+    def setsockopt(self, level: int, optname: int, value: int | bytes, *_: Any) -> None:
+        ival = int.from_bytes(value, "little") if isinstance(value, bytes) else int(value)
+        self._opts[(level, optname)] = ival
+        apply = getattr(self._owner, "_apply_sockopt", None)
+        if apply is not None:
+            apply(level, optname, ival)
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int:
+        if (level, optname) == (socket.SOL_SOCKET, socket.SO_TYPE):
+            return int(self.type)
+        if (level, optname) == (socket.SOL_SOCKET, socket.SO_ERROR):
+            return 0
+        getter = getattr(self._owner, "_get_sockopt", None)
+        if getter is not None:
+            v = getter(level, optname)
+            if v is not None:
+                return v
+        return self._opts.get((level, optname), 0)
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def gettimeout(self) -> float:
+        return 0.0
+
+    def close(self) -> None:
+        pass

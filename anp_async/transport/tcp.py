@@ -1,0 +1,935 @@
+"""TCP on the stack: demultiplexing, listeners, and asyncio's Transport contract.
+
+Three pieces:
+
+- :class:`TcpLayer` owns every connection of one stack: it finds the connection for an
+  incoming segment by its 4-tuple, creates connections for SYNs to listening ports
+  (bounded by the listen backlog), answers segments to closed ports with RST, and picks
+  ephemeral ports.
+- :class:`TcpEndpoint` is the glue around one sans-I/O ``TcpConnection``: it transmits
+  what the engine outputs, keeps one loop timer at the engine's next deadline, and turns
+  the engine's events into calls on the transport. The endpoint outlives the transport
+  (FIN_WAIT, TIME_WAIT go on after ``close()``, as in the kernel).
+- :class:`TcpTransport` is what protocols see: asyncio's ``Transport`` with write-buffer
+  limits, pause/resume reading (which closes the advertised window: the engine's receive
+  buffer fills because nobody reads it), ``write_eof``, ``close`` vs ``abort`` and
+  ``connection_lost`` called exactly once, from one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..proto.errors import ParseError
+from ..proto.ipv4 import IPv4Header, ip_to_bytes, ip_to_str
+from ..proto.tcp.config import TcpConfig
+from ..proto.tcp.connection import TcpConnection, TcpState
+from ..proto.tcp.events import Closed, Connected, DataReceived, EofReceived, SendSpace
+from ..proto.tcp.isn import IsnGenerator
+from ..proto.tcp.segment import ACK, RST, SYN, TcpSegment, build_tcp_header, parse_tcp
+from .resolve import resolve_ipv4
+from .sockobj import StackSocket
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+    from .server import Server
+
+log = logging.getLogger(__name__)
+
+IPPROTO_TCP = 6
+EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
+_TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", 4)
+_TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
+_TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+
+Key = tuple[bytes, int, int]  # (remote ip, remote port, local port)
+
+
+def _oserror(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def close_reason_to_exc(reason: str) -> Exception | None:
+    """Map the engine's close reason to the exception asyncio programs catch."""
+    if reason == "normal" or reason == "aborted":
+        return None
+    if reason == "refused":
+        return ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
+    if reason == "reset":
+        return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
+    if reason == "timeout":
+        return TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+    if reason == "unreachable":
+        return _oserror(errno.EHOSTUNREACH)
+    return ConnectionError(reason)
+
+
+class Listener:
+    """A listening port: bounded half-open (SYN_RECEIVED) count and accept queue."""
+
+    def __init__(self, port: int, backlog: int, accept: Callable[[TcpEndpoint], None]) -> None:
+        self.port = port
+        self.backlog = max(1, backlog)
+        self.half_open = 0
+        self.accept = accept
+        self.closed = False
+
+
+class TcpLayer:
+    """Every TCP connection and listener of one stack."""
+
+    def __init__(self, stack: Stack, config: TcpConfig) -> None:
+        self.stack = stack
+        self.config = config
+        self.conns: dict[Key, TcpEndpoint] = {}
+        self.listeners: dict[int, Listener] = {}
+        self.dirty: dict[TcpEndpoint, None] = {}
+        self.isn = IsnGenerator(os.urandom(16))
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.max_connections = 65536
+        stack.add_unreachable_listener(self._host_unreachable)
+
+    # ----------------------------------------------------------------- input
+
+    def input(self, hdr: IPv4Header, data: memoryview) -> None:
+        """One TCP segment from the IP layer."""
+        try:
+            seg = parse_tcp(data, hdr.src, hdr.dst)
+        except ParseError as e:
+            self.counters[e.reason] += 1
+            return
+        self.counters["rx_segments"] += 1
+        ep = self.conns.get((hdr.src, seg.src_port, seg.dst_port))
+        if ep is not None:
+            ep.conn.on_segment(seg, self.stack.now())
+            self.touch(ep)
+            return
+        if hdr.dst != self.stack.ip_b:
+            self.counters["to_broadcast_dropped"] += 1
+            return
+        listener = self.listeners.get(seg.dst_port)
+        if listener is not None and not listener.closed:
+            self._listen_input(listener, hdr, seg)
+            return
+        self.counters["to_closed_port"] += 1
+        self._reset_for(hdr.src, seg)
+
+    def _listen_input(self, listener: Listener, hdr: IPv4Header, seg: TcpSegment) -> None:
+        flags = seg.flags
+        # RFC 9293 3.10.7.2 (LISTEN): drop RST; answer ACK with RST; take SYN.
+        if flags & RST:
+            self.counters["listen_rst_dropped"] += 1
+            return
+        if flags & ACK:
+            self.counters["listen_ack_reset"] += 1
+            self._reset_for(hdr.src, seg)
+            return
+        if not flags & SYN:
+            self.counters["listen_no_syn_dropped"] += 1
+            return
+        if listener.half_open >= listener.backlog or len(self.conns) >= self.max_connections:
+            # Like Linux without syncookies: a full SYN queue drops the SYN; the peer retries.
+            self.counters["listen_overflow"] += 1
+            return
+        now = self.stack.now()
+        iss = self.isn.isn(self.stack.ip_b, seg.dst_port, hdr.src, seg.src_port, now)
+        conn = TcpConnection.accept_syn(
+            self._conn_config(), self.stack.ip_b, seg.dst_port, hdr.src, seg.src_port, seg, iss, now
+        )
+        ep = TcpEndpoint(self, (hdr.src, seg.src_port, seg.dst_port), conn)
+        ep.listener = listener
+        listener.half_open += 1
+        self.conns[ep.key] = ep
+        self.counters["passive_opens"] += 1
+        self.touch(ep)
+
+    def _reset_for(self, src: bytes, seg: TcpSegment) -> None:
+        """RFC 9293 3.10.7.1: a segment to a closed port gets a RST (unless it is one)."""
+        if seg.flags & RST:
+            return
+        if seg.flags & ACK:
+            rst = TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+        else:
+            seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (seg.flags & 1)
+            rst = TcpSegment(
+                seg.dst_port, seg.src_port, 0, (seg.seq + seg_len) & 0xFFFFFFFF, RST | ACK, 0
+            )
+        self.counters["rst_sent"] += 1
+        self._transmit(src, rst)
+
+    def _transmit(self, dst: bytes, seg: TcpSegment) -> None:
+        hdr = build_tcp_header(seg, self.stack.ip_b, dst)
+        payload = seg.payload
+        try:
+            self.stack.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
+        except OSError:
+            self.counters["tx_no_route"] += 1
+            return
+        self.counters["tx_segments"] += 1
+
+    def icmp_error(self, type_: int, code: int, quoted: IPv4Header, first8: memoryview) -> None:
+        """An ICMP error quoting one of our segments (RFC 5927: check the sequence number)."""
+        if len(first8) < 8:
+            return
+        sport = int.from_bytes(first8[0:2], "big")
+        dport = int.from_bytes(first8[2:4], "big")
+        seq = int.from_bytes(first8[4:8], "big")
+        ep = self.conns.get((quoted.dst, dport, sport))
+        if ep is None:
+            self.counters["icmp_unmatched"] += 1
+            return
+        info = ep.conn.info()
+        una, nxt = info.get("snd_una", 0), info.get("snd_nxt", 0)
+        # RFC 5927 (4.1): accept only errors quoting a sequence number in flight.
+        if (seq - una) & 0xFFFFFFFF > (nxt - una) & 0xFFFFFFFF:
+            self.counters["icmp_out_of_window"] += 1
+            return
+        self.counters["icmp_errors"] += 1
+        # RFC 1122 4.2.3.9: hard errors (port/protocol unreachable) abort a connection
+        # being opened; soft errors are only remembered.
+        if ep.conn.state is TcpState.SYN_SENT and type_ == 3 and code in (2, 3):
+            ep.fail("refused")
+
+    # ---------------------------------------------------------------- output
+
+    def touch(self, ep: TcpEndpoint) -> None:
+        """Flush ``ep`` now, or at the end of the receive batch when inside one."""
+        if self.stack._in_rx:
+            self.dirty[ep] = None
+        else:
+            ep.flush()
+
+    def flush_dirty(self) -> None:
+        while self.dirty:
+            ep = next(iter(self.dirty))
+            del self.dirty[ep]
+            ep.flush()
+
+    def remove(self, ep: TcpEndpoint) -> None:
+        if self.conns.get(ep.key) is ep:
+            del self.conns[ep.key]
+        self.dirty.pop(ep, None)
+
+    def _host_unreachable(self, next_hop: bytes) -> None:
+        iface = self.stack.iface
+        for ep in list(self.conns.values()):
+            if ep.conn.state is TcpState.SYN_SENT and iface.next_hop(ep.key[0]) == next_hop:
+                ep.fail("unreachable")
+
+    # ------------------------------------------------------------- opening
+
+    def _conn_config(self, **overrides: Any) -> TcpConfig:
+        cfg = self.config
+        mss = max(88, min(cfg.mss, self.stack.mtu - 40))
+        fields = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+        fields.update(mss=mss, **overrides)
+        return TcpConfig(**fields)
+
+    def pick_port(self, remote: bytes, rport: int) -> int:
+        """A random ephemeral port whose 4-tuple is not in use (TIME_WAIT included)."""
+        for _ in range(128):
+            port = random.choice(EPHEMERAL_PORTS)
+            if (remote, rport, port) not in self.conns and port not in self.listeners:
+                return port
+        for port in EPHEMERAL_PORTS:
+            if (remote, rport, port) not in self.conns and port not in self.listeners:
+                return port
+        raise _oserror(errno.EADDRNOTAVAIL)
+
+    async def create_connection(
+        self,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        local_addr: tuple[str, int] | None = None,
+        nodelay: bool | None = None,
+        ssl: Any = None,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        tcp_config: TcpConfig | None = None,
+        sock: Any = None,
+        **_: Any,
+    ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+        if sock is not None:
+            raise ValueError("sock= is not supported on the stack (there is no kernel socket)")
+        if host is None or port is None:
+            raise ValueError("host and port must be given")
+        stack = self.stack
+        rip = ip_to_bytes(await resolve_ipv4(host))
+        rport = int(port)
+        if stack.iface.next_hop(rip) is None:
+            raise _oserror(errno.ENETUNREACH)
+        if local_addr is not None and local_addr[1]:
+            lport = int(local_addr[1])
+            if (rip, rport, lport) in self.conns or lport in self.listeners:
+                raise _oserror(errno.EADDRINUSE)
+        else:
+            lport = self.pick_port(rip, rport)
+        overrides = {"nodelay": bool(nodelay)} if nodelay is not None else {}
+        cfg = tcp_config or self._conn_config(**overrides)
+        now = stack.now()
+        iss = self.isn.isn(stack.ip_b, lport, rip, rport, now)
+        conn = TcpConnection.connect(cfg, stack.ip_b, lport, rip, rport, iss, now)
+        ep = TcpEndpoint(self, (rip, rport, lport), conn)
+        assert stack.loop is not None
+        waiter: asyncio.Future[None] = stack.loop.create_future()
+        ep.connect_waiter = waiter
+        self.conns[ep.key] = ep
+        self.counters["active_opens"] += 1
+        ep.flush()
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            ep.abort()
+            raise
+        protocol = protocol_factory()
+        transport = TcpTransport(stack.loop, ep, protocol)
+        if ssl:
+            from .tls import wrap_client
+
+            return await wrap_client(
+                stack.loop,
+                transport,
+                protocol,
+                ssl,
+                server_hostname or host,
+                ssl_handshake_timeout,
+                ssl_shutdown_timeout,
+            )
+        transport._start()
+        return transport, protocol
+
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], asyncio.Protocol],
+        host: str | None = None,
+        port: int | None = 0,
+        *,
+        backlog: int = 100,
+        start_serving: bool = True,
+        ssl: Any = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+        reuse_address: bool | None = None,
+        reuse_port: bool | None = None,
+        sock: Any = None,
+        **_: Any,
+    ) -> Server:
+        from .server import Server
+
+        if sock is not None:
+            raise ValueError("sock= is not supported on the stack (there is no kernel socket)")
+        stack = self.stack
+        if isinstance(host, (list, tuple)):
+            host = host[0] if host else None
+        addr = await resolve_ipv4(host)
+        if addr not in ("0.0.0.0", stack.ip):
+            raise _oserror(errno.EADDRNOTAVAIL)
+        port = int(port or 0)
+        if port == 0:
+            port = self.pick_port(b"", 0)
+        elif port in self.listeners:
+            raise _oserror(errno.EADDRINUSE)
+        server = Server(
+            self,
+            port,
+            protocol_factory,
+            backlog,
+            ssl=ssl,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout,
+        )
+        if start_serving:
+            server._start_serving()
+        return server
+
+    def listen(self, port: int, backlog: int, accept: Callable[[TcpEndpoint], None]) -> Listener:
+        if port in self.listeners:
+            raise _oserror(errno.EADDRINUSE)
+        listener = Listener(port, backlog, accept)
+        self.listeners[port] = listener
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        listener.closed = True
+        if self.listeners.get(listener.port) is listener:
+            del self.listeners[listener.port]
+
+    # ------------------------------------------------------------- shutdown
+
+    def close_all(self) -> None:
+        for listener in list(self.listeners.values()):
+            self.unlisten(listener)
+        for ep in list(self.conns.values()):
+            ep.abort()
+
+    def busy(self) -> bool:
+        """True while a connection still has data or a FIN to deliver to its peer."""
+        for ep in self.conns.values():
+            st = ep.conn.state
+            if st in (TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK):
+                return True
+        return False
+
+    def stats(self) -> dict[str, Any]:
+        conns = []
+        for ep in list(self.conns.values())[:1000]:
+            info = dict(ep.conn.info())
+            info["local"] = f"{self.stack.ip}:{ep.key[2]}"
+            info["remote"] = f"{ip_to_str(ep.key[0])}:{ep.key[1]}"
+            conns.append({k: (v.name if hasattr(v, "name") else v) for k, v in info.items()})
+        totals: collections.Counter[str] = collections.Counter(self.counters)
+        for ep in self.conns.values():
+            totals.update({f"conn_{k}": v for k, v in ep.conn.counters.items()})
+        totals.update(self._closed_conn_counters)
+        return dict(totals) | {
+            "open_connections": len(self.conns),
+            "listeners": sorted(self.listeners),
+            "connections": conns,
+        }
+
+    @property
+    def _closed_conn_counters(self) -> collections.Counter[str]:
+        c = self.__dict__.get("_closed_counters")
+        if c is None:
+            c = self.__dict__["_closed_counters"] = collections.Counter()
+        return c
+
+
+class TcpEndpoint:
+    """Glue around one TcpConnection: output, timer, and events to the transport."""
+
+    __slots__ = (
+        "layer",
+        "key",
+        "conn",
+        "transport",
+        "listener",
+        "connect_waiter",
+        "_timer",
+        "_timer_when",
+        "_flushing",
+        "_again",
+        "eof_received",
+        "closed_reason",
+        "_rip_str",
+    )
+
+    def __init__(self, layer: TcpLayer, key: Key, conn: TcpConnection) -> None:
+        self.layer = layer
+        self.key = key
+        self.conn = conn
+        self.transport: TcpTransport | None = None
+        self.listener: Listener | None = None
+        self.connect_waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._flushing = False
+        self._again = False
+        self.eof_received = False
+        self.closed_reason: str | None = None
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    # -------------------------------------------------------------- flushing
+
+    def flush(self) -> None:
+        """Transmit what the engine has due, dispatch its events, re-arm the timer."""
+        if self._flushing:
+            self._again = True  # a callback asked for a flush: loop once more below
+            return
+        self._flushing = True
+        layer = self.layer
+        stack = layer.stack
+        conn = self.conn
+        rip = self.key[0]
+        try:
+            for _ in range(16):
+                self._again = False
+                now = stack.now()
+                for seg in conn.output(now):
+                    layer._transmit(rip, seg)
+                events = conn.take_events()
+                for ev in events:
+                    self._dispatch(ev)
+                if not events and not self._again:
+                    break
+        finally:
+            self._flushing = False
+        self._arm_timer()
+        if conn.state is TcpState.CLOSED:
+            self._finish()
+
+    def _arm_timer(self) -> None:
+        when = self.conn.next_deadline()
+        handle = self._timer
+        if when is None:
+            if handle is not None:
+                handle.cancel()
+                self._timer = None
+            return
+        if handle is not None:
+            if self._timer_when <= when:
+                return  # fires early; _on_timer re-arms for the real deadline
+            handle.cancel()
+        self._timer_when = when
+        loop = self.layer.stack.loop
+        assert loop is not None
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        # The loop may run a timer up to its clock resolution early: never report a
+        # time before the deadline we asked for.
+        now = max(self.layer.stack.now(), self._timer_when)
+        self.conn.on_timer(now)
+        self.flush()
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.layer._closed_conn_counters.update(
+            {f"conn_{k}": v for k, v in self.conn.counters.items()}
+        )
+        self.layer.remove(self)
+
+    # -------------------------------------------------------------- events
+
+    def _dispatch(self, ev: object) -> None:
+        tr = self.transport
+        if isinstance(ev, DataReceived):
+            if tr is not None:
+                tr._on_data()
+            elif self.listener is None and self.connect_waiter is None:
+                self._discard_input()
+        elif isinstance(ev, SendSpace):
+            if tr is not None:
+                tr._on_send_space()
+        elif isinstance(ev, EofReceived):
+            self.eof_received = True
+            if tr is not None:
+                tr._on_data()
+        elif isinstance(ev, Connected):
+            self._on_connected()
+        elif isinstance(ev, Closed):
+            self._on_closed(ev.reason)
+
+    def _discard_input(self) -> None:
+        n = len(self.conn.recv())
+        if n:
+            self.layer.counters["data_after_close_discarded"] += n
+
+    def _on_connected(self) -> None:
+        waiter = self.connect_waiter
+        if waiter is not None:
+            self.connect_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        listener = self.listener
+        if listener is not None:
+            listener.half_open -= 1
+            self.listener = None
+            if listener.closed:
+                self.abort()
+                return
+            listener.accept(self)
+
+    def _on_closed(self, reason: str) -> None:
+        self.closed_reason = reason
+        if self.listener is not None:  # died in SYN_RECEIVED
+            self.listener.half_open -= 1
+            self.listener = None
+        waiter = self.connect_waiter
+        if waiter is not None:
+            self.connect_waiter = None
+            if not waiter.done():
+                exc = close_reason_to_exc(reason) or ConnectionAbortedError("connection aborted")
+                waiter.set_exception(exc)
+        if self.transport is not None:
+            self.transport._on_closed(reason)
+
+    # ------------------------------------------------------------- app calls
+
+    def fail(self, reason: str) -> None:
+        """End the connection locally with ``reason`` (ARP or ICMP said unreachable)."""
+        if self.conn.state is not TcpState.CLOSED:
+            self.conn.abort(self.layer.stack.now())
+        self.conn.take_events()
+        self._on_closed(reason)
+        self._finish()
+
+    def abort(self) -> None:
+        if self.conn.state is not TcpState.CLOSED:
+            self.conn.abort(self.layer.stack.now())
+        self.flush()
+        self._finish()
+
+
+class TcpTransport(asyncio.Transport):
+    """A stack TCP connection with asyncio's Transport contract."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ep: TcpEndpoint,
+        protocol: asyncio.BaseProtocol,
+        server: Server | None = None,
+    ) -> None:
+        super().__init__()
+        self._loop = loop
+        self._ep: TcpEndpoint | None = ep
+        self._conn = ep.conn
+        self._protocol: Any = protocol
+        self._server = server
+        self._buffer: collections.deque[memoryview] = collections.deque()
+        self._buffer_size = 0
+        self._high_water = 64 * 1024
+        self._low_water = 16 * 1024
+        self._protocol_paused = False
+        self._paused = False
+        self._closing = False
+        self._eof_pending = False  # write_eof() called while data is buffered
+        self._eof_written = False
+        self._eof_delivered = False
+        self._conn_lost = 0
+        self._lost_called = False
+        self._started = False
+        stack = ep.layer.stack
+        self._extra: dict[str, Any] = {
+            "peername": (ip_to_str(ep.key[0]), ep.key[1]),
+            "sockname": (stack.ip, ep.key[2]),
+        }
+        self._extra["socket"] = StackSocket(self, "tcp")
+        ep.transport = self
+        if server is not None:
+            server._attach(self)
+
+    def __repr__(self) -> str:
+        state = self._conn.state.name
+        return f"<TcpTransport {self._extra['sockname']} -> {self._extra['peername']} {state}>"
+
+    def _start(self) -> None:
+        """Tell the protocol it is connected, then hand it any data that came early."""
+        self._started = True
+        try:
+            self._protocol.connection_made(self)
+        except BaseException:
+            self.abort()
+            raise
+        if self._conn.recv_available() or (self._ep and self._ep.eof_received):
+            self._loop.call_soon(self._on_data)
+        ep = self._ep
+        if ep is not None and ep.closed_reason is not None:
+            self._on_closed(ep.closed_reason)
+
+    # ----------------------------------------------------------- base API
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "stack_tcp_info":
+            return dict(self._conn.info())
+        return self._extra.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def close(self) -> None:
+        """Flush what is buffered, then send FIN; connection_lost(None) follows."""
+        if self._closing:
+            return
+        self._closing = True
+        ep = self._ep
+        if ep is not None:
+            ep._discard_input()  # no reader any more: like the kernel after close()
+        if not self._buffer:
+            self._conn_lost += 1
+            self._shutdown_write()
+            self._loop.call_soon(self._call_connection_lost, None)
+
+    def abort(self) -> None:
+        """Send RST and drop everything buffered; connection_lost(None) follows."""
+        self._force_close(None)
+
+    # ---------------------------------------------------------- read side
+
+    def is_reading(self) -> bool:
+        return not self._paused and not self._closing
+
+    def pause_reading(self) -> None:
+        if self._closing or self._paused:
+            return
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        self._loop.call_soon(self._on_data)
+
+    def _on_data(self) -> None:
+        """Hand the protocol what the engine has buffered (called on DataReceived/EOF)."""
+        if self._paused or self._lost_called or not self._started:
+            return
+        ep = self._ep
+        if ep is None:
+            return
+        if self._closing:
+            ep._discard_input()
+            return
+        data = self._conn.recv()
+        if data:
+            try:
+                self._protocol.data_received(data)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+                return
+            ep.layer.touch(ep)  # reading opened the window: a window update may be due
+        if ep.eof_received and not self._eof_delivered and not self._paused:
+            if self._conn.recv_available():
+                self._loop.call_soon(self._on_data)
+                return
+            self._eof_delivered = True
+            try:
+                keep_open = self._protocol.eof_received()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+                return
+            if not keep_open:
+                self.close()
+
+    # --------------------------------------------------------- write side
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high_water, self._low_water = high, low
+        self._maybe_pause_protocol()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low_water, self._high_water
+
+    def get_write_buffer_size(self) -> int:
+        return self._buffer_size
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if self._eof_written or self._eof_pending:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data:
+            return
+        if self._conn_lost or self._ep is None:
+            self._conn_lost += 1
+            if self._conn_lost >= 5:
+                log.warning("socket.send() raised exception.")
+            return
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        if not self._buffer:
+            n = self._conn.send(view, self._loop.time())
+            if n:
+                self._ep.layer.touch(self._ep)
+            if n == len(view):
+                return
+            view = view[n:]
+        # The engine copied what it took; what is left must survive the caller reusing
+        # its buffer, so keep our own copy (like asyncio's transports do).
+        self._buffer.append(memoryview(bytes(view)))
+        self._buffer_size += len(view)
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        if self._closing or self._eof_written or self._eof_pending:
+            return
+        if self._buffer:
+            self._eof_pending = True
+        else:
+            self._shutdown_write()
+
+    def _shutdown_write(self) -> None:
+        ep = self._ep
+        if ep is None or self._eof_written:
+            return
+        self._eof_written = True
+        if self._conn.state is not TcpState.CLOSED:
+            self._conn.shutdown(self._loop.time())
+            ep.layer.touch(ep)
+
+    def _on_send_space(self) -> None:
+        """ACKs freed engine buffer space: move our buffered data into it."""
+        buf = self._buffer
+        moved = False
+        while buf:
+            chunk = buf[0]
+            n = self._conn.send(chunk, self._loop.time())
+            if not n:
+                break
+            moved = True
+            self._buffer_size -= n
+            if n == len(chunk):
+                buf.popleft()
+            else:
+                buf[0] = chunk[n:]
+                break
+        if moved and self._ep is not None:
+            self._ep.layer.touch(self._ep)
+        self._maybe_resume_protocol()
+        if not buf:
+            if self._eof_pending:
+                self._eof_pending = False
+                self._shutdown_write()
+            if self._closing and not self._lost_called and not self._conn_lost:
+                self._conn_lost += 1
+                self._shutdown_write()
+                self._loop.call_soon(self._call_connection_lost, None)
+
+    def _maybe_pause_protocol(self) -> None:
+        if self._buffer_size <= self._high_water or self._protocol_paused:
+            return
+        self._protocol_paused = True
+        try:
+            self._protocol.pause_writing()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": "protocol.pause_writing() failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+
+    def _maybe_resume_protocol(self) -> None:
+        if self._protocol_paused and self._buffer_size <= self._low_water:
+            self._protocol_paused = False
+            try:
+                self._protocol.resume_writing()
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._loop.call_exception_handler(
+                    {
+                        "message": "protocol.resume_writing() failed",
+                        "exception": exc,
+                        "transport": self,
+                        "protocol": self._protocol,
+                    }
+                )
+
+    # ------------------------------------------------------------ closing
+
+    def _on_closed(self, reason: str) -> None:
+        """The engine says the connection is gone."""
+        if not self._started:
+            return  # _start() looks at ep.closed_reason
+        exc = close_reason_to_exc(reason)
+        if exc is None:
+            # Orderly end of both directions: like a kernel socket, the transport stays
+            # until the application closes it (its data and EOF are still deliverable).
+            if self._closing and not self._lost_called and not self._conn_lost:
+                self._conn_lost += 1
+                self._loop.call_soon(self._call_connection_lost, None)
+            return
+        self._force_close(exc)
+
+    def _fatal_error(self, exc: BaseException, message: str) -> None:
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler(
+                {
+                    "message": message,
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
+        self._force_close(exc)
+
+    def _force_close(self, exc: BaseException | None) -> None:
+        """The single exit: abort the engine if needed, then connection_lost once."""
+        if self._conn_lost:
+            return
+        self._buffer.clear()
+        self._buffer_size = 0
+        self._closing = True
+        self._conn_lost += 1
+        ep = self._ep
+        if ep is not None and self._conn.state is not TcpState.CLOSED:
+            ep.abort()
+        self._loop.call_soon(self._call_connection_lost, exc)
+
+    def _call_connection_lost(self, exc: BaseException | None) -> None:
+        if self._lost_called:
+            return
+        self._lost_called = True
+        ep = self._ep
+        try:
+            if self._started:
+                self._protocol.connection_lost(exc)
+        finally:
+            if ep is not None:
+                ep.transport = None
+            self._ep = None
+            self._protocol = None
+            server = self._server
+            if server is not None:
+                server._detach(self)
+                self._server = None
+
+    # ----------------------------------------------------- socket options
+
+    def _apply_sockopt(self, level: int, optname: int, value: int) -> None:
+        """setsockopt() on the socket-like object, mapped onto the engine's options."""
+        # Each connection owns its TcpConfig copy (TcpLayer._conn_config), so options set
+        # here change this connection only.
+        cfg = self._conn.cfg
+        if level == socket.IPPROTO_TCP and optname == socket.TCP_NODELAY:
+            cfg.nodelay = bool(value)
+        elif level == socket.SOL_SOCKET and optname == socket.SO_KEEPALIVE:
+            cfg.keepalive = bool(value)
+        elif level == socket.IPPROTO_TCP and optname == _TCP_KEEPIDLE:
+            cfg.keepalive_idle = float(value)
+        elif level == socket.IPPROTO_TCP and optname == _TCP_KEEPINTVL:
+            cfg.keepalive_interval = float(value)
+        elif level == socket.IPPROTO_TCP and optname == _TCP_KEEPCNT:
+            cfg.keepalive_count = int(value)
+        elif level == socket.IPPROTO_TCP and optname == _TCP_USER_TIMEOUT:
+            # RFC 5482 / Linux: milliseconds, 0 = system default.
+            cfg.user_timeout = value / 1000.0 if value else None
+        if self._ep is not None:
+            self._ep.layer.touch(self._ep)

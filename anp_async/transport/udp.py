@@ -1,0 +1,242 @@
+"""UDP on the stack: port bindings and asyncio's DatagramTransport contract.
+
+``UdpLayer`` demultiplexes incoming datagrams to endpoints by local port and sends
+outgoing ones through the host (the :class:`~anp_async.stack.Stack`). Each endpoint is a
+:class:`DatagramTransport` that behaves like asyncio's: ``sendto``, ``close`` / ``abort``,
+``get_extra_info``, ``connection_made`` then ``datagram_received`` / ``error_received``
+and ``connection_lost`` exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import random
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..proto import icmp
+from ..proto import udp as udp_proto
+from ..proto.errors import ParseError
+from ..proto.ipv4 import IPv4Header, ip_to_bytes, ip_to_str
+from .resolve import resolve_ipv4, resolve_ipv4_sync
+from .sockobj import StackSocket
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+IPPROTO_UDP = 17
+EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
+
+
+def _oserror(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+class UdpLayer:
+    """All UDP endpoints of one stack."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.bindings: dict[int, DatagramTransport] = {}
+        self.counters: dict[str, int] = {}
+
+    def _inc(self, key: str, n: int = 1) -> None:
+        self.counters[key] = self.counters.get(key, 0) + n
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.counters) | {"endpoints": len(self.bindings)}
+
+    def pick_port(self) -> int:
+        for _ in range(64):
+            port = random.choice(EPHEMERAL_PORTS)
+            if port not in self.bindings:
+                return port
+        for port in EPHEMERAL_PORTS:
+            if port not in self.bindings:
+                return port
+        raise _oserror(errno.EADDRINUSE)
+
+    async def create_endpoint(
+        self,
+        protocol_factory: Callable[[], asyncio.DatagramProtocol],
+        local_addr: tuple[str, int] | None = None,
+        remote_addr: tuple[str, int] | None = None,
+        *,
+        reuse_port: bool | None = None,
+        allow_broadcast: bool | None = None,
+        family: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+        sock: Any = None,
+        **_: Any,
+    ) -> tuple[DatagramTransport, asyncio.DatagramProtocol]:
+        if sock is not None:
+            raise ValueError("sock= is not supported on the stack (there is no kernel socket)")
+        port = 0
+        if local_addr is not None:
+            host, port = local_addr[0], int(local_addr[1])
+            addr = await resolve_ipv4(host)
+            if addr not in ("0.0.0.0", self.stack.ip):
+                raise _oserror(errno.EADDRNOTAVAIL)
+        if port == 0:
+            port = self.pick_port()
+        elif port in self.bindings:
+            raise _oserror(errno.EADDRINUSE)
+        remote: tuple[bytes, int] | None = None
+        if remote_addr is not None:
+            rhost = await resolve_ipv4(remote_addr[0])
+            remote = (ip_to_bytes(rhost), int(remote_addr[1]))
+        protocol = protocol_factory()
+        transport = DatagramTransport(self, port, remote, protocol, bool(allow_broadcast))
+        self.bindings[port] = transport
+        protocol.connection_made(transport)
+        return transport, protocol
+
+    def input(self, hdr: IPv4Header, data: memoryview, ip_packet: memoryview) -> None:
+        """One UDP datagram from the IP layer (``ip_packet`` is kept for ICMP quoting)."""
+        try:
+            sport, dport, payload = udp_proto.parse_udp(data, hdr.src, hdr.dst)
+        except ParseError as e:
+            self._inc(e.reason)
+            return
+        ep = self.bindings.get(dport)
+        if ep is None:
+            self._inc("no_port")
+            stack = self.stack
+            if stack.config.icmp_port_unreachable and hdr.dst == stack.ip_b:
+                # RFC 1122 3.2.2.1 / 4.1.3.1: a datagram to a closed port gets a port unreachable.
+                msg = icmp.build_dest_unreachable(icmp.PORT_UNREACH, ip_packet[: hdr.total_length])
+                stack.send_ip(hdr.src, 1, [msg])
+                self._inc("port_unreachable_sent")
+            return
+        if ep._remote is not None and (hdr.src, sport) != ep._remote:
+            self._inc("not_from_connected_peer")
+            return
+        self._inc("rx_datagrams")
+        ep._deliver(bytes(payload), (ip_to_str(hdr.src), sport))
+
+    def icmp_error(self, type_: int, code: int, quoted: IPv4Header, first8: memoryview) -> None:
+        """An ICMP error quoting one of our datagrams: reported to connected endpoints."""
+        if len(first8) < 4:
+            return
+        sport = int.from_bytes(first8[0:2], "big")
+        dport = int.from_bytes(first8[2:4], "big")
+        ep = self.bindings.get(sport)
+        if ep is None or ep._remote != (quoted.dst, dport):
+            self._inc("icmp_error_unmatched")
+            return  # like Linux: only connected sockets hear about ICMP errors
+        self._inc("icmp_errors")
+        if type_ == icmp.DEST_UNREACH and code == icmp.PORT_UNREACH:
+            exc: OSError = ConnectionRefusedError(
+                errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED)
+            )
+        else:
+            exc = _oserror(errno.EHOSTUNREACH)
+        ep._protocol.error_received(exc)
+
+    def close_all(self) -> None:
+        for ep in list(self.bindings.values()):
+            ep.abort()
+
+
+class DatagramTransport(asyncio.DatagramTransport):
+    """A UDP endpoint on the stack with asyncio's DatagramTransport contract."""
+
+    def __init__(
+        self,
+        layer: UdpLayer,
+        port: int,
+        remote: tuple[bytes, int] | None,
+        protocol: asyncio.DatagramProtocol,
+        allow_broadcast: bool,
+    ) -> None:
+        super().__init__()
+        self._layer = layer
+        self._port = port
+        self._remote = remote
+        self._protocol = protocol
+        self._allow_broadcast = allow_broadcast
+        self._closing = False
+        self._lost = False
+        stack = layer.stack
+        self._extra: dict[str, Any] = {
+            "sockname": (stack.ip, port),
+            "peername": (ip_to_str(remote[0]), remote[1]) if remote else None,
+        }
+        self._extra["socket"] = StackSocket(self, "udp")
+
+    # asyncio.BaseTransport
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        value = self._extra.get(name, default)
+        return default if value is None else value
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol  # type: ignore[assignment]
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._layer.bindings.pop(self._port, None)
+        assert self._layer.stack.loop is not None
+        self._layer.stack.loop.call_soon(self._connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+    def _connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._protocol.connection_lost(exc)
+
+    # asyncio.DatagramTransport
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"data argument must be a bytes-like object, not {type(data).__name__!r}"
+            )
+        if self._closing:
+            return  # asyncio ignores sends on a closing transport
+        if addr is None:
+            if self._remote is None:
+                raise ValueError(
+                    "Invalid address: must be None or a (host, port) with a connected transport"
+                )
+            dst, dport = self._remote
+        else:
+            dst, dport = ip_to_bytes(resolve_ipv4_sync(addr[0])), int(addr[1])
+            if self._remote is not None and (dst, dport) != self._remote:
+                raise ValueError(
+                    f"Invalid address: must be None or {self.get_extra_info('peername')}"
+                )
+        stack = self._layer.stack
+        if stack.iface.is_broadcast(dst) and not self._allow_broadcast:
+            self._protocol.error_received(_oserror(errno.EACCES))
+            return
+        payload = bytes(data) if not isinstance(data, bytes) else data
+        if len(payload) > udp_proto.MAX_PAYLOAD - 20:
+            self._protocol.error_received(_oserror(errno.EMSGSIZE))
+            return
+        hdr = udp_proto.build_udp_header(self._port, dport, stack.ip_b, dst, payload)
+        try:
+            stack.send_ip(dst, IPPROTO_UDP, [hdr, payload])
+        except OSError as exc:
+            self._protocol.error_received(exc)
+            return
+        self._layer._inc("tx_datagrams")
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def _deliver(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not self._closing:
+            self._protocol.datagram_received(data, addr)

@@ -1,0 +1,151 @@
+"""Two stacks on the in-memory wire: ping and UDP in every receive mode, also through loss."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from anp_async.nic.faults import FaultConfig
+from tests.stackutil import ALL_MODES, wire_stacks
+
+
+class Collector(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.got: list[tuple[bytes, tuple[str, int]]] = []
+        self.errors: list[Exception] = []
+        self.lost = asyncio.get_running_loop().create_future()
+        self.event = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.append((data, addr))
+        self.event.set()
+
+    def error_received(self, exc: Exception) -> None:
+        self.errors.append(exc)
+        self.event.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+async def test_ping_both_ways(mode: str) -> None:
+    async with wire_stacks(mode) as (a, b):
+        for _ in range(5):
+            assert await a.ping("10.0.0.2") >= 0
+            assert await b.ping("10.0.0.1") >= 0
+        assert a.stats()["icmp"]["echo_replies"] == 5
+        assert b.stats()["icmp"]["echo_requests"] == 5
+        assert a.stats()["mode"]["name"] == mode
+        assert a.stats()["mode"]["frames"] >= 10
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+async def test_udp_echo(mode: str) -> None:
+    async with wire_stacks(mode) as (a, b):
+        await b.create_datagram_endpoint(Echo, local_addr=("10.0.0.2", 7))
+        tr, pr = await a.create_datagram_endpoint(Collector, remote_addr=("10.0.0.2", 7))
+        payloads = [bytes([i]) * (1 + 37 * i) for i in range(20)]
+        for p in payloads:
+            tr.sendto(p)
+        async with asyncio.timeout(5):
+            while len(pr.got) < len(payloads):
+                pr.event.clear()
+                await pr.event.wait()
+        assert [d for d, _ in pr.got] == payloads
+        assert {addr for _, addr in pr.got} == {("10.0.0.2", 7)}
+        assert tr.get_extra_info("peername") == ("10.0.0.2", 7)
+        tr.close()
+        assert await pr.lost is None
+
+
+async def test_udp_large_datagram_fragments_and_reassembles() -> None:
+    async with wire_stacks("interrupt") as (a, b):
+        await b.create_datagram_endpoint(Echo, local_addr=("10.0.0.2", 9))
+        tr, pr = await a.create_datagram_endpoint(Collector, remote_addr=("10.0.0.2", 9))
+        big = bytes(range(256)) * 200  # 51200 bytes: 36 fragments each way
+        tr.sendto(big)
+        async with asyncio.timeout(5):
+            await pr.event.wait()
+        assert pr.got[0][0] == big
+        assert a.stats()["ip"]["fragmented"] >= 1
+        assert b.stats()["ip"]["reassembled"] >= 1
+
+
+async def test_udp_closed_port_gets_port_unreachable() -> None:
+    async with wire_stacks("interrupt") as (a, b):
+        tr, pr = await a.create_datagram_endpoint(Collector, remote_addr=("10.0.0.2", 4444))
+        tr.sendto(b"anyone?")
+        async with asyncio.timeout(5):
+            await pr.event.wait()
+        assert isinstance(pr.errors[0], ConnectionRefusedError)
+        assert b.stats()["udp"]["port_unreachable_sent"] == 1
+
+
+async def test_udp_port_in_use() -> None:
+    async with wire_stacks("interrupt") as (a, _b):
+        await a.create_datagram_endpoint(Echo, local_addr=("10.0.0.1", 5353))
+        with pytest.raises(OSError) as info:
+            await a.create_datagram_endpoint(Echo, local_addr=("10.0.0.1", 5353))
+        assert info.value.errno == 98  # EADDRINUSE
+
+
+async def test_ping_unresolvable_neighbour_is_ehostunreach() -> None:
+    async with wire_stacks("interrupt") as (a, _b):
+        a.arp.retry_interval = 0.05  # type: ignore[attr-defined]
+        with pytest.raises(OSError) as info:
+            await a.ping("10.0.0.77", timeout=10)
+        assert info.value.errno == 113  # EHOSTUNREACH
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+async def test_ping_and_udp_through_20_percent_loss(mode: str) -> None:
+    faults = FaultConfig(loss=0.2, seed=7)
+    async with wire_stacks(mode, faults=faults) as (a, b):
+        answered = 0
+        for _ in range(20):
+            for _attempt in range(20):  # ping retries until one echo gets through
+                try:
+                    await a.ping("10.0.0.2", timeout=0.2)
+                    answered += 1
+                    break
+                except TimeoutError:
+                    continue
+                except OSError as e:  # ARP gave up after its retries were all lost
+                    assert e.errno == 113
+                    continue
+        assert answered == 20
+        await b.create_datagram_endpoint(Echo, local_addr=("10.0.0.2", 7))
+        tr, pr = await a.create_datagram_endpoint(Collector, remote_addr=("10.0.0.2", 7))
+        sent = 200
+        for i in range(sent):
+            tr.sendto(i.to_bytes(4, "big"))
+            await asyncio.sleep(0)
+        await asyncio.sleep(0.3)
+        got = len(pr.got)
+        lost_on_wire = a.stats()["nic"]["faults"]["dropped"] + b.stats()["nic"]["faults"]["dropped"]
+        # Each echo crosses the wire twice: the loss is real, counted, and explains the gap.
+        assert 0 < got < sent
+        assert lost_on_wire >= sent - got
+        assert len({d for d, _ in pr.got}) == got  # nothing duplicated
+
+
+async def test_switch_modes_while_pinging_loses_nothing() -> None:
+    async with wire_stacks("interrupt") as (a, b):
+        order = ["coalesce", "poll", "adaptive", "interrupt"] * 3
+        for i, mode in enumerate(order):
+            b.set_mode(mode)
+            a.set_mode(order[(i + 1) % len(order)])
+            for _ in range(5):
+                await a.ping("10.0.0.2", timeout=1)
+        assert a.stats()["icmp"]["echo_replies"] == len(order) * 5

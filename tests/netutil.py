@@ -1,0 +1,21 @@
+"""Addresses and names shared by the namespace/TAP tests (importable: ``tests.netutil``)."""
+
+from __future__ import annotations
+
+import os
+
+#: TAP created by the ``tap_pair`` fixture, inside the test's own namespace.
+TAP_NAME = "anptap0"
+#: The kernel's end of the TAP.
+KERNEL_IP = "10.0.0.1"
+#: The address the stack under test uses on the TAP.
+STACK_IP = "10.0.0.2"
+PREFIX_LEN = 24
+KERNEL_CIDR = f"{KERNEL_IP}/{PREFIX_LEN}"
+STACK_CIDR = f"{STACK_IP}/{PREFIX_LEN}"
+#: A locally administered MAC for the stack side.
+STACK_MAC = bytes.fromhex("020000000002")
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
