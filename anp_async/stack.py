@@ -16,6 +16,7 @@ import errno
 import logging
 import os
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -291,7 +292,7 @@ class Stack:
                 c.inc("echo_reply_unmatched")
                 return
             c.inc("echo_replies")
-            fut.set_result(self.now() - sent)
+            fut.set_result(time.perf_counter() - sent)
         elif msg.type in (icmp.DEST_UNREACH, icmp.TIME_EXCEEDED):
             try:
                 quoted, first8 = icmp.parse_icmp_error(msg)
@@ -423,7 +424,8 @@ class Stack:
         fut.dst = dst  # type: ignore[attr-defined]
         self._ping_waiters[key] = fut
         payload = bytes((i & 0xFF) for i in range(size))
-        self._ping_sent[key] = self.now()
+        # perf_counter, not loop.time(): uvloop's clock has only millisecond resolution.
+        self._ping_sent[key] = time.perf_counter()
         self.icmp_counters.inc("echo_requests_sent")
         try:
             self.send_ip(dst, IPPROTO_ICMP, [icmp.build_echo(icmp.ECHO_REQUEST, *key, payload)])

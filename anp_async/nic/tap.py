@@ -12,16 +12,20 @@ in the root namespace while its device and every packet stay in the sandbox.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
 import struct
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, TypeVar
 
 from .base import Buffer, Nic
 from .netns import Netns, write_sysctl_inside
+
+_T = TypeVar("_T")
 
 TUN_PATH = "/dev/net/tun"
 # <linux/if_tun.h>
@@ -43,6 +47,32 @@ _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name + flags, padded to 40 by
 #: One read never returns more than one frame; 64 KiB covers any frame the kernel sends
 #: (including GSO frames with the virtio-net header), so nothing is ever truncated.
 READ_SIZE = 65536 + VNET_HDR_LEN
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _in_plain_thread(fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` in a new thread (no event loop there) and return or raise its outcome."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # handed back to the caller below
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="anp-tap-setup")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _netns_handle(netns: Netns | str | None) -> Netns | None:
@@ -103,13 +133,19 @@ class TapNic(Nic):
         if len(name.encode()) > 15:
             raise ValueError(f"interface name {name!r} longer than 15 bytes")
         ns = _netns_handle(netns)
-        with ns.enter() if ns is not None else nullcontext():
-            fd = _open_tun(name, vnet_hdr)
-            try:
-                kernel_mac = _configure(name, peer, mtu)
-            except BaseException:
-                os.close(fd)
-                raise
+
+        def create() -> tuple[int, bytes]:
+            with ns.enter() if ns is not None else nullcontext():
+                fd = _open_tun(name, vnet_hdr)
+                try:
+                    return fd, _configure(name, peer, mtu)
+                except BaseException:
+                    os.close(fd)
+                    raise
+
+        # pyroute2's synchronous API runs an event loop of its own, which cannot start in a
+        # thread whose loop is already running: then do the set-up in a short-lived thread.
+        fd, kernel_mac = _in_plain_thread(create) if _loop_running() else create()
         return cls(
             fd,
             name,

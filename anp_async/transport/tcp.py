@@ -630,7 +630,7 @@ class TcpTransport(asyncio.Transport):
         except BaseException:
             self.abort()
             raise
-        if self._conn.recv_available() or (self._ep and self._ep.eof_received):
+        if self._conn.recv_available or (self._ep and self._ep.eof_received):
             self._loop.call_soon(self._on_data)
         ep = self._ep
         if ep is not None and ep.closed_reason is not None:
@@ -706,7 +706,7 @@ class TcpTransport(asyncio.Transport):
                 return
             ep.layer.touch(ep)  # reading opened the window: a window update may be due
         if ep.eof_received and not self._eof_delivered and not self._paused:
-            if self._conn.recv_available():
+            if self._conn.recv_available:
                 self._loop.call_soon(self._on_data)
                 return
             self._eof_delivered = True

@@ -1,0 +1,1 @@
+"""Applications that run on the stack (and, unchanged, on kernel sockets)."""

@@ -1,0 +1,1491 @@
+"""The TCP connection state machine (RFC 9293), sans-I/O.
+
+State in, segments and events out; time is the float ``now`` passed by the caller. Calls that
+change state (``on_segment``, ``on_timer``, ``send``, ``recv``, ``shutdown``, ``abort``) only
+update the TCB and set flags; ``output(now)`` then emits whatever is due (SYN, data, FIN,
+retransmissions, probes, and at most one pure ACK), so a batch of incoming segments yields one
+cumulative ACK.
+
+Sequence numbers inside the TCB are unbounded integers relative to the initial sequence
+numbers: on the send side 0 is our SYN and the first data byte is 1; on the receive side 0 is
+the peer's SYN. Wire numbers are ``(iss + n) mod 2**32`` and ``(irs + n) mod 2**32``. This keeps
+every comparison a plain integer comparison; wrap-around is handled once, where a wire number
+is converted (always relative to SND.UNA or RCV.NXT, within 2**31).
+
+RFCs: 9293 (the machine), 7323 (window scale, timestamps, PAWS), 6298 (RTO), 5681 and 6582
+(congestion control, fast retransmit, NewReno), 2018 (SACK blocks), 5961 (RST/SYN/ACK
+hardening), 6528 (ISN, see isn.py), 1122 (delayed ACK, keep-alive).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from .config import TcpConfig
+from .congestion import CongestionControl, make_congestion
+from .events import Closed, Connected, DataReceived, EofReceived, SendSpace
+from .reassembly import Reassembler
+from .rtt import RttEstimator
+from .segment import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
+from .sendbuf import SendBuffer
+
+__all__ = ["TcpConnection", "TcpState"]
+
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+WRAP = 0x100000000
+
+# RFC 9293 (3.7.1): the MSS to assume when the peer's SYN carries no MSS option.
+DEFAULT_MSS = 536
+# RFC 7323 (3.2): TSopt (10) plus two NOPs of alignment on every segment.
+TS_OPTION_LEN = 12
+# RFC 7323 (5.5): TS.Recent is invalid after 24 days of idleness.
+PAWS_IDLE = 24 * 24 * 3600.0
+# Persist timer bounds (Linux TCP_RTO_MIN / TCP_RTO_MAX for probes).
+PERSIST_MIN = 0.2
+MAX_RST_QUEUE = 8
+# At most this many extra duplicate ACKs per output() call.
+MAX_DUPACK_BURST = 8
+
+
+class TcpState(enum.Enum):
+    """RFC 9293 (3.3.2) connection states."""
+
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST-ACK"
+    TIME_WAIT = "TIME-WAIT"
+
+
+CLOSED = TcpState.CLOSED
+LISTEN = TcpState.LISTEN
+SYN_SENT = TcpState.SYN_SENT
+SYN_RECEIVED = TcpState.SYN_RECEIVED
+ESTABLISHED = TcpState.ESTABLISHED
+FIN_WAIT_1 = TcpState.FIN_WAIT_1
+FIN_WAIT_2 = TcpState.FIN_WAIT_2
+CLOSE_WAIT = TcpState.CLOSE_WAIT
+CLOSING = TcpState.CLOSING
+LAST_ACK = TcpState.LAST_ACK
+TIME_WAIT = TcpState.TIME_WAIT
+
+# Per-state properties are plain attributes of the enum members: membership tests on a
+# frozenset would call Enum.__hash__ (Python code) on every segment.
+for _st in TcpState:
+    # May still transmit data or a FIN (and retransmit them).
+    _st.sends = _st in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK)
+    # Segment text is delivered to the application (RFC 9293 3.10.7.4, seventh).
+    _st.receives = _st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2)
+    # The application may still queue data.
+    _st.can_queue = _st in (SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT)
+    # An abort sends a RST (RFC 9293 3.10.5).
+    _st.abort_rst = _st in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT)
+del _st
+
+# Flags that must be exactly ACK for the fast path (no SYN, FIN, RST, URG).
+_FAST_MASK = SYN | FIN | RST | ACK | 0x20
+
+_COUNTER_NAMES = (
+    "segments_in",
+    "segments_out",
+    "retransmits",
+    "fast_retransmits",
+    "timeouts",
+    "ooo_segments",
+    "dup_segments",
+    "dropped_unacceptable",
+    "dropped_bad_ack",
+    "dropped_paws",
+    "dropped_no_ack",
+    "dropped_ooo_full",
+    "rst_received",
+    "rst_sent",
+    "challenge_acks",
+    "challenge_acks_suppressed",
+    "dup_acks",
+    "partial_acks",
+    "recoveries",
+    "zero_window_probes",
+    "keepalive_probes",
+    "window_updates",
+    "delayed_acks",
+    "pure_acks_sent",
+)
+
+
+def _window_shift(recv_buffer: int) -> int:
+    """RFC 7323 (2.3): the smallest shift that lets the buffer fit the 16-bit field."""
+    shift = 0
+    while shift < 14 and (recv_buffer >> shift) > 0xFFFF:
+        shift += 1
+    return shift
+
+
+class TcpConnection:
+    """One TCP connection (TCB). Build with ``connect()`` or ``accept_syn()``."""
+
+    __slots__ = (
+        "cfg",
+        "local_ip",
+        "local_port",
+        "remote_ip",
+        "remote_port",
+        "state",
+        "counters",
+        "rtt",
+        "cc",
+        # send sequence space (absolute, 0 = our SYN)
+        "iss",
+        "snd_una",
+        "snd_nxt",
+        "snd_max",
+        "snd_wnd",
+        "max_snd_wnd",
+        "snd_wl1",
+        "snd_wl2",
+        "snd_mss",
+        "snd_wscale",
+        "_sbuf",
+        "_sbuf_base",
+        "_fin_abs",
+        "_snd_sml",
+        # receive sequence space (absolute, 0 = peer's SYN)
+        "irs",
+        "rcv_nxt",
+        "rcv_adv",
+        "rcv_wscale",
+        "_rcv_wscale_offer",
+        "_rbuf",
+        "_ooo",
+        "_rcv_fin_abs",
+        "_rcv_mss",
+        "_rcv_unacked",
+        "_fin_received",
+        # options
+        "peer_mss",
+        "sack_ok",
+        "ts_ok",
+        "ts_recent",
+        "ts_recent_age",
+        "_ts_offset",
+        "_last_ack_sent",
+        "_syn_window",
+        # ACK / timers
+        "_ack_now",
+        "_ack_due",
+        "_dupacks_owed",
+        "_delack_at",
+        "_rtx_at",
+        "_persist_at",
+        "_persist_backoff",
+        "_probe_due",
+        "_probes_unanswered",
+        "_tw_at",
+        "_last_rx",
+        "_ka_probes",
+        "_retries",
+        "_una_since",
+        "_timed_seq",
+        "_timed_at",
+        "_rtx_tsval",
+        # recovery
+        "_dupacks",
+        "_in_recovery",
+        "_recover",
+        "_rtx_one",
+        # challenge ACK rate limit
+        "_chal_second",
+        "_chal_count",
+        # output side
+        "_rst_queue",
+        "_events",
+        "_data_pending",
+        "_space_pending",
+        "_closed_emitted",
+        "_active_open",
+        "bytes_sent",
+        "bytes_retrans",
+        "bytes_acked",
+        "bytes_received",
+    )
+
+    def __init__(
+        self,
+        cfg: TcpConfig,
+        local_ip: bytes,
+        lport: int,
+        remote_ip: bytes,
+        rport: int,
+        iss: int,
+        now: float,
+    ) -> None:
+        self.cfg = cfg
+        self.local_ip = local_ip
+        self.local_port = lport
+        self.remote_ip = remote_ip
+        self.remote_port = rport
+        self.state = CLOSED
+        self.counters: dict[str, int] = dict.fromkeys(_COUNTER_NAMES, 0)
+        self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
+        self.cc: CongestionControl | None = None
+
+        self.iss = iss & MASK
+        self.snd_una = 0
+        self.snd_nxt = 0
+        self.snd_max = 0
+        self.snd_wnd = 0
+        self.max_snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.snd_mss = DEFAULT_MSS
+        self.snd_wscale = 0
+        self._sbuf = SendBuffer(cfg.send_buffer)
+        self._sbuf_base = 1
+        self._fin_abs: int | None = None
+        self._snd_sml = 0  # end of the last sub-MSS segment sent (Minshall's Nagle)
+
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0
+        self.rcv_wscale = 0
+        self._rcv_wscale_offer = _window_shift(cfg.recv_buffer) if cfg.window_scale else None
+        self._rbuf = bytearray()
+        self._ooo = Reassembler(cfg.max_ooo_segments)
+        self._rcv_fin_abs: int | None = None
+        self._rcv_mss = DEFAULT_MSS
+        self._rcv_unacked = 0
+        self._fin_received = False
+
+        self.peer_mss = DEFAULT_MSS
+        self.sack_ok = False
+        self.ts_ok = False
+        self.ts_recent = 0
+        self.ts_recent_age = now
+        # RFC 7323 (5.4) / RFC 9293: a per-connection random-looking timestamp offset.
+        self._ts_offset = (iss * 2654435761) & MASK
+        self._last_ack_sent = 0
+        self._syn_window = min(cfg.recv_buffer, 0xFFFF)
+
+        self._ack_now = False
+        self._ack_due = False
+        self._dupacks_owed = 0
+        self._delack_at: float | None = None
+        self._rtx_at: float | None = None
+        self._persist_at: float | None = None
+        self._persist_backoff = 0
+        self._probe_due = False
+        self._probes_unanswered = 0
+        self._tw_at: float | None = None
+        self._last_rx = now
+        self._ka_probes = 0
+        self._retries = 0
+        self._una_since = now
+        self._timed_seq: int | None = None
+        self._timed_at = 0.0
+        self._rtx_tsval: int | None = None  # our TSval on the latest retransmission
+
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = 0
+        self._rtx_one = False
+
+        self._chal_second = -1
+        self._chal_count = 0
+
+        self._rst_queue: list[TcpSegment] = []
+        self._events: list = []
+        self._data_pending = 0
+        self._space_pending = False
+        self._closed_emitted = False
+        self._active_open = False
+        self.bytes_sent = 0
+        self.bytes_retrans = 0
+        self.bytes_acked = 0
+        self.bytes_received = 0
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def connect(
+        cls,
+        cfg: TcpConfig,
+        local_ip: bytes,
+        lport: int,
+        remote_ip: bytes,
+        rport: int,
+        iss: int,
+        now: float,
+    ) -> TcpConnection:
+        """Active open: the SYN is emitted by the next ``output(now)``."""
+        conn = cls(cfg, local_ip, lport, remote_ip, rport, iss, now)
+        conn.state = SYN_SENT
+        conn._active_open = True
+        return conn
+
+    @classmethod
+    def accept_syn(
+        cls,
+        cfg: TcpConfig,
+        local_ip: bytes,
+        lport: int,
+        remote_ip: bytes,
+        rport: int,
+        syn: TcpSegment,
+        iss: int,
+        now: float,
+    ) -> TcpConnection:
+        """Passive open from a SYN that reached a listener; the SYN-ACK comes from ``output``."""
+        conn = cls(cfg, local_ip, lport, remote_ip, rport, iss, now)
+        conn.state = SYN_RECEIVED
+        conn.irs = syn.seq & MASK
+        conn.rcv_nxt = 1
+        conn._negotiate(syn.options, now, passive=True)
+        # RFC 7323 (2.2): the window in a SYN is never scaled.
+        conn.snd_wnd = syn.window
+        conn.max_snd_wnd = syn.window
+        conn.snd_wl1 = 0
+        conn.snd_wl2 = 0
+        conn.rcv_adv = 1 + conn._syn_window
+        conn._ack_now = True
+        # Text in a SYN is not accepted before the handshake completes (it is retransmitted).
+        return conn
+
+    # ------------------------------------------------------------------ application calls
+
+    def send_space(self) -> int:
+        """Bytes ``send()`` would accept now."""
+        if not self.state.can_queue or self._fin_abs is not None:
+            return 0
+        return self._sbuf.space
+
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
+        """Queue application data; returns how many bytes were accepted (0 after shutdown)."""
+        if not self.state.can_queue or self._fin_abs is not None:
+            return 0
+        return self._sbuf.append(data)
+
+    @property
+    def send_queued(self) -> int:
+        """Bytes queued and not yet acknowledged (the asyncio write buffer size)."""
+        return len(self._sbuf)
+
+    @property
+    def recv_available(self) -> int:
+        """Bytes waiting in the receive buffer."""
+        return len(self._rbuf)
+
+    def recv(self, max_bytes: int | None = None) -> bytes:
+        """Take up to ``max_bytes`` (all if None) from the receive buffer; reopens the window."""
+        rb = self._rbuf
+        n = len(rb)
+        if max_bytes is not None and max_bytes < n:
+            n = max(0, max_bytes)
+        if n == 0:
+            return b""
+        if n == len(rb):
+            data = bytes(rb)
+            rb.clear()
+        else:
+            with memoryview(rb) as mv:
+                data = mv[:n].tobytes()
+            del rb[:n]
+        self._maybe_window_update()
+        return data
+
+    def shutdown(self, now: float) -> None:
+        """Half-close: a FIN follows all queued data; receiving continues."""
+        st = self.state
+        if self._fin_abs is not None or not st.can_queue:
+            return
+        self._fin_abs = self._sbuf_base + len(self._sbuf)
+        if st is ESTABLISHED:
+            self.state = FIN_WAIT_1
+        elif st is CLOSE_WAIT:
+            self.state = LAST_ACK
+        # SYN_SENT / SYN_RECEIVED: RFC 9293 (3.10.4) queue the close until ESTABLISHED.
+
+    def abort(self, now: float) -> None:
+        """RST now (where the peer knows us) and go to CLOSED; Closed("aborted")."""
+        if self.state.abort_rst:
+            # RFC 9293 (3.10.5): <SEQ=SND.NXT><CTL=RST>; ACK as Linux does.
+            self._queue_rst(self._wire_snd(self.snd_max), self._wire_rcv(self.rcv_nxt), True)
+        self._die("aborted")
+
+    def accepts_new_syn(self, seg: TcpSegment) -> bool:
+        """True if ``seg`` is a SYN that may reopen this 4-tuple although we are in TIME-WAIT.
+
+        RFC 9293 (3.10.7.4) / RFC 6191: allowed when the new SYN's sequence number is above
+        our RCV.NXT, or (with timestamps) its TSval is above TS.Recent. The glue then drops
+        this TCB and treats the SYN as a new one for the listener; otherwise it passes the
+        segment to ``on_segment`` (which answers with an ACK).
+        """
+        if self.state is not TIME_WAIT or seg.flags & (SYN | ACK | RST) != SYN:
+            return False
+        if self.ts_ok and seg.options is not None and seg.options.timestamp is not None:
+            return 0 < ((seg.options.timestamp[0] - self.ts_recent) & MASK) < HALF
+        return 0 < ((seg.seq - self.irs - self.rcv_nxt) & MASK) < HALF
+
+    def take_events(self) -> list:
+        """Events since the last call, in order."""
+        self._flush_data_event()
+        if self._space_pending:
+            self._space_pending = False
+            self._events.append(SendSpace())
+        ev = self._events
+        if ev:
+            self._events = []
+        return ev
+
+    # ------------------------------------------------------------------ helpers
+
+    def _wire_snd(self, n: int) -> int:
+        return (self.iss + n) & MASK
+
+    def _wire_rcv(self, n: int) -> int:
+        return (self.irs + n) & MASK
+
+    def _ts_val(self, now: float) -> int:
+        # RFC 7323 (5.4): a 1 ms clock, offset per connection.
+        return (int(now * 1000.0) + self._ts_offset) & MASK
+
+    def _emit(self, ev: object) -> None:
+        self._flush_data_event()
+        self._events.append(ev)
+
+    def _flush_data_event(self) -> None:
+        if self._data_pending:
+            self._events.append(DataReceived(self._data_pending))
+            self._data_pending = 0
+
+    def _die(self, reason: str) -> None:
+        self.state = CLOSED
+        self._rtx_at = self._persist_at = self._delack_at = self._tw_at = None
+        self._ack_now = self._ack_due = self._probe_due = False
+        self._rtx_one = False
+        self._ooo.clear()
+        if not self._closed_emitted:
+            self._closed_emitted = True
+            self._emit(Closed(reason))
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = TIME_WAIT
+        self._rtx_at = self._persist_at = None
+        self._rtx_one = False
+        # RFC 9293 (3.10.7.4): TIME-WAIT lasts 2*MSL.
+        self._tw_at = now + 2.0 * self.cfg.msl
+        if not self._closed_emitted:
+            self._closed_emitted = True
+            self._emit(Closed("normal"))
+
+    def _queue_rst(self, seq: int, ack: int, with_ack: bool) -> None:
+        if len(self._rst_queue) >= MAX_RST_QUEUE:
+            return
+        flags = RST | ACK if with_ack else RST
+        self._rst_queue.append(
+            TcpSegment(self.local_port, self.remote_port, seq, ack if with_ack else 0, flags, 0)
+        )
+
+    def _challenge_ack(self, now: float) -> None:
+        # RFC 5961 (7): rate-limit challenge ACKs.
+        sec = int(now)
+        if sec != self._chal_second:
+            self._chal_second = sec
+            self._chal_count = 0
+        if self._chal_count >= self.cfg.challenge_ack_limit:
+            self.counters["challenge_acks_suppressed"] += 1
+            return
+        self._chal_count += 1
+        self.counters["challenge_acks"] += 1
+        self._ack_now = True
+
+    def _negotiate(self, opts: TcpOptions | None, now: float, passive: bool) -> None:
+        """Adopt the options of the peer's SYN (RFC 9293 3.7.1, RFC 7323, RFC 2018)."""
+        cfg = self.cfg
+        o = opts if opts is not None else TcpOptions()
+        self.peer_mss = o.mss if o.mss else DEFAULT_MSS
+        # RFC 7323 (2.2): scaling is in effect only if both SYNs carried the option.
+        if self._rcv_wscale_offer is not None and o.wscale is not None:
+            self.snd_wscale = o.wscale
+            self.rcv_wscale = self._rcv_wscale_offer
+        else:
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+            self._rcv_wscale_offer = None
+        self.sack_ok = cfg.sack and o.sack_permitted
+        self.ts_ok = cfg.timestamps and o.timestamp is not None
+        if self.ts_ok:
+            self.ts_recent = o.timestamp[0]  # type: ignore[index]
+            self.ts_recent_age = now
+        # RFC 9293 (3.7.1): effective send MSS; TS option bytes come out of it (RFC 7323).
+        mss = min(self.peer_mss, cfg.mss)
+        if self.ts_ok:
+            mss -= TS_OPTION_LEN
+        self.snd_mss = max(mss, 64)
+        self._rcv_mss = min(DEFAULT_MSS, self.snd_mss)
+
+    def _become_established(self, now: float) -> None:
+        self.state = ESTABLISHED
+        # RFC 6928 (2) / RFC 5681 (3.1): after a lost SYN or SYN-ACK the initial window
+        # is one segment.
+        iw = 1 if self.counters["retransmits"] else self.cfg.initial_cwnd_segments
+        self.cc = make_congestion(self.cfg.congestion, self.snd_mss, iw)
+        self._retries = 0
+        self._emit(Connected())
+        if self._fin_abs is not None:
+            self.state = FIN_WAIT_1
+
+    # ------------------------------------------------------------------ receive window
+
+    def _advertise(self) -> tuple[int, int]:
+        """(16-bit window field, right edge it announces); ``rcv_adv`` moves on send only."""
+        shift = self.rcv_wscale
+        rcv_nxt = self.rcv_nxt
+        free = self.cfg.recv_buffer - len(self._rbuf)
+        edge = rcv_nxt + (free if free > 0 else 0)
+        adv = self.rcv_adv
+        # RFC 9293 (3.8.6.2.2): receiver SWS avoidance, move the right edge only in steps
+        # of at least min(RCV.BUFF/2, MSS); RFC 9293 (3.8.6): never shrink the window.
+        if edge - adv < min(self.cfg.recv_buffer >> 1, self.cfg.mss):
+            edge = adv
+        wnd = edge - rcv_nxt
+        if wnd < 0:
+            wnd = 0
+        field = wnd >> shift
+        if field > 0xFFFF:
+            field = 0xFFFF
+        right = rcv_nxt + (field << shift)
+        if right < adv:
+            field += 1  # scaling would round the edge below what we promised
+            right = rcv_nxt + (field << shift)
+        return field, (right if right > adv else adv)
+
+    def _maybe_window_update(self) -> None:
+        if not self.state.receives:
+            return
+        old = self.rcv_adv - self.rcv_nxt
+        free = self.cfg.recv_buffer - len(self._rbuf)
+        grow = self.rcv_nxt + free - self.rcv_adv
+        thresh = min(self.cfg.recv_buffer >> 1, self.cfg.mss)
+        # RFC 9293 (3.8.6.2.2): tell the peer once the window opened by a useful amount
+        # after it was small.
+        if grow >= thresh and old < (self.cfg.recv_buffer >> 1):
+            self._ack_now = True
+            self.counters["window_updates"] += 1
+
+    # ------------------------------------------------------------------ segment arrival
+
+    def on_segment(self, seg: TcpSegment, now: float) -> None:
+        """Process one received segment for this connection (RFC 9293 3.10.7)."""
+        st = self.state
+        self.counters["segments_in"] += 1
+        if st is ESTABLISHED and seg.flags & _FAST_MASK == ACK and not self._ooo.items:
+            if self._fast_path(seg, now):
+                return
+        if st is CLOSED or st is LISTEN:
+            return
+        self._last_rx = now
+        self._ka_probes = 0
+        if st is SYN_SENT:
+            self._rx_syn_sent(seg, now)
+            return
+        flags = seg.flags
+        opts = seg.options
+        ts = opts.timestamp if (opts is not None and self.ts_ok) else None
+        rcv_nxt = self.rcv_nxt
+
+        # RFC 7323 (5.3) PAWS: a segment with an older timestamp than TS.Recent is a
+        # duplicate from an earlier incarnation of the sequence space; drop it, ACK it.
+        if ts is not None and not flags & RST and ((ts[0] - self.ts_recent) & MASK) >= HALF:
+            if now - self.ts_recent_age > PAWS_IDLE:
+                self.ts_recent = ts[0]  # RFC 7323 (5.5): TS.Recent went stale
+            else:
+                self.counters["dropped_paws"] += 1
+                self._ack_now = True
+                return
+
+        d = (seg.seq - self.irs - rcv_nxt) & MASK
+        if d >= HALF:
+            d -= WRAP
+        payload = seg.payload
+        plen = len(payload)
+        syn = flags & SYN
+        fin = flags & FIN
+        if syn and st is SYN_RECEIVED and d == -1 and flags & ACK:
+            # Simultaneous open (RFC 9293 Figure 7): the peer's SYN-ACK repeats its SYN,
+            # which we already have; only its ACK (and any text) is new.
+            syn = 0
+            d = 0
+        seg_len = plen + (1 if syn else 0) + (1 if fin else 0)
+        wnd = self.rcv_adv - rcv_nxt
+        if wnd < 0:
+            wnd = 0
+
+        # RFC 9293 (3.10.7.4) first: the four cases of the acceptability test.
+        if seg_len == 0:
+            ok = d == 0 if wnd == 0 else 0 <= d < wnd
+        elif wnd == 0:
+            # RFC 9293 (3.10.7.4): with a zero window still take valid ACKs (and RSTs) from
+            # a segment at RCV.NXT; its text is dropped below.
+            ok = d == 0
+        else:
+            ok = (0 <= d < wnd) or (0 <= d + seg_len - 1 < wnd)
+        if not ok:
+            if flags & RST:
+                self.counters["dropped_unacceptable"] += 1
+                return
+            if d < 0:
+                self.counters["dup_segments"] += 1
+            else:
+                self.counters["dropped_unacceptable"] += 1
+            if st is TIME_WAIT and fin:
+                # RFC 9293 (3.10.7.4): a retransmitted FIN restarts the 2 MSL timeout.
+                self._tw_at = now + 2.0 * self.cfg.msl
+            self._ack_now = True
+            return
+
+        # Trim to the window: old bytes at the front, bytes beyond the window at the back.
+        seq = rcv_nxt + d
+        if d < 0:
+            cut = -d
+            if syn:
+                syn = 0
+                cut -= 1
+            if cut:
+                payload = payload[cut:]
+                plen -= cut
+            seq = rcv_nxt
+        if plen and seq + plen > rcv_nxt + wnd:
+            keep = rcv_nxt + wnd - seq
+            if keep < 0:
+                keep = 0
+            payload = payload[:keep]
+            plen = keep
+            fin = 0
+            self._ack_now = True  # tell the sender at once that text was cut off
+
+        # Second: RST (RFC 5961 3.2: reset only on an exact match, else challenge ACK).
+        if flags & RST:
+            self.counters["rst_received"] += 1
+            if d != 0:
+                self._challenge_ack(now)
+                return
+            if st is SYN_RECEIVED:
+                # RFC 9293 (3.10.7.4): from an active (simultaneous) open the connection
+                # was refused; a passive one just goes away (the listener stays).
+                self._die("refused" if self._active_open else "reset")
+            elif st is TIME_WAIT or (
+                (st is CLOSING or st is LAST_ACK) and self.snd_una >= self._fin_abs  # type: ignore[operator]
+            ):
+                # Everything but our FIN was delivered both ways: nothing was lost.
+                self._die("normal")
+            else:
+                self._die("reset")
+            return
+
+        # Fourth: a SYN in a synchronized state gets a challenge ACK (RFC 5961 4).
+        if syn:
+            self._challenge_ack(now)
+            return
+
+        # Fifth: ACK.
+        if not flags & ACK:
+            self.counters["dropped_no_ack"] += 1
+            return
+        a = (seg.ack - self.iss - self.snd_una) & MASK
+        if a >= HALF:
+            a -= WRAP
+        ack = self.snd_una + a
+
+        if st is SYN_RECEIVED:
+            if 0 < a and ack <= self.snd_max:
+                self.snd_una = ack
+                if self._timed_seq is not None and ack >= self._timed_seq:
+                    self.rtt.sample(now - self._timed_at)
+                    self._timed_seq = None
+                self._rtx_at = None if ack >= self.snd_max else now + self.rtt.rto
+                self.snd_wnd = seg.window << self.snd_wscale
+                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+                self._become_established(now)
+                st = self.state
+            else:
+                # RFC 9293 (3.10.7.4): <SEQ=SEG.ACK><CTL=RST>
+                self._queue_rst(seg.ack, 0, False)
+                self.counters["dropped_bad_ack"] += 1
+                return
+
+        snd_una = self.snd_una
+        if ack > snd_una:
+            if ack > self.snd_max:
+                # RFC 9293 (3.10.7.4): ACK of something not yet sent: ACK and drop.
+                self.counters["dropped_bad_ack"] += 1
+                self._ack_now = True
+                return
+            self._ack_new(ack, seg, seq, ts, now)
+        else:
+            # RFC 5961 (5.2): an ACK older than SND.UNA - MAX.SND.WND is dropped with an ACK.
+            if ack < snd_una - self.max_snd_wnd:
+                self.counters["dropped_bad_ack"] += 1
+                self._ack_now = True
+                return
+            win = seg.window << self.snd_wscale
+            if ack == snd_una:
+                # The peer is alive: zero-window probes are being answered.
+                self._probes_unanswered = 0
+            # RFC 5681 (2): the definition of a duplicate ACK.
+            if (
+                ack == snd_una
+                and plen == 0
+                and not fin
+                and win == self.snd_wnd
+                and snd_una < self.snd_max
+                and win != 0
+            ):
+                self._dup_ack(now)
+            # RFC 9293 (3.10.7.4): window update if the segment is newer.
+            if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+                self._set_snd_wnd(win, seq, ack)
+
+        # RFC 7323 (4.3): TS.Recent comes from the segment that covers Last.ACK.sent.
+        if (
+            ts is not None
+            and seq <= self._last_ack_sent
+            and ((ts[0] - self.ts_recent) & MASK) < HALF
+        ):
+            self.ts_recent = ts[0]
+            self.ts_recent_age = now
+
+        st = self.state
+        if st is CLOSED:
+            return
+        if self._fin_abs is not None and self.snd_una > self._fin_abs:
+            if st is FIN_WAIT_1:
+                self.state = st = FIN_WAIT_2
+            elif st is CLOSING:
+                self._enter_time_wait(now)
+                return
+            elif st is LAST_ACK:
+                self._die("normal")
+                return
+
+        # Seventh: segment text (URG, the sixth, is ignored).
+        if plen and st.receives:
+            self._rx_text(seq, payload, plen, now)
+        elif plen:
+            self.counters["dropped_unacceptable"] += 1
+
+        # Eighth: FIN.
+        if fin:
+            fin_at = seq + plen
+            if fin_at == self.rcv_nxt:
+                self._rx_fin(now)
+            elif fin_at > self.rcv_nxt:
+                self._rcv_fin_abs = fin_at
+        elif self._rcv_fin_abs is not None and self._rcv_fin_abs == self.rcv_nxt:
+            self._rx_fin(now)
+
+    def _fast_path(self, seg: TcpSegment, now: float) -> bool:
+        """ESTABLISHED, in-order segment, plain ACK: the bulk-transfer case, done cheaply.
+
+        Returns False (nothing changed) when the segment needs the full RFC 9293 processing.
+        """
+        rcv_nxt = self.rcv_nxt
+        if (seg.seq - self.irs - rcv_nxt) & MASK:
+            return False
+        ts = None
+        if self.ts_ok:
+            opts = seg.options
+            if opts is None:
+                return False
+            ts = opts.timestamp
+            if ts is None or (ts[0] - self.ts_recent) & MASK >= HALF:
+                return False
+        payload = seg.payload
+        plen = len(payload)
+        if plen > self.rcv_adv - rcv_nxt:
+            return False
+        snd_una = self.snd_una
+        a = (seg.ack - self.iss - snd_una) & MASK
+        if a == 0:
+            if not plen:
+                return False  # maybe a duplicate ACK: full processing
+        elif a >= HALF or snd_una + a > self.snd_max:
+            return False
+        self._last_rx = now
+        self._ka_probes = 0
+        # RFC 7323 (4.3): SEG.SEQ (= RCV.NXT) <= Last.ACK.sent.
+        if ts is not None and self._last_ack_sent >= rcv_nxt:
+            self.ts_recent = ts[0]
+            self.ts_recent_age = now
+        if a:
+            self._ack_new(snd_una + a, seg, rcv_nxt, ts, now)
+        elif self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= snd_una):
+            # RFC 9293 (3.10.7.4): window update from a newer segment.
+            win = seg.window << self.snd_wscale
+            if win != self.snd_wnd:
+                self._set_snd_wnd(win, rcv_nxt, snd_una)
+            else:
+                self.snd_wl1 = rcv_nxt
+                self.snd_wl2 = snd_una
+        if plen:
+            self._rx_text(rcv_nxt, payload, plen, now)
+        return True
+
+    def _set_snd_wnd(self, win: int, seq: int, ack: int) -> None:
+        self.snd_wnd = win
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        if win > self.max_snd_wnd:
+            self.max_snd_wnd = win
+        if win:
+            self._persist_at = None
+            self._persist_backoff = 0
+
+    def _ack_new(
+        self, ack: int, seg: TcpSegment, seq: int, ts: tuple[int, int] | None, now: float
+    ) -> None:
+        """New data acknowledged: free the buffer, sample RTT, grow cwnd, restart timers."""
+        snd_una = self.snd_una
+        acked = ack - snd_una
+        base = self._sbuf_base
+        data_end = base + len(self._sbuf)
+        freed = (ack if ack < data_end else data_end) - base
+        if freed > 0:
+            self._sbuf.ack(freed)
+            self._sbuf_base = base + freed
+            self.bytes_acked += freed
+            self._space_pending = True
+        self.snd_una = ack
+        if self.snd_nxt < ack:
+            self.snd_nxt = ack
+        self._retries = 0
+        self._probes_unanswered = 0
+        self._una_since = now
+
+        # RTT: a timed, never retransmitted segment (Karn), or a timestamp echo after a
+        # retransmission (RFC 7323 4.1: timestamps disambiguate retransmissions).
+        rtt = None
+        if self._timed_seq is not None and ack >= self._timed_seq:
+            rtt = now - self._timed_at
+            self._timed_seq = None
+        elif (
+            ts is not None
+            and self._rtx_tsval is not None
+            and ts[1]
+            and ((ts[1] - self._rtx_tsval) & MASK) < HALF
+        ):
+            # Only an echo of the latest retransmission (or later) measures this path now:
+            # a duplicate answered with an older TS.Recent would give a huge bogus sample.
+            rtt = ((self._ts_val(now) - ts[1]) & MASK) / 1000.0
+            if rtt > 3600.0:
+                rtt = None
+        if rtt is not None:
+            self.rtt.sample(rtt)
+            self._rtx_tsval = None
+
+        cc = self.cc
+        if cc is not None:
+            if self._in_recovery:
+                if ack >= self._recover:
+                    # RFC 6582 (3.2 step 3): full ACK ends recovery, deflate the window.
+                    self._in_recovery = False
+                    cc.on_recovery_exit(now)
+                else:
+                    # RFC 6582 (3.2 step 5): partial ACK, retransmit the next hole, deflate.
+                    self.counters["partial_acks"] += 1
+                    cc.on_recovery_partial_ack(acked, now)
+                    self._rtx_one = True
+            else:
+                cc.on_ack(acked, now, self.rtt.srtt)
+        self._dupacks = 0
+
+        # RFC 6298 (5.2)/(5.3): stop the timer when all is acked, else restart it.
+        if ack >= self.snd_max:
+            self._rtx_at = None
+        else:
+            self._rtx_at = now + self.rtt.rto
+
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            win = seg.window << self.snd_wscale
+            if win != self.snd_wnd:
+                self._set_snd_wnd(win, seq, ack)
+            else:
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+
+    def _dup_ack(self, now: float) -> None:
+        self.counters["dup_acks"] += 1
+        self._dupacks += 1
+        cc = self.cc
+        if cc is None:
+            return
+        if self._in_recovery:
+            # RFC 5681 (3.2 step 4): each further duplicate ACK inflates cwnd by one SMSS.
+            cc.on_recovery_dup_ack(now)
+        elif self._dupacks == 3 and self.snd_una >= self._recover:
+            # RFC 6582 (3.2 step 2): enter fast recovery only past the previous recover point.
+            self._in_recovery = True
+            self._recover = self.snd_max
+            cc.on_loss_fast(self.snd_max - self.snd_una, now)
+            # RFC 5681 (3.2 step 3): cwnd = ssthresh + 3*SMSS for the three segments that left.
+            for _ in range(3):
+                cc.on_recovery_dup_ack(now)
+            self._rtx_one = True
+            self.counters["fast_retransmits"] += 1
+            self.counters["recoveries"] += 1
+
+    def _rx_text(self, seq: int, payload: bytes | memoryview, plen: int, now: float) -> None:
+        rcv_nxt = self.rcv_nxt
+        ooo = self._ooo
+        if seq == rcv_nxt:
+            self._rbuf += payload
+            rcv_nxt += plen
+            got = plen
+            if ooo.items:
+                # RFC 5681 (4.2): ACK at once when a segment fills (part of) a gap.
+                for chunk in ooo.pop_ready(rcv_nxt):
+                    self._rbuf += chunk
+                    rcv_nxt += len(chunk)
+                    got += len(chunk)
+                self._ack_now = True
+            self.rcv_nxt = rcv_nxt
+            self._data_pending += got
+            self.bytes_received += got
+            rcv_mss = self._rcv_mss
+            if plen > rcv_mss:
+                mss = self.cfg.mss
+                self._rcv_mss = rcv_mss = plen if plen < mss else mss
+            unacked = self._rcv_unacked + plen
+            self._rcv_unacked = unacked
+            # RFC 1122 (4.2.3.2) / RFC 5681 (4.2): ACK at least every second full segment,
+            # otherwise within the delayed-ACK time.
+            if unacked >= 2 * rcv_mss:
+                self._ack_now = True
+            elif not self._ack_due:
+                delay = self.cfg.delayed_ack
+                if delay:
+                    self._ack_due = True
+                    self._delack_at = now + delay
+                else:
+                    self._ack_now = True
+        else:
+            # RFC 5681 (4.2): out-of-order data is ACKed at once (a duplicate ACK, with SACK).
+            self.counters["ooo_segments"] += 1
+            self._dupacks_owed += 1
+            full_before = ooo.dropped
+            if not ooo.add(seq, payload, rcv_nxt, self.rcv_adv):
+                if ooo.dropped > full_before:
+                    self.counters["dropped_ooo_full"] += 1
+                else:
+                    self.counters["dup_segments"] += 1
+            self._ack_now = True
+
+    def _rx_fin(self, now: float) -> None:
+        self.rcv_nxt += 1
+        self._rcv_fin_abs = None
+        self._fin_received = True
+        self._ack_now = True
+        self._emit(EofReceived())
+        st = self.state
+        if st is ESTABLISHED or st is SYN_RECEIVED:
+            self.state = CLOSE_WAIT
+        elif st is FIN_WAIT_1:
+            # Our FIN is not acked yet (else we would be in FIN_WAIT_2): simultaneous close.
+            self.state = CLOSING
+        elif st is FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    def _rx_syn_sent(self, seg: TcpSegment, now: float) -> None:
+        """RFC 9293 (3.10.7.3): segment arrives in SYN-SENT."""
+        flags = seg.flags
+        ack_ok = False
+        if flags & ACK:
+            a = (seg.ack - self.iss) & MASK
+            ack_ok = 0 < a <= self.snd_max
+            if not ack_ok:
+                if not flags & RST:
+                    self._queue_rst(seg.ack, 0, False)
+                self.counters["dropped_bad_ack"] += 1
+                return
+        if flags & RST:
+            self.counters["rst_received"] += 1
+            # RFC 5961 (3.2) / RFC 9293: in SYN-SENT a RST is valid only if it ACKs our SYN.
+            if ack_ok:
+                self._die("refused")
+            return
+        if not flags & SYN:
+            return
+        self.irs = seg.seq & MASK
+        self.rcv_nxt = 1
+        self._negotiate(seg.options, now, passive=False)
+        self.rcv_adv = 1 + self._syn_window
+        self._ack_now = True
+        if ack_ok:
+            self.snd_una = 1
+            if self.snd_nxt < 1:
+                self.snd_nxt = 1
+            if self._timed_seq is not None:
+                self.rtt.sample(now - self._timed_at)
+                self._timed_seq = None
+            self._rtx_at = None
+            # RFC 7323 (2.2): the window of a SYN-ACK is not scaled.
+            self.snd_wnd = seg.window
+            self.max_snd_wnd = seg.window
+            self.snd_wl1 = 0
+            self.snd_wl2 = 1
+            self._become_established(now)
+            plen = len(seg.payload)
+            if plen:
+                self._rx_text(1, seg.payload, plen, now)
+            if flags & FIN:
+                self._rx_fin(now)
+        else:
+            # Simultaneous open: answer with SYN-ACK (our SYN again, now with ACK).
+            self.state = SYN_RECEIVED
+            self.snd_wnd = seg.window
+            self.max_snd_wnd = seg.window
+            self.snd_nxt = 0
+
+    # ------------------------------------------------------------------ timers
+
+    def next_deadline(self) -> float | None:
+        """The earliest time ``on_timer`` must run, or None."""
+        best: float | None = None
+        for t in (self._rtx_at, self._persist_at, self._tw_at):
+            if t is not None and (best is None or t < best):
+                best = t
+        if self._ack_due and self._delack_at is not None:
+            t = self._delack_at
+            if best is None or t < best:
+                best = t
+        ka = self._keepalive_at()
+        if ka is not None and (best is None or ka < best):
+            best = ka
+        return best
+
+    def _keepalive_at(self) -> float | None:
+        cfg = self.cfg
+        if not cfg.keepalive or (self.state is not ESTABLISHED and self.state is not CLOSE_WAIT):
+            return None
+        if self.snd_una < self.snd_max or self._persist_at is not None:
+            return None
+        return self._last_rx + cfg.keepalive_idle + self._ka_probes * cfg.keepalive_interval
+
+    def on_timer(self, now: float) -> None:
+        """Run every timer that is due at ``now``."""
+        if self._tw_at is not None and now >= self._tw_at:
+            self._tw_at = None
+            self.state = CLOSED
+            return
+        if self._rtx_at is not None and now >= self._rtx_at:
+            self._on_rto(now)
+            if self.state is CLOSED:
+                return
+        if self._persist_at is not None and now >= self._persist_at:
+            self._on_persist(now)
+            if self.state is CLOSED:
+                return
+        if self._ack_due and self._delack_at is not None and now >= self._delack_at:
+            self._ack_now = True
+            self.counters["delayed_acks"] += 1
+        ka = self._keepalive_at()
+        if ka is not None and now >= ka:
+            # RFC 1122 (4.2.3.6): probe an idle connection; give up after keepalive_count.
+            if self._ka_probes >= self.cfg.keepalive_count:
+                self._die("timeout")
+                return
+            self._ka_probes += 1
+            self._probe_due = True
+            self.counters["keepalive_probes"] += 1
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 (5.4)-(5.7): retransmission timer expired."""
+        if self.snd_una >= self.snd_max:
+            self._rtx_at = None
+            return
+        st = self.state
+        self._retries += 1
+        syn_phase = st is SYN_SENT or st is SYN_RECEIVED
+        limit = self.cfg.syn_retries if syn_phase else self.cfg.max_retries
+        ut = self.cfg.user_timeout
+        if self._retries > limit or (ut is not None and now - self._una_since >= ut):
+            self._die("timeout")
+            return
+        self.counters["timeouts"] += 1
+        # RFC 6298 (5.5): back off the timer.
+        self.rtt.backoff()
+        cc = self.cc
+        if cc is not None:
+            # RFC 5681 (3.1, 4): loss by timeout, cwnd = 1 SMSS.
+            cc.on_timeout(self.snd_max - self.snd_una, now)
+        # RFC 6582 (4): after a timeout, recover = highest sequence sent.
+        self._in_recovery = False
+        self._recover = self.snd_max
+        self._dupacks = 0
+        # Go-back-N from SND.UNA; Karn: the timed segment is being retransmitted.
+        self.snd_nxt = self.snd_una
+        self._timed_seq = None
+        self._rtx_one = False
+        # RFC 6298 (5.6): restart the timer (output() sends the retransmission).
+        self._arm_rtx(now)
+
+    def _arm_rtx(self, now: float) -> None:
+        t = now + self.rtt.rto
+        ut = self.cfg.user_timeout
+        if ut is not None:
+            limit = self._una_since + ut
+            if limit > now and limit < t:
+                t = limit
+        self._rtx_at = t
+
+    def _on_persist(self, now: float) -> None:
+        """RFC 9293 (3.8.6.1): probe a zero window, backing off exponentially."""
+        if self.snd_wnd:
+            self._persist_at = None
+            return
+        self._probes_unanswered += 1
+        if self._probes_unanswered > self.cfg.max_retries:
+            self._die("timeout")
+            return
+        self._probe_due = True
+        self.counters["zero_window_probes"] += 1
+        self._persist_backoff += 1
+        self._persist_at = now + self._persist_interval()
+
+    def _persist_interval(self) -> float:
+        base = max(self.rtt.rto, PERSIST_MIN)
+        return min(base * (1 << min(self._persist_backoff, 20)), self.cfg.rto_max)
+
+    # ------------------------------------------------------------------ output
+
+    def output(self, now: float) -> list[TcpSegment]:
+        """Segments to transmit now (see module docstring)."""
+        out: list[TcpSegment] = []
+        if self._rst_queue:
+            out.extend(self._rst_queue)
+            self.counters["rst_sent"] += len(self._rst_queue)
+            self._rst_queue.clear()
+        st = self.state
+        if st is CLOSED or st is LISTEN:
+            return out
+        if st is SYN_SENT:
+            if self.snd_nxt == 0:
+                self._emit_syn(now, out, with_ack=False)
+            return out
+        if st is SYN_RECEIVED:
+            if self.snd_nxt == 0 or self._ack_now or self._probe_due:
+                self._emit_syn(now, out, with_ack=True)
+                self._ack_now = self._ack_due = self._probe_due = False
+            return out
+
+        window, right_edge = self._advertise()
+        ack_wire = (self.irs + self.rcv_nxt) & MASK
+        opts = self._data_options(now)
+        n_before = len(out)
+        if st.sends:
+            self._output_data(now, out, window, ack_wire, opts)
+        if self._probe_due:
+            self._probe_due = False
+            # Zero-window / keep-alive probe: SEG.SEQ = SND.UNA - 1, no text (as Linux does):
+            # out of window, so the peer must answer with an ACK carrying its window.
+            out.append(
+                TcpSegment(
+                    self.local_port,
+                    self.remote_port,
+                    (self.iss + self.snd_una - 1) & MASK,
+                    ack_wire,
+                    ACK,
+                    window,
+                    b"",
+                    opts,
+                )
+            )
+        if len(out) == n_before and (
+            self._ack_now
+            or (self._ack_due and self._delack_at is not None and now >= self._delack_at)
+        ):
+            out.append(
+                TcpSegment(
+                    self.local_port,
+                    self.remote_port,
+                    (self.iss + self.snd_max) & MASK,
+                    ack_wire,
+                    ACK,
+                    window,
+                    b"",
+                    opts,
+                )
+            )
+            self.counters["pure_acks_sent"] += 1
+            # RFC 5681 (4.2): one duplicate ACK per out-of-order segment, even when a batch
+            # of them was processed before this output() (the sender counts them).
+            extra = self._dupacks_owed - 1
+            if extra > 0:
+                dup = out[-1]
+                for _ in range(min(extra, MAX_DUPACK_BURST)):
+                    out.append(
+                        TcpSegment(
+                            dup.src_port, dup.dst_port, dup.seq, dup.ack, ACK, window, b"", opts
+                        )
+                    )
+                self.counters["pure_acks_sent"] += min(extra, MAX_DUPACK_BURST)
+        self._dupacks_owed = 0
+        if len(out) > n_before:
+            self.rcv_adv = right_edge
+            self._ack_now = self._ack_due = False
+            self._delack_at = None
+            self._rcv_unacked = 0
+            self._last_ack_sent = self.rcv_nxt
+            self.counters["segments_out"] += len(out) - n_before
+        return out
+
+    def _data_options(self, now: float) -> TcpOptions | None:
+        sack = ()
+        if self.sack_ok and self._ooo:
+            # RFC 2018 (3): up to 4 blocks, 3 when timestamps also take option space.
+            irs = self.irs
+            sack = tuple(
+                ((irs + a) & MASK, (irs + b) & MASK)
+                for a, b in self._ooo.sack_blocks(3 if self.ts_ok else 4)
+            )
+        if self.ts_ok:
+            return TcpOptions(timestamp=(self._ts_val(now), self.ts_recent), sack_blocks=sack)
+        if sack:
+            return TcpOptions(sack_blocks=sack)
+        return None
+
+    def _emit_syn(self, now: float, out: list[TcpSegment], with_ack: bool) -> None:
+        cfg = self.cfg
+        opts = TcpOptions(mss=cfg.mss)
+        if with_ack:
+            # RFC 7323 (1.3) / RFC 2018 (2): answer only options the peer offered.
+            opts.wscale = self._rcv_wscale_offer
+            opts.sack_permitted = self.sack_ok
+            if self.ts_ok:
+                opts.timestamp = (self._ts_val(now), self.ts_recent)
+            ack = (self.irs + self.rcv_nxt) & MASK
+            flags = SYN | ACK
+        else:
+            opts.wscale = self._rcv_wscale_offer
+            opts.sack_permitted = cfg.sack
+            if cfg.timestamps:
+                opts.timestamp = (self._ts_val(now), 0)
+            ack = 0
+            flags = SYN
+        retrans = self.snd_max > 0
+        out.append(
+            TcpSegment(
+                self.local_port, self.remote_port, self.iss, ack, flags, self._syn_window, b"", opts
+            )
+        )
+        self.counters["segments_out"] += 1
+        if retrans:
+            self.counters["retransmits"] += 1
+            self._timed_seq = None  # Karn
+            self._rtx_tsval = self._ts_val(now)
+        elif self._timed_seq is None:
+            self._timed_seq = 1
+            self._timed_at = now
+        self.snd_nxt = 1
+        if self.snd_max < 1:
+            self.snd_max = 1
+        if self._rtx_at is None:
+            self._una_since = now
+            self._arm_rtx(now)
+        if with_ack:
+            self._last_ack_sent = self.rcv_nxt
+
+    def _output_data(
+        self,
+        now: float,
+        out: list[TcpSegment],
+        window: int,
+        ack_wire: int,
+        opts: TcpOptions | None,
+    ) -> None:
+        una = self.snd_una
+        nxt = self.snd_nxt
+        base = self._sbuf_base
+        sbuf = self._sbuf
+        data_end = base + len(sbuf)
+        fin_abs = self._fin_abs
+        snd_max = self.snd_max
+        mss = self.snd_mss
+        if opts is not None and opts.sack_blocks:
+            # Keep the segment within the MTU when SACK blocks take option space.
+            mss -= 4 + 8 * len(opts.sack_blocks)
+        iss = self.iss
+        lport = self.local_port
+        rport = self.remote_port
+        sent_new = False
+
+        if self._rtx_one:
+            # Fast retransmit / NewReno partial ACK: resend the first unacked segment.
+            self._rtx_one = False
+            if una < snd_max:
+                n = data_end - una if una < data_end else 0
+                if n > mss:
+                    n = mss
+                if una + n > snd_max:
+                    n = snd_max - una
+                flags = ACK
+                if fin_abs is not None and una + n == fin_abs and snd_max > fin_abs:
+                    flags |= FIN
+                payload = sbuf.view(una - base, n) if n else b""
+                out.append(
+                    TcpSegment(
+                        lport, rport, (iss + una) & MASK, ack_wire, flags, window, payload, opts
+                    )
+                )
+                self.counters["retransmits"] += 1
+                self.bytes_retrans += n
+                self.bytes_sent += n
+                self._timed_seq = None  # Karn's rule
+                self._rtx_tsval = self._ts_val(now)
+                if self._rtx_at is None:
+                    self._arm_rtx(now)
+
+        cc = self.cc
+        cwnd = cc.cwnd if cc is not None else mss
+        wnd = self.snd_wnd
+        limit = una + (wnd if wnd < cwnd else cwnd)
+        nodelay = self.cfg.nodelay
+        counters = self.counters
+        while True:
+            if nxt >= data_end:
+                if fin_abs is not None and nxt == fin_abs:
+                    # A FIN alone (all data already sent).
+                    out.append(
+                        TcpSegment(
+                            lport, rport, (iss + nxt) & MASK, ack_wire, FIN | ACK, window, b"", opts
+                        )
+                    )
+                    if nxt < snd_max:
+                        counters["retransmits"] += 1
+                        self._rtx_tsval = self._ts_val(now)
+                    nxt += 1
+                    sent_new = True
+                break
+            avail = data_end - nxt
+            n = avail if avail < mss else mss
+            room = limit - nxt
+            retrans = nxt < snd_max
+            if room < n:
+                if room <= 0:
+                    break
+                # RFC 9293 (3.8.6.2.1): sender SWS avoidance, a partial segment only if it
+                # is at least half the largest window seen, or nothing is in flight.
+                if not (nxt == una or room >= (self.max_snd_wnd >> 1)):
+                    break
+                n = room
+            elif (
+                n < mss
+                and not nodelay
+                and self._snd_sml > una
+                and not retrans
+                and not (fin_abs is not None and nxt + n == fin_abs)
+            ):
+                # RFC 9293 (3.7.4) Nagle, in Minshall's form (as Linux): hold a small
+                # segment while an earlier small segment is still unacknowledged.
+                break
+            end = nxt + n
+            flags = ACK
+            if end == data_end:
+                # PSH on the last segment of what the application queued.
+                flags = ACK | PSH
+                if fin_abs is not None and end == fin_abs:
+                    flags = ACK | PSH | FIN
+            out.append(
+                TcpSegment(
+                    lport,
+                    rport,
+                    (iss + nxt) & MASK,
+                    ack_wire,
+                    flags,
+                    window,
+                    sbuf.view(nxt - base, n),
+                    opts,
+                )
+            )
+            self.bytes_sent += n
+            if retrans:
+                counters["retransmits"] += 1
+                self.bytes_retrans += n
+                self._rtx_tsval = self._ts_val(now)
+                if self._timed_seq is not None:
+                    self._timed_seq = None  # Karn's rule
+            elif self._timed_seq is None:
+                self._timed_seq = end
+                self._timed_at = now
+            if n < mss:
+                self._snd_sml = end
+            nxt = end + 1 if flags & FIN else end
+            sent_new = True
+
+        if sent_new:
+            self.snd_nxt = nxt
+            if nxt > snd_max:
+                self.snd_max = nxt
+            if self._rtx_at is None:
+                # RFC 6298 (5.1): start the timer when data is sent and it is not running.
+                if una == snd_max:
+                    self._una_since = now
+                self._arm_rtx(now)
+        # Persist timer: data (or FIN) waits, the peer's window is zero, nothing in flight.
+        if (
+            self.snd_wnd == 0
+            and una == self.snd_max
+            and (data_end > una or (fin_abs is not None and self.snd_max <= fin_abs))
+        ):
+            if self._persist_at is None:
+                self._persist_at = now + self._persist_interval()
+        elif self._persist_at is not None and self.snd_wnd:
+            self._persist_at = None
+
+    # ------------------------------------------------------------------ introspection
+
+    def info(self) -> dict[str, object]:
+        """A snapshot like ``ss -ti``."""
+        cc = self.cc
+        return {
+            "state": self.state.value,
+            "cwnd": cc.cwnd if cc is not None else 0,
+            "ssthresh": cc.ssthresh if cc is not None else 0,
+            "srtt": self.rtt.srtt,
+            "rttvar": self.rtt.rttvar,
+            "rto": self.rtt.rto,
+            "snd_una": self._wire_snd(self.snd_una),
+            "snd_nxt": self._wire_snd(self.snd_nxt),
+            "snd_wnd": self.snd_wnd,
+            "rcv_nxt": self._wire_rcv(self.rcv_nxt),
+            "rcv_wnd": max(0, self.rcv_adv - self.rcv_nxt),
+            "bytes_sent": self.bytes_sent,
+            "bytes_retrans": self.bytes_retrans,
+            "bytes_acked": self.bytes_acked,
+            "bytes_received": self.bytes_received,
+            "retransmits": self.counters["retransmits"],
+            "mss": self.snd_mss,
+            "rcv_mss": self._rcv_mss,
+            "snd_wscale": self.snd_wscale,
+            "rcv_wscale": self.rcv_wscale,
+            "sack": self.sack_ok,
+            "timestamps": self.ts_ok,
+            "in_recovery": self._in_recovery,
+            "send_queued": len(self._sbuf),
+            "recv_queued": len(self._rbuf),
+            "ooo_segments": len(self._ooo),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"TcpConnection({self.local_port}->{self.remote_port} {self.state.value} "
+            f"una={self.snd_una} nxt={self.snd_nxt} rcv_nxt={self.rcv_nxt})"
+        )
