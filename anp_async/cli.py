@@ -56,7 +56,7 @@ _KNOB_MODE = {
 }
 
 #: Modules that register extra commands when imported (e.g. the benchmark's ``anp bench``).
-EXTRA_COMMAND_MODULES: tuple[str, ...] = ()
+EXTRA_COMMAND_MODULES: tuple[str, ...] = ("bench.cli",)
 
 
 class CliError(Exception):

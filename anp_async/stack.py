@@ -74,6 +74,16 @@ class StackConfig:
     icmp_port_unreachable: bool = True
 
 
+_PING_PATTERN = bytes(range(256)) * 256  # 64 KiB of 0, 1, ..., 255, ...
+
+
+def _ping_payload(size: int) -> bytes:
+    """The echo payload: a counting pattern, like ping(8)'s default fill."""
+    if size > len(_PING_PATTERN):
+        raise ValueError(f"ping payload of {size} bytes is larger than an IPv4 datagram")
+    return _PING_PATTERN[:size]
+
+
 class Counters(dict[str, int]):
     """A dict of named counters that starts every name at zero."""
 
@@ -423,7 +433,7 @@ class Stack:
         fut: asyncio.Future[float] = self.loop.create_future()
         fut.dst = dst  # type: ignore[attr-defined]
         self._ping_waiters[key] = fut
-        payload = bytes((i & 0xFF) for i in range(size))
+        payload = _ping_payload(size)
         # perf_counter, not loop.time(): uvloop's clock has only millisecond resolution.
         self._ping_sent[key] = time.perf_counter()
         self.icmp_counters.inc("echo_requests_sent")

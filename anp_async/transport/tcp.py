@@ -594,6 +594,7 @@ class TcpTransport(asyncio.Transport):
         self._ep: TcpEndpoint | None = ep
         self._conn = ep.conn
         self._protocol: Any = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
         self._server = server
         self._buffer: collections.deque[memoryview] = collections.deque()
         self._buffer_size = 0
@@ -648,6 +649,7 @@ class TcpTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
+        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol
@@ -698,7 +700,10 @@ class TcpTransport(asyncio.Transport):
         data = self._conn.recv()
         if data:
             try:
-                self._protocol.data_received(data)
+                if self._buffered:
+                    self._feed_buffered(data)
+                else:
+                    self._protocol.data_received(data)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -719,6 +724,18 @@ class TcpTransport(asyncio.Transport):
                 return
             if not keep_open:
                 self.close()
+
+    def _feed_buffered(self, data: bytes) -> None:
+        """Hand ``data`` to a BufferedProtocol (asyncio's SSL layer is one) in its buffers."""
+        view = memoryview(data)
+        while view:
+            buf = memoryview(self._protocol.get_buffer(len(view))).cast("B")
+            n = min(len(buf), len(view))
+            if not n:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            buf[:n] = view[:n]
+            self._protocol.buffer_updated(n)
+            view = view[n:]
 
     # --------------------------------------------------------- write side
 

@@ -220,8 +220,11 @@ class TcpPairMachine(RuleBasedStateMachine):
             rto_initial=0.3,
             rto_min=0.05,
             rto_max=1.0,
-            syn_retries=40,  # the test's own losses must never exhaust the retries
-            max_retries=40,
+            # A blackout here is only a run of steps without delivery (at most ~40 steps of
+            # 2 s with RTO <= 1 s): it must never exhaust the retries, a real timeout would
+            # then be the correct outcome.
+            syn_retries=10_000,
+            max_retries=10_000,
             msl=MSL,
             congestion=congestion,
         )

@@ -1,0 +1,258 @@
+"""``anp bench``: latency, throughput and receive-livelock experiments against the kernel.
+
+    anp bench latency    [--modes ...] [--sizes ...] [--protos ...] [--directions ...] ...
+    anp bench throughput [--modes ...] [--bytes N] ...
+    anp bench livelock   [--modes ...] [--rates ...] [--duration S] ...
+
+Every run builds its own namespaces (deleted on exit, also on an error or Ctrl-C), writes
+a results folder (``--out``; default ``bench/results/<timestamp>-<bench>``) and prints a
+summary table; ``--compare OLD`` adds a table of new/old ratios.
+
+Importing this module registers the command with :mod:`anp_async.cli` (list
+``"bench.cli"`` in ``EXTRA_COMMAND_MODULES``); :func:`add_bench_parser` and
+:func:`run_bench` serve any other argparse front end, :func:`main` runs it stand-alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .apps import BenchError
+
+HELP = "latency, throughput and receive-livelock experiments against the kernel"
+MODES = ("interrupt", "coalesce", "poll", "adaptive")
+PROTOS = ("tcp", "udp", "icmp")
+DIRECTIONS = ("stack-server", "stack-client")
+
+#: (normal, --quick) defaults of every option a quick run shrinks.
+DEFAULTS: dict[str, dict[str, tuple[Any, Any]]] = {
+    "latency": {
+        "sizes": ([64, 1024, 16384, 65536], [64, 1024]),
+        "count": (2000, 200),
+        "warmup": (200, 20),
+    },
+    "throughput": {"bytes": (64 << 20, 4 << 20)},
+    "livelock": {
+        "rates": ([5000, 10000, 20000, 40000, 80000, 160000], [5000, 20000, 80000]),
+        "duration": (2.0, 0.5),
+    },
+}
+
+
+def _csv(choices: tuple[str, ...] | None = None, conv: Any = str) -> Any:
+    def parse(text: str) -> list[Any]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError("empty list")
+        if choices is not None:
+            bad = [i for i in items if i not in choices]
+            if bad:
+                raise argparse.ArgumentTypeError(f"{', '.join(bad)} not in {', '.join(choices)}")
+        try:
+            return [conv(i) for i in items]
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+def _size(text: str) -> int:
+    from anp_async.cli import parse_size
+
+    return parse_size(text)
+
+
+def configure_bench(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``anp bench`` (the parser of the ``bench`` subcommand)."""
+    sub = p.add_subparsers(dest="bench", metavar="{latency,throughput,livelock}", required=True)
+    helps = {
+        "latency": "request/response latency per mode and size, with kernel baselines",
+        "throughput": "bulk TCP transfer each direction per mode, with the kernel baseline",
+        "livelock": "offered vs delivered UDP rate per mode (receive livelock)",
+    }
+    for name, text in helps.items():
+        b = sub.add_parser(name, help=text, description=text)
+        b.add_argument(
+            "--modes",
+            type=_csv(MODES),
+            default=list(MODES),
+            help="receive modes (default: all four)",
+        )
+        b.add_argument("--quick", action="store_true", help="small run, under a minute")
+        b.add_argument("--out", type=Path, help="results folder (default bench/results/...)")
+        b.add_argument("--compare", metavar="OLD", help="earlier results folder or json")
+        b.add_argument(
+            "--loop",
+            choices=("asyncio", "uvloop"),
+            default="asyncio",
+            help="event loop of the stack and asyncio peers",
+        )
+        b.add_argument("--seed", type=int, default=1, help="seed of all payloads")
+        b.add_argument(
+            "--phase-time",
+            type=float,
+            default=30.0,
+            help="time bound of one phase in seconds (default %(default)s)",
+        )
+        if name == "latency":
+            b.add_argument("--sizes", type=_csv(conv=_size), help="message sizes (bytes)")
+            b.add_argument("--protos", type=_csv(PROTOS), default=list(PROTOS))
+            b.add_argument("--directions", type=_csv(DIRECTIONS), default=list(DIRECTIONS))
+            b.add_argument("--count", type=int, help="measured requests per phase")
+            b.add_argument("--warmup", type=int, help="warm-up requests per phase (excluded)")
+        elif name == "throughput":
+            b.add_argument("--bytes", type=_size, help="bytes per transfer (e.g. 64M)")
+        else:
+            b.add_argument("--rates", type=_csv(conv=int), help="offered datagrams/s")
+            b.add_argument("--duration", type=float, help="seconds per rate")
+            b.add_argument(
+                "--drain",
+                type=float,
+                default=0.3,
+                help="seconds to let queued datagrams drain after each rate",
+            )
+
+
+def add_bench_parser(subparsers: Any) -> None:
+    """Add ``bench`` to an argparse subparsers object (dispatch with :func:`run_bench`)."""
+    p = subparsers.add_parser("bench", help=HELP, description=HELP)
+    configure_bench(p)
+
+
+def _apply_defaults(args: argparse.Namespace) -> None:
+    for key, (normal, quick) in DEFAULTS[args.bench].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, quick if args.quick else normal)
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"_command", "command", "out", "compare"}
+    return {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in vars(args).items()
+        if k not in skip and not callable(v)
+    }
+
+
+def execute(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
+    """Run the benchmark ``args`` describe; return the results document (also written to
+    ``args.out``). Raises BenchError when a peer failed (nothing is written then)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from . import report
+    from .procs import BenchEnv
+    from .runner import PLANS, RUNNERS
+
+    console = console or Console()
+    _apply_defaults(args)
+    out: Path = args.out or report.default_out_dir(args.bench)
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    start = report.now_iso()
+    t0 = time.monotonic()
+    total = len(PLANS[args.bench](args))
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as prog:
+        task = prog.add_task(f"bench {args.bench}", total=total)
+
+        def progress(what: str) -> None:
+            prog.update(task, advance=1, description=f"{args.bench}: {what}")
+
+        with BenchEnv(logs, loop=args.loop) as env:
+            rows, samples = RUNNERS[args.bench](env, args, progress)
+    doc: dict[str, Any] = {
+        "benchmark": args.bench,
+        **report.machine_info(),
+        "parameters": _params(args),
+        "seed": args.seed,
+        "start": start,
+        "end": report.now_iso(),
+        "duration_s": time.monotonic() - t0,
+        "summaries": rows,
+    }
+    report.write_results(out, doc, samples)
+    doc["plots"] = report.make_plots(out, args.bench, rows, samples)
+    report.write_results(out, doc, {})  # again, now listing the plots
+    doc["out"] = str(out)
+    return doc
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``anp bench ...``: run, print the table (and the comparison), return the exit status."""
+    from rich.console import Console
+
+    from . import report
+
+    console = Console()
+    if not console.is_terminal:  # piped into a file: do not squeeze the table to 80 columns
+        console = Console(width=170)
+    if os.geteuid() != 0:
+        print(
+            "anp: error: anp bench needs root (network namespaces, /dev/net/tun).", file=sys.stderr
+        )
+        return 2
+    old_term = None
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        old_term = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        doc = execute(args, console)
+    except BenchError as e:
+        print(f"anp: error: benchmark aborted, nothing reported: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+    console.print(report.summary_table(args.bench, doc["summaries"]))
+    console.print(f"results: {doc['out']}")
+    if args.compare:
+        old = report.load_results(args.compare)
+        ratios = report.compare(doc, old)
+        console.print(report.compare_table(args.bench, ratios, str(args.compare)))
+    return 0
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds through the finally blocks that remove namespaces
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse ``anp bench`` arguments (without the leading ``bench``)."""
+    p = argparse.ArgumentParser(prog="anp bench", description=HELP)
+    configure_bench(p)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry: ``python -m bench.cli latency --quick``."""
+    try:
+        return run_bench(parse_args(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _register() -> None:
+    with contextlib.suppress(ImportError):
+        from anp_async.cli import Command, register_command
+
+        register_command(Command("bench", HELP, configure_bench, run_bench))
+
+
+_register()
+
+if __name__ == "__main__":
+    raise SystemExit(main())

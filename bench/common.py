@@ -1,0 +1,116 @@
+"""Pieces shared by the benchmark harness and its peer processes.
+
+The peers (``bench.kernel_peer``, ``bench.stack_peer``) talk to the harness with one JSON
+object per line on stdout; a measuring client prints :data:`WARM_MARK` once its warm-up is
+over, so the harness can sample the CPU time of the process under test exactly around the
+measured requests.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+#: Well-known ports the peers listen on (RFC 862 echo, RFC 863 discard).
+ECHO_PORT = 7
+SINK_PORT = 9
+
+#: Largest UDP payload (and ICMP echo data) an IPv4 datagram can carry: 65535 - 20 - 8.
+MAX_DATAGRAM_PAYLOAD = 65507
+
+#: Printed (alone on a line) by a measuring client when warm-up ends.
+WARM_MARK = "WARM"
+
+#: Seconds a datagram echo may take before it counts as lost (and fails the run).
+DATAGRAM_TIMEOUT = 1.0
+
+#: Block the bulk-transfer sender repeats; its content derives from the seed.
+BULK_BLOCK = 1 << 20
+
+#: Header of a livelock datagram: sequence number.
+SEQ = struct.Struct("!Q")
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+def emit(obj: dict[str, Any]) -> None:
+    """Write one JSON line to stdout for the harness."""
+    sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def mark_warm() -> None:
+    """Tell the harness the measured part starts now."""
+    sys.stdout.write(WARM_MARK + "\n")
+    sys.stdout.flush()
+
+
+def payload_source(seed: int, size: int) -> bytes:
+    """``2 * size`` seeded random bytes; request ``i`` is a ``size`` slice of it."""
+    return random.Random(f"{seed}:{size}").randbytes(2 * size)
+
+
+def request_offset(i: int, size: int) -> int:
+    """Where request ``i`` starts in :func:`payload_source` (differs between neighbours,
+    so a late or duplicated echo never matches the request in flight)."""
+    return (i * 7919) % (size + 1)
+
+
+def bulk_block(seed: int) -> bytes:
+    """The 1 MiB block a bulk sender repeats (seeded)."""
+    return random.Random(f"bulk:{seed}").randbytes(BULK_BLOCK)
+
+
+def bulk_sha256(seed: int, nbytes: int) -> str:
+    """sha256 of the ``nbytes`` stream a bulk sender with ``seed`` produces."""
+    import hashlib
+
+    h = hashlib.sha256()
+    block = bulk_block(seed)
+    left = nbytes
+    while left:
+        n = min(left, len(block))
+        h.update(block[:n] if n < len(block) else block)
+        left -= n
+    return h.hexdigest()
+
+
+def proc_cpu_ns(pid: int) -> int:
+    """CPU time (user + system, ns) of process ``pid``, all its threads, living and exited.
+
+    Linux gives every process a CPU-time clock, ``MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)``
+    = ``(~pid << 3) | 2`` (see ``clock_getcpuclockid(3)``): nanosecond resolution, unlike
+    the 10 ms ticks of ``/proc/PID/stat``. Returns -1 when the process is gone.
+    """
+    try:
+        return time.clock_gettime_ns(((~pid) << 3) | 2)
+    except OSError:
+        return -1
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """The ``p``-th percentile (nearest rank) of already sorted values."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(p / 100.0 * len(sorted_values)))
+    return float(sorted_values[min(rank, len(sorted_values)) - 1])
+
+
+def latency_summary(samples_ns: Sequence[int], wall_ns: int) -> dict[str, float | int]:
+    """count, mean, p50/p90/p99/p99.9, min, max (microseconds) and request rate."""
+    s = sorted(samples_ns)
+    n = len(s)
+    out: dict[str, float | int] = {"count": n}
+    out["mean_us"] = sum(s) / n / 1e3 if n else math.nan
+    for p in PERCENTILES:
+        out[f"p{p:g}_us"] = percentile(s, p) / 1e3
+    out["min_us"] = s[0] / 1e3 if n else math.nan
+    out["max_us"] = s[-1] / 1e3 if n else math.nan
+    out["rate_rps"] = n / (wall_ns / 1e9) if wall_ns > 0 else math.nan
+    return out

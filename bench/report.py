@@ -1,0 +1,409 @@
+"""What a run leaves behind: results.json, results.csv, PNG plots, terminal tables, comparisons."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .procs import REPO
+
+SETUP_ORDER = ("interrupt", "coalesce", "poll", "adaptive", "asyncio", "kernel")
+COLORS = {
+    "interrupt": "tab:red",
+    "coalesce": "tab:blue",
+    "poll": "tab:orange",
+    "adaptive": "tab:green",
+    "asyncio": "tab:purple",
+    "kernel": "black",
+}
+
+#: What identifies a summary (for --compare) and which numbers are compared, per benchmark.
+KEYS = {
+    "latency": ("proto", "setup", "size", "direction"),
+    "throughput": ("setup", "direction"),
+    "livelock": ("setup", "target_pps"),
+}
+METRICS = {
+    "latency": ("mean_us", "p50_us", "p99_us", "rate_rps", "cpu_s_per_req"),
+    "throughput": ("mbps", "cpu_s_per_mb"),
+    "livelock": ("offered_pps", "delivered_pps", "cpu_util"),
+}
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _git() -> dict[str, Any]:
+    def run(*a: str) -> str:
+        r = subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True, check=False)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    rev = run("rev-parse", "HEAD")
+    return {"revision": rev or "unknown", "dirty": bool(run("status", "--porcelain"))}
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "machine": {
+            "platform": platform.platform(),
+            "arch": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "cpu_model": _cpu_model(),
+            "hostname": platform.node(),
+        },
+        "python": {
+            "version": platform.python_version(),
+            "implementation": platform.python_implementation(),
+            "executable": sys.executable,
+        },
+        "kernel": platform.release(),
+        "git": _git(),
+    }
+
+
+def default_out_dir(bench: str) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return REPO / "bench" / "results" / f"{stamp}-{bench}"
+
+
+def write_results(out: Path, doc: dict[str, Any], samples: dict[str, list[int]]) -> None:
+    """results.json (+ samples.json for latency) and results.csv, one row per summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    if samples:
+        (out / "samples.json").write_text(json.dumps(samples, separators=(",", ":")))
+        doc["samples_file"] = "samples.json"
+    (out / "results.json").write_text(json.dumps(doc, indent=1, default=str))
+    rows = doc["summaries"]
+    cols: list[str] = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    with open(out / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def _setups(rows: list[dict]) -> list[str]:
+    present = {r["setup"] for r in rows}
+    return [s for s in SETUP_ORDER if s in present] + sorted(present - set(SETUP_ORDER))
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_latency(out: Path, rows: list[dict], samples: dict[str, list[int]]) -> list[str]:
+    """Per (proto, direction): latency CDFs per size (log x) and a percentile bar chart."""
+    plt = _plt()
+    files: list[str] = []
+    combos = sorted({(r["proto"], r["direction"]) for r in rows if r["setup"] != "kernel"})
+    for proto, direction in combos:
+        sel = [
+            r
+            for r in rows
+            if r["proto"] == proto and (r["direction"] == direction or r["setup"] == "kernel")
+        ]
+        sizes = sorted({r["size"] for r in sel})
+        setups = _setups(sel)
+        from matplotlib.ticker import NullFormatter
+
+        fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.8), squeeze=False)
+        for ax, size in zip(axes[0], sizes, strict=True):
+            for setup in setups:
+                d = "kernel" if setup == "kernel" else direction
+                xs = samples.get(f"{proto}/{setup}/{size}/{d}")
+                if not xs:
+                    continue
+                xs = sorted(x / 1e3 for x in xs)
+                ys = [(i + 1) / len(xs) for i in range(len(xs))]
+                ax.step(xs, ys, where="post", label=setup, color=COLORS.get(setup))
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_title(f"{size} B")
+            ax.set_xlabel("round trip (µs)")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].set_ylabel("fraction of requests")
+        axes[0][-1].legend(fontsize=8, loc="lower right")
+        fig.suptitle(f"{proto.upper()} request/response latency CDF, {direction}")
+        fig.tight_layout()
+        name = f"latency_cdf_{proto}_{direction}.png"
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        files.append(name)
+
+        pcts = ("p50_us", "p90_us", "p99_us", "p99.9_us")
+        fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.8), squeeze=False)
+        for ax, size in zip(axes[0], sizes, strict=True):
+            rs = {r["setup"]: r for r in sel if r["size"] == size}
+            present = [s for s in setups if s in rs]
+            width = 0.8 / len(pcts)
+            for j, p in enumerate(pcts):
+                ax.bar(
+                    [i + j * width for i in range(len(present))],
+                    [rs[s][p] for s in present],
+                    width,
+                    label=p.removesuffix("_us"),
+                )
+            ax.set_xticks([i + 0.4 - width / 2 for i in range(len(present))])
+            ax.set_xticklabels(present, rotation=30, fontsize=8)
+            ax.set_yscale("log")
+            ax.set_title(f"{size} B")
+            ax.grid(True, axis="y", which="both", alpha=0.3)
+        axes[0][0].set_ylabel("round trip (µs)")
+        axes[0][-1].legend(fontsize=8)
+        fig.suptitle(f"{proto.upper()} latency percentiles, {direction}")
+        fig.tight_layout()
+        name = f"percentiles_{proto}_{direction}.png"
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def plot_throughput(out: Path, rows: list[dict]) -> list[str]:
+    plt = _plt()
+    setups = _setups(rows)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    dirs = ("stack-send", "stack-receive")
+    width = 0.38
+    for j, d in enumerate(dirs):
+        vals, cpus = [], []
+        for s in setups:
+            r = next(
+                (
+                    r
+                    for r in rows
+                    if r["setup"] == s and (r["direction"] == d or r["direction"] == "kernel")
+                ),
+                None,
+            )
+            vals.append(r["mbps"] if r else 0.0)
+            cpus.append(r["cpu_s_per_mb"] * 1e3 if r else 0.0)
+        xs = [i + j * width for i in range(len(setups))]
+        ax.bar(xs, vals, width, label=d)
+        ax2.bar(xs, cpus, width, label=d)
+    for a in (ax, ax2):
+        a.set_xticks([i + width / 2 for i in range(len(setups))])
+        a.set_xticklabels(setups, rotation=20)
+        a.set_yscale("log")
+        a.grid(True, axis="y", which="both", alpha=0.3)
+        a.legend(fontsize=8)
+    ax.set_ylabel("MB/s (receiver, log)")
+    ax.set_title("bulk TCP throughput")
+    ax2.set_ylabel("CPU ms per MB (process under test, log)")
+    ax2.set_title("CPU cost")
+    fig.tight_layout()
+    fig.savefig(out / "throughput.png", dpi=100)
+    plt.close(fig)
+    return ["throughput.png"]
+
+
+def plot_livelock(out: Path, rows: list[dict]) -> list[str]:
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    top = 1.0
+    for s in _setups(rows):
+        rs = sorted((r for r in rows if r["setup"] == s), key=lambda r: r["offered_pps"])
+        xs = [r["offered_pps"] for r in rs]
+        ax.plot(xs, [r["delivered_pps"] for r in rs], "o-", label=s, color=COLORS.get(s))
+        ax2.plot(xs, [r["cpu_util"] * 100 for r in rs], "o-", label=s, color=COLORS.get(s))
+        top = max([top, *xs])
+    ax.plot([0, top], [0, top], ":", color="gray", label="delivered = offered")
+    ax.set_xlabel("offered rate (datagrams/s)")
+    ax.set_ylabel("delivered to the application (datagrams/s)")
+    ax.set_title("receive livelock: delivered vs offered")
+    ax2.set_xlabel("offered rate (datagrams/s)")
+    ax2.set_ylabel("stack process CPU (%)")
+    ax2.set_title("CPU of the stack process")
+    for a in (ax, ax2):
+        a.grid(True, alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "livelock.png", dpi=100)
+    plt.close(fig)
+    return ["livelock.png"]
+
+
+def make_plots(out: Path, bench: str, rows: list[dict], samples: dict) -> list[str]:
+    if bench == "latency":
+        return plot_latency(out, rows, samples)
+    if bench == "throughput":
+        return plot_throughput(out, rows)
+    return plot_livelock(out, rows)
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:,.{digits}f}"
+    return str(v)
+
+
+def summary_table(bench: str, rows: list[dict]) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"anp bench {bench}", header_style="bold")
+    if bench == "latency":
+        cols = (
+            "proto",
+            "direction",
+            "setup",
+            "size",
+            "count",
+            "mean µs",
+            "p50",
+            "p90",
+            "p99",
+            "p99.9",
+            "max",
+            "req/s",
+            "cpu µs/req",
+            "cpu %",
+        )
+        for c in cols:
+            t.add_column(c, justify="left" if c in cols[:3] else "right")
+        order = {s: i for i, s in enumerate(SETUP_ORDER)}
+        for r in sorted(
+            rows,
+            key=lambda r: (
+                r["proto"],
+                r["direction"] == "stack-client",
+                r["size"],
+                order.get(r["setup"], 99),
+            ),
+        ):
+            t.add_row(
+                r["proto"],
+                r["direction"],
+                r["setup"],
+                str(r["size"]),
+                str(r["count"]),
+                _f(r["mean_us"]),
+                _f(r["p50_us"]),
+                _f(r["p90_us"]),
+                _f(r["p99_us"]),
+                _f(r["p99.9_us"]),
+                _f(r["max_us"]),
+                _f(r["rate_rps"], 0),
+                _f(r["cpu_s_per_req"] * 1e6),
+                _f(r["cpu_util"] * 100, 0),
+            )
+    elif bench == "throughput":
+        for c in ("setup", "direction", "MB", "seconds", "MB/s", "cpu s", "cpu ms/MB"):
+            t.add_column(c, justify="left" if c in ("setup", "direction") else "right")
+        for r in rows:
+            t.add_row(
+                r["setup"],
+                r["direction"],
+                _f(r["bytes"] / 1e6),
+                _f(r["seconds"], 3),
+                _f(r["mbps"]),
+                _f(r["cpu_s"], 3),
+                _f(r["cpu_s_per_mb"] * 1e3, 2),
+            )
+    else:
+        for c in (
+            "mode",
+            "target/s",
+            "offered/s",
+            "delivered/s",
+            "delivered %",
+            "app-queue drops",
+            "tap drops",
+            "cpu %",
+        ):
+            t.add_column(c, justify="left" if c == "mode" else "right")
+        for r in rows:
+            pct = 100 * r["delivered_pps"] / r["offered_pps"] if r["offered_pps"] else math.nan
+            t.add_row(
+                r["setup"],
+                _f(r["target_pps"], 0),
+                _f(r["offered_pps"], 0),
+                _f(r["delivered_pps"], 0),
+                _f(pct),
+                str(r["app_queue_dropped"]),
+                str(r["tap_dropped"]),
+                _f(r["cpu_util"] * 100, 0),
+            )
+    return t
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    return json.loads(p.read_text())
+
+
+def compare(new: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
+    """Ratios new/old of the benchmark's metrics for every key present in both runs."""
+    bench = new["benchmark"]
+    if old.get("benchmark") != bench:
+        raise ValueError(f"cannot compare a {bench} run with a {old.get('benchmark')} run")
+    keys = KEYS[bench]
+    old_by = {tuple(r[k] for k in keys): r for r in old["summaries"]}
+    out = []
+    for r in new["summaries"]:
+        key = tuple(r[k] for k in keys)
+        o = old_by.get(key)
+        if o is None:
+            continue
+        row: dict[str, Any] = dict(zip(keys, key, strict=True))
+        for m in METRICS[bench]:
+            a, b = r.get(m), o.get(m)
+            row[m] = (
+                a / b
+                if isinstance(a, int | float) and isinstance(b, int | float) and b
+                else math.nan
+            )
+        out.append(row)
+    return out
+
+
+def compare_table(bench: str, rows: list[dict[str, Any]], old_name: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"new / old ({old_name})", header_style="bold")
+    keys, metrics = KEYS[bench], METRICS[bench]
+    for k in keys:
+        t.add_column(k)
+    for m in metrics:
+        t.add_column(m, justify="right")
+    for r in rows:
+        t.add_row(*(str(r[k]) for k in keys), *(_f(r[m], 3) for m in metrics))
+    return t

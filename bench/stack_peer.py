@@ -1,0 +1,144 @@
+"""The process under test: the stack on a TAP (or asyncio on kernel sockets), driven by the harness.
+
+    python -m bench.stack_peer --net stack --tap anpb0 --netns NS --mode poll
+    python -m bench.stack_peer --net kernel --ip 10.0.1.1       (inside a namespace)
+
+It starts the benchmark servers (:func:`bench.apps.start_servers`), prints
+``{"event": "ready", "pid": ...}`` and then runs one JSON command per stdin line, answering
+each with one JSON line (``{"event": "result", ...}`` or ``{"event": "error", ...}``):
+
+- ``{"cmd": "client", "proto", "host", "size", "count", "warmup", "seed", "time_limit"}``
+- ``{"cmd": "bulk_send", "host", "bytes", "seed"}``
+- ``{"cmd": "sink"}``: the livelock application's counters
+- ``{"cmd": "stats"}``: ``stack.stats()``
+- ``{"cmd": "quit"}`` (or EOF on stdin)
+
+The stack runs in its own process so that its CPU time can be measured on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import traceback
+from typing import Any
+
+from .apps import CLIENTS, BenchError, KernelNet, bulk_send, start_servers
+from .common import emit
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.stack_peer")
+    p.add_argument("--net", choices=("stack", "kernel"), default="stack")
+    p.add_argument("--tap", default="anpb0")
+    p.add_argument("--netns", help="namespace the TAP is created in")
+    p.add_argument("--ip", default="10.0.0.2/24", help="our address (stack) / bind address")
+    p.add_argument("--peer", default="10.0.0.1/24", help="kernel end of the TAP")
+    p.add_argument("--mac", default="02:00:00:00:be:02")
+    p.add_argument("--mode", default="interrupt")
+    p.add_argument("--mode-params", default="{}", help="JSON object of mode parameters")
+    p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    return p.parse_args(argv)
+
+
+async def _serve_commands(net: Any, sink: Any, stack: Any) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        try:
+            cmd = json.loads(line)
+            name = cmd.pop("cmd")
+            if name == "quit":
+                return
+            if name == "client":
+                proto = cmd.pop("proto")
+                res = await CLIENTS[proto](net, **cmd)
+            elif name == "bulk_send":
+                res = await bulk_send(net, cmd["host"], cmd["bytes"], cmd["seed"])
+            elif name == "sink":
+                res = sink.counters()
+            elif name == "stats":
+                res = stack.stats() if stack is not None else {}
+            else:
+                raise BenchError(f"unknown command {name!r}")
+            emit({"event": "result", **res})
+        except (BenchError, OSError, asyncio.IncompleteReadError, TimeoutError) as e:
+            emit({"event": "error", "message": f"{type(e).__name__}: {e}"})
+        except Exception as e:  # a bug: report it with its traceback, keep serving
+            emit(
+                {
+                    "event": "error",
+                    "message": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(),
+                }
+            )
+
+
+async def _main(args: argparse.Namespace, nic: Any) -> int:
+    if nic is None:
+        net = KernelNet()
+        host = args.ip.partition("/")[0]
+        _, sink = await start_servers(net, host)
+        emit({"event": "ready", "pid": _pid()})
+        await _serve_commands(net, sink, None)
+        return 0
+
+    from anp_async import Stack, StackConfig, TcpConfig
+
+    cfg = StackConfig(
+        nic=nic,
+        ip=args.ip,
+        mac=args.mac,
+        mode=args.mode,
+        mode_params=json.loads(args.mode_params),
+        tcp=TcpConfig(nodelay=True),  # the kernel peers and asyncio set TCP_NODELAY too
+    )
+    async with Stack(cfg) as stack:
+        _, sink = await start_servers(stack, stack.ip)
+        emit(
+            {
+                "event": "ready",
+                "pid": _pid(),
+                "mode": stack.mode_name,
+                "mode_params": stack.mode_params,
+            }
+        )
+        await _serve_commands(stack, sink, stack)
+    return 0
+
+
+def _pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    nic = None
+    if args.net == "stack":
+        from anp_async.nic.tap import TapNic
+
+        # Opened before the loop starts: pyroute2's synchronous IPRoute runs its own loop.
+        nic = TapNic.open(args.tap, peer=args.peer, netns=args.netns)
+    try:
+        if args.loop == "uvloop":
+            import uvloop
+
+            return uvloop.run(_main(args, nic))
+        return asyncio.run(_main(args, nic))
+    finally:
+        if nic is not None:
+            with contextlib.suppress(Exception):
+                nic.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
