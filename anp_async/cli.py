@@ -2,7 +2,7 @@
 
 Commands (``anp COMMAND --help`` for each)::
 
-    anp up [--echo PORT]              run a stack until SIGINT/SIGTERM
+    anp up [--echo PORT] [--http PORT] run a stack until SIGINT/SIGTERM
     anp ctl --tap TAP mode [NAME]     show or switch the receive mode of a running stack
     anp ctl --tap TAP coalesce ...    ethtool -C style coalescing change
     anp ctl --tap TAP stats [--json]  counters of a running stack
@@ -56,7 +56,7 @@ _KNOB_MODE = {
 }
 
 #: Modules that register extra commands when imported (e.g. the benchmark's ``anp bench``).
-EXTRA_COMMAND_MODULES: tuple[str, ...] = ("bench.cli",)
+EXTRA_COMMAND_MODULES: tuple[str, ...] = ("bench.cli", "anp_async.runner")
 
 
 class CliError(Exception):
@@ -339,6 +339,10 @@ def _control_path(args: argparse.Namespace) -> str:
 
 def _configure_up(p: argparse.ArgumentParser) -> None:
     p.add_argument("--echo", type=int, metavar="PORT", help="serve UDP and TCP echo on PORT")
+    p.add_argument(
+        "--http", type=int, metavar="PORT",
+        help="serve the tiny HTTP responder (GET /pattern/N, POST /echo) on PORT",
+    )  # fmt: skip
     p.add_argument("--socket", metavar="PATH", help="control socket (default /run/anp/TAP.sock)")
 
 
@@ -433,13 +437,21 @@ async def cmd_up(args: argparse.Namespace) -> int:
     """``anp up``: run a stack until SIGINT/SIGTERM."""
     _ensure_no_stack_on(args)
     async with open_stack_from_args(args) as stack, _control_server(stack, args) as path:
-        udp = tcp = None
+        udp = tcp = http = None
         echo = ""
         handlers = ConnectionHandlers()
         try:
             if args.echo is not None:
                 udp, tcp, kinds = await _start_echo(stack, args.echo, handlers)
                 echo = f", echo {kinds} port {args.echo}"
+            if args.http is not None:
+                from .apps.http import http_handler
+
+                try:
+                    http = await stack.start_server(handlers.wrap(http_handler), stack.ip, args.http)
+                except OSError as e:
+                    raise CliError(f"cannot serve HTTP on port {args.http}: {_reason(e)}") from None
+                echo += f", http port {args.http}"
             where = f" in netns {args.netns}" if args.netns else ""
             params = ",".join(f"{k}={v}" for k, v in stack.mode_params.items())
             print(
@@ -454,6 +466,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
             if udp is not None:
                 udp.close()
             _close_server(tcp)
+            _close_server(http)
             await handlers.aclose()
     return 0
 

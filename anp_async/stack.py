@@ -154,10 +154,18 @@ class Stack:
         self._mode = make_mode(self.config.mode, **self.config.mode_params)
         self._mode.start(self.loop, self.nic, self._rx_batch)
 
-    async def close(self) -> None:
-        """Abort every connection, stop receiving and close the NIC."""
+    async def close(self, linger: float = 2.0) -> None:
+        """Stop the stack: let closing connections deliver (up to ``linger`` seconds),
+        then abort what is left, stop receiving and close the NIC.
+
+        The linger is what the kernel gives a closed socket: data and FIN written before
+        ``close()`` still reach the peer after the application has moved on.
+        """
         if self._closed:
             return
+        deadline = self.now() + linger if self.loop is not None else 0.0
+        while self.loop is not None and self.tcp.busy() and self.now() < deadline:
+            await asyncio.sleep(0.01)
         self._closed = True
         self.tcp.close_all()
         self.udp.close_all()

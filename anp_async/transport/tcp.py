@@ -110,9 +110,13 @@ class TcpLayer:
         self.counters["rx_segments"] += 1
         ep = self.conns.get((hdr.src, seg.src_port, seg.dst_port))
         if ep is not None:
-            ep.conn.on_segment(seg, self.stack.now())
-            self.touch(ep)
-            return
+            if not self._reopens_time_wait(ep, seg):
+                ep.conn.on_segment(seg, self.stack.now())
+                self.touch(ep)
+                return
+            # RFC 9293 3.10.7.4 / RFC 6191: a new SYN may reopen a 4-tuple in TIME_WAIT.
+            self.counters["time_wait_reopened"] += 1
+            ep._finish()
         if hdr.dst != self.stack.ip_b:
             self.counters["to_broadcast_dropped"] += 1
             return
@@ -122,6 +126,14 @@ class TcpLayer:
             return
         self.counters["to_closed_port"] += 1
         self._reset_for(hdr.src, seg)
+
+    def _reopens_time_wait(self, ep: TcpEndpoint, seg: TcpSegment) -> bool:
+        return (
+            seg.flags & (SYN | ACK | RST) == SYN
+            and ep.conn.state is TcpState.TIME_WAIT
+            and seg.dst_port in self.listeners
+            and ep.conn.accepts_new_syn(seg)
+        )
 
     def _listen_input(self, listener: Listener, hdr: IPv4Header, seg: TcpSegment) -> None:
         flags = seg.flags
