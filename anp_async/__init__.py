@@ -1,9 +1,11 @@
 """anp-async: a userspace TCP/IP stack on asyncio.
 
 The public face: :class:`Stack` and :class:`StackConfig`, the TCP options
-(:class:`TcpConfig`), and stream helpers that take a stack.
+(:class:`TcpConfig`), stream helpers that take a stack, and :func:`install` /
+:func:`installed`, which make the running program's asyncio networking use a stack.
 """
 
+from .install import install, installed
 from .proto.tcp.config import TcpConfig
 from .stack import Stack, StackConfig
 
@@ -18,5 +20,13 @@ async def start_server(stack: Stack, cb, host=None, port=0, **kwds):  # type: ig
     return await stack.start_server(cb, host, port, **kwds)
 
 
-__all__ = ["Stack", "StackConfig", "TcpConfig", "open_connection", "start_server"]
+__all__ = [
+    "Stack",
+    "StackConfig",
+    "TcpConfig",
+    "install",
+    "installed",
+    "open_connection",
+    "start_server",
+]
 __version__ = "0.1.0"

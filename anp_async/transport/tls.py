@@ -134,8 +134,9 @@ async def start_tls(
     already connected, so its ``connection_made`` is not called a second time.
     """
     if not isinstance(sslcontext, _ssl.SSLContext):
-        raise TypeError(f"sslcontext is expected to be an instance of ssl.SSLContext, "
-                        f"got {sslcontext!r}")
+        raise TypeError(
+            f"sslcontext is expected to be an instance of ssl.SSLContext, got {sslcontext!r}"
+        )
     waiter: asyncio.Future[None] = loop.create_future()
     ssl_protocol = sslproto.SSLProtocol(
         loop,

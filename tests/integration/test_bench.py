@@ -25,6 +25,20 @@ from bench.common import ECHO_PORT
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
+#: Namespaces that other tests' fixtures hold while a test here runs (not ours to check).
+_others: set[str] = set()
+
+
+@pytest.fixture(autouse=True)
+def _namespaces_held_by_others() -> None:
+    _others.clear()
+    _others.update(created_namespaces())
+
+
+def leftover_namespaces() -> set[str]:
+    """Namespaces a benchmark run created and did not delete."""
+    return created_namespaces() - _others
+
 TOP_FIELDS = {
     "benchmark", "machine", "python", "kernel", "git", "parameters", "seed", "start", "end",
     "duration_s", "summaries", "plots",
@@ -58,7 +72,7 @@ def _run(argv: list[str], out: Path) -> dict:
     for r in ratios:
         for m in report.METRICS[doc["benchmark"]]:
             assert math.isnan(r[m]) or r[m] == 1.0, (r, m)
-    assert not created_namespaces()
+    assert not leftover_namespaces()
     return doc
 
 
@@ -127,7 +141,7 @@ def test_peer_failure_reports_nothing(tmp_path: Path) -> None:
             "--seed", "7", "--phase-time", "0"]  # fmt: skip
     assert run_bench(parse_args([*argv, "--out", str(tmp_path)])) == 1
     assert not (tmp_path / "results.json").exists()
-    assert not created_namespaces()
+    assert not leftover_namespaces()
 
 
 def test_echo_mismatch_is_an_error(netns: Netns) -> None:
