@@ -127,7 +127,19 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gateway", help="default gateway address")
     g.add_argument("--mtu", type=int, help="MTU (default 1500)")
     g.add_argument("--pcap", metavar="FILE", help="record every frame into FILE (pcap)")
+    g.add_argument(
+        "--no-offload",
+        dest="offload",
+        action="store_false",
+        help="open the TAP without the virtio-net header: no checksum offload, no TSO/GSO",
+    )
     g.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop")
+    g.add_argument(
+        "--congestion",
+        choices=("newreno", "cubic"),
+        default="newreno",
+        help="TCP congestion control of the stack's connections (default newreno)",
+    )
     m = p.add_argument_group("receive mode")
     m.add_argument(
         "--mode",
@@ -217,6 +229,7 @@ async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]
     mode, params = mode_from_args(args)
     from .nic.netns import Netns
     from .nic.tap import TapNic
+    from .proto.tcp.config import TcpConfig
     from .stack import Stack, StackConfig
 
     ns = None
@@ -235,7 +248,12 @@ async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]
             # In a worker thread: pyroute2's blocking API refuses to run inside a running
             # event loop, and setns() then moves only that thread into the namespace.
             nic = await asyncio.to_thread(
-                TapNic.open, args.tap, peer=args.peer, netns=ns, mtu=args.mtu or 1500
+                TapNic.open,
+                args.tap,
+                peer=args.peer,
+                netns=ns,
+                mtu=args.mtu or 1500,
+                vnet_hdr=getattr(args, "offload", True),
             )
         except PermissionError:
             raise CliError(
@@ -252,6 +270,7 @@ async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]
             mode=mode,
             mode_params=params,
             pcap=args.pcap,
+            tcp=TcpConfig(congestion=getattr(args, "congestion", "newreno")),
         )
         try:
             stack = Stack(cfg)
@@ -448,7 +467,9 @@ async def cmd_up(args: argparse.Namespace) -> int:
                 from .apps.http import http_handler
 
                 try:
-                    http = await stack.start_server(handlers.wrap(http_handler), stack.ip, args.http)
+                    http = await stack.start_server(
+                        handlers.wrap(http_handler), stack.ip, args.http
+                    )
                 except OSError as e:
                     raise CliError(f"cannot serve HTTP on port {args.http}: {_reason(e)}") from None
                 echo += f", http port {args.http}"

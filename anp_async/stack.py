@@ -12,6 +12,7 @@ the clock (``loop.time()``) and the timers.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -24,6 +25,14 @@ from typing import Any
 from .modes import make_mode
 from .modes.base import RxMode
 from .nic.base import Buffer, Nic
+from .nic.vnet import (
+    F_DATA_VALID,
+    F_NEEDS_CSUM,
+    PLAIN_HEADER,
+    VNET_HDR_LEN,
+    build_tcp4_csum_header,
+    build_tcp4_gso_header,
+)
 from .proto import arp as arp_proto
 from .proto import icmp
 from .proto import ipv4 as ip_proto
@@ -48,6 +57,13 @@ log = logging.getLogger(__name__)
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+
+#: Largest TCP payload of one super-segment with TSO: the IPv4 total length is 16 bits,
+#: less the IP header and the largest TCP header.
+TSO_MAX_PAYLOAD = 65535 - 20 - 60
+
+# virtio-net header flags: checksum partial (never left the host) or verified by the kernel.
+_VNET_CSUM_TRUSTED = F_NEEDS_CSUM | F_DATA_VALID
 
 
 def _random_mac() -> bytes:
@@ -82,6 +98,17 @@ def _ping_payload(size: int) -> bytes:
     if size > len(_PING_PATTERN):
         raise ValueError(f"ping payload of {size} bytes is larger than an IPv4 datagram")
     return _PING_PATTERN[:size]
+
+
+class _OffloadDatagram(list):  # type: ignore[type-arg]
+    """The buffers of a datagram that needs its virtio-net header (a TSO super-segment or
+    a partial checksum), kept with it while ARP resolves the next hop."""
+
+    __slots__ = ("vnet",)
+
+    def __init__(self, parts: list[Buffer], vnet: bytes) -> None:
+        super().__init__(parts)
+        self.vnet = vnet
 
 
 class Counters(dict[str, int]):
@@ -124,7 +151,7 @@ class Stack:
         self.eth_counters = Counters()
         self.ip_counters = Counters()
         self.icmp_counters = Counters()
-        self._eth_headers: dict[bytes, bytes] = {}
+        self._eth_headers: dict[tuple[bytes, int], bytes] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._mode: RxMode | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -134,8 +161,21 @@ class Stack:
         self._ping_seq = 0
         #: Callbacks told when ARP gives up on a next hop: f(next_hop_ip_bytes).
         self._unreachable_listeners: list[Callable[[bytes], None]] = []
+        #: The NIC puts a virtio-net header in front of every frame (a TAP opened with
+        #: ``vnet_hdr=True``): checksum offload both ways and TSO/GSO super-segments.
+        self.vnet_hdr = bool(getattr(nic, "vnet_hdr", False))
+        #: True while the frame being processed has a transport checksum the kernel left
+        #: partial or already verified: TCP and UDP then skip verifying it.
+        self.rx_csum_trusted = False
+        self.offload_counters = Counters()
+        #: The virtio-net header of a TCP segment whose checksum the kernel completes.
+        self.tcp_csum_vnet = build_tcp4_csum_header()
+        self._gso_vnet: dict[tuple[int, int], bytes] = {}
+        tcp_cfg = config.tcp
+        if self.vnet_hdr and not tcp_cfg.tso_max:
+            tcp_cfg = dataclasses.replace(tcp_cfg, tso_max=TSO_MAX_PAYLOAD)
         self.udp = UdpLayer(self)
-        self.tcp = TcpLayer(self, config.tcp)
+        self.tcp = TcpLayer(self, tcp_cfg)
         self._in_rx = False
         self._closed = False
 
@@ -219,11 +259,27 @@ class Stack:
         """Process a batch of frames from the receive mode, then flush TCP once."""
         self._in_rx = True
         try:
-            for frame in frames:
-                self._rx_frame(frame)
+            if self.vnet_hdr:
+                self._rx_vnet(frames)
+            else:
+                for frame in frames:
+                    self._rx_frame(frame)
         finally:
             self._in_rx = False
+            self.rx_csum_trusted = False
             self.tcp.flush_dirty()
+
+    def _rx_vnet(self, frames: list[bytes]) -> None:
+        """Frames that start with a virtio-net header: note what the kernel left undone."""
+        rx = self._rx_frame
+        for frame in frames:
+            if len(frame) < VNET_HDR_LEN:
+                self.offload_counters.inc("vnet_truncated")
+                continue
+            if frame[1]:  # gso_type: one frame carrying many segments' worth (GRO-like)
+                self.offload_counters.inc("gso_frames_received")
+            self.rx_csum_trusted = bool(frame[0] & _VNET_CSUM_TRUSTED)
+            rx(memoryview(frame)[VNET_HDR_LEN:])
 
     def _rx_frame(self, frame: bytes) -> None:
         try:
@@ -254,7 +310,8 @@ class Stack:
         for dst_mac, arp_payload in to_send:
             self._send_frame(dst_mac, ETH_P_ARP, [arp_payload])
         for dst_mac, parts in released:
-            self._send_frame(dst_mac, ETH_P_IP, parts)
+            vnet = parts.vnet if type(parts) is _OffloadDatagram else None
+            self._send_frame(dst_mac, ETH_P_IP, parts, vnet)
         self._arm_arp_timer()
 
     def _rx_ipv4(self, payload: memoryview, src_mac: bytes) -> None:
@@ -275,6 +332,7 @@ class Stack:
             if whole is None:
                 return
             ipc.inc("reassembled")
+            self.rx_csum_trusted = False  # the last fragment's offload flags say nothing
             data = memoryview(whole)
         proto = hdr.proto
         if proto == IPPROTO_TCP:
@@ -330,20 +388,45 @@ class Stack:
 
     # --------------------------------------------------------------- transmit
 
-    def _send_frame(self, dst_mac: bytes, ethertype: int, parts: list[Buffer]) -> None:
-        key = dst_mac + ethertype.to_bytes(2, "big")
+    def _send_frame(
+        self, dst_mac: bytes, ethertype: int, parts: list[Buffer], vnet: bytes | None = None
+    ) -> None:
+        key = (dst_mac, ethertype)
         hdr = self._eth_headers.get(key)
         if hdr is None:
             hdr = build_ethernet_header(dst_mac, self.mac_b, ethertype)
             if len(self._eth_headers) < 4096:
                 self._eth_headers[key] = hdr
-        self.nic.send([hdr, *parts])
+        if self.vnet_hdr:
+            self.nic.send([vnet or PLAIN_HEADER, hdr, *parts])
+        else:
+            self.nic.send([hdr, *parts])
 
-    def send_ip(self, dst: bytes, proto: int, parts: list[Buffer], *, ttl: int = 64) -> None:
+    def tcp_gso_vnet(self, tcp_header_len: int, gso_size: int) -> bytes:
+        """The virtio-net header asking the kernel to cut a TCP super-segment (TSO)."""
+        key = (tcp_header_len, gso_size)
+        vnet = self._gso_vnet.get(key)
+        if vnet is None:
+            vnet = build_tcp4_gso_header(tcp_header_len, gso_size)
+            if len(self._gso_vnet) < 256:
+                self._gso_vnet[key] = vnet
+        return vnet
+
+    def send_ip(
+        self,
+        dst: bytes,
+        proto: int,
+        parts: list[Buffer],
+        *,
+        ttl: int = 64,
+        vnet: bytes | None = None,
+    ) -> None:
         """Send one IPv4 datagram whose payload is the concatenation of ``parts``.
 
         Raises OSError(ENETUNREACH) when no route leads to ``dst``. A datagram larger than
-        the MTU is fragmented (TCP never needs it: its segments fit the MSS).
+        the MTU is fragmented (TCP never needs it: its segments fit the MSS), unless
+        ``vnet`` is given: then it is a virtio-net header (only for a NIC with
+        ``vnet_hdr``) asking the kernel to segment it (TSO) or finish its checksum.
         """
         length = 0
         for p in parts:
@@ -357,7 +440,7 @@ class Stack:
                 self.ip_counters.inc("no_route")
                 raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
             mac = self.arp.lookup(next_hop, self.now())
-        if length + 20 > self.mtu:
+        if length + 20 > self.mtu and vnet is None:
             payload = b"".join(parts)
             ident = self.ip_ids.next()
             datagrams = [
@@ -375,9 +458,11 @@ class Stack:
         self.ip_counters.inc("tx_packets", len(datagrams))
         if mac is not None:
             for d in datagrams:
-                self._send_frame(mac, ETH_P_IP, d)
+                self._send_frame(mac, ETH_P_IP, d, vnet)
             return
         now = self.now()
+        if vnet is not None:
+            datagrams = [_OffloadDatagram(datagrams[0], vnet)]
         for d in datagrams:
             # Hold the datagram until ARP answers; the ARP table bounds the hold queue.
             for dst_mac, req in self.arp.resolve(next_hop, d, now):
@@ -532,4 +617,5 @@ class Stack:
             "icmp": dict(self.icmp_counters),
             "udp": self.udp.stats(),
             "tcp": self.tcp.stats(),
+            "offload": {"vnet_hdr": self.vnet_hdr, **self.offload_counters},
         }

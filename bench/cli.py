@@ -71,7 +71,17 @@ def _size(text: str) -> int:
 
 def configure_bench(p: argparse.ArgumentParser) -> None:
     """Arguments of ``anp bench`` (the parser of the ``bench`` subcommand)."""
-    sub = p.add_subparsers(dest="bench", metavar="{latency,throughput,livelock}", required=True)
+    sub = p.add_subparsers(
+        dest="bench", metavar="{latency,throughput,livelock,tcp-compare}", required=True
+    )
+    from . import tcp_compare
+
+    tc = sub.add_parser(
+        "tcp-compare",
+        help="SACK vs no SACK, NewReno vs CUBIC through loss on the fault-injected wire",
+        description="SACK vs no SACK, NewReno vs CUBIC through loss on the fault-injected wire",
+    )
+    tcp_compare.configure(tc)
     helps = {
         "latency": "request/response latency per mode and size, with kernel baselines",
         "throughput": "bulk TCP transfer each direction per mode, with the kernel baseline",
@@ -198,6 +208,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from . import report
 
+    if args.bench == "tcp-compare":  # two stacks on the in-memory wire: no root needed
+        from . import tcp_compare
+
+        return tcp_compare.run(args)
     console = Console()
     if not console.is_terminal:  # piped into a file: do not squeeze the table to 80 columns
         console = Console(width=170)

@@ -41,6 +41,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", default="interrupt")
     p.add_argument("--mode-params", default="{}", help="JSON object of mode parameters")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    p.add_argument(
+        "--no-offload",
+        dest="offload",
+        action="store_false",
+        help="open the TAP without the virtio-net header (no checksum offload, no TSO/GSO)",
+    )
     return p.parse_args(argv)
 
 
@@ -127,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         from anp_async.nic.tap import TapNic
 
         # Opened before the loop starts: pyroute2's synchronous IPRoute runs its own loop.
-        nic = TapNic.open(args.tap, peer=args.peer, netns=args.netns)
+        nic = TapNic.open(args.tap, peer=args.peer, netns=args.netns, vnet_hdr=args.offload)
     try:
         if args.loop == "uvloop":
             import uvloop

@@ -75,7 +75,9 @@ def main(argv: list[str]) -> None:
         sender.start()
         n, digest = drain(c)
         sender.join(TIMEOUT)
-        print(json.dumps({"sent": int(argv[3]), "reply_bytes": n, "reply_sha256": digest}), flush=True)
+        print(
+            json.dumps({"sent": int(argv[3]), "reply_bytes": n, "reply_sha256": digest}), flush=True
+        )
     elif cmd == "recv":
         c = socket.create_connection((argv[1], int(argv[2])), timeout=TIMEOUT)
         n, digest = drain(c)

@@ -21,8 +21,10 @@ MAX_BODY = 1 << 30
 
 
 def _response_head(status: str, length: int, ctype: str = "application/octet-stream") -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {length}\r\n"
-            "Server: anp-async\r\n\r\n").encode()
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {length}\r\n"
+        "Server: anp-async\r\n\r\n"
+    ).encode()
 
 
 async def _send_error(writer: asyncio.StreamWriter, status: str) -> None:

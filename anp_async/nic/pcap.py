@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import BinaryIO
 
 from .base import Buffer, Nic, NicStats
+from .vnet import VNET_HDR_LEN
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
 LINKTYPE_ETHERNET = 1
@@ -99,8 +100,10 @@ class PcapNic(Nic):
     """Wrap ``inner`` and record every frame it receives and every frame sent through it.
 
     Sent frames are recorded when handed to the wrapped NIC (like tcpdump on the
-    interface). ``stats``, ``mtu`` and ``fileno`` are the wrapped NIC's. ``close`` closes
-    the file and the wrapped NIC.
+    interface). ``stats``, ``mtu``, ``fileno`` and ``vnet_hdr`` are the wrapped NIC's; with
+    ``vnet_hdr`` the virtio-net header in front of each frame is left out of the file (a
+    TSO super-segment is recorded whole, as tcpdump shows it on an offloading NIC).
+    ``close`` closes the file and the wrapped NIC.
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class PcapNic(Nic):
     ) -> None:
         # No super().__init__(): stats belong to the wrapped NIC.
         self.inner = inner
+        self.vnet_hdr = bool(getattr(inner, "vnet_hdr", False))
         self.writer = PcapWriter(path, flush_interval=flush_interval)
         self._flush_timer: asyncio.TimerHandle | None = None
 
@@ -144,14 +148,16 @@ class PcapNic(Nic):
         frames = self.inner.recv_batch(max_frames)
         if frames and not self.writer.closed:
             ts = time.time()
+            skip = VNET_HDR_LEN if self.vnet_hdr else 0
             for frame in frames:
-                self.writer.write((frame,), ts)
+                self.writer.write((memoryview(frame)[skip:],), ts)
             self._schedule_flush()
         return frames
 
     def send(self, parts: Sequence[Buffer]) -> None:
         if not self.writer.closed:
-            self.writer.write(parts)
+            # With vnet_hdr the stack sends the virtio-net header as a part of its own.
+            self.writer.write(parts[1:] if self.vnet_hdr else parts)
             self._schedule_flush()
         self.inner.send(parts)
 

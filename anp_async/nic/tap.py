@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from .base import Buffer, Nic
 from .netns import Netns, write_sysctl_inside
+from .vnet import VNET_HDR_LEN
 
 _T = TypeVar("_T")
 
@@ -39,14 +40,11 @@ TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
 
-#: Size of ``struct virtio_net_hdr_v1`` (num_buffers included) used with ``vnet_hdr=True``.
-VNET_HDR_LEN = 12
-
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name + flags, padded to 40 bytes
 
-#: One read never returns more than one frame; 64 KiB covers any frame the kernel sends
-#: (including GSO frames with the virtio-net header), so nothing is ever truncated.
-READ_SIZE = 65536 + VNET_HDR_LEN
+#: One read never returns more than one frame; this covers any frame the kernel sends (a
+#: 64 KiB GSO datagram plus Ethernet and virtio-net headers), so nothing is truncated.
+READ_SIZE = 65536 + 14 + VNET_HDR_LEN
 
 
 def _loop_running() -> bool:

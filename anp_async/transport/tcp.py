@@ -30,11 +30,27 @@ from typing import TYPE_CHECKING, Any
 
 from ..proto.errors import ParseError
 from ..proto.ipv4 import IPv4Header, ip_to_bytes, ip_to_str
-from ..proto.tcp.config import TcpConfig
-from ..proto.tcp.connection import TcpConnection, TcpState
+from ..proto.tcp.config import ChallengeAckLimiter, TcpConfig
+from ..proto.tcp.connection import TcpConnection, TcpState, _window_shift
 from ..proto.tcp.events import Closed, Connected, DataReceived, EofReceived, SendSpace
 from ..proto.tcp.isn import IsnGenerator
-from ..proto.tcp.segment import ACK, RST, SYN, TcpSegment, build_tcp_header, parse_tcp
+from ..proto.tcp.segment import (
+    ACK,
+    RST,
+    SYN,
+    TcpOptions,
+    TcpSegment,
+    build_tcp_header,
+    build_tcp_header_partial,
+    parse_tcp,
+)
+from ..proto.tcp.syncookies import (
+    MAX_AGE_SLOTS,
+    SLOT,
+    SynCookies,
+    decode_ts_options,
+    encode_ts_options,
+)
 from .resolve import resolve_ipv4
 from .sockobj import StackSocket
 
@@ -50,6 +66,7 @@ _TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", 4)
 _TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
 _TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
+_TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
 
 Key = tuple[bytes, int, int]  # (remote ip, remote port, local port)
 
@@ -82,6 +99,8 @@ class Listener:
         self.half_open = 0
         self.accept = accept
         self.closed = False
+        #: When this listener last answered a SYN with a cookie (None: never).
+        self.cookie_sent_at: float | None = None
 
 
 class TcpLayer:
@@ -96,6 +115,10 @@ class TcpLayer:
         self.isn = IsnGenerator(os.urandom(16))
         self.counters: collections.Counter[str] = collections.Counter()
         self.max_connections = 65536
+        # RFC 4987 (3.6): stateless SYN-ACKs once a SYN queue is full.
+        self.cookies = SynCookies(os.urandom(32))
+        # RFC 5961 (7): one challenge-ACK budget for all connections of this stack.
+        self.challenge_limiter = ChallengeAckLimiter(config.challenge_ack_global_limit)
         stack.add_unreachable_listener(self._host_unreachable)
 
     # ----------------------------------------------------------------- input
@@ -103,7 +126,7 @@ class TcpLayer:
     def input(self, hdr: IPv4Header, data: memoryview) -> None:
         """One TCP segment from the IP layer."""
         try:
-            seg = parse_tcp(data, hdr.src, hdr.dst)
+            seg = parse_tcp(data, hdr.src, hdr.dst, not self.stack.rx_csum_trusted)
         except ParseError as e:
             self.counters[e.reason] += 1
             return
@@ -142,17 +165,26 @@ class TcpLayer:
             self.counters["listen_rst_dropped"] += 1
             return
         if flags & ACK:
+            if not flags & SYN and self._cookie_ack(listener, hdr, seg):
+                return
             self.counters["listen_ack_reset"] += 1
             self._reset_for(hdr.src, seg)
             return
         if not flags & SYN:
             self.counters["listen_no_syn_dropped"] += 1
             return
-        if listener.half_open >= listener.backlog or len(self.conns) >= self.max_connections:
-            # Like Linux without syncookies: a full SYN queue drops the SYN; the peer retries.
+        if len(self.conns) >= self.max_connections:
             self.counters["listen_overflow"] += 1
             return
         now = self.stack.now()
+        if listener.half_open >= listener.backlog:
+            if self.config.syncookies:
+                self._send_cookie(listener, hdr, seg, now)
+            else:
+                # Like Linux without syncookies: a full SYN queue drops the SYN; the peer
+                # retries.
+                self.counters["listen_overflow"] += 1
+            return
         iss = self.isn.isn(self.stack.ip_b, seg.dst_port, hdr.src, seg.src_port, now)
         conn = TcpConnection.accept_syn(
             self._conn_config(), self.stack.ip_b, seg.dst_port, hdr.src, seg.src_port, seg, iss, now
@@ -163,6 +195,84 @@ class TcpLayer:
         self.conns[ep.key] = ep
         self.counters["passive_opens"] += 1
         self.touch(ep)
+
+    def _send_cookie(
+        self, listener: Listener, hdr: IPv4Header, seg: TcpSegment, now: float
+    ) -> None:
+        """RFC 4987 (3.6): a SYN-ACK whose ISN is a cookie; nothing is remembered."""
+        cfg = self.config
+        o = seg.options
+        peer_mss = o.mss if o is not None and o.mss else 536
+        cookie, _ = self.cookies.make(
+            hdr.src, seg.src_port, self.stack.ip_b, seg.dst_port, seg.seq, peer_mss, now
+        )
+        opts = TcpOptions(mss=max(88, min(cfg.mss, self.stack.mtu - 40)))
+        ts = o.timestamp if o is not None else None
+        if ts is not None and cfg.timestamps:
+            # Window scale and SACK-permitted travel in the low bits of our TSval (as
+            # Linux); without timestamps the connection is rebuilt without them.
+            assert o is not None
+            wscale = o.wscale if cfg.window_scale else None
+            sack = bool(o.sack_permitted and cfg.sack)
+            tsval = (int(now * 1000.0) + TcpConnection.ts_offset_for(cookie)) & 0xFFFFFFFF
+            opts.timestamp = (encode_ts_options(tsval, wscale, sack), ts[0])
+            if wscale is not None:
+                opts.wscale = _window_shift(cfg.recv_buffer)
+            opts.sack_permitted = sack
+        syn_ack = TcpSegment(
+            seg.dst_port,
+            seg.src_port,
+            cookie,
+            (seg.seq + 1) & 0xFFFFFFFF,
+            SYN | ACK,
+            min(cfg.recv_buffer, 0xFFFF),
+            b"",
+            opts,
+        )
+        listener.cookie_sent_at = now
+        self.counters["syncookies_sent"] += 1
+        self._transmit(hdr.src, syn_ack)
+
+    def _cookie_ack(self, listener: Listener, hdr: IPv4Header, seg: TcpSegment) -> bool:
+        """An ACK to a listener: if it returns a valid cookie, open the connection."""
+        now = self.stack.now()
+        sent = listener.cookie_sent_at
+        # Like Linux: cookies are checked only while this listener recently sent some, so
+        # stray ACKs cannot open connections the rest of the time.
+        if not self.config.syncookies or sent is None or now - sent > SLOT * MAX_AGE_SLOTS:
+            return False
+        iss = (seg.ack - 1) & 0xFFFFFFFF
+        mss = self.cookies.check(
+            hdr.src, seg.src_port, self.stack.ip_b, seg.dst_port, (seg.seq - 1) & 0xFFFFFFFF,
+            iss, now,
+        )  # fmt: skip
+        if mss is None:
+            self.counters["syncookies_failed"] += 1
+            return False
+        if len(self.conns) >= self.max_connections:
+            self.counters["listen_overflow"] += 1
+            return True
+        wscale: int | None = None
+        sack = False
+        o = seg.options
+        if o is not None and o.timestamp is not None and self.config.timestamps:
+            wscale, sack = decode_ts_options(o.timestamp[1])
+            if not self.config.window_scale:
+                wscale = None
+            sack = sack and self.config.sack
+        key = (hdr.src, seg.src_port, seg.dst_port)
+        conn = TcpConnection.from_cookie(
+            self._conn_config(), self.stack.ip_b, seg.dst_port, hdr.src, seg.src_port, seg,
+            iss, mss, now, wscale, sack,
+        )  # fmt: skip
+        ep = TcpEndpoint(self, key, conn)
+        ep.listener = listener
+        listener.half_open += 1
+        self.conns[key] = ep
+        self.counters["syncookies_ok"] += 1
+        self.counters["passive_opens"] += 1
+        self.touch(ep)
+        return True
 
     def _reset_for(self, src: bytes, seg: TcpSegment) -> None:
         """RFC 9293 3.10.7.1: a segment to a closed port gets a RST (unless it is one)."""
@@ -178,11 +288,27 @@ class TcpLayer:
         self.counters["rst_sent"] += 1
         self._transmit(src, rst)
 
-    def _transmit(self, dst: bytes, seg: TcpSegment) -> None:
-        hdr = build_tcp_header(seg, self.stack.ip_b, dst)
+    def _transmit(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> None:
+        """Send ``seg``; ``mss`` (the connection's, 0 for none) lets a NIC with the virtio-net
+        header cut a segment larger than it into MSS-sized ones (TSO)."""
+        stack = self.stack
         payload = seg.payload
         try:
-            self.stack.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
+            if stack.vnet_hdr:
+                # Checksum offload: the kernel finishes the checksum we leave partial.
+                hdr = build_tcp_header_partial(seg, stack.ip_b, dst)
+                vnet = stack.tcp_csum_vnet
+                if mss:
+                    # RFC 6691: the MSS counts data behind a 20-byte header; options take
+                    # their bytes out of it, so each cut segment fits the peer's MSS.
+                    gso_size = mss + 20 - len(hdr)
+                    if len(payload) > gso_size:
+                        vnet = stack.tcp_gso_vnet(len(hdr), gso_size)
+                        self.counters["tso_segments_sent"] += 1
+                stack.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], vnet=vnet)
+            else:
+                hdr = build_tcp_header(seg, stack.ip_b, dst)
+                stack.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
         except OSError:
             self.counters["tx_no_route"] += 1
             return
@@ -243,7 +369,7 @@ class TcpLayer:
         cfg = self.config
         mss = max(88, min(cfg.mss, self.stack.mtu - 40))
         fields = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
-        fields.update(mss=mss, **overrides)
+        fields.update(mss=mss, challenge_limiter=self.challenge_limiter, **overrides)
         return TcpConfig(**fields)
 
     def pick_port(self, remote: bytes, rport: int) -> int:
@@ -405,6 +531,7 @@ class TcpLayer:
         for ep in self.conns.values():
             totals.update({f"conn_{k}": v for k, v in ep.conn.counters.items()})
         totals.update(self._closed_conn_counters)
+        totals.update(self.challenge_limiter.counters())
         return dict(totals) | {
             "open_connections": len(self.conns),
             "listeners": sorted(self.listeners),
@@ -471,8 +598,10 @@ class TcpEndpoint:
             for _ in range(16):
                 self._again = False
                 now = stack.now()
+                cfg = conn.cfg
+                mss = (conn.peer_mss if conn.peer_mss < cfg.mss else cfg.mss) if cfg.tso_max else 0
                 for seg in conn.output(now):
-                    layer._transmit(rip, seg)
+                    layer._transmit(rip, seg, mss)
                 events = conn.take_events()
                 for ev in events:
                     self._dispatch(ev)
@@ -792,9 +921,11 @@ class TcpTransport(asyncio.Transport):
             if n == len(view):
                 return
             view = view[n:]
-        # The engine copied what it took; what is left must survive the caller reusing
-        # its buffer, so keep our own copy (like asyncio's transports do).
-        self._buffer.append(memoryview(bytes(view)))
+        # What is left must survive the caller reusing its buffer, so keep our own copy
+        # (like asyncio's transports do), unless it is a view of immutable bytes.
+        if type(view.obj) is not bytes:
+            view = memoryview(bytes(view))
+        self._buffer.append(view)
         self._buffer_size += len(view)
         self._maybe_pause_protocol()
 
@@ -942,6 +1073,13 @@ class TcpTransport(asyncio.Transport):
 
     # ----------------------------------------------------- socket options
 
+    def _get_sockopt(self, level: int, optname: int) -> Any:
+        """getsockopt() answers that come from the engine (None: use the recorded value)."""
+        if level == socket.IPPROTO_TCP and optname == _TCP_CONGESTION:
+            name = self._conn.cfg.congestion
+            return b"reno" if name == "newreno" else name.encode()  # Linux's names
+        return None
+
     def _apply_sockopt(self, level: int, optname: int, value: int) -> None:
         """setsockopt() on the socket-like object, mapped onto the engine's options."""
         # Each connection owns its TcpConfig copy (TcpLayer._conn_config), so options set
@@ -960,5 +1098,13 @@ class TcpTransport(asyncio.Transport):
         elif level == socket.IPPROTO_TCP and optname == _TCP_USER_TIMEOUT:
             # RFC 5482 / Linux: milliseconds, 0 = system default.
             cfg.user_timeout = value / 1000.0 if value else None
+        elif level == socket.IPPROTO_TCP and optname == _TCP_CONGESTION:
+            # The socket-like object hands bytes values over as a little-endian int.
+            raw = value.to_bytes((value.bit_length() + 7) // 8, "little") if value > 0 else b""
+            name = raw.split(b"\0", 1)[0].decode("ascii", "replace")
+            try:
+                self._conn.set_congestion(name)
+            except ValueError:
+                raise _oserror(errno.ENOENT) from None  # as Linux for an unknown algorithm
         if self._ep is not None:
             self._ep.layer.touch(self._ep)

@@ -97,7 +97,9 @@ class UdpLayer:
     def input(self, hdr: IPv4Header, data: memoryview, ip_packet: memoryview) -> None:
         """One UDP datagram from the IP layer (``ip_packet`` is kept for ICMP quoting)."""
         try:
-            sport, dport, payload = udp_proto.parse_udp(data, hdr.src, hdr.dst)
+            sport, dport, payload = udp_proto.parse_udp(
+                data, hdr.src, hdr.dst, not self.stack.rx_csum_trusted
+            )
         except ParseError as e:
             self._inc(e.reason)
             return

@@ -39,6 +39,7 @@ def leftover_namespaces() -> set[str]:
     """Namespaces a benchmark run created and did not delete."""
     return created_namespaces() - _others
 
+
 TOP_FIELDS = {
     "benchmark", "machine", "python", "kernel", "git", "parameters", "seed", "start", "end",
     "duration_s", "summaries", "plots",

@@ -90,13 +90,29 @@ asyncio.run(main())
 def test_stack_client_64mib_against_a_kernel_server() -> None:
     ns = unique_name("anp")
     with Netns.create(ns) as netns:
-        server = netns.popen([sys.executable, "-c", _KERNEL_ECHO], stdout=subprocess.PIPE,
-                             text=True, env=ENV)
+        server = netns.popen(
+            [sys.executable, "-c", _KERNEL_ECHO], stdout=subprocess.PIPE, text=True, env=ENV
+        )
         try:
             assert server.stdout.readline().strip() == "ready"
-            r = netns.run([*ANP, "echo-client", "10.0.0.1", "7001", "--size", "64M",
-                           "--count", "1", "--tap", "anpref0", "--mode", "adaptive"],
-                          timeout=240, env=ENV)
+            r = netns.run(
+                [
+                    *ANP,
+                    "echo-client",
+                    "10.0.0.1",
+                    "7001",
+                    "--size",
+                    "64M",
+                    "--count",
+                    "1",
+                    "--tap",
+                    "anpref0",
+                    "--mode",
+                    "adaptive",
+                ],
+                timeout=240,
+                env=ENV,
+            )
             assert r.returncode == 0, r.stdout + r.stderr
             assert "1/1 echoes matched, 67108864 bytes each" in r.stdout, r.stdout
             print(r.stdout)

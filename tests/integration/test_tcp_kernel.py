@@ -25,8 +25,16 @@ MiB = 1024 * 1024
 
 
 def stack_on(tap, mode: str = "interrupt", **tcp) -> Stack:  # type: ignore[no-untyped-def]
-    return Stack(StackConfig(nic=tap, ip=STACK_CIDR, mac=STACK_MAC.hex(":"), mode=mode,
-                             mode_params=MODE_PARAMS[mode], tcp=fast_tcp(**tcp)))
+    return Stack(
+        StackConfig(
+            nic=tap,
+            ip=STACK_CIDR,
+            mac=STACK_MAC.hex(":"),
+            mode=mode,
+            mode_params=MODE_PARAMS[mode],
+            tcp=fast_tcp(**tcp),
+        )
+    )
 
 
 def seeded(n: int, seed: int) -> bytes:
@@ -42,8 +50,16 @@ class KernelPeer:
 
     async def __aenter__(self) -> KernelPeer:
         self.proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", self.ns.name, "python3", PEER, *self.args,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "ip",
+            "netns",
+            "exec",
+            self.ns.name,
+            "python3",
+            PEER,
+            *self.args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         return self
 
     async def started(self) -> None:
@@ -102,9 +118,11 @@ async def test_transfers_each_direction(tap_pair, mode: str) -> None:
         for size in (1 * MiB, 50 * MiB):
             t_send = await stack_sends(stack, ns, 5001, size, seed=size)
             t_recv = await stack_receives(stack, ns, 5002, size, seed=size + 1)
-            print(f"{mode}: {size // MiB} MiB stack->kernel {t_send:.2f}s "
-                  f"({size / t_send / 1e6:.1f} MB/s), kernel->stack {t_recv:.2f}s "
-                  f"({size / t_recv / 1e6:.1f} MB/s)")
+            print(
+                f"{mode}: {size // MiB} MiB stack->kernel {t_send:.2f}s "
+                f"({size / t_send / 1e6:.1f} MB/s), kernel->stack {t_recv:.2f}s "
+                f"({size / t_recv / 1e6:.1f} MB/s)"
+            )
         assert stack.stats()["tcp"]["rx_segments"] > 0
 
 
@@ -126,7 +144,9 @@ async def test_kernel_client_to_stack_server(tap_pair) -> None:
         digest = hashlib.sha256(seeded(n, 3)).hexdigest()
         assert res == {"sent": n, "reply_bytes": n, "reply_sha256": digest}
         # nc (netcat-openbsd) as a second, unrelated kernel client
-        rc, out, err = await run_in_ns(ns, ["sh", "-c", f"printf 'hello stack' | nc -N -w 5 {STACK_IP} 7000"])
+        rc, out, err = await run_in_ns(
+            ns, ["sh", "-c", f"printf 'hello stack' | nc -N -w 5 {STACK_IP} 7000"]
+        )
         assert out == "hello stack", (rc, out, err)
         server.close()
         await server.wait_closed()
@@ -187,9 +207,14 @@ async def test_connection_refused(tap_pair) -> None:
 
 async def test_connect_timeout_to_silent_port(tap_pair) -> None:
     ns, tap = tap_pair
-    rc, _, err = await run_in_ns(ns, ["nft", "-f", "-"], stdin=(
-        b"table inet anptest {\n chain input {\n type filter hook input priority 0;\n"
-        b" tcp dport 9999 drop\n }\n}\n"))
+    rc, _, err = await run_in_ns(
+        ns,
+        ["nft", "-f", "-"],
+        stdin=(
+            b"table inet anptest {\n chain input {\n type filter hook input priority 0;\n"
+            b" tcp dport 9999 drop\n }\n}\n"
+        ),
+    )
     assert rc == 0, err
     async with stack_on(tap, syn_retries=3) as stack:
         t0 = time.monotonic()
@@ -224,11 +249,13 @@ async def test_address_in_use(tap_pair) -> None:
 async def test_transfer_through_kernel_side_random_drop(tap_pair) -> None:
     ns, tap = tap_pair
     # 5% of the kernel's outgoing TCP segments and 5% of its incoming ones are dropped.
-    rules = (b"table inet anpdrop {\n"
-             b" chain out {\n type filter hook output priority 0;\n"
-             b" meta l4proto tcp numgen random mod 100 < 5 drop\n }\n"
-             b" chain in {\n type filter hook input priority 0;\n"
-             b" meta l4proto tcp numgen random mod 100 < 5 drop\n }\n}\n")
+    rules = (
+        b"table inet anpdrop {\n"
+        b" chain out {\n type filter hook output priority 0;\n"
+        b" meta l4proto tcp numgen random mod 100 < 5 drop\n }\n"
+        b" chain in {\n type filter hook input priority 0;\n"
+        b" meta l4proto tcp numgen random mod 100 < 5 drop\n }\n}\n"
+    )
     rc, _, err = await run_in_ns(ns, ["nft", "-f", "-"], stdin=rules)
     assert rc == 0, err
     async with stack_on(tap) as stack:

@@ -85,12 +85,20 @@ async def test_10mib_each_way_through_faults(name: str) -> None:
     faults = FAULTS[name]
     async with wire_stacks("interrupt", faults=faults) as (a, b):
         await asyncio.wait_for(exchange(a, b, 10 * MiB), 600)
-        injected = {k: a.stats()["nic"]["faults"][k] + b.stats()["nic"]["faults"][k]
-                    for k in ("dropped", "reordered", "duplicated", "corrupted")}
+        injected = {
+            k: a.stats()["nic"]["faults"][k] + b.stats()["nic"]["faults"][k]
+            for k in ("dropped", "reordered", "duplicated", "corrupted")
+        }
         assert sum(injected.values()) > 0  # the wire really misbehaved
         if faults.corrupt:
-            bad = sum(s.stats()[layer].get(k, 0) for s in (a, b)
-                      for layer, k in (("tcp", "tcp_bad_checksum"), ("ip", "ip_bad_checksum")))
+            bad = sum(
+                s.stats()[layer].get(k, 0)
+                for s in (a, b)
+                for layer, k in (("tcp", "tcp_bad_checksum"), ("ip", "ip_bad_checksum"))
+            )
             assert bad > 0  # corrupted frames were caught by a checksum and dropped
-        print(name, injected, {k: v for k, v in a.stats()["tcp"].items()
-                               if k.startswith("conn_") and "retrans" in k})
+        print(
+            name,
+            injected,
+            {k: v for k, v in a.stats()["tcp"].items() if k.startswith("conn_") and "retrans" in k},
+        )

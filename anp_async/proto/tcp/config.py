@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
-__all__ = ["TcpConfig"]
+__all__ = ["ChallengeAckLimiter", "TcpConfig"]
 
 # Hard upper bounds so a user setting can never make a connection unbounded.
 MAX_BUFFER = 64 * 1024 * 1024
@@ -38,6 +39,16 @@ class TcpConfig:
     max_ooo_segments: int = 256
     initial_cwnd_segments: int = 10
     challenge_ack_limit: int = 100  # RFC 5961 (7): challenge ACKs per second per connection
+    # RFC 5961 (7): challenge ACKs per second across all connections of a stack (Linux's
+    # tcp_challenge_ack_limit); the stack builds one ChallengeAckLimiter from it and hands
+    # the same object to every connection in ``challenge_limiter``.
+    challenge_ack_global_limit: int = 1000
+    challenge_limiter: ChallengeAckLimiter | None = None
+    # RFC 4987 (3.6): answer SYNs with SYN cookies when a listener's SYN queue is full.
+    syncookies: bool = True
+    # TSO: largest segment output() builds, cut into MSS-sized ones by the NIC (0: off;
+    # the stack sets it when the NIC offers segmentation offload).
+    tso_max: int = 0
 
     def __post_init__(self) -> None:
         self.mss = max(88, min(int(self.mss), 65495))
@@ -45,3 +56,46 @@ class TcpConfig:
         self.recv_buffer = max(MIN_BUFFER, min(int(self.recv_buffer), MAX_BUFFER))
         self.max_ooo_segments = max(1, min(int(self.max_ooo_segments), 65536))
         self.delayed_ack = max(0.0, min(float(self.delayed_ack), 0.5))
+        # One IPv4 datagram (65535 bytes) must hold it with IP and TCP headers at their largest.
+        self.tso_max = max(0, min(int(self.tso_max), 65535 - 20 - 60))
+
+
+class ChallengeAckLimiter:
+    """RFC 5961 (7): one budget of challenge ACKs per second shared by many connections.
+
+    A fixed global budget is an off-path side channel (CVE-2016-5696: counting the
+    challenge ACKs one gets back reveals whether a guessed 4-tuple exists), so, as Linux
+    does since, each second's budget is drawn at random around ``limit`` (between limit/2
+    and 3*limit/2). Sans-I/O: time is passed in.
+    """
+
+    __slots__ = ("limit", "sent", "suppressed", "_second", "_budget", "_rng")
+
+    def __init__(self, limit: int = 1000, seed: int | None = None) -> None:
+        self.limit = max(1, int(limit))
+        self.sent = 0
+        self.suppressed = 0
+        self._second = -1
+        self._budget = 0
+        self._rng = random.Random(seed)
+
+    def allow(self, now: float) -> bool:
+        """True if one more challenge ACK may go out at ``now`` (and count it)."""
+        sec = int(now)
+        if sec != self._second:
+            self._second = sec
+            half = self.limit // 2
+            self._budget = half + self._rng.randint(0, self.limit)
+        if self._budget <= 0:
+            self.suppressed += 1
+            return False
+        self._budget -= 1
+        self.sent += 1
+        return True
+
+    def counters(self) -> dict[str, int]:
+        """Totals for the stack's statistics."""
+        return {
+            "challenge_acks_global": self.sent,
+            "challenge_acks_global_suppressed": self.suppressed,
+        }

@@ -26,6 +26,7 @@ from .congestion import CongestionControl, make_congestion
 from .events import Closed, Connected, DataReceived, EofReceived, SendSpace
 from .reassembly import Reassembler
 from .rtt import RttEstimator
+from .sack import DUP_THRESH, SackScoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 from .sendbuf import SendBuffer
 
@@ -109,6 +110,10 @@ _COUNTER_NAMES = (
     "rst_sent",
     "challenge_acks",
     "challenge_acks_suppressed",
+    "challenge_acks_suppressed_global",
+    "dropped_closed",
+    "dropped_syn_sent",
+    "trimmed_beyond_window",
     "dup_acks",
     "partial_acks",
     "recoveries",
@@ -117,6 +122,13 @@ _COUNTER_NAMES = (
     "window_updates",
     "delayed_acks",
     "pure_acks_sent",
+    "sack_blocks_rx",
+    "sack_blocks_invalid",
+    "dsack_rx",
+    "sack_recoveries",
+    "sack_retransmits",
+    "sack_reneging",
+    "rto_zero_window_probes",
 )
 
 
@@ -200,6 +212,9 @@ class TcpConnection:
         "_in_recovery",
         "_recover",
         "_rtx_one",
+        "_sb",
+        "_sack_rec",
+        "_high_rxt",
         # challenge ACK rate limit
         "_chal_second",
         "_chal_count",
@@ -269,7 +284,7 @@ class TcpConnection:
         self.ts_recent = 0
         self.ts_recent_age = now
         # RFC 7323 (5.4) / RFC 9293: a per-connection random-looking timestamp offset.
-        self._ts_offset = (iss * 2654435761) & MASK
+        self._ts_offset = self.ts_offset_for(iss)
         self._last_ack_sent = 0
         self._syn_window = min(cfg.recv_buffer, 0xFFFF)
 
@@ -295,6 +310,11 @@ class TcpConnection:
         self._in_recovery = False
         self._recover = 0
         self._rtx_one = False
+        # RFC 6675: the SACK scoreboard, whether the current recovery is SACK-driven, and
+        # HighRxt (end of the highest byte retransmitted in this recovery).
+        self._sb = SackScoreboard()
+        self._sack_rec = False
+        self._high_rxt = 0
 
         self._chal_second = -1
         self._chal_count = 0
@@ -356,6 +376,68 @@ class TcpConnection:
         conn._ack_now = True
         # Text in a SYN is not accepted before the handshake completes (it is retransmitted).
         return conn
+
+    @classmethod
+    def from_cookie(
+        cls,
+        cfg: TcpConfig,
+        local_ip: bytes,
+        lport: int,
+        remote_ip: bytes,
+        rport: int,
+        ack: TcpSegment,
+        iss: int,
+        mss: int,
+        now: float,
+        wscale: int | None = None,
+        sack: bool = False,
+    ) -> TcpConnection:
+        """Passive open from the ACK that completes a SYN-cookie handshake (RFC 4987 (3.6)).
+
+        ``iss`` is the validated cookie (SEG.ACK - 1), ``mss`` the MSS it encodes; the
+        peer's window scale and SACK-permitted come from the TSecr bits when it uses
+        timestamps (see syncookies.py), else they are off. The ACK itself is processed, so
+        the connection is ESTABLISHED (or CLOSE_WAIT, with a FIN) on return, with any data
+        it carried in the receive buffer.
+        """
+        conn = cls(cfg, local_ip, lport, remote_ip, rport, iss, now)
+        conn.state = SYN_RECEIVED
+        conn.irs = (ack.seq - 1) & MASK
+        conn.rcv_nxt = 1
+        o = ack.options
+        ts = o.timestamp if o is not None else None
+        syn_opts = TcpOptions(
+            mss=mss,
+            wscale=wscale,
+            sack_permitted=sack,
+            timestamp=(ts[0], 0) if ts is not None else None,
+        )
+        conn._negotiate(syn_opts, now, passive=True)
+        conn.rcv_adv = 1 + conn._syn_window
+        conn._last_ack_sent = 1
+        conn.snd_nxt = conn.snd_max = 1  # the SYN-ACK was sent (statelessly)
+        conn.on_segment(ack, now)
+        return conn
+
+    def set_congestion(self, name: str) -> None:
+        """Switch the congestion control (setsockopt TCP_CONGESTION); windows carry over.
+
+        Raises ValueError for an unknown name.
+        """
+        if name.strip().lower() == "reno":
+            name = "newreno"  # Linux's name for the same algorithm
+        new = make_congestion(name, self.snd_mss, self.cfg.initial_cwnd_segments)
+        self.cfg.congestion = new.name
+        old = self.cc
+        if old is not None:
+            new.cwnd = old.cwnd
+            new.ssthresh = old.ssthresh
+            self.cc = new
+
+    @staticmethod
+    def ts_offset_for(iss: int) -> int:
+        """The timestamp clock offset a connection with initial sequence ``iss`` uses."""
+        return (iss * 2654435761) & MASK
 
     # ------------------------------------------------------------------ application calls
 
@@ -501,6 +583,10 @@ class TcpConnection:
         if self._chal_count >= self.cfg.challenge_ack_limit:
             self.counters["challenge_acks_suppressed"] += 1
             return
+        limiter = self.cfg.challenge_limiter
+        if limiter is not None and not limiter.allow(now):
+            self.counters["challenge_acks_suppressed_global"] += 1
+            return
         self._chal_count += 1
         self.counters["challenge_acks"] += 1
         self._ack_now = True
@@ -589,6 +675,7 @@ class TcpConnection:
             if self._fast_path(seg, now):
                 return
         if st is CLOSED or st is LISTEN:
+            self.counters["dropped_closed"] += 1
             return
         self._last_rx = now
         self._ka_probes = 0
@@ -669,6 +756,7 @@ class TcpConnection:
             plen = keep
             fin = 0
             self._ack_now = True  # tell the sender at once that text was cut off
+            self.counters["trimmed_beyond_window"] += 1
 
         # Second: RST (RFC 5961 3.2: reset only on an exact match, else challenge ACK).
         if flags & RST:
@@ -740,14 +828,15 @@ class TcpConnection:
             if ack == snd_una:
                 # The peer is alive: zero-window probes are being answered.
                 self._probes_unanswered = 0
-            # RFC 5681 (2): the definition of a duplicate ACK.
+            new_sack = 0
+            if self.sack_ok and opts is not None and opts.sack_blocks:
+                new_sack = self._take_sack(opts.sack_blocks)
+            # RFC 5681 (2): the definition of a duplicate ACK; RFC 6675 (2) adds an ACK whose
+            # SACK blocks report new data.
             if (
                 ack == snd_una
-                and plen == 0
-                and not fin
-                and win == self.snd_wnd
                 and snd_una < self.snd_max
-                and win != 0
+                and ((plen == 0 and not fin and win == self.snd_wnd and win != 0) or new_sack > 0)
             ):
                 self._dup_ack(now)
             # RFC 9293 (3.10.7.4): window update if the segment is newer.
@@ -866,6 +955,13 @@ class TcpConnection:
         self.snd_una = ack
         if self.snd_nxt < ack:
             self.snd_nxt = ack
+        sb = self._sb
+        if sb.blocks:
+            sb.advance(ack)
+        if self.sack_ok:
+            opts = seg.options
+            if opts is not None and opts.sack_blocks:
+                self._take_sack(opts.sack_blocks)
         self._retries = 0
         self._probes_unanswered = 0
         self._una_since = now
@@ -895,9 +991,17 @@ class TcpConnection:
         if cc is not None:
             if self._in_recovery:
                 if ack >= self._recover:
-                    # RFC 6582 (3.2 step 3): full ACK ends recovery, deflate the window.
+                    # RFC 6582 (3.2 step 3) / RFC 6675 (5): a cumulative ACK at or above the
+                    # recovery point ends recovery; cwnd = ssthresh.
                     self._in_recovery = False
+                    self._sack_rec = False
                     cc.on_recovery_exit(now)
+                elif self._sack_rec:
+                    # RFC 6675 (5) step (C): a partial ACK changes nothing but the scoreboard;
+                    # output() sends what pipe allows (holes first).
+                    self.counters["partial_acks"] += 1
+                    if self._high_rxt < ack:
+                        self._high_rxt = ack
                 else:
                     # RFC 6582 (3.2 step 5): partial ACK, retransmit the next hole, deflate.
                     self.counters["partial_acks"] += 1
@@ -928,19 +1032,54 @@ class TcpConnection:
         if cc is None:
             return
         if self._in_recovery:
-            # RFC 5681 (3.2 step 4): each further duplicate ACK inflates cwnd by one SMSS.
-            cc.on_recovery_dup_ack(now)
-        elif self._dupacks == 3 and self.snd_una >= self._recover:
-            # RFC 6582 (3.2 step 2): enter fast recovery only past the previous recover point.
+            if not self._sack_rec:
+                # RFC 5681 (3.2 step 4): each further duplicate ACK inflates cwnd by one SMSS.
+                # (RFC 6675 recovery needs no inflation: pipe counts what left the network.)
+                cc.on_recovery_dup_ack(now)
+        elif self.snd_una >= self._recover and (
+            self._dupacks >= DUP_THRESH
+            or (self.sack_ok and self._sb.is_lost(self.snd_una, self.snd_una, self.snd_mss))
+        ):
+            # RFC 6582 (3.2 step 2) / RFC 6675 (5): enter fast recovery on DupThresh duplicate
+            # ACKs or when the scoreboard says SND.UNA is lost, only past the previous
+            # recovery point.
             self._in_recovery = True
             self._recover = self.snd_max
             cc.on_loss_fast(self.snd_max - self.snd_una, now)
-            # RFC 5681 (3.2 step 3): cwnd = ssthresh + 3*SMSS for the three segments that left.
-            for _ in range(3):
-                cc.on_recovery_dup_ack(now)
+            if self.sack_ok:
+                # RFC 6675 (5) step (4.2): cwnd = ssthresh; pipe governs what is sent.
+                self._sack_rec = True
+                self._high_rxt = self.snd_una
+                self.counters["sack_recoveries"] += 1
+            else:
+                # RFC 5681 (3.2 step 3): cwnd = ssthresh + 3*SMSS for the segments that left.
+                for _ in range(3):
+                    cc.on_recovery_dup_ack(now)
             self._rtx_one = True
             self.counters["fast_retransmits"] += 1
             self.counters["recoveries"] += 1
+
+    def _take_sack(self, blocks: tuple[tuple[int, int], ...]) -> int:
+        """Feed the peer's SACK blocks (wire numbers) to the scoreboard; new SACKed bytes."""
+        una = self.snd_una
+        base = self.iss + una
+        rel = []
+        for left, right in blocks:
+            a = (left - base) & MASK
+            if a >= HALF:
+                a -= WRAP
+            b = (right - base) & MASK
+            if b >= HALF:
+                b -= WRAP
+            rel.append((una + a, una + b))
+        sb = self._sb
+        inv, ds = sb.invalid, sb.dsack
+        new = sb.update(rel, una, self.snd_max)
+        c = self.counters
+        c["sack_blocks_rx"] += len(rel)
+        c["sack_blocks_invalid"] += sb.invalid - inv
+        c["dsack_rx"] += sb.dsack - ds
+        return new
 
     def _rx_text(self, seq: int, payload: bytes | memoryview, plen: int, now: float) -> None:
         rcv_nxt = self.rcv_nxt
@@ -1020,8 +1159,11 @@ class TcpConnection:
             # RFC 5961 (3.2) / RFC 9293: in SYN-SENT a RST is valid only if it ACKs our SYN.
             if ack_ok:
                 self._die("refused")
+            else:
+                self.counters["dropped_syn_sent"] += 1
             return
         if not flags & SYN:
+            self.counters["dropped_syn_sent"] += 1
             return
         self.irs = seg.seq & MASK
         self.rcv_nxt = 1
@@ -1112,10 +1254,13 @@ class TcpConnection:
             self._rtx_at = None
             return
         st = self.state
-        self._retries += 1
         syn_phase = st is SYN_SENT or st is SYN_RECEIVED
-        limit = self.cfg.syn_retries if syn_phase else self.cfg.max_retries
         ut = self.cfg.user_timeout
+        if self.snd_wnd == 0 and not syn_phase:
+            self._rto_zero_window(now, ut)
+            return
+        self._retries += 1
+        limit = self.cfg.syn_retries if syn_phase else self.cfg.max_retries
         if self._retries > limit or (ut is not None and now - self._una_since >= ut):
             self._die("timeout")
             return
@@ -1126,16 +1271,48 @@ class TcpConnection:
         if cc is not None:
             # RFC 5681 (3.1, 4): loss by timeout, cwnd = 1 SMSS.
             cc.on_timeout(self.snd_max - self.snd_una, now)
-        # RFC 6582 (4): after a timeout, recover = highest sequence sent.
+        # RFC 6582 (4) / RFC 6675 (5.1): after a timeout, recover = highest sequence sent and
+        # the loss recovery in progress ends.
         self._in_recovery = False
+        self._sack_rec = False
+        self._high_rxt = self.snd_una
         self._recover = self.snd_max
         self._dupacks = 0
+        # The scoreboard is kept across a timeout (RFC 6675 (5.1): keep using the SACK
+        # information; Linux does the same) so go-back-N skips SACKed data. RFC 2018 (8): the
+        # receiver may renege, so a second timeout without progress forgets it.
+        if self._retries > 1 and self._sb:
+            self._sb.clear()
+            self.counters["sack_reneging"] += 1
         # Go-back-N from SND.UNA; Karn: the timed segment is being retransmitted.
         self.snd_nxt = self.snd_una
         self._timed_seq = None
         self._rtx_one = False
         # RFC 6298 (5.6): restart the timer (output() sends the retransmission).
         self._arm_rtx(now)
+
+    def _rto_zero_window(self, now: float, ut: float | None) -> None:
+        """The peer shrank its window to zero with our data in flight.
+
+        RFC 9293 (3.8.6.1) / RFC 1122 (4.2.2.17): keep probing (SEG.SEQ = SND.UNA - 1, as the
+        persist timer does) for as long as the probes are answered; only unanswered probes
+        (max_retries of them) or, RFC 5482, silence longer than the user timeout, abort.
+        """
+        self._probes_unanswered += 1
+        if self._probes_unanswered > self.cfg.max_retries or (
+            ut is not None and now - self._last_rx >= ut
+        ):
+            self._die("timeout")
+            return
+        self._probe_due = True
+        self.counters["rto_zero_window_probes"] += 1
+        self.counters["zero_window_probes"] += 1
+        # What was sent beyond the closed window is resent from SND.UNA when it reopens.
+        self.snd_nxt = self.snd_una
+        self._timed_seq = None
+        self.rtt.backoff()
+        t = now + self.rtt.rto
+        self._rtx_at = t
 
     def _arm_rtx(self, now: float) -> None:
         t = now + self.rtt.rto
@@ -1322,12 +1499,18 @@ class TcpConnection:
         if opts is not None and opts.sack_blocks:
             # Keep the segment within the MTU when SACK blocks take option space.
             mss -= 4 + 8 * len(opts.sack_blocks)
+        # TSO: a segment may carry several MSS of new data; the NIC cuts it at ``mss``.
+        tso = self.cfg.tso_max
+        seg_max = tso - tso % mss if tso > mss else mss
         iss = self.iss
         lport = self.local_port
         rport = self.remote_port
         sent_new = False
+        budget = 0
 
-        if self._rtx_one:
+        if self._sack_rec:
+            budget = self._sack_retransmit(now, out, window, ack_wire, opts, mss)
+        elif self._rtx_one:
             # Fast retransmit / NewReno partial ACK: resend the first unacked segment.
             self._rtx_one = False
             if una < snd_max:
@@ -1355,8 +1538,20 @@ class TcpConnection:
 
         cc = self.cc
         cwnd = cc.cwnd if cc is not None else mss
+        dupacks = self._dupacks
+        if dupacks and not self._in_recovery and nxt >= snd_max:
+            # RFC 3042 / RFC 5681 (3.2): limited transmit, one new segment for each of the
+            # first two duplicate ACKs so a small window still gets DupThresh of them.
+            cwnd += (dupacks if dupacks < 2 else 2) * mss
         wnd = self.snd_wnd
+        wnd_edge = una + wnd
         limit = una + (wnd if wnd < cwnd else cwnd)
+        if self._sack_rec:
+            # RFC 6675 (5) NextSeg rule (2): new data only while cwnd - pipe >= 1 SMSS.
+            limit = nxt + budget - budget % mss
+            if limit > wnd_edge:
+                limit = wnd_edge
+        sb = self._sb if (self._sb.blocks and nxt < snd_max) else None
         nodelay = self.cfg.nodelay
         counters = self.counters
         while True:
@@ -1375,17 +1570,35 @@ class TcpConnection:
                     sent_new = True
                 break
             avail = data_end - nxt
-            n = avail if avail < mss else mss
+            n = avail if avail < seg_max else seg_max
+            if sb is not None and nxt < snd_max:
+                e = sb.sacked_end(nxt)
+                if e is not None:
+                    # RFC 6675 (5.1) / RFC 2018: go-back-N after a timeout never resends
+                    # SACKed data; those bytes are not in flight, so they use no cwnd.
+                    skip = (e if e < snd_max else snd_max) - nxt
+                    nxt += skip
+                    limit += skip
+                    if limit > wnd_edge:
+                        limit = wnd_edge
+                    sent_new = True
+                    continue
+                ns = sb.next_sacked_start(nxt)
+                if ns is not None and ns < nxt + n:
+                    n = ns - nxt
             room = limit - nxt
             retrans = nxt < snd_max
             if room < n:
                 if room <= 0:
                     break
-                # RFC 9293 (3.8.6.2.1): sender SWS avoidance, a partial segment only if it
-                # is at least half the largest window seen, or nothing is in flight.
-                if not (nxt == una or room >= (self.max_snd_wnd >> 1)):
+                if room >= mss:
+                    n = room - room % mss  # TSO: as many full segments as the window takes
+                elif nxt == una or room >= (self.max_snd_wnd >> 1):
+                    # RFC 9293 (3.8.6.2.1): sender SWS avoidance, a partial segment only if it
+                    # is at least half the largest window seen, or nothing is in flight.
+                    n = room
+                else:
                     break
-                n = room
             elif (
                 n < mss
                 and not nodelay
@@ -1425,7 +1638,7 @@ class TcpConnection:
             elif self._timed_seq is None:
                 self._timed_seq = end
                 self._timed_at = now
-            if n < mss:
+            if n % mss:  # the last (or only) wire segment is a small one
                 self._snd_sml = end
             nxt = end + 1 if flags & FIN else end
             sent_new = True
@@ -1449,6 +1662,86 @@ class TcpConnection:
                 self._persist_at = now + self._persist_interval()
         elif self._persist_at is not None and self.snd_wnd:
             self._persist_at = None
+
+    def _sack_retransmit(
+        self,
+        now: float,
+        out: list[TcpSegment],
+        window: int,
+        ack_wire: int,
+        opts: TcpOptions | None,
+        mss: int,
+    ) -> int:
+        """RFC 6675 (5): retransmit from the scoreboard while cwnd - pipe >= 1 SMSS.
+
+        Holes known lost come first (NextSeg rule 1); a hole not yet known lost is resent
+        (rule 3) only when no new data can go out. The first retransmission of a recovery
+        goes regardless of pipe (step 4.3). Returns the cwnd room left for new data (rule 2).
+        """
+        una = self.snd_una
+        snd_max = self.snd_max
+        sb = self._sb
+        cc = self.cc
+        cwnd = cc.cwnd if cc is not None else mss
+        base = self._sbuf_base
+        data_end = base + len(self._sbuf)
+        fin_abs = self._fin_abs
+        high_rxt = self._high_rxt if self._high_rxt > una else una
+        pipe = sb.pipe(una, snd_max, high_rxt, mss)
+        force = self._rtx_one
+        self._rtx_one = False
+        end_new = data_end if fin_abs is None else fin_abs + 1
+        can_send_new = snd_max < end_new and snd_max < una + self.snd_wnd
+        counters = self.counters
+        nothing_sent = True
+        for _ in range(64):  # bounded per output() call
+            if not force and cwnd - pipe < mss:
+                break
+            pick = sb.next_seg(high_rxt, una, mss)
+            if pick is None:
+                if not (force and una < snd_max):
+                    break
+                s, e = una, min(una + mss, snd_max)
+            else:
+                s, e, lost = pick
+                if not lost and not force and can_send_new:
+                    break
+            n = (e if e < data_end else data_end) - s
+            if n < 0:
+                n = 0
+            flags = ACK
+            if fin_abs is not None and s + n == fin_abs and snd_max > fin_abs:
+                flags |= FIN
+            elif n == 0:
+                break
+            payload = self._sbuf.view(s - base, n) if n else b""
+            out.append(
+                TcpSegment(
+                    self.local_port,
+                    self.remote_port,
+                    (self.iss + s) & MASK,
+                    ack_wire,
+                    flags,
+                    window,
+                    payload,
+                    opts,
+                )
+            )
+            counters["retransmits"] += 1
+            counters["sack_retransmits"] += 1
+            self.bytes_retrans += n
+            self.bytes_sent += n
+            high_rxt = s + n + (1 if flags & FIN else 0)
+            pipe += n
+            force = nothing_sent = False
+        self._high_rxt = high_rxt
+        if not nothing_sent:
+            self._timed_seq = None  # Karn's rule
+            self._rtx_tsval = self._ts_val(now)
+            if self._rtx_at is None:
+                self._arm_rtx(now)
+        room = cwnd - pipe
+        return room if room > 0 else 0
 
     # ------------------------------------------------------------------ introspection
 
@@ -1479,6 +1772,10 @@ class TcpConnection:
             "sack": self.sack_ok,
             "timestamps": self.ts_ok,
             "in_recovery": self._in_recovery,
+            "sack_recovery": self._sack_rec,
+            "sacked_bytes": self._sb.sacked,
+            "sack_holes": len(self._sb),
+            "congestion": cc.name if cc is not None else self.cfg.congestion,
             "send_queued": len(self._sbuf),
             "recv_queued": len(self._rbuf),
             "ooo_segments": len(self._ooo),

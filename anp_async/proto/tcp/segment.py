@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from ..checksum import transport_checksum, verify_transport
+from ..checksum import pseudo_header_sum, transport_checksum, verify_transport
 from ..errors import ParseError
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "parse_options",
     "build_options",
     "build_tcp_header",
+    "build_tcp_header_partial",
     "build_tcp",
     "flags_str",
 ]
@@ -65,6 +66,9 @@ _SACK_BLOCK = struct.Struct("!II")
 # The layout almost every data segment carries (RFC 7323 Appendix A): NOP NOP TS.
 _TS_ONLY_PREFIX = b"\x01\x01\x08\x0a"
 _TS_ONLY = struct.Struct("!4xII")
+# Header followed by NOP NOP TS (as one 32-bit word) TSval TSecr: 32 bytes in one pack.
+_HDR_TS = struct.Struct("!HHIIBBHHHIII")
+_TS_ONLY_WORD = 0x0101080A
 
 
 @dataclass(slots=True)
@@ -243,6 +247,55 @@ def build_tcp_header(seg: TcpSegment, src_ip: bytes, dst_ip: bytes, checksum: bo
             csum = transport_checksum(src_ip, dst_ip, IPPROTO_TCP, hdr)
         _U16.pack_into(hdr, 16, csum)
     return bytes(hdr)
+
+
+def build_tcp_header_partial(seg: TcpSegment, src_ip: bytes, dst_ip: bytes) -> bytes:
+    """Header + options of ``seg`` for checksum offload: the checksum field holds the
+    folded pseudo-header sum over the whole segment length (not inverted), which the NIC
+    completes by summing from the TCP header to the end (a "partial" checksum, as Linux
+    hands to a NIC with NETIF_F_HW_CSUM; for a TSO super-segment it fixes up the length).
+    """
+    o = seg.options
+    plen = len(seg.payload)
+    if (
+        o is not None
+        and o.timestamp is not None
+        and o.mss is None
+        and o.wscale is None
+        and not o.sack_permitted
+        and not o.sack_blocks
+    ):
+        ts = o.timestamp
+        return _HDR_TS.pack(
+            seg.src_port,
+            seg.dst_port,
+            seg.seq & 0xFFFFFFFF,
+            seg.ack & 0xFFFFFFFF,
+            (32 >> 2) << 4,
+            seg.flags & 0xFF,
+            seg.window & 0xFFFF,
+            pseudo_header_sum(src_ip, dst_ip, IPPROTO_TCP, 32 + plen),
+            seg.urg & 0xFFFF,
+            _TS_ONLY_WORD,
+            ts[0] & 0xFFFFFFFF,
+            ts[1] & 0xFFFFFFFF,
+        )
+    opts = build_options(o) if o is not None else b""
+    off = HEADER_LEN + len(opts)
+    return (
+        _HDR.pack(
+            seg.src_port,
+            seg.dst_port,
+            seg.seq & 0xFFFFFFFF,
+            seg.ack & 0xFFFFFFFF,
+            (off >> 2) << 4,
+            seg.flags & 0xFF,
+            seg.window & 0xFFFF,
+            pseudo_header_sum(src_ip, dst_ip, IPPROTO_TCP, off + plen),
+            seg.urg & 0xFFFF,
+        )
+        + opts
+    )
 
 
 def build_tcp(seg: TcpSegment, src_ip: bytes, dst_ip: bytes) -> bytes:

@@ -1,10 +1,11 @@
 """Bounded send buffer: bytes the application wrote that are not yet acknowledged.
 
-Storage is a list of chunks. A large ``bytes`` write is kept as its own chunk without a copy;
-small writes are copied into a growable ``bytearray`` tail chunk. ``view()`` returns a
-memoryview slice of one chunk whenever the range lies inside it (the common case), so neither
-new data nor retransmissions are copied. A bytearray cannot be resized while a view of it is
-exported; when that happens (``BufferError``) the buffer simply starts a new tail chunk.
+Storage is a list of chunks. A large ``bytes`` write (or a memoryview of ``bytes``) is kept
+as its own chunk without a copy; small writes are copied into a growable ``bytearray`` tail
+chunk. ``view()`` returns a memoryview slice of one chunk whenever the range lies inside it
+(the common case), so neither new data nor retransmissions are copied. A bytearray cannot be
+resized while a view of it is exported; when that happens (``BufferError``) the buffer simply
+starts a new tail chunk.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class SendBuffer:
         if k >= _ZERO_COPY_MIN:
             if isinstance(data, bytes):
                 chunk = data if k == len(data) else memoryview(data)[:k]
+            elif type(data) is memoryview and type(data.obj) is bytes:
+                chunk = data if k == len(data) else data[:k]  # a view of immutable bytes
             else:
                 chunk = bytes(memoryview(data)[:k])  # caller may mutate its buffer later
             self._new_chunk(chunk)

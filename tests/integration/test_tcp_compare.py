@@ -1,0 +1,116 @@
+"""SACK vs no SACK and NewReno vs CUBIC on the fault-injected wire, socket options, ICMP.
+
+Correctness only (every byte intact, by sha256) plus checks that the mechanism compared was
+really in use; the speed and retransmission figures come from ``python -m bench.tcp_compare``
+(no wall-clock assertions here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import socket
+
+import pytest
+
+from anp_async.nic.faults import FaultConfig
+from anp_async.proto import icmp
+from anp_async.proto.ipv4 import build_ipv4_header
+from tests.stackutil import fast_tcp, wire_stacks
+
+N = 1024 * 1024
+
+
+async def transfer(a, b, n: int, port: int) -> dict:  # type: ignore[no-untyped-def]
+    """A sends ``n`` seeded bytes to B; B answers with the sha256 it computed."""
+    data = random.Random(port).randbytes(n)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        h = hashlib.sha256()
+        while chunk := await reader.read(1 << 20):
+            h.update(chunk)
+        writer.write(h.digest())
+        await writer.drain()
+        writer.close()
+
+    server = await b.start_server(serve, "10.0.0.2", port)
+    reader, writer = await a.open_connection("10.0.0.2", port)
+    writer.write(data)
+    await writer.drain()
+    writer.write_eof()
+    digest = await reader.read(64)
+    info = writer.transport.get_extra_info("stack_tcp_info")
+    writer.close()
+    server.close()
+    assert digest == hashlib.sha256(data).digest()
+    return info
+
+
+@pytest.mark.parametrize("sack", [True, False], ids=["sack", "nosack"])
+@pytest.mark.parametrize("congestion", ["newreno", "cubic"])
+async def test_lossy_transfer_intact(sack: bool, congestion: str) -> None:
+    faults = FaultConfig(loss=0.05, seed=11)
+    async with wire_stacks(
+        "interrupt", faults=faults, tcp=fast_tcp(sack=sack, congestion=congestion)
+    ) as (a, b):
+        info = await asyncio.wait_for(transfer(a, b, N, 9200), 120)
+        assert info["sack"] is sack
+        assert info["congestion"] == congestion
+        assert info["bytes_retrans"] > 0  # the loss really hit the transfer
+        conn_stats = a.stats()["tcp"]
+        assert (conn_stats.get("conn_sack_recoveries", 0) > 0) is sack
+
+
+async def test_sockopts_map_onto_the_connection() -> None:
+    async with wire_stacks("interrupt") as (a, b):
+        server = await b.start_server(lambda r, w: None, "10.0.0.2", 9300)
+        _, writer = await a.open_connection("10.0.0.2", 9300)
+        sock = writer.get_extra_info("socket")
+        conn = writer.transport._conn
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION) == b"reno"
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
+        assert conn.cc.name == "cubic" and conn.cfg.congestion == "cubic"
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION) == b"cubic"
+        with pytest.raises(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"nosuch")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 2500)
+        cfg = conn.cfg
+        assert (cfg.keepalive, cfg.keepalive_idle, cfg.keepalive_interval) == (True, 30.0, 5.0)
+        assert (cfg.keepalive_count, cfg.user_timeout) == (3, 2.5)
+        assert a.tcp.config.keepalive is False  # the stack default is untouched
+        # The engine now has a keep-alive deadline 30 s after the last segment received.
+        assert conn.next_deadline() == pytest.approx(conn._last_rx + 30.0)
+        writer.close()
+        server.close()
+
+
+async def test_icmp_error_checked_against_quoted_sequence() -> None:
+    async with wire_stacks("interrupt") as (a, b):
+        server = await b.start_server(lambda r, w: None, "10.0.0.2", 9400)
+        _, writer = await a.open_connection("10.0.0.2", 9400)
+        info = writer.transport.get_extra_info("stack_tcp_info")
+        lport = writer.get_extra_info("sockname")[1]
+
+        def quote(seq: int) -> bytes:
+            tcp8 = lport.to_bytes(2, "big") + (9400).to_bytes(2, "big") + seq.to_bytes(4, "big")
+            return build_ipv4_header(a.ip_b, b.ip_b, 6, 20, 1) + tcp8 + bytes(12)
+
+        # RFC 5927 (4.1): a quoted sequence number outside SND.UNA..SND.NXT is a forgery.
+        bogus = (info["snd_una"] + 1_000_000) & 0xFFFFFFFF
+        b.send_ip(a.ip_b, 1, [icmp.build_dest_unreachable(icmp.PORT_UNREACH, quote(bogus))])
+        await asyncio.sleep(0.05)
+        assert a.tcp.counters["icmp_out_of_window"] == 1
+        assert a.tcp.counters["icmp_errors"] == 0
+        ok = info["snd_una"]
+        b.send_ip(a.ip_b, 1, [icmp.build_dest_unreachable(icmp.PORT_UNREACH, quote(ok))])
+        await asyncio.sleep(0.05)
+        assert a.tcp.counters["icmp_errors"] == 1
+        # A soft error for an established connection (RFC 1122 4.2.3.9): it stays open.
+        assert writer.transport._conn.state.name == "ESTABLISHED"
+        writer.close()
+        server.close()
