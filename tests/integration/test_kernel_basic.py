@@ -23,6 +23,7 @@ from tests.stackutil import (
     arping_received,
     fast_tcp,
     ping_received,
+    ping_rtts,
     run_in_ns,
 )
 
@@ -52,6 +53,12 @@ async def test_kernel_arping_and_ping(tap_pair, mode: str) -> None:
         rc, out, err = await run_in_ns(ns, ["ping", "-c", "100", "-i", "0.01", "-W", "1", STACK_IP])
         assert ping_received(out) == 100, out + err
         assert rc == 0
+        rtts = ping_rtts(out)
+        assert rtts is not None and rtts[0] <= rtts[1] <= rtts[2]
+        print(
+            f"{mode}: kernel ping -c 100 -i 0.01 rtt min/avg/max = "
+            f"{rtts[0]:.3f}/{rtts[1]:.3f}/{rtts[2]:.3f} ms"
+        )
         st = stack.stats()
         assert st["icmp"]["echo_replies_sent"] == 100
         assert st["arp"]["replies_sent"] >= 5
