@@ -111,6 +111,15 @@ class _OffloadDatagram(list):  # type: ignore[type-arg]
         self.vnet = vnet
 
 
+@dataclass(slots=True)
+class _PendingPing:
+    """An echo request waiting for its reply."""
+
+    future: asyncio.Future[float]
+    dst: bytes
+    sent: float  # time.perf_counter() when sent
+
+
 class Counters(dict[str, int]):
     """A dict of named counters that starts every name at zero."""
 
@@ -155,8 +164,7 @@ class Stack:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._mode: RxMode | None = None
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._ping_waiters: dict[tuple[int, int], asyncio.Future[float]] = {}
-        self._ping_sent: dict[tuple[int, int], float] = {}
+        self._pings: dict[tuple[int, int], _PendingPing] = {}
         self._ping_ident = random.getrandbits(16)
         self._ping_seq = 0
         #: Callbacks told when ARP gives up on a next hop: f(next_hop_ip_bytes).
@@ -216,9 +224,9 @@ class Stack:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        for fut in self._ping_waiters.values():
-            if not fut.done():
-                fut.cancel()
+        for pending in self._pings.values():
+            if not pending.future.done():
+                pending.future.cancel()
         self.nic.close()
 
     def now(self) -> float:
@@ -361,14 +369,12 @@ class Stack:
             self.send_ip(hdr.src, IPPROTO_ICMP, [icmp.build_echo_reply_from(msg)])
             c.inc("echo_replies_sent")
         elif msg.type == icmp.ECHO_REPLY:
-            key = (msg.ident, msg.seq)
-            fut = self._ping_waiters.pop(key, None)
-            sent = self._ping_sent.pop(key, None)
-            if fut is None or fut.done() or sent is None:
+            pending = self._pings.pop((msg.ident, msg.seq), None)
+            if pending is None or pending.future.done():
                 c.inc("echo_reply_unmatched")
                 return
             c.inc("echo_replies")
-            fut.set_result(time.perf_counter() - sent)
+            pending.future.set_result(time.perf_counter() - pending.sent)
         elif msg.type in (icmp.DEST_UNREACH, icmp.TIME_EXCEEDED):
             try:
                 quoted, first8 = icmp.parse_icmp_error(msg)
@@ -523,28 +529,27 @@ class Stack:
         assert self.loop is not None
         self._ping_seq = (self._ping_seq + 1) & 0xFFFF
         key = (self._ping_ident, self._ping_seq)
-        fut: asyncio.Future[float] = self.loop.create_future()
-        fut.dst = dst  # type: ignore[attr-defined]
-        self._ping_waiters[key] = fut
-        payload = _ping_payload(size)
         # perf_counter, not loop.time(): uvloop's clock has only millisecond resolution.
-        self._ping_sent[key] = time.perf_counter()
+        pending = _PendingPing(self.loop.create_future(), dst, time.perf_counter())
+        self._pings[key] = pending
         self.icmp_counters.inc("echo_requests_sent")
         try:
-            self.send_ip(dst, IPPROTO_ICMP, [icmp.build_echo(icmp.ECHO_REQUEST, *key, payload)])
-            return await asyncio.wait_for(fut, timeout)
+            echo = icmp.build_echo(icmp.ECHO_REQUEST, *key, _ping_payload(size))
+            self.send_ip(dst, IPPROTO_ICMP, [echo])
+            return await asyncio.wait_for(pending.future, timeout)
         finally:
-            self._ping_waiters.pop(key, None)
-            self._ping_sent.pop(key, None)
+            self._pings.pop(key, None)
 
     def _fail_pings(self, next_hop: bytes) -> None:
-        for fut in list(self._ping_waiters.values()):
-            dst = getattr(fut, "dst", None)
-            if dst is None or fut.done():
+        for pending in list(self._pings.values()):
+            if pending.future.done():
                 continue
+            dst = pending.dst
             hop = dst if self.iface.is_broadcast(dst) else self.iface.next_hop(dst)
             if hop == next_hop:
-                fut.set_exception(OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH)))
+                pending.future.set_exception(
+                    OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))
+                )
 
     def add_unreachable_listener(self, cb: Callable[[bytes], None]) -> None:
         """Register ``cb(next_hop)`` to be called when ARP gives up on a next hop."""
