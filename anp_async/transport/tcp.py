@@ -115,6 +115,10 @@ class TcpLayer:
         self.isn = IsnGenerator(os.urandom(16))
         self.counters: collections.Counter[str] = collections.Counter()
         self.max_connections = 65536
+        #: Seconds an orphaned connection (its transport closed) may sit in FIN_WAIT_2
+        #: waiting for the peer's FIN, like Linux's tcp_fin_timeout: without it a peer
+        #: that never closes would hold the TCB forever.
+        self.orphan_fin_timeout = 60.0
         # RFC 4987 (3.6): stateless SYN-ACKs once a SYN queue is full.
         self.cookies = SynCookies(os.urandom(32))
         # RFC 5961 (7): one challenge-ACK budget for all connections of this stack.
@@ -563,6 +567,8 @@ class TcpEndpoint:
         "eof_received",
         "closed_reason",
         "_rip_str",
+        "orphaned",
+        "_orphan_timer",
     )
 
     def __init__(self, layer: TcpLayer, key: Key, conn: TcpConnection) -> None:
@@ -578,6 +584,9 @@ class TcpEndpoint:
         self._again = False
         self.eof_received = False
         self.closed_reason: str | None = None
+        #: The transport is gone: the kernel would call this an orphaned socket.
+        self.orphaned = False
+        self._orphan_timer: asyncio.TimerHandle | None = None
 
     def __hash__(self) -> int:
         return id(self)
@@ -612,6 +621,30 @@ class TcpEndpoint:
         self._arm_timer()
         if conn.state is TcpState.CLOSED:
             self._finish()
+        elif self.orphaned:
+            self._watch_orphan()
+
+    def orphan(self) -> None:
+        """The transport let go of this connection (connection_lost was called)."""
+        self.transport = None
+        self.orphaned = True
+        self._watch_orphan()
+
+    def _watch_orphan(self) -> None:
+        if self._orphan_timer is None and self.conn.state is TcpState.FIN_WAIT_2:
+            loop = self.layer.stack.loop
+            assert loop is not None
+            self._orphan_timer = loop.call_later(
+                self.layer.orphan_fin_timeout, self._orphan_expired
+            )
+
+    def _orphan_expired(self) -> None:
+        self._orphan_timer = None
+        if self.conn.state is TcpState.FIN_WAIT_2 and self.layer.conns.get(self.key) is self:
+            # Like Linux's tcp_fin_timeout: drop the TCB quietly; a late FIN from the
+            # peer then meets a closed port and gets a RST.
+            self.layer.counters["orphan_fin_wait2_timeouts"] += 1
+            self._finish()
 
     def _arm_timer(self) -> None:
         when = self.conn.next_deadline()
@@ -642,6 +675,11 @@ class TcpEndpoint:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._orphan_timer is not None:
+            self._orphan_timer.cancel()
+            self._orphan_timer = None
+        if self.layer.conns.get(self.key) is not self:
+            return  # already finished
         self.layer._closed_conn_counters.update(
             {f"conn_{k}": v for k, v in self.conn.counters.items()}
         )
@@ -1063,7 +1101,7 @@ class TcpTransport(asyncio.Transport):
                 self._protocol.connection_lost(exc)
         finally:
             if ep is not None:
-                ep.transport = None
+                ep.orphan()
             self._ep = None
             self._protocol = None
             server = self._server

@@ -225,3 +225,19 @@ async def test_peer_reset_while_reading_gives_connection_reset() -> None:
         sp.transport.abort()
         exc = await asyncio.wait_for(cp.lost, 5)
         assert isinstance(exc, ConnectionResetError)
+
+
+async def test_orphaned_fin_wait_2_is_bounded_in_time() -> None:
+    """A closed transport whose peer never sends its FIN does not hold the TCB forever."""
+    async with wire_stacks() as (a, b):
+        a.tcp.orphan_fin_timeout = 0.3
+        tr, cp, sp = await pair(a, b)
+        key = next(iter(a.tcp.conns))
+        tr.close()  # our FIN goes out and is ACKed; the peer never closes: FIN_WAIT_2
+        assert await asyncio.wait_for(cp.lost, 5) is None
+        await wait_for(lambda: a.tcp.conns[key].conn.state.name == "FIN_WAIT_2")
+        await wait_for(lambda: key not in a.tcp.conns, timeout=3)
+        assert a.stats()["tcp"]["orphan_fin_wait2_timeouts"] == 1
+        # The peer's late FIN now meets a closed port and is answered with RST.
+        sp.transport.close()
+        await wait_for(lambda: a.stats()["tcp"].get("rst_sent", 0) >= 1)
