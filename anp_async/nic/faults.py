@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .base import Buffer, Nic, NicStats
+from .vnet import VNET_HDR_LEN as _VNET_HDR_LEN
 
 ETH_HEADER_LEN = 14
 
@@ -128,6 +129,11 @@ class FaultyNic(Nic):
     def mtu(self) -> int:  # type: ignore[override]
         return self.inner.mtu
 
+    @property
+    def vnet_hdr(self) -> bool:
+        """Frames of the wrapped NIC carry a virtio-net header (a TAP with offloads)."""
+        return bool(getattr(self.inner, "vnet_hdr", False))
+
     def fileno(self) -> int:
         return self.inner.fileno()
 
@@ -160,11 +166,18 @@ class FaultyNic(Nic):
     def _corrupted(self, frame: Buffer) -> bytes:
         """A copy of ``frame`` with one byte past the Ethernet header flipped.
 
-        The frame still reaches the IP/TCP layers, where a checksum must catch it.
+        The frame still reaches the IP/TCP layers, where a checksum must catch it. Behind a
+        virtio-net header the header's checksum flags are cleared too, so the stack checks
+        the checksum instead of trusting the kernel's verdict on the undamaged frame.
         """
         buf = bytearray(frame)
-        if len(buf) > ETH_HEADER_LEN:
-            i = self._rng.randrange(ETH_HEADER_LEN, len(buf))
+        start = ETH_HEADER_LEN
+        if self.vnet_hdr:
+            start += _VNET_HDR_LEN
+            if buf:
+                buf[0] = 0  # flags: neither NEEDS_CSUM nor DATA_VALID
+        if len(buf) > start:
+            i = self._rng.randrange(start, len(buf))
             buf[i] ^= self._rng.randrange(1, 256)
         return bytes(buf)
 
@@ -183,8 +196,12 @@ class FaultyNic(Nic):
             return
         frame: Buffer | None = None  # the frame as one buffer once we had to copy it
         if cfg.corrupt and rng.random() < cfg.corrupt:
-            frame = self._corrupted(b"".join(parts))
             fs["corrupted"] += 1
+            if self.vnet_hdr:
+                # With checksum offload the kernel checksums the frame after us and would
+                # certify the damage: a damaged frame is one the receiver drops, so drop it.
+                return
+            frame = self._corrupted(b"".join(parts))
         copies = 1
         if cfg.duplicate and rng.random() < cfg.duplicate:
             copies = 2
