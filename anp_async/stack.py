@@ -163,6 +163,8 @@ class Stack:
         self._eth_headers: dict[tuple[bytes, int], bytes] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._mode: RxMode | None = None
+        #: Counters of receive modes switched away from (``stats()["mode"]["totals_all_modes"]``).
+        self._mode_totals: dict[str, float] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._pings: dict[tuple[int, int], _PendingPing] = {}
         self._ping_ident = random.getrandbits(16)
@@ -257,7 +259,7 @@ class Stack:
         new.start(self.loop, self.nic, self._rx_batch)
 
     def _retired_mode_stats(self, mode: RxMode) -> None:
-        acc = self._mode_totals = getattr(self, "_mode_totals", {})
+        acc = self._mode_totals
         for k, v in mode.stats.as_dict().items():
             acc[k] = acc.get(k, 0) + v
 
@@ -606,9 +608,7 @@ class Stack:
         mode: dict[str, Any] = {"name": self.mode_name, "params": self.mode_params}
         if self._mode is not None:
             mode.update(self._mode.stats.as_dict())
-        mode["totals_all_modes"] = {
-            k: v + mode.get(k, 0) for k, v in getattr(self, "_mode_totals", {}).items()
-        }
+        mode["totals_all_modes"] = {k: v + mode.get(k, 0) for k, v in self._mode_totals.items()}
         nic_stats = self.nic.stats.as_dict()
         faults = getattr(self.nic, "fault_stats", None)
         return {

@@ -114,6 +114,8 @@ class TcpLayer:
         self.dirty: dict[TcpEndpoint, None] = {}
         self.isn = IsnGenerator(os.urandom(16))
         self.counters: collections.Counter[str] = collections.Counter()
+        #: Per-connection counters of connections already gone, so totals survive them.
+        self._closed_conn_counters: collections.Counter[str] = collections.Counter()
         self.max_connections = 65536
         #: Seconds an orphaned connection (its transport closed) may sit in FIN_WAIT_2
         #: waiting for the peer's FIN, like Linux's tcp_fin_timeout: without it a peer
@@ -541,13 +543,6 @@ class TcpLayer:
             "listeners": sorted(self.listeners),
             "connections": conns,
         }
-
-    @property
-    def _closed_conn_counters(self) -> collections.Counter[str]:
-        c = self.__dict__.get("_closed_counters")
-        if c is None:
-            c = self.__dict__["_closed_counters"] = collections.Counter()
-        return c
 
 
 class TcpEndpoint:
