@@ -848,6 +848,25 @@ register_command(
 register_command(
     Command("ctl", "talk to a running stack (mode, coalesce, stats)", _configure_ctl, cmd_ctl)
 )
+
+
+def _configure_stats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tap", help="TAP of the running stack (default anptap0)")
+    p.add_argument("--socket", metavar="PATH", help="control socket path")
+    p.add_argument("--json", action="store_true", help="print the raw JSON")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """``anp stats``: short for ``anp ctl stats`` (the name DESIGN.md gives it)."""
+    args.ctl_cmd = "stats"
+    return cmd_ctl(args)
+
+
+register_command(
+    Command(
+        "stats", "print a running stack's counters (= anp ctl stats)", _configure_stats, cmd_stats
+    )
+)
 register_command(
     Command(
         "ping",

@@ -149,6 +149,7 @@ def test_mode_switch_while_pinging_loses_nothing(up):
 
 
 def test_stats_json_parses(up):
+    in_ns(up.ns, "ping", "-c", "2", "-i", "0.05", STACK_IP)  # traffic to count, run alone too
     r = up.ctl("stats", "--json")
     assert r.returncode == 0, r.stderr
     stats = json.loads(r.stdout)
@@ -156,6 +157,10 @@ def test_stats_json_parses(up):
     assert stats["mode"]["name"] in ("interrupt", "coalesce", "poll", "adaptive")
     r = up.ctl("stats")
     assert r.returncode == 0 and "protocol counters" in r.stdout and "NIC" in r.stdout
+    # `anp stats` is the short form of `anp ctl stats`
+    r = anp("stats", "--tap", up.tap, "--json", timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["nic"]["rx_frames"] >= stats["nic"]["rx_frames"]
 
 
 def test_udp_echo_from_the_kernel(up):
