@@ -13,6 +13,7 @@ import collections
 import hashlib
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .common import (
@@ -167,7 +168,29 @@ async def start_servers(net: Any, host: str) -> tuple[list[Any], UdpSink]:
 # ------------------------------------------------------------------------- clients
 
 
-def _client_result(samples: list[int], t0: int, t1: int, cpu0: int, cpu1: int, truncated: bool):
+async def _measure(
+    count: int, warmup: int, time_limit: float, request: Callable[[int], Awaitable[int]]
+) -> dict[str, Any]:
+    """Run ``warmup + count`` requests; ``request(i)`` does one and returns its round trip
+    in ns (or raises BenchError). Warm-up is excluded from the samples and the wall/CPU
+    figures; past ``time_limit`` the phase stops and is marked truncated."""
+    samples: list[int] = []
+    deadline = time.monotonic() + time_limit
+    truncated = False
+    t0 = cpu0 = 0
+    for i in range(warmup + count):
+        if i == warmup:
+            mark_warm()
+            t0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
+        rtt = await request(i)
+        if i >= warmup:
+            samples.append(rtt)
+        if time.monotonic() > deadline:
+            truncated = i + 1 < warmup + count
+            break
+    if count and not t0:
+        raise BenchError("time limit reached during warm-up")
+    t1, cpu1 = time.perf_counter_ns(), time.process_time_ns()
     return {
         "samples_ns": samples,
         "wall_ns": t1 - t0,
@@ -182,34 +205,22 @@ async def tcp_client(
     """Request/response over one TCP connection; each echo checked byte for byte."""
     src = payload_source(seed, size)
     reader, writer = await net.open_connection(host, 7, nodelay=True, limit=max(2**16, 2 * size))
-    samples: list[int] = []
-    deadline = time.monotonic() + time_limit
-    truncated = False
-    t0 = cpu0 = 0
+
+    async def request(i: int) -> int:
+        off = request_offset(i, size)
+        msg = src[off : off + size]
+        a = time.perf_counter_ns()
+        writer.write(msg)
+        data = await reader.readexactly(size)
+        b = time.perf_counter_ns()
+        if data != msg:
+            raise BenchError(f"tcp echo mismatch at request {i} (size {size})")
+        return b - a
+
     try:
-        for i in range(warmup + count):
-            if i == warmup:
-                mark_warm()
-                t0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
-            off = request_offset(i, size)
-            msg = src[off : off + size]
-            a = time.perf_counter_ns()
-            writer.write(msg)
-            data = await reader.readexactly(size)
-            b = time.perf_counter_ns()
-            if data != msg:
-                raise BenchError(f"tcp echo mismatch at request {i} (size {size})")
-            if i >= warmup:
-                samples.append(b - a)
-            if time.monotonic() > deadline:
-                truncated = i + 1 < warmup + count
-                break
-        if count and not t0:
-            raise BenchError("time limit reached during warm-up")
-        t1, cpu1 = time.perf_counter_ns(), time.process_time_ns()
+        return await _measure(count, warmup, time_limit, request)
     finally:
         writer.close()
-    return _client_result(samples, t0, t1, cpu0, cpu1, truncated)
 
 
 class _DatagramClient(asyncio.DatagramProtocol):
@@ -229,66 +240,45 @@ async def udp_client(
     loop = asyncio.get_running_loop()
     src = payload_source(seed, size)
     tr, proto = await net.create_datagram_endpoint(_DatagramClient, remote_addr=(host, 7))
-    samples: list[int] = []
-    deadline = time.monotonic() + time_limit
-    truncated = False
-    t0 = cpu0 = 0
+
+    async def request(i: int) -> int:
+        off = request_offset(i, size)
+        msg = src[off : off + size]
+        fut = loop.create_future()
+        proto.waiter = fut
+        timer = loop.call_later(DATAGRAM_TIMEOUT, fut.cancel)
+        a = time.perf_counter_ns()
+        tr.sendto(msg)
+        try:
+            data = await fut
+        except asyncio.CancelledError:
+            raise BenchError(f"udp echo {i} (size {size}) lost") from None
+        b = time.perf_counter_ns()
+        timer.cancel()
+        if data != msg:
+            raise BenchError(f"udp echo mismatch at request {i} (size {size})")
+        return b - a
+
     try:
-        for i in range(warmup + count):
-            if i == warmup:
-                mark_warm()
-                t0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
-            off = request_offset(i, size)
-            msg = src[off : off + size]
-            fut = loop.create_future()
-            proto.waiter = fut
-            timer = loop.call_later(DATAGRAM_TIMEOUT, fut.cancel)
-            a = time.perf_counter_ns()
-            tr.sendto(msg)
-            try:
-                data = await fut
-            except asyncio.CancelledError:
-                raise BenchError(f"udp echo {i} (size {size}) lost") from None
-            b = time.perf_counter_ns()
-            timer.cancel()
-            if data != msg:
-                raise BenchError(f"udp echo mismatch at request {i} (size {size})")
-            if i >= warmup:
-                samples.append(b - a)
-            if time.monotonic() > deadline:
-                truncated = i + 1 < warmup + count
-                break
-        t1, cpu1 = time.perf_counter_ns(), time.process_time_ns()
+        return await _measure(count, warmup, time_limit, request)
     finally:
         tr.close()
-    return _client_result(samples, t0, t1, cpu0, cpu1, truncated)
 
 
 async def icmp_client(
     net: Any, host: str, size: int, count: int, warmup: int, seed: int, time_limit: float
 ) -> dict[str, Any]:
     """Echo requests from ``net.ping`` (the stack matches replies by identifier/sequence)."""
-    samples: list[int] = []
-    deadline = time.monotonic() + time_limit
-    truncated = False
-    t0 = cpu0 = 0
-    for i in range(warmup + count):
-        if i == warmup:
-            mark_warm()
-            t0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
+
+    async def request(i: int) -> int:
         a = time.perf_counter_ns()
         try:
             await net.ping(host, timeout=DATAGRAM_TIMEOUT, size=size)
         except TimeoutError:
             raise BenchError(f"icmp echo {i} (size {size}) lost") from None
-        b = time.perf_counter_ns()
-        if i >= warmup:
-            samples.append(b - a)
-        if time.monotonic() > deadline:
-            truncated = i + 1 < warmup + count
-            break
-    t1, cpu1 = time.perf_counter_ns(), time.process_time_ns()
-    return _client_result(samples, t0, t1, cpu0, cpu1, truncated)
+        return time.perf_counter_ns() - a
+
+    return await _measure(count, warmup, time_limit, request)
 
 
 async def bulk_send(net: Any, host: str, nbytes: int, seed: int) -> dict[str, Any]:
