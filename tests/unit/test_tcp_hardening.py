@@ -15,7 +15,6 @@ from anp_async.proto.tcp import (
     PSH,
     RST,
     SYN,
-    Closed,
     TcpConfig,
     TcpConnection,
     TcpOptions,
@@ -24,48 +23,21 @@ from anp_async.proto.tcp import (
 )
 from anp_async.proto.tcp.config import ChallengeAckLimiter
 from anp_async.proto.tcp.congestion import Cubic, NewReno
-
-LIP = bytes([10, 0, 0, 2])
-RIP = bytes([10, 0, 0, 1])
-LPORT, RPORT = 80, 49500
-ISS, RISS = 1000, 5000
-M = 0xFFFFFFFF
-WIN = 64000
-
-
-def plain(**kw) -> TcpConfig:
-    base = dict(
-        timestamps=False, sack=False, window_scale=False, recv_buffer=WIN, send_buffer=WIN,
-        rto_min=0.2, rto_initial=1.0, msl=1.0,
-    )  # fmt: skip
-    base.update(kw)
-    return TcpConfig(**base)
-
-
-def rseg(seq, ack=0, flags=ACK, window=65535, payload=b"", options=None) -> TcpSegment:
-    return TcpSegment(RPORT, LPORT, seq & M, ack & M, flags, window, payload, options)
-
-
-def lseg(seq, ack, flags=ACK, window=WIN, payload=b"", options=None) -> TcpSegment:
-    return TcpSegment(LPORT, RPORT, seq & M, ack & M, flags, window, payload, options)
-
-
-def established(cfg=None, peer_window=65535, syn_opts=None, rport=RPORT) -> TcpConnection:
-    cfg = cfg or plain()
-    syn = TcpSegment(rport, LPORT, RISS, 0, SYN, peer_window, b"", syn_opts or TcpOptions(mss=1460))
-    c = TcpConnection.accept_syn(cfg, LIP, LPORT, RIP, rport, syn, ISS, 0.0)
-    c.output(0.0)
-    c.on_segment(TcpSegment(rport, LPORT, RISS + 1, ISS + 1, ACK, peer_window), 0.0)
-    c.take_events()
-    return c
-
-
-def closed_reason(c: TcpConnection) -> str | None:
-    for ev in c.take_events():
-        if isinstance(ev, Closed):
-            return ev.reason
-    return None
-
+from tests.unit.tcp_templates import (
+    ISS,
+    LIP,
+    LPORT,
+    RIP,
+    RISS,
+    RPORT,
+    WIN,
+    M,
+    closed_reason,
+    established,
+    lseg,
+    plain,
+    rseg,
+)
 
 # ------------------------------------------------------------------ RFC 5961
 
