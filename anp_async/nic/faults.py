@@ -1,13 +1,14 @@
 """A seeded fault injector that wraps any NIC: loss, duplication, corruption, reordering,
-delay with jitter and a rate limit with a bounded queue.
+delay with jitter, a rate limit with a bounded queue and link flaps.
 
 The kernel here has no netem, so the stack brings its own impairments. Every decision comes
 from one ``random.Random(seed)``: the same seed and the same traffic give the same faults,
 so a failing test can be replayed. Every injected fault is counted in ``fault_stats``.
 
 Transmit path (``send``), per frame, in this order (netem's order):
-loss -> corruption -> duplication -> rate limit (token bucket, bounded queue) ->
-reorder (held back ``reorder_delay``) or delay/jitter -> the wrapped NIC.
+link flap (down: dropped) -> loss -> corruption -> duplication -> rate limit (token
+bucket, bounded queue) -> reorder (held back ``reorder_delay``) or delay/jitter -> the
+wrapped NIC. Asymmetric impairment: give each end of a wire its own config.
 
 Receive path (``recv_batch``): loss, corruption, duplication and reordering within the
 batch read from the wrapped NIC (a held-back frame is delivered after the frame that
@@ -41,6 +42,9 @@ class FaultConfig:
     ``rate_burst`` is the bucket size in bytes (None: one maximum-size frame).
     ``jitter`` spreads ``delay`` uniformly over ``delay ± jitter`` (never below 0), so
     jittered frames can overtake each other, as with netem.
+    ``flap_every`` > 0 takes the link down for the last ``flap_down`` seconds of every
+    ``flap_every`` seconds of loop time (frames sent meanwhile are lost, ``flap_dropped``).
+    The schedule depends on the clock only, so both ends of a wire flap together.
     """
 
     loss: float = 0.0
@@ -55,6 +59,8 @@ class FaultConfig:
     queue_limit: int = 1000
     seed: int = 0
     direction: Direction = "both"
+    flap_every: float = 0.0
+    flap_down: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder", "corrupt"):
@@ -65,6 +71,8 @@ class FaultConfig:
             raise ValueError("delay, jitter and reorder_delay must be >= 0")
         if self.rate_bps is not None and self.rate_bps <= 0:
             raise ValueError("rate_bps must be > 0 (or None for unlimited)")
+        if self.flap_every < 0 or not 0 <= self.flap_down <= self.flap_every:
+            raise ValueError("flap_every must be >= 0 and flap_down within [0, flap_every]")
         if self.queue_limit < 0:
             raise ValueError("queue_limit must be >= 0")
         if self.direction not in ("tx", "rx", "both"):
@@ -79,6 +87,7 @@ def _fault_counters() -> dict[str, int]:
         "reordered": 0,
         "delayed": 0,
         "rate_dropped": 0,
+        "flap_dropped": 0,
     }
 
 
@@ -163,6 +172,13 @@ class FaultyNic(Nic):
         handle = self._get_loop().call_later(delay, fire)
         self._timers.add(handle)
 
+    def link_down(self) -> bool:
+        """True while a link flap holds the link down (see ``FaultConfig.flap_every``)."""
+        every = self.config.flap_every
+        if not every or not self.config.flap_down:
+            return False
+        return self._get_loop().time() % every >= every - self.config.flap_down
+
     def _corrupted(self, frame: Buffer) -> bytes:
         """A copy of ``frame`` with one byte past the Ethernet header flipped.
 
@@ -191,6 +207,9 @@ class FaultyNic(Nic):
             self.inner.send(parts)
             return
         cfg, rng, fs = self.config, self._rng, self.fault_stats
+        if cfg.flap_every and self.link_down():
+            fs["flap_dropped"] += 1
+            return
         if cfg.loss and rng.random() < cfg.loss:
             fs["dropped"] += 1
             return

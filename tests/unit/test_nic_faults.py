@@ -242,3 +242,34 @@ def test_delegation() -> None:
 def test_config_is_validated(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         FaultConfig(**kwargs)  # type: ignore[arg-type]
+
+
+class _Clock:
+    """A stand-in loop: FaultyNic only asks a link flap for ``time()``."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_link_flap_drops_exactly_the_down_intervals() -> None:
+    a, b = Wire.pair()
+    clock = _Clock()
+    fa = FaultyNic(a, FaultConfig(flap_every=1.0, flap_down=0.25), loop=clock)  # type: ignore[arg-type]
+    sent_at = [i * 0.05 for i in range(60)]  # 3 s of traffic, a frame every 50 ms
+    for i, t in enumerate(sent_at):
+        clock.now = t
+        fa.send([frame(i)])
+    got = [seq(f) for f in drain(b)]
+    # Down for t mod 1 in [0.75, 1): 5 of every 20 frames.
+    assert got == [i for i, t in enumerate(sent_at) if round(t % 1.0, 9) < 0.75]
+    assert fa.fault_stats["flap_dropped"] == 15
+    fa.close()
+    b.close()
+
+
+def test_link_flap_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="flap_down"):
+        FaultConfig(flap_every=1.0, flap_down=2.0)
