@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from anp_async.bench import kernel_peer, report
+from anp_async.bench.cli import parse_args, run_bench
+from anp_async.bench.common import ECHO_PORT
 from anp_async.nic.netns import Netns, created_namespaces, loopback_up
-from bench import kernel_peer, report
-from bench.cli import parse_args, run_bench
-from bench.common import ECHO_PORT
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 

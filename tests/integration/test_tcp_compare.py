@@ -1,7 +1,7 @@
 """SACK vs no SACK and NewReno vs CUBIC on the fault-injected wire, socket options, ICMP.
 
 Correctness only (every byte intact, by sha256) plus checks that the mechanism compared was
-really in use; the speed and retransmission figures come from ``python -m bench.tcp_compare``
+really in use; the speed and retransmission figures come from ``python -m anp_async.bench.tcp_compare``
 (no wall-clock assertions here).
 """
 

@@ -1,6 +1,6 @@
 """SACK vs no SACK and NewReno vs CUBIC, stack to stack through a lossy in-memory wire.
 
-    python -m bench.tcp_compare [--bytes 4M] [--loss 0.05] [--seeds 1,2,3,4,5] [--json FILE]
+    python -m anp_async.bench.tcp_compare [--bytes 4M] [--loss 0.05] [--seeds 1,2,3,4,5] [--json FILE]
 
 Each run joins two stacks with ``nic/wire.py`` behind the seeded fault injector (random
 loss on each side's transmit), sends ``--bytes`` from 10.0.0.1 to 10.0.0.2, checks the data
@@ -132,7 +132,7 @@ def _size(text: str) -> int:
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``anp bench tcp-compare`` / ``python -m bench.tcp_compare``."""
+    """Arguments of ``anp bench tcp-compare`` / ``python -m anp_async.bench.tcp_compare``."""
     p.add_argument("--bytes", type=_size, default=4 << 20, help="bytes each way (default 4M)")
     p.add_argument("--loss", type=float, default=0.05, help="loss per frame (default 0.05)")
     p.add_argument("--seeds", default="1,2,3,4,5", help="fault-injector seeds (median over them)")
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m bench.tcp_compare", description=__doc__.split("\n")[0]
+        prog="python -m anp_async.bench.tcp_compare", description=__doc__.split("\n")[0]
     )
     configure(p)
     return run(p.parse_args(argv))

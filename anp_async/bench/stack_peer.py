@@ -1,9 +1,9 @@
 """The process under test: the stack on a TAP (or asyncio on kernel sockets), driven by the harness.
 
-    python -m bench.stack_peer --net stack --tap anpb0 --netns NS --mode poll
-    python -m bench.stack_peer --net kernel --ip 10.0.1.1       (inside a namespace)
+    python -m anp_async.bench.stack_peer --net stack --tap anpb0 --netns NS --mode poll
+    python -m anp_async.bench.stack_peer --net kernel --ip 10.0.1.1       (inside a namespace)
 
-It starts the benchmark servers (:func:`bench.apps.start_servers`), prints
+It starts the benchmark servers (:func:`anp_async.bench.apps.start_servers`), prints
 ``{"event": "ready", "pid": ...}`` and then runs one JSON command per stdin line, answering
 each with one JSON line (``{"event": "result", ...}`` or ``{"event": "error", ...}``):
 
@@ -31,7 +31,7 @@ from .common import emit
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.stack_peer")
+    p = argparse.ArgumentParser(prog="python -m anp_async.bench.stack_peer")
     p.add_argument("--net", choices=("stack", "kernel"), default="stack")
     p.add_argument("--tap", default="anpb0")
     p.add_argument("--netns", help="namespace the TAP is created in")

@@ -1,13 +1,13 @@
 """The kernel side of the benchmark: plain blocking sockets, run inside a namespace.
 
-    ip netns exec NS python -m bench.kernel_peer serve
-    ip netns exec NS python -m bench.kernel_peer client --proto tcp --host 10.0.0.2 --size 64 ...
-    ip netns exec NS python -m bench.kernel_peer bulk-send --host 10.0.0.2 --bytes 64M
-    ip netns exec NS python -m bench.kernel_peer blast --host 10.0.0.2 --rate 20000 --duration 2
+    ip netns exec NS python -m anp_async.bench.kernel_peer serve
+    ip netns exec NS python -m anp_async.bench.kernel_peer client --proto tcp --host 10.0.0.2 --size 64 ...
+    ip netns exec NS python -m anp_async.bench.kernel_peer bulk-send --host 10.0.0.2 --bytes 64M
+    ip netns exec NS python -m anp_async.bench.kernel_peer blast --host 10.0.0.2 --rate 20000 --duration 2
 
 ``serve`` runs the kernel's echo (TCP and UDP port 7) and bulk sink (TCP port 9) until stdin
 closes. A ``client`` times each request/response with ``perf_counter_ns``, checks every echo
-byte for byte, prints :data:`bench.common.WARM_MARK` after warm-up and one JSON result
+byte for byte, prints :data:`anp_async.bench.common.WARM_MARK` after warm-up and one JSON result
 line at the end (or ``{"event": "error"}`` and exit status 1). ``blast`` is the paced UDP
 sender of the livelock experiment, bounded by its rate, duration and a count cap.
 """
@@ -338,7 +338,7 @@ CLIENTS = {"tcp": tcp_client, "udp": udp_client, "icmp": icmp_client}
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.kernel_peer")
+    p = argparse.ArgumentParser(prog="python -m anp_async.bench.kernel_peer")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("serve")
     s.add_argument("--host", default="0.0.0.0")

@@ -1,7 +1,7 @@
 """The three experiments: request/response latency, bulk throughput, receive livelock.
 
 Each ``run_*`` takes the parsed ``anp bench`` arguments, runs every phase inside a
-:class:`bench.procs.BenchEnv` and returns ``(summaries, samples)``: one flat dict per
+:class:`anp_async.bench.procs.BenchEnv` and returns ``(summaries, samples)``: one flat dict per
 measured configuration (JSON/CSV-ready) and, for latency, the raw samples per key. Any
 peer error (echo mismatch, lost reply, hash mismatch, a peer that dies) raises BenchError
 and the run reports nothing.

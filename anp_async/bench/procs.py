@@ -32,7 +32,7 @@ TAP_KERNEL_IP = "10.0.0.1"
 STACK_IP = "10.0.0.2"
 VETH_K_IP = "10.0.1.2"
 VETH_C_IP = "10.0.1.1"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def python() -> str:
@@ -212,7 +212,7 @@ class BenchEnv:
         if self._kernel_server is None:
             assert self.ns_k is not None
             self._kernel_server = self._start(
-                "kernel_server", self.in_ns(self.ns_k, "bench.kernel_peer", "serve")
+                "kernel_server", self.in_ns(self.ns_k, "anp_async.bench.kernel_peer", "serve")
             )
         return self._kernel_server
 
@@ -220,7 +220,7 @@ class BenchEnv:
         """The stack in ``mode`` on the TAP (in K), in its own process in the root ns."""
         assert self.ns_k is not None
         argv = [
-            python(), "-m", "bench.stack_peer", "--net", "stack", "--tap", TAP_NAME,
+            python(), "-m", "anp_async.bench.stack_peer", "--net", "stack", "--tap", TAP_NAME,
             "--netns", self.ns_k.name, "--ip", f"{STACK_IP}/24",
             "--peer", f"{TAP_KERNEL_IP}/24", "--mode", mode,
             "--mode-params", json.dumps(params or {}), "--loop", self.loop,
@@ -231,14 +231,14 @@ class BenchEnv:
         """The same asyncio apps on kernel sockets, in C (10.0.1.1)."""
         assert self.ns_c is not None
         argv = self.in_ns(
-            self.ns_c, "bench.stack_peer", "--net", "kernel", "--ip", f"{VETH_C_IP}/24",
+            self.ns_c, "anp_async.bench.stack_peer", "--net", "kernel", "--ip", f"{VETH_C_IP}/24",
             "--loop", self.loop,
         )  # fmt: skip
         return self._start("asyncio", argv)
 
     def kernel_job(self, ns: Netns, name: str, *args: str) -> Peer:
-        """A one-shot ``bench.kernel_peer`` command (client, bulk-send, blast) inside ``ns``."""
-        p = Peer(name, self.in_ns(ns, "bench.kernel_peer", *args), self.log_dir)
+        """A one-shot ``anp_async.bench.kernel_peer`` command (client, bulk-send, blast) inside ``ns``."""
+        p = Peer(name, self.in_ns(ns, "anp_async.bench.kernel_peer", *args), self.log_dir)
         self.peers.append(p)
         return p
 

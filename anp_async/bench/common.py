@@ -1,6 +1,6 @@
 """Pieces shared by the benchmark harness and its peer processes.
 
-The peers (``bench.kernel_peer``, ``bench.stack_peer``) talk to the harness with one JSON
+The peers (``anp_async.bench.kernel_peer``, ``anp_async.bench.stack_peer``) talk to the harness with one JSON
 object per line on stdout; a measuring client prints :data:`WARM_MARK` once its warm-up is
 over, so the harness can sample the CPU time of the process under test exactly around the
 measured requests.

@@ -9,7 +9,7 @@ a results folder (``--out``; default ``bench/results/<timestamp>-<bench>``) and 
 summary table; ``--compare OLD`` adds a table of new/old ratios.
 
 Importing this module registers the command with :mod:`anp_async.cli` (list
-``"bench.cli"`` in ``EXTRA_COMMAND_MODULES``); :func:`add_bench_parser` and
+``"anp_async.bench.cli"`` in ``anp_async.cli.main.EXTRA_COMMAND_MODULES``); :func:`add_bench_parser` and
 :func:`run_bench` serve any other argparse front end, :func:`main` runs it stand-alone.
 """
 
@@ -252,7 +252,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m bench.cli latency --quick``."""
+    """Stand-alone entry: ``python -m anp_async.bench.cli latency --quick``."""
     try:
         return run_bench(parse_args(sys.argv[1:] if argv is None else argv))
     except KeyboardInterrupt:

@@ -1,0 +1,221 @@
+"""The options every stack-running command shares (``--tap``, ``--ip``, ``--mode`` ...),
+their validation, and :func:`open_stack_from_args`, which turns them into a running stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import re
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from .base import CliError, reason
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+MODES = ("interrupt", "coalesce", "poll", "adaptive")
+
+#: Which receive mode each mode knob belongs to (a knob alone selects its mode).
+KNOB_MODE = {
+    "rx_frames": "coalesce",
+    "rx_usecs": "coalesce",
+    "budget": "poll",
+    "weight": "adaptive",
+    "busy_poll_usecs": "adaptive",
+}
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a non-negative integer."""
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return v
+
+
+def parse_size(text: str) -> int:
+    """``4096``, ``64K``, ``1M``, ``64MiB``, ``1G`` -> bytes (K/M/G are powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 4096, 64K, 1M, 64MiB)")
+    return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+
+
+def add_stack_options(p: argparse.ArgumentParser) -> None:
+    """The options every stack-running command shares (TAP, addresses, mode, pcap, loop)."""
+    g = p.add_argument_group("stack")
+    g.add_argument("--tap", default="anptap0", help="TAP device name (default %(default)s)")
+    g.add_argument("--ip", default="10.0.0.2/24", help="stack address/prefix (%(default)s)")
+    g.add_argument(
+        "--peer", default="10.0.0.1/24", help="kernel-side TAP address/prefix (%(default)s)"
+    )
+    g.add_argument(
+        "--netns",
+        metavar="NAME",
+        help="create network namespace NAME, put the TAP in it, remove it on exit",
+    )
+    g.add_argument("--mac", help="stack MAC address (default: random, locally administered)")
+    g.add_argument("--gateway", help="default gateway address")
+    g.add_argument("--mtu", type=int, help="MTU (default 1500)")
+    g.add_argument("--pcap", metavar="FILE", help="record every frame into FILE (pcap)")
+    g.add_argument(
+        "--no-offload",
+        dest="offload",
+        action="store_false",
+        help="open the TAP without the virtio-net header: no checksum offload, no TSO/GSO",
+    )
+    g.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop")
+    g.add_argument(
+        "--congestion",
+        choices=("newreno", "cubic"),
+        default="newreno",
+        help="TCP congestion control of the stack's connections (default newreno)",
+    )
+    m = p.add_argument_group("receive mode")
+    m.add_argument(
+        "--mode",
+        choices=MODES,
+        help="receive mode (default interrupt, or the mode the knobs below belong to)",
+    )
+    m.add_argument("--rx-frames", type=positive_int, help="coalesce: frames per batch")
+    m.add_argument("--rx-usecs", type=positive_int, help="coalesce: max wait (us)")
+    m.add_argument("--budget", type=positive_int, help="poll: frames per poll round")
+    m.add_argument("--weight", type=positive_int, help="adaptive: NAPI weight")
+    m.add_argument("--busy-poll-usecs", type=positive_int, help="adaptive: busy-poll window (us)")
+
+
+def mode_from_args(args: argparse.Namespace) -> tuple[str, dict[str, int]]:
+    """The receive mode and its parameters from ``--mode`` and the knobs.
+
+    Without ``--mode`` the knobs pick the mode (``--rx-usecs 50`` means coalesce); knobs of
+    two different modes, or of a mode other than ``--mode``, are an error.
+    """
+    params = {k: getattr(args, k) for k in KNOB_MODE if getattr(args, k, None) is not None}
+    implied = {KNOB_MODE[k] for k in params}
+    mode = getattr(args, "mode", None)
+    if mode is None:
+        if len(implied) > 1:
+            raise CliError(
+                "options of different receive modes given ("
+                + ", ".join("--" + k.replace("_", "-") for k in sorted(params))
+                + "); choose one mode with --mode"
+            )
+        mode = implied.pop() if implied else "interrupt"
+    else:
+        wrong = sorted(k for k in params if KNOB_MODE[k] != mode)
+        if wrong:
+            raise CliError(not_for_mode(wrong, f"--mode {mode}"))
+    from ..modes import make_mode
+
+    try:
+        make_mode(mode, **params)  # validate values now, before anything is created
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    return mode, params
+
+
+def not_for_mode(knobs: list[str], mode: str) -> str:
+    """The error sentence for mode knobs given with a mode they do not belong to."""
+    opts = ", ".join("--" + k.replace("_", "-") for k in knobs)
+    return f"{opts} {'does' if len(knobs) == 1 else 'do'} not apply to {mode}"
+
+
+def _check_interface(text: str, what: str) -> str:
+    try:
+        iface = ipaddress.IPv4Interface(text)
+    except ValueError:
+        raise CliError(f"{what} {text!r} is not an IPv4 address/prefix like 10.0.0.2/24") from None
+    if "/" not in text:
+        text = f"{iface.ip}/24"
+    return text
+
+
+def _check_stack_args(args: argparse.Namespace) -> None:
+    """Validate (and normalise in place) the shared stack options; CliError if wrong."""
+    if not args.tap or len(args.tap.encode()) > 15 or "/" in args.tap or args.tap in (".", ".."):
+        raise CliError(f"--tap {args.tap!r} is not a valid interface name (1-15 bytes, no '/')")
+    args.ip = _check_interface(args.ip, "--ip")
+    if args.peer:
+        args.peer = _check_interface(args.peer, "--peer")
+        if args.peer.split("/")[0] == args.ip.split("/")[0]:
+            raise CliError(f"--ip and --peer are the same address {args.ip.split('/')[0]}")
+    if args.gateway:
+        try:
+            ipaddress.IPv4Address(args.gateway)
+        except ValueError:
+            raise CliError(f"--gateway {args.gateway!r} is not an IPv4 address") from None
+    if args.mtu is not None and not 68 <= args.mtu <= 65535:
+        raise CliError(f"--mtu {args.mtu} is outside 68..65535")
+    if args.mac and not re.fullmatch(r"([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}", args.mac):
+        raise CliError(f"--mac {args.mac!r} is not a MAC address like 02:00:00:00:00:02")
+
+
+@contextlib.asynccontextmanager
+async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]:
+    """Create the namespace (``--netns``), the TAP and the stack; remove them all on exit.
+
+    Cleanup runs on normal exit, on errors and on cancellation (``anp`` turns SIGINT and
+    SIGTERM into cancellation of the main task). Raises :class:`CliError` for the errors a
+    user can fix.
+    """
+    _check_stack_args(args)
+    mode, params = mode_from_args(args)
+    from ..nic.netns import Netns
+    from ..nic.tap import TapNic
+    from ..proto.tcp.config import TcpConfig
+    from ..stack import Stack, StackConfig
+
+    ns = None
+    nic = None
+    try:
+        if args.netns:
+            try:
+                ns = Netns.create(args.netns)
+            except FileExistsError:
+                raise CliError(f"network namespace {args.netns} already exists") from None
+            except PermissionError:
+                raise CliError("creating a network namespace needs root") from None
+            except OSError as e:
+                raise CliError(f"cannot create network namespace {args.netns}: {e}") from None
+        try:
+            # In a worker thread: pyroute2's blocking API refuses to run inside a running
+            # event loop, and setns() then moves only that thread into the namespace.
+            nic = await asyncio.to_thread(
+                TapNic.open,
+                args.tap,
+                peer=args.peer,
+                netns=ns,
+                mtu=args.mtu or 1500,
+                vnet_hdr=getattr(args, "offload", True),
+            )
+        except PermissionError:
+            raise CliError(
+                f"no permission to create TAP {args.tap}: run as root (CAP_NET_ADMIN)"
+            ) from None
+        except OSError as e:
+            raise CliError(f"cannot create TAP {args.tap}: {reason(e)}") from None
+        cfg = StackConfig(
+            nic=nic,
+            ip=args.ip,
+            mac=args.mac,
+            gateway=args.gateway,
+            mtu=args.mtu,
+            mode=mode,
+            mode_params=params,
+            pcap=args.pcap,
+            tcp=TcpConfig(congestion=getattr(args, "congestion", "newreno")),
+        )
+        try:
+            stack = Stack(cfg)
+        except OSError as e:
+            raise CliError(f"cannot start the stack: {reason(e)}") from None
+        async with stack:
+            yield stack
+    finally:
+        if nic is not None:
+            nic.close()  # idempotent; the stack closes it too
+        if ns is not None:
+            ns.delete()

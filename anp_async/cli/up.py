@@ -1,0 +1,98 @@
+"""``anp up``: run a stack on a TAP until SIGINT/SIGTERM, optionally serving echo and HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from .base import CliError, Command, reason
+from .options import open_stack_from_args
+from .serving import ConnectionHandlers, control_server, ensure_no_stack_on
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+
+def _configure_up(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--echo", type=int, metavar="PORT", help="serve UDP and TCP echo on PORT")
+    p.add_argument(
+        "--http", type=int, metavar="PORT",
+        help="serve the tiny HTTP responder (GET /pattern/N, POST /echo) on PORT",
+    )  # fmt: skip
+    p.add_argument("--socket", metavar="PATH", help="control socket (default /run/anp/TAP.sock)")
+
+
+async def _start_echo(
+    stack: Stack, port: int, handlers: ConnectionHandlers
+) -> tuple[Any, Any, str]:
+    """UDP echo and TCP echo (RFC 862) on ``port``; returns (udp transport, tcp server, note)."""
+    from ..apps.echo import UdpEchoProtocol, plain_echo_handler
+
+    try:
+        udp, _ = await stack.create_datagram_endpoint(UdpEchoProtocol, local_addr=(stack.ip, port))
+    except OSError as e:
+        raise CliError(f"cannot serve UDP echo on port {port}: {reason(e)}") from None
+    try:
+        tcp = await stack.start_server(handlers.wrap(plain_echo_handler), stack.ip, port)
+    except (NotImplementedError, ImportError, AttributeError) as e:
+        return udp, None, f"udp (tcp unavailable: {e})"
+    except OSError as e:
+        udp.close()
+        raise CliError(f"cannot serve TCP echo on port {port}: {reason(e)}") from None
+    return udp, tcp, "udp+tcp"
+
+
+def _close_server(server: Any) -> None:
+    if server is not None:
+        server.close()
+
+
+async def cmd_up(args: argparse.Namespace) -> int:
+    """``anp up``: run a stack until SIGINT/SIGTERM."""
+    ensure_no_stack_on(args)
+    async with open_stack_from_args(args) as stack, control_server(stack, args) as path:
+        udp = tcp = http = None
+        echo = ""
+        handlers = ConnectionHandlers()
+        try:
+            if args.echo is not None:
+                udp, tcp, kinds = await _start_echo(stack, args.echo, handlers)
+                echo = f", echo {kinds} port {args.echo}"
+            if args.http is not None:
+                from ..apps.http import http_handler
+
+                try:
+                    http = await stack.start_server(
+                        handlers.wrap(http_handler), stack.ip, args.http
+                    )
+                except OSError as e:
+                    raise CliError(f"cannot serve HTTP on port {args.http}: {reason(e)}") from None
+                echo += f", http port {args.http}"
+            where = f" in netns {args.netns}" if args.netns else ""
+            params = ",".join(f"{k}={v}" for k, v in stack.mode_params.items())
+            print(
+                f"anp up: tap {args.tap}{where}, stack {args.ip} mac {stack.mac}, "
+                f"kernel side {args.peer}, mode {stack.mode_name}"
+                f"{'(' + params + ')' if params else ''}{echo}, control {path} "
+                "(SIGINT/SIGTERM to stop)",
+                flush=True,
+            )
+            await asyncio.Event().wait()
+        finally:
+            if udp is not None:
+                udp.close()
+            _close_server(tcp)
+            _close_server(http)
+            await handlers.aclose()
+    return 0
+
+
+COMMAND = Command(
+    "up",
+    "run a stack on a TAP until SIGINT/SIGTERM",
+    _configure_up,
+    cmd_up,
+    stack_options=True,
+    stop_status=0,
+)
