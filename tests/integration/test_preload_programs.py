@@ -1,0 +1,548 @@
+"""Unmodified programs on the stack through the LD_PRELOAD library (issue 9).
+
+Every program runs with ``anp run ... --isolate -- PROGRAM``: inside an empty network
+namespace of its own (only ``lo``), so a socket call the library misses fails instead of
+reaching the kernel. Its peers are the kernel on the other side of the TAP: curl, nc,
+``python3 -m http.server`` and the C programs of ``tests/apps/c`` (compiled by the
+``c_apps`` fixture), which check every byte and print the errno name on failure.
+
+Clients on the stack run inside a namespace the test made first (``ip netns exec NS anp
+run``: the TAP is created there, so the kernel-side server can listen before the program
+starts); servers on the stack get their namespace from ``anp run --netns`` (deleted by the
+test if ``anp run`` failed to). The receive mode varies with the I/O style so that every
+mode carries a preloaded program at least once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from anp_async.nic.netns import Netns, unique_name, veth_pair
+from tests import capps
+
+pytestmark = [pytest.mark.root]
+
+ANP = os.path.join(os.path.dirname(sys.executable), "anp")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STACK_IP, KERNEL_IP = "10.0.0.2", "10.0.0.1"
+MiB = 1024 * 1024
+IO_STYLES = ["blocking", "select", "poll", "epoll"]
+MODE_FOR = {"blocking": "interrupt", "select": "coalesce", "poll": "poll", "epoll": "adaptive"}
+
+
+@pytest.fixture(scope="module")
+def c_apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The C test programs compiled with gcc: {name: path}."""
+    return capps.build(str(tmp_path_factory.mktemp("capps")))
+
+
+def new_tap() -> str:
+    """A TAP name of our own: its control socket (/run/anp/TAP.sock) is shared by all."""
+    return f"anppl{secrets.token_hex(3)}"
+
+
+def stack_opts(tap: str, mode: str | None = None) -> list[str]:
+    opts = ["--tap", tap, "--ip", f"{STACK_IP}/24", "--peer", f"{KERNEL_IP}/24"]
+    return opts + (["--mode", mode] if mode else [])
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=ROOT, ANPC_TIMEOUT="60")
+    return env
+
+
+class Proc:
+    """A background process; stdout and stderr go to files we can wait on."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.out = tempfile.NamedTemporaryFile("w+b", prefix="anp-pl-out-")
+        self.err = tempfile.NamedTemporaryFile("w+b", prefix="anp-pl-err-")
+        self.p = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, env=_env(),
+            cwd=ROOT,
+        )  # fmt: skip
+
+    def stdout(self) -> bytes:
+        with open(self.out.name, "rb") as f:
+            return f.read()
+
+    def text(self) -> str:
+        with open(self.err.name, "rb") as f:
+            err = f.read()
+        return (self.stdout() + b"\n--- stderr ---\n" + err).decode(errors="replace")
+
+    def wait_for(self, marker: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if marker in self.text():
+                return
+            if self.p.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{marker!r} did not appear in {self.argv}; output:\n{self.text()}")
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.argv} did not end; output:\n{self.text()}") from None
+
+    def close(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+        self.out.close()
+        self.err.close()
+
+
+def describe(r: subprocess.CompletedProcess[str]) -> str:
+    return f"status {r.returncode}\n--- stdout ---\n{r.stdout}\n--- stderr ---\n{r.stderr}"
+
+
+@contextlib.contextmanager
+def kernel_proc(ns: Netns, argv: list[str], ready: str | None = "listening") -> Iterator[Proc]:
+    """A kernel-side program inside ``ns``, waited on until it prints ``ready``."""
+    proc = Proc(["ip", "netns", "exec", ns.name, *argv])
+    try:
+        if ready:
+            proc.wait_for(ready)
+        yield proc
+    finally:
+        proc.close()
+
+
+def run_on_stack(
+    ns: Netns, program: list[str], mode: str | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    """``anp run --isolate -- program`` with the stack's TAP in ``ns``, to completion."""
+    argv = [ANP, "run", *stack_opts(new_tap(), mode), "--isolate", "--", *program]
+    return ns.run(argv, timeout=timeout, env=_env(), cwd=ROOT)
+
+
+@contextlib.contextmanager
+def stack_server(
+    program: list[str], ready: str | None, mode: str | None = None
+) -> Iterator[tuple[Netns, Proc]]:
+    """``anp run --netns NEW --isolate -- program`` (a server), waited on until ``ready``."""
+    ns = Netns(unique_name("anp-pl"))
+    argv = [ANP, "run", "--netns", ns.name, *stack_opts(new_tap(), mode), "--isolate", "--",
+            *program]  # fmt: skip
+    proc = Proc(argv)
+    try:
+        if ready:
+            proc.wait_for(ready)
+        else:  # no marker: wait for the namespace (the stack comes up before the program)
+            deadline = time.monotonic() + 30
+            while not ns.exists() and time.monotonic() < deadline and proc.p.poll() is None:
+                time.sleep(0.05)
+        yield ns, proc
+    finally:
+        proc.close()
+        if ns.exists():
+            ns.delete()
+
+
+def retry_in_ns(
+    ns: Netns, argv: list[str], seconds: float = 30.0, **kw
+) -> subprocess.CompletedProcess:
+    """Run a kernel-side client until it succeeds (the stack's listener may not be up yet)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        r = ns.run(argv, timeout=60, **kw)
+        if r.returncode == 0 or time.monotonic() > deadline:
+            return r
+        time.sleep(0.2)
+
+
+# -- the C programs themselves, kernel to kernel (so a failure below is the stack's) ------
+
+
+def test_c_programs_kernel_to_kernel(c_apps: dict[str, str]) -> None:
+    """The same checks as below, both ends on kernel sockets over a veth."""
+    tp, a, b = c_apps["tcp_pattern"], Netns.create(), Netns.create()
+    try:
+        veth_pair(a, b, "10.0.1.1/24", "10.0.1.2/24")
+        with kernel_proc(b, [tp, "server", "0.0.0.0", "5000", "epoll", "4"]) as srv:
+            for io in IO_STYLES:
+                r = a.run([tp, "client", "10.0.1.2", "5000", io, "200000", "3"], timeout=30)
+                assert r.returncode == 0, describe(r)
+            assert srv.wait(20) == 0, srv.text()
+        with kernel_proc(b, [tp, "server", "0.0.0.0", "5001", "poll", "200"]) as srv:
+            r = a.run([c_apps["many_conns"], "10.0.1.2", "5001", "200", "1000"], timeout=30)
+            assert r.returncode == 0 and "ok 200 connections" in r.stdout, describe(r)
+            assert srv.wait(20) == 0, srv.text()
+        with kernel_proc(b, [c_apps["udp_rr"], "server", "0.0.0.0", "5002", "20"]) as srv:
+            r = a.run([c_apps["udp_rr"], "client", "10.0.1.2", "5002", "8000", "20"], timeout=30)
+            assert r.returncode == 0, describe(r)
+            assert srv.wait(20) == 0, srv.text()
+        with kernel_proc(b, [c_apps["fork_test"], "accept", "0.0.0.0", "5003"]) as srv:
+            r = a.run([tp, "client", "10.0.1.2", "5003", "blocking", "100000", "2"], timeout=30)
+            assert r.returncode == 0, describe(r)
+            assert srv.wait(20) == 0, srv.text()
+        r = a.run([tp, "client", "10.0.1.2", "5999", "poll", "1", "1"], timeout=30)
+        assert r.returncode == 1 and "connect: ECONNREFUSED" in r.stderr, describe(r)
+    finally:
+        a.delete()
+        b.delete()
+
+
+# -- the pattern client and server in every I/O style, both directions -------------------
+
+
+@pytest.mark.parametrize("io", IO_STYLES)
+def test_pattern_client_on_stack(io: str, netns: Netns, c_apps: dict[str, str]) -> None:
+    tp = c_apps["tcp_pattern"]
+    with kernel_proc(netns, [tp, "server", "0.0.0.0", "5000", io, "1"]) as srv:
+        r = run_on_stack(netns, [tp, "client", KERNEL_IP, "5000", io, "300000", "4"], MODE_FOR[io])
+        assert r.returncode == 0, describe(r)
+        assert f"connected {STACK_IP}:" in r.stdout and f"-> {KERNEL_IP}:5000" in r.stdout
+        assert "ok 4 messages of 300000 bytes" in r.stdout
+        assert srv.wait(20) == 0, srv.text()
+        assert "ok served 1 connections, 1200000 bytes" in srv.text()
+
+
+@pytest.mark.parametrize("io", IO_STYLES)
+def test_pattern_server_on_stack(io: str, c_apps: dict[str, str]) -> None:
+    tp = c_apps["tcp_pattern"]
+    bind = "0.0.0.0" if io in ("blocking", "poll") else STACK_IP  # both forms of bind()
+    program = [tp, "server", bind, "5000", io, "2"]
+    with stack_server(program, "listening", MODE_FOR[io]) as (ns, proc):
+        r = retry_in_ns(ns, [tp, "client", STACK_IP, "5000", io, "300000", "4"])
+        assert r.returncode == 0, describe(r)
+        assert f"connected {KERNEL_IP}:" in r.stdout and f"-> {STACK_IP}:5000" in r.stdout
+        r = ns.run([tp, "client", STACK_IP, "5000", "blocking", "100", "50"], timeout=30)
+        assert r.returncode == 0, describe(r)
+        assert proc.wait(30) == 0, proc.text()
+        out = proc.text()
+    assert f"connected {STACK_IP}:5000 -> {KERNEL_IP}:" in out, out
+    assert "ok served 2 connections, 1205000 bytes echoed" in out, out
+
+
+# -- UDP request/response ------------------------------------------------------------------
+
+
+def test_udp_client_on_stack(netns: Netns, c_apps: dict[str, str]) -> None:
+    u = c_apps["udp_rr"]
+    with kernel_proc(netns, [u, "server", "0.0.0.0", "5000", "60"]) as srv:
+        script = (f"{u} client {KERNEL_IP} 5000 1000 40 && "
+                  f"{u} client {KERNEL_IP} 5000 8000 20 connect")  # fmt: skip
+        r = run_on_stack(netns, ["sh", "-c", script])
+        assert r.returncode == 0, describe(r)
+        assert r.stdout.count(f"bound {STACK_IP}:") == 1, r.stdout  # connect() binds the address
+        assert "ok 40 datagrams of 1000 bytes" in r.stdout and "ok 20 datagrams of 8000" in r.stdout
+        assert srv.wait(20) == 0, srv.text()
+        assert f"first request from {STACK_IP}:" in srv.text()
+
+
+def test_udp_server_on_stack(c_apps: dict[str, str]) -> None:
+    u = c_apps["udp_rr"]
+    with stack_server([u, "server", "0.0.0.0", "5000", "60"], "listening") as (ns, proc):
+        r = retry_in_ns(ns, [u, "client", STACK_IP, "5000", "1000", "40"])
+        assert r.returncode == 0, describe(r)
+        r = ns.run([u, "client", STACK_IP, "5000", "8000", "20", "connect"], timeout=30)
+        assert r.returncode == 0, describe(r)
+        assert proc.wait(20) == 0, proc.text()
+        assert f"first request from {KERNEL_IP}:" in proc.text()
+
+
+# -- curl, nc, Python ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def www() -> Iterator[tuple[str, dict[str, str]]]:
+    """Files for kernel-side HTTP servers, and their sha256."""
+    sizes = {"big.bin": 40 * MiB, "mid.bin": 3 * MiB + 17}
+    with tempfile.TemporaryDirectory(prefix="anp-pl-www-") as d:
+        hashes = {}
+        for name, size in sizes.items():
+            data = os.urandom(size)
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+            hashes[name] = hashlib.sha256(data).hexdigest()
+        yield d, hashes
+
+
+def http_server_in(ns: Netns, directory: str) -> contextlib.AbstractContextManager[Proc]:
+    argv = ["python3", "-u", "-m", "http.server", "--bind", "0.0.0.0", "--directory",
+            directory, "8000"]  # fmt: skip
+    return kernel_proc(ns, argv, "Serving HTTP")
+
+
+def test_curl_downloads_40mib(netns: Netns, www: tuple[str, dict[str, str]]) -> None:
+    directory, hashes = www
+    with http_server_in(netns, directory), tempfile.TemporaryDirectory() as out:
+        dest = os.path.join(out, "big.bin")
+        r = run_on_stack(netns, ["curl", "-sS", "--noproxy", "*", "-m", "90", "-o", dest,
+                                 "-w", "%{http_code} %{size_download}\n",
+                                 f"http://{KERNEL_IP}:8000/big.bin"])  # fmt: skip
+        assert r.returncode == 0, describe(r)
+        assert r.stdout.split() == ["200", str(40 * MiB)], describe(r)
+        with open(dest, "rb") as f:
+            assert hashlib.file_digest(f, "sha256").hexdigest() == hashes["big.bin"]
+
+
+def test_nc_listens_on_stack() -> None:
+    data = os.urandom(MiB + 5)
+    with stack_server(["nc", "-l", STACK_IP, "5000"], None) as (ns, proc), \
+            tempfile.NamedTemporaryFile(prefix="anp-pl-nc-") as f:  # fmt: skip
+        f.write(data)
+        f.flush()
+        r = retry_in_ns(ns, ["sh", "-c", f"nc -N -w 20 {STACK_IP} 5000 < {f.name}"])
+        assert r.returncode == 0, describe(r)
+        assert proc.wait(30) == 0, proc.text()
+        got = proc.stdout()
+    assert len(got) == len(data) and got == data
+
+
+URLLIB_CLIENT = """
+import hashlib, socket, sys, urllib.request
+body = urllib.request.urlopen(sys.argv[1], timeout=30).read()
+print(len(body), hashlib.sha256(body).hexdigest())
+s = socket.create_connection((sys.argv[2], 8000), timeout=10)
+print("sockname", s.getsockname()[0])
+"""
+
+
+def test_python_urllib_client_on_stack(netns: Netns, www: tuple[str, dict[str, str]]) -> None:
+    directory, hashes = www
+    with http_server_in(netns, directory):
+        url = f"http://{KERNEL_IP}:8000/mid.bin"
+        r = run_on_stack(netns, ["python3", "-c", URLLIB_CLIENT, url, KERNEL_IP])
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.splitlines() == [f"{3 * MiB + 17} {hashes['mid.bin']}", f"sockname {STACK_IP}"]
+
+
+def test_python_http_server_on_stack(www: tuple[str, dict[str, str]]) -> None:
+    directory, hashes = www
+    program = ["python3", "-u", "-m", "http.server", "--bind", STACK_IP, "--directory",
+               directory, "8000"]  # fmt: skip
+    with stack_server(program, "Serving HTTP") as (ns, proc):
+        for name in ("mid.bin", "big.bin"):
+            r = ns.run(["sh", "-c", f"curl -sS -m 60 http://{STACK_IP}:8000/{name} | sha256sum"],
+                       timeout=90)  # fmt: skip
+            assert r.returncode == 0 and r.stdout.split()[0] == hashes[name], describe(r)
+        proc.p.send_signal(signal.SIGTERM)
+        proc.wait(20)
+        assert '"GET /big.bin HTTP/1.1" 200' in proc.text()
+
+
+# -- many connections, fork -----------------------------------------------------------------
+
+
+def test_client_holds_300_connections(netns: Netns, c_apps: dict[str, str]) -> None:
+    with kernel_proc(netns, [c_apps["tcp_pattern"], "server", "0.0.0.0", "5000", "epoll",
+                             "300"]) as srv:  # fmt: skip
+        r = run_on_stack(netns, [c_apps["many_conns"], KERNEL_IP, "5000", "300", "2000"])
+        assert r.returncode == 0, describe(r)
+        assert "established 300" in r.stdout and "ok 300 connections held at once" in r.stdout
+        assert srv.wait(30) == 0, srv.text()
+
+
+def test_server_holds_300_connections(c_apps: dict[str, str]) -> None:
+    program = [c_apps["tcp_pattern"], "server", STACK_IP, "5000", "epoll", "300"]
+    with stack_server(program, "listening") as (ns, proc):
+        r = retry_in_ns(ns, [c_apps["many_conns"], STACK_IP, "5000", "300", "2000"])
+        assert r.returncode == 0, describe(r)
+        assert proc.wait(30) == 0, proc.text()
+        assert "ok served 300 connections, 600000 bytes" in proc.text()
+
+
+def test_fork_child_serves_accepted_connection(c_apps: dict[str, str]) -> None:
+    """The parent accepts, forks and closes its copy; the child echoes the connection."""
+    with stack_server([c_apps["fork_test"], "accept", STACK_IP, "5000"], "listening") as (ns, p):
+        r = retry_in_ns(ns, [c_apps["tcp_pattern"], "client", STACK_IP, "5000", "blocking",
+                             "100000", "3"])  # fmt: skip
+        assert r.returncode == 0, describe(r)
+        assert p.wait(20) == 0, p.text()
+        assert "child served the connection" in p.text()
+
+
+def test_fork_child_writes_on_parents_connection(netns: Netns, c_apps: dict[str, str]) -> None:
+    """The parent connects and forks; the child echoes and exits; the parent carries on."""
+    with kernel_proc(netns, [c_apps["tcp_pattern"], "server", "0.0.0.0", "5000", "blocking",
+                             "1"]) as srv:  # fmt: skip
+        r = run_on_stack(netns, [c_apps["fork_test"], "connect", KERNEL_IP, "5000", "50000"])
+        assert r.returncode == 0, describe(r)
+        assert "child echoed 50000 bytes" in r.stdout
+        assert "ok parent and child used one connection" in r.stdout
+        assert srv.wait(20) == 0, srv.text()
+        assert "ok served 1 connections, 100000 bytes" in srv.text()
+
+
+# -- errors like the kernel's -----------------------------------------------------------------
+
+
+def test_errors_like_the_kernel(netns: Netns, c_apps: dict[str, str]) -> None:
+    """ECONNREFUSED from a closed port (blocking and non-blocking connect), ENETUNREACH for
+    an address off the stack's network: one line each, with the errno name."""
+    tp = c_apps["tcp_pattern"]
+    script = "; ".join([
+        f"{tp} client {KERNEL_IP} 5999 blocking 1 1; echo status=$?",
+        f"{tp} client {KERNEL_IP} 5999 poll 1 1; echo status=$?",
+        f"{tp} client 192.168.77.1 5999 blocking 1 1; echo status=$?",
+        f"{tp} client 192.168.77.1 5999 epoll 1 1; echo status=$?",
+    ])  # fmt: skip
+    r = run_on_stack(netns, ["sh", "-c", script])
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.split() == ["status=1"] * 4, describe(r)
+    lines = r.stderr.splitlines()
+    for want in ("connect: ECONNREFUSED", "connect: ENETUNREACH"):
+        assert sum(want in line for line in lines) == 2, describe(r)
+
+
+# -- programs attached to one `anp up` stack --------------------------------------------------
+
+
+@contextlib.contextmanager
+def anp_up() -> Iterator[tuple[Netns, str, Proc]]:
+    """``anp up --netns NEW`` on a TAP of our own: (namespace, tap, process)."""
+    ns, tap = Netns(unique_name("anp-plup")), new_tap()
+    proc = Proc([ANP, "up", "--netns", ns.name, *stack_opts(tap)])
+    try:
+        proc.wait_for("anp up: tap")
+        yield ns, tap, proc
+    finally:
+        if proc.p.poll() is None:
+            proc.p.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.p.wait(20)
+        proc.close()
+        if ns.exists():
+            ns.delete()
+
+
+def attached(tap: str, program: list[str]) -> Proc:
+    return Proc([ANP, "run", "--attach", "--tap", tap, "--isolate", "--", *program])
+
+
+def tcp_stats(tap: str) -> dict:
+    r = subprocess.run([ANP, "stats", "--tap", tap, "--json"], capture_output=True, text=True,
+                       timeout=20, env=_env())  # fmt: skip
+    assert r.returncode == 0, describe(r)
+    return json.loads(r.stdout)["tcp"]
+
+
+def test_two_programs_share_a_stack_eaddrinuse(c_apps: dict[str, str]) -> None:
+    tp = c_apps["tcp_pattern"]
+    with anp_up() as (ns, tap, _up):
+        first = attached(tap, [tp, "server", STACK_IP, "6000", "blocking", "1"])
+        second = attached(tap, [tp, "server", "0.0.0.0", "6000", "poll", "1"])
+        try:
+            first.wait_for("listening")
+            assert second.wait(30) == 1, second.text()
+            assert "bind: EADDRINUSE" in second.text(), second.text()
+            r = ns.run([tp, "client", STACK_IP, "6000", "select", "20000", "2"], timeout=30)
+            assert r.returncode == 0, describe(r)
+            assert first.wait(20) == 0, first.text()
+        finally:
+            first.close()
+            second.close()
+
+
+KERNEL_HOLDER = """
+import socket, sys
+mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "server":
+    srv = socket.create_server(("0.0.0.0", port))
+    print("listening", flush=True)
+    s, _ = srv.accept()
+else:
+    s = socket.create_connection((host, port), timeout=10)
+print("connected", flush=True)
+s.settimeout(20)
+try:
+    data = s.recv(1 << 16)
+    while data:
+        data = s.recv(1 << 16)
+    print("saw EOF", flush=True)
+except ConnectionResetError:
+    print("saw RST", flush=True)
+s.close()
+"""
+
+
+def _descendant(pid: int, name: str) -> int:
+    """The pid of a descendant of ``pid`` whose executable's name is ``name``."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    todo = list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            if os.path.basename(os.readlink(f"/proc/{p}/exe")) == name:
+                return p
+        todo += children.get(p, [])
+    raise AssertionError(f"no process {name} under {pid}")
+
+
+def _no_connection_left(tap: str, port: int, local: bool) -> dict:
+    """Wait until the stack has no connection on ``port`` (local or remote) except in
+    TIME-WAIT and no listener on it; return the last TCP stats."""
+    deadline = time.monotonic() + 15
+    while True:
+        tcp = tcp_stats(tap)
+        side = "local" if local else "remote"
+        left = [c for c in tcp["connections"]
+                if c[side].endswith(f":{port}") and c["state"] != "TIME-WAIT"]  # fmt: skip
+        if not left and port not in tcp["listeners"]:
+            return tcp
+        if time.monotonic() > deadline:
+            raise AssertionError(f"connections left on the stack: {left}, {tcp['listeners']}")
+        time.sleep(0.2)
+
+
+def test_killed_program_leaves_no_connection(c_apps: dict[str, str]) -> None:
+    """SIGKILL a client and a server (with an accepted connection) mid-connection: the
+    kernel peer sees the connection end, and the stack keeps nothing of theirs."""
+    tp = c_apps["tcp_pattern"]
+    with anp_up() as (ns, tap, _up):
+        # a client on the stack waits for an echo that never comes
+        with kernel_proc(ns, ["python3", "-u", "-c", KERNEL_HOLDER, "server", "-", "5000"]) as k:
+            client = attached(tap, [tp, "client", KERNEL_IP, "5000", "blocking", "1000", "1"])
+            try:
+                client.wait_for("connected")
+                k.wait_for("connected")
+                assert any(
+                    c["remote"] == f"{KERNEL_IP}:5000" for c in tcp_stats(tap)["connections"]
+                )
+                os.kill(_descendant(client.p.pid, "tcp_pattern"), signal.SIGKILL)
+                k.wait_for("saw", 20)
+                client.wait(20)
+            finally:
+                client.close()
+            _no_connection_left(tap, 5000, local=False)
+        # a server on the stack with one accepted connection
+        server = attached(tap, [tp, "server", STACK_IP, "6000", "blocking", "1"])
+        try:
+            server.wait_for("listening")
+            with kernel_proc(ns, ["python3", "-u", "-c", KERNEL_HOLDER, "client", STACK_IP,
+                                  "6000"], "connected") as k:  # fmt: skip
+                server.wait_for(f"connected {STACK_IP}:6000")
+                os.kill(_descendant(server.p.pid, "tcp_pattern"), signal.SIGKILL)
+                k.wait_for("saw", 20)
+                server.wait(20)
+        finally:
+            server.close()
+        tcp = _no_connection_left(tap, 6000, local=True)
+        assert tcp["open_connections"] == sum(
+            c["state"] == "TIME-WAIT" for c in tcp["connections"]
+        ), tcp["connections"]
