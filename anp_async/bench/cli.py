@@ -72,9 +72,12 @@ def _size(text: str) -> int:
 def configure_bench(p: argparse.ArgumentParser) -> None:
     """Arguments of ``anp bench`` (the parser of the ``bench`` subcommand)."""
     sub = p.add_subparsers(
-        dest="bench", metavar="{latency,throughput,livelock,tcp-compare}", required=True
+        dest="bench", metavar="{latency,throughput,livelock,tcp-compare,preload}", required=True
     )
-    from . import tcp_compare
+    from . import preload, tcp_compare
+
+    pl = sub.add_parser("preload", help=preload.HELP, description=preload.HELP)
+    preload.configure(pl)
 
     tc = sub.add_parser(
         "tcp-compare",
@@ -212,6 +215,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from . import tcp_compare
 
         return tcp_compare.run(args)
+    if args.bench == "preload":  # its own harness: the C client through LD_PRELOAD vs kernel
+        from . import preload
+
+        return preload.run(args)
     console = Console()
     if not console.is_terminal:  # piped into a file: do not squeeze the table to 80 columns
         console = Console(width=170)

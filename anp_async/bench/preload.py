@@ -1,0 +1,364 @@
+"""``anp bench preload``: a C client on the stack through the LD_PRELOAD library vs the same
+client on kernel sockets, in one run.
+
+    anp bench preload [--modes interrupt,adaptive] [--count 2000] [--warmup 200]
+                      [--bytes 64M] [--quick] [--out DIR]
+
+The client is ``tests/apps/c/rr_bench.c``, compiled with gcc at the start of the run; the
+server is the same program (``rr_bench serve``: echo 7, sink 9, source 19) on kernel
+sockets in the namespace K of :class:`~anp_async.bench.procs.BenchEnv`. Each phase:
+
+- ``kernel``: the client in namespace C, to the server over the veth (kernel <-> kernel);
+- ``preload-MODE``: ``anp run --mode MODE --isolate -- sh -c "rr_bench rr ...; rr_bench
+  bulk-send ...; rr_bench bulk-recv ..."`` inside K: the client's sockets are the stack's,
+  served over the library's IPC by the anp process; the anp process's CPU is sampled at
+  the client's warm-up mark and after each result;
+- ``inprocess-MODE``: the benchmark's asyncio client inside the stack's own process
+  (``bench.stack_peer``, the path ``anp bench latency`` measures), to the same C echo server.
+
+The IPC's cost per request is read off the same run: the anp process's CPU per request on
+the preload path (stack + socket-API server + pumping, no application) against the
+in-process stack's (stack + asyncio client application), and the preload client's p50
+against the kernel client's. Every byte is checked by the C programs; any failure aborts
+the run with nothing reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .apps import BenchError
+from .common import proc_cpu_ns
+from .procs import STACK_IP, TAP_KERNEL_IP, TAP_NAME, VETH_K_IP, BenchEnv, Peer
+
+HELP = "a C client through the LD_PRELOAD library vs on kernel sockets: 64 B RR, bulk, IPC cost"
+REPO = Path(__file__).resolve().parent.parent.parent
+C_SOURCE = REPO / "tests" / "apps" / "c" / "rr_bench.c"
+MODES = ("interrupt", "coalesce", "poll", "adaptive")
+#: Seconds a phase may stay silent before the run fails.
+PHASE_TIMEOUT = 120.0
+
+
+def build_client(out_dir: Path) -> str:
+    """Compile ``rr_bench`` with gcc into ``out_dir``; BenchError if that is impossible."""
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        raise BenchError("gcc not found: run scripts/setup.sh (it installs gcc)")
+    if not C_SOURCE.exists():
+        raise BenchError(f"{C_SOURCE} not found (anp bench preload runs from the source tree)")
+    exe = out_dir / "rr_bench"
+    res = subprocess.run(
+        [cc, "-O2", "-Wall", "-pthread", "-o", str(exe), str(C_SOURCE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if res.returncode != 0:
+        raise BenchError(f"gcc failed for {C_SOURCE}:\n{res.stderr}")
+    return str(exe)
+
+
+def _anp() -> str:
+    import sys
+
+    return os.path.join(os.path.dirname(sys.executable), "anp")
+
+
+def _events(peer: Peer, want: int) -> list[dict[str, Any]]:
+    """The next ``want`` result/warm events of ``peer``, each stamped with the CPU time of
+    ``peer``'s own process when it arrived (``anp_cpu_ns``). Other output lines (the
+    program's or anp's) are skipped."""
+    out: list[dict[str, Any]] = []
+    while len(out) < want:
+        line = peer.read_line(PHASE_TIMEOUT).strip()
+        cpu = proc_cpu_ns(peer.pid)
+        if line == "WARM":
+            out.append({"event": "warm", "anp_cpu_ns": cpu})
+            continue
+        if not line.startswith("{"):
+            continue
+        try:
+            ev = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if ev.get("event") == "result":
+            ev["anp_cpu_ns"] = cpu
+            out.append(ev)
+    return out
+
+
+def _rr_row(setup: str, ev: dict[str, Any], stack_cpu_ns: int | None) -> dict[str, Any]:
+    n = ev["count"] or 1
+    row = {
+        "bench": "preload", "test": "tcp_rr", "setup": setup, "size": ev["size"],
+        "count": ev["count"], "mean_us": ev["mean_us"], "p50_us": ev["p50_us"],
+        "p90_us": ev["p90_us"], "p99_us": ev["p99_us"], "p99.9_us": ev["p99.9_us"],
+        "max_us": ev["max_us"], "rate_rps": ev["rate_rps"],
+        "client_cpu_us_per_req": ev["cpu_ns"] / n / 1e3,
+        "stack_cpu_us_per_req": stack_cpu_ns / n / 1e3 if stack_cpu_ns is not None else None,
+        "_samples": ev.get("samples_ns"),
+    }  # fmt: skip
+    return row
+
+
+def _bulk_row(setup: str, ev: dict[str, Any], stack_cpu_ns: int | None) -> dict[str, Any]:
+    mb = ev["bytes"] / 1e6
+    return {
+        "bench": "preload", "test": f"bulk_{ev['direction']}", "setup": setup,
+        "bytes": ev["bytes"], "seconds": ev["wall_ns"] / 1e9, "mbps": ev["mbps"],
+        "client_cpu_s_per_mb": ev["cpu_ns"] / 1e9 / mb,
+        "stack_cpu_s_per_mb": stack_cpu_ns / 1e9 / mb if stack_cpu_ns is not None else None,
+    }  # fmt: skip
+
+
+def _rr_args(exe: str, host: str, args: argparse.Namespace) -> list[str]:
+    return [exe, "rr", host, "7", "64", str(args.count), str(args.warmup)]
+
+
+def run_kernel(env: BenchEnv, exe: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The client on kernel sockets in C, the server in K, over the veth."""
+    assert env.ns_c is not None
+    rows = []
+    jobs = [
+        _rr_args(exe, VETH_K_IP, args),
+        [exe, "bulk-send", VETH_K_IP, "9", str(args.bytes)],
+        [exe, "bulk-recv", VETH_K_IP, "19", str(args.bytes)],
+    ]
+    for i, job in enumerate(jobs):
+        p = Peer(f"kernel_client_{i}", ["ip", "netns", "exec", env.ns_c.name, *job], env.log_dir)
+        env.peers.append(p)
+        try:
+            evs = _events(p, 2 if i == 0 else 1)
+        finally:
+            env.stop(p)
+        ev = evs[-1]
+        rows.append(_rr_row("kernel", ev, None) if i == 0 else _bulk_row("kernel", ev, None))
+    return rows
+
+
+def run_preload(
+    env: BenchEnv, exe: str, mode: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """The client through the library: one ``anp run`` (one stack) for all three tests."""
+    assert env.ns_k is not None
+    script = " && ".join(
+        " ".join(a)
+        for a in (
+            _rr_args(exe, TAP_KERNEL_IP, args),
+            [exe, "bulk-send", TAP_KERNEL_IP, "9", str(args.bytes)],
+            [exe, "bulk-recv", TAP_KERNEL_IP, "19", str(args.bytes)],
+        )
+    )
+    argv = [
+        "ip", "netns", "exec", env.ns_k.name, _anp(), "run", "--tap", TAP_NAME,
+        "--ip", f"{STACK_IP}/24", "--peer", f"{TAP_KERNEL_IP}/24", "--mode", mode,
+        "--isolate", "--", "sh", "-c", script,
+    ]  # fmt: skip
+    p = Peer(f"preload_{mode}", argv, env.log_dir)
+    env.peers.append(p)
+    try:
+        warm, rr, send, recv = _events(p, 4)
+        status = p.proc.wait(timeout=PHASE_TIMEOUT)
+    finally:
+        env.stop(p)
+    if status != 0:
+        raise BenchError(f"anp run (mode {mode}) exited with status {status}")
+    setup = f"preload-{mode}"
+    return [
+        _rr_row(setup, rr, rr["anp_cpu_ns"] - warm["anp_cpu_ns"]),
+        _bulk_row(setup, send, send["anp_cpu_ns"] - rr["anp_cpu_ns"]),
+        _bulk_row(setup, recv, recv["anp_cpu_ns"] - send["anp_cpu_ns"]),
+    ]
+
+
+def run_inprocess(env: BenchEnv, mode: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The benchmark's asyncio client inside the stack's process, to the C echo server."""
+    sp = env.stack_peer(mode)
+    try:
+        cmd = {
+            "cmd": "client", "proto": "tcp", "host": TAP_KERNEL_IP, "size": 64,
+            "count": args.count, "warmup": args.warmup, "seed": 1, "time_limit": 60.0,
+        }  # fmt: skip
+        ev = sp.request(cmd, PHASE_TIMEOUT)
+        if ev["event"] != "warm":
+            raise BenchError(f"stack_peer answered {ev} before warm-up ended")
+        ev = sp.read_event(PHASE_TIMEOUT)
+    finally:
+        env.stop(sp)
+    from .common import latency_summary
+
+    s = latency_summary(ev["samples_ns"], ev["wall_ns"])
+    s.update(size=64, cpu_ns=ev["cpu_ns"], samples_ns=ev["samples_ns"])
+    row = _rr_row(f"inprocess-{mode}", s, ev["cpu_ns"])
+    row["client_cpu_us_per_req"] = None  # the client is the stack's process: counted there
+    return row
+
+
+def ipc_cost(rows: list[dict[str, Any]], modes: list[str]) -> list[dict[str, Any]]:
+    """Per mode: what going through the library adds per 64 B request."""
+    by = {(r["test"], r["setup"]): r for r in rows}
+    kernel = by[("tcp_rr", "kernel")]
+    out = []
+    for mode in modes:
+        pre, inp = by.get(("tcp_rr", f"preload-{mode}")), by.get(("tcp_rr", f"inprocess-{mode}"))
+        if pre is None or inp is None:
+            continue
+        out.append({
+            "bench": "preload", "test": "ipc_cost", "setup": mode,
+            "anp_cpu_us_per_req_preload": pre["stack_cpu_us_per_req"],
+            "stack_cpu_us_per_req_inprocess": inp["stack_cpu_us_per_req"],
+            "extra_stack_cpu_us_per_req": pre["stack_cpu_us_per_req"]
+            - inp["stack_cpu_us_per_req"],
+            "p50_us_preload": pre["p50_us"], "p50_us_inprocess": inp["p50_us"],
+            "p50_us_kernel": kernel["p50_us"],
+            "p50_ratio_preload_to_kernel": pre["p50_us"] / kernel["p50_us"],
+        })  # fmt: skip
+    return out
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every phase; return the results document (also written to ``args.out``)."""
+    from . import report
+
+    out: Path = args.out or report.default_out_dir("preload")
+    out.mkdir(parents=True, exist_ok=True)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    start, t0 = report.now_iso(), time.monotonic()
+    exe = build_client(out)
+    rows: list[dict[str, Any]] = []
+    samples: dict[str, list[int]] = {}
+    with BenchEnv(logs) as env:
+        assert env.ns_k is not None
+        server = Peer("kernel_server", ["ip", "netns", "exec", env.ns_k.name, exe, "serve",
+                                        "0.0.0.0"], logs)  # fmt: skip
+        env.peers.append(server)
+        server.read_event(30)
+        rows += run_kernel(env, exe, args)
+        for mode in args.modes:
+            rows += run_preload(env, exe, mode, args)
+            rows.append(run_inprocess(env, mode, args))
+    for r in rows:
+        if r.get("_samples") is not None:
+            samples[f"tcp_rr/{r['setup']}"] = r["_samples"]
+        r.pop("_samples", None)
+    rows += ipc_cost(rows, args.modes)
+    doc: dict[str, Any] = {
+        "benchmark": "preload",
+        **report.machine_info(),
+        "parameters": {k: v for k, v in vars(args).items() if k in PARAMS},
+        "seed": 1,
+        "start": start,
+        "end": report.now_iso(),
+        "duration_s": time.monotonic() - t0,
+        "summaries": rows,
+        "plots": [],
+    }
+    report.write_results(out, doc, samples)
+    doc["out"] = str(out)
+    return doc
+
+
+PARAMS = ("modes", "count", "warmup", "bytes", "quick")
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """The run's figures as plain-text tables."""
+    lines = ["TCP 64 B request/response (C client rr_bench; server: rr_bench on kernel sockets)",
+             f"{'setup':<22}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'mean us':>9}{'req/s':>10}"
+             f"{'client CPU us/req':>19}{'stack CPU us/req':>18}"]  # fmt: skip
+    for r in rows:
+        if r["test"] == "tcp_rr":
+            lines.append(
+                f"{r['setup']:<22}{_fmt(r['p50_us']):>9}{_fmt(r['p90_us']):>9}"
+                f"{_fmt(r['p99_us']):>9}{_fmt(r['mean_us']):>9}{_fmt(r['rate_rps'], 0):>10}"
+                f"{_fmt(r['client_cpu_us_per_req']):>19}{_fmt(r['stack_cpu_us_per_req']):>18}"
+            )
+    lines += ["", "Bulk TCP (C client; stack CPU = the anp process)",
+              f"{'setup':<22}{'test':<18}{'MB/s':>9}{'client CPU s/MB':>17}"
+              f"{'stack CPU s/MB':>16}"]  # fmt: skip
+    for r in rows:
+        if r["test"].startswith("bulk_"):
+            lines.append(
+                f"{r['setup']:<22}{r['test']:<18}{_fmt(r['mbps']):>9}"
+                f"{_fmt(r['client_cpu_s_per_mb'], 4):>17}{_fmt(r['stack_cpu_s_per_mb'], 4):>16}"
+            )
+    cost = [r for r in rows if r["test"] == "ipc_cost"]
+    if cost:
+        lines += ["", "IPC cost per 64 B request (same run)",
+                  f"{'mode':<12}{'anp CPU us/req (preload)':>26}{'stack CPU us/req (in-process)':>31}"
+                  f"{'extra us':>10}{'p50 preload/kernel':>20}"]  # fmt: skip
+        for r in cost:
+            lines.append(
+                f"{r['setup']:<12}{_fmt(r['anp_cpu_us_per_req_preload']):>26}"
+                f"{_fmt(r['stack_cpu_us_per_req_inprocess']):>31}"
+                f"{_fmt(r['extra_stack_cpu_us_per_req']):>10}"
+                f"{_fmt(r['p50_ratio_preload_to_kernel'], 2):>19}x"
+            )
+    return "\n".join(lines)
+
+
+def _csv_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if not modes or bad:
+        raise argparse.ArgumentTypeError(f"modes must be among {', '.join(MODES)}")
+    return modes
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``anp bench preload``."""
+    from .cli import _size
+
+    p.add_argument("--modes", type=_csv_modes, default=None,
+                   help="receive modes of the stack (default interrupt,adaptive; --quick: interrupt)")  # fmt: skip
+    p.add_argument("--count", type=int, default=None, help="measured requests (default 2000)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up requests (default 200)")
+    p.add_argument("--bytes", type=_size, default=None, help="bytes per bulk transfer (64M)")
+    p.add_argument("--quick", action="store_true", help="small run, well under a minute")
+    p.add_argument("--out", type=Path, help="results folder (default bench/results/...)")
+
+
+def _defaults(args: argparse.Namespace) -> None:
+    for key, normal, quick in (
+        ("modes", ["interrupt", "adaptive"], ["interrupt"]),
+        ("count", 2000, 200),
+        ("warmup", 200, 20),
+        ("bytes", 64 << 20, 4 << 20),
+    ):
+        if getattr(args, key) is None:
+            setattr(args, key, quick if args.quick else normal)
+
+
+def run(args: argparse.Namespace) -> int:
+    """``anp bench preload``: run, print the tables, return the exit status."""
+    import sys
+
+    if os.geteuid() != 0:
+        print("anp: error: anp bench needs root (network namespaces, /dev/net/tun).",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    _defaults(args)
+    try:
+        doc = execute(args)
+    except BenchError as e:
+        print(f"anp: error: benchmark aborted, nothing reported: {e}", file=sys.stderr)
+        return 1
+    print(format_table(doc["summaries"]))
+    print(f"results: {doc['out']}")
+    return 0
