@@ -1,6 +1,13 @@
-"""``anp run``: run an unmodified asyncio program with its networking on the stack.
+"""``anp run``: run an unmodified program with its networking on the stack.
 
-::
+Any dynamically linked program (C, curl, nc, ``python3 app.py`` with blocking sockets or
+asyncio) runs as a child with the preload library (:mod:`anp_async.preload.run`)::
+
+    anp run [stack options] [--isolate] -- PROGRAM ARGS
+    anp run --attach --tap T [--isolate] -- PROGRAM ARGS
+
+The in-process path below (``--inprocess``; implied by ``--loop uvloop`` and ``--map-host``)
+runs a Python asyncio program inside anp's own interpreter on a stack event loop::
 
     anp run [stack options] [--loop asyncio|uvloop] [--map-host FROM=TO] -- python app.py ARGS
     anp run ... -- python -m package.module ARGS
@@ -232,6 +239,23 @@ def _sigterm_exit(signum: int, frame: Any) -> None:
 
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--attach",
+        action="store_true",
+        help="use the stack that `anp up --tap T` runs (several programs share it)",
+    )
+    p.add_argument(
+        "--isolate",
+        action="store_true",
+        help="start the program in an empty network namespace of its own, so a socket the "
+        "preload library does not take fails instead of reaching the host's interfaces",
+    )
+    p.add_argument(
+        "--inprocess",
+        action="store_true",
+        help="run a Python asyncio program inside anp on a stack event loop (no preload "
+        "library; implied by --loop uvloop and --map-host)",
+    )
+    p.add_argument(
         "--map-host",
         action="append",
         metavar="FROM=TO",
@@ -247,6 +271,46 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``anp run``: the program's exit status (2 when the stack cannot come up)."""
+    if args.inprocess or args.loop == "uvloop" or args.map_host:
+        if args.attach or args.isolate:
+            raise CliError("--attach and --isolate run programs through the preload library, "
+                           "not --inprocess (nor --loop uvloop, --map-host)")
+        return _cmd_run_inprocess(args)
+    return _cmd_run_preloaded(args)
+
+
+def _cmd_run_preloaded(args: argparse.Namespace) -> int:
+    from .preload.run import RunError, run_attached, run_with_stack
+
+    words = list(args.program)
+    if words and words[0] == "--":
+        words = words[1:]
+    if not words:
+        raise CliError("no program given: anp run [options] -- PROGRAM [ARGS]")
+    if args.attach:
+        if args.netns:
+            raise CliError("--attach uses a running stack: --netns belongs to its anp up")
+        main = run_attached(args, words)
+    else:
+        _check_stack_args(args)
+        mode_from_args(args)
+        if args.netns:
+            from .nic.netns import Netns
+
+            if Netns(args.netns).exists():
+                raise CliError(f"network namespace {args.netns} already exists")
+        main = run_with_stack(args, words)
+    old_sigterm = signal.signal(signal.SIGTERM, _sigterm_exit)
+    try:
+        with asyncio.Runner() as runner:
+            return runner.run(main)
+    except RunError as e:
+        raise CliError(str(e)) from None
+    finally:
+        signal.signal(signal.SIGTERM, old_sigterm)
+
+
+def _cmd_run_inprocess(args: argparse.Namespace) -> int:
     prog = parse_program(args.program)
     _check_stack_args(args)
     mode_from_args(args)  # bad mode options fail now, not in the program's first connect
@@ -291,7 +355,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 register_command(
     Command(
         "run",
-        "run an unmodified asyncio program with its networking on the stack",
+        "run an unmodified program (C, curl, nc, Python) with its sockets on the stack",
         _configure,
         cmd_run,
         stack_options=True,

@@ -50,8 +50,16 @@ def _close_server(server: Any) -> None:
 
 async def cmd_up(args: argparse.Namespace) -> int:
     """``anp up``: run a stack until SIGINT/SIGTERM."""
+    from ..preload.run import api_socket_path
+    from ..preload.server import serve_socket_api
+
     ensure_no_stack_on(args)
-    async with open_stack_from_args(args) as stack, control_server(stack, args) as path:
+    api_path = api_socket_path(args.tap)
+    async with (
+        open_stack_from_args(args) as stack,
+        control_server(stack, args) as path,
+        serve_socket_api(stack, api_path),
+    ):
         udp = tcp = http = None
         echo = ""
         handlers = ConnectionHandlers()
@@ -74,7 +82,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
             print(
                 f"anp up: tap {args.tap}{where}, stack {args.ip} mac {stack.mac}, "
                 f"kernel side {args.peer}, mode {stack.mode_name}"
-                f"{'(' + params + ')' if params else ''}{echo}, control {path} "
+                f"{'(' + params + ')' if params else ''}{echo}, control {path}, "
+                f"socket API {api_path} (anp run --attach --tap {args.tap}) "
                 "(SIGINT/SIGTERM to stop)",
                 flush=True,
             )

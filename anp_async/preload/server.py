@@ -1,0 +1,525 @@
+"""The socket-API server: answers ``libanp_preload.so`` for the stack of this process.
+
+Listens on a Unix ``SOCK_SEQPACKET`` socket (``anp run`` hands its path to the program in
+``ANP_SOCKET``; ``anp up`` serves one at ``/run/anp/<TAP>.api.sock`` for ``anp run
+--attach``). Each process of a program opens its own control connection; socket ids are
+global to the server, so a forked child can use an inherited socket. Requests are answered
+at once -- nothing here waits for the network: a TCP connect answers "started" and its end
+reaches the program through its descriptor (see :mod:`.sockets`).
+
+Routing is the stack's: a destination it has no route to is ENETUNREACH; the library keeps
+loopback for the kernel before asking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import logging
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .protocol import MSG, LibState, Message, Op, pack_sockaddr, unpack_sockaddr
+from .sockets import (
+    DatagramSocket,
+    HangupWatcher,
+    Listener,
+    SocketRecord,
+    StreamPump,
+    StreamSocket,
+    errno_of,
+)
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+
+log = logging.getLogger("anp_async.preload")
+
+#: Linux's default net.core.somaxconn: the largest accept queue listen() gets.
+SOMAXCONN = 4096
+#: Sockets the server holds at once (every program together), and ended streams whose
+#: end reason a program may still ask for.
+MAX_SOCKETS = 65536
+MAX_ENDED = 4096
+
+Reply = Message | tuple[Message, int]
+Handler = Callable[[SocketRecord | None, Message, int], "Reply | Coroutine[Any, Any, Reply]"]
+
+
+def _err(op: int, code: int) -> Message:
+    return Message(op, res=-code)
+
+
+class _Client:
+    """One control connection (one process of the program)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.busy = False  # a reply is being computed (the library sends one at a time)
+
+
+class SocketApi:
+    """Stack sockets for preloaded programs, served on a Unix socket at ``path``."""
+
+    def __init__(self, stack: Stack, path: str) -> None:
+        self.stack = stack
+        self.path = path
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.watcher = HangupWatcher(self.loop)
+        self._listen_sock: socket.socket | None = None
+        self._clients: dict[int, _Client] = {}
+        self._socks: dict[int, SocketRecord] = {}
+        self._by_inode: dict[int, int] = {}
+        self._ended: collections.OrderedDict[int, StreamSocket] = collections.OrderedDict()
+        self._tcp_bound: dict[int, StreamSocket] = {}
+        self._next_sid = 1
+        self._handlers: dict[int, Handler] = {
+            Op.SOCKET: self._op_socket,
+            Op.BIND: self._op_bind,
+            Op.LISTEN: self._op_listen,
+            Op.ACCEPT: self._op_accept,
+            Op.CONNECT: self._op_connect,
+            Op.NAME: self._op_name,
+            Op.SETOPT: self._op_setopt,
+            Op.GETOPT: self._op_getopt,
+            Op.EOF: self._op_eof,
+            Op.IDENTIFY: self._op_identify,
+        }
+
+    # ------------------------------------------------------------------ serving
+
+    async def start(self) -> None:
+        """Listen at ``path`` (the directory is made; a stale socket is replaced)."""
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(self.path).st_mode):
+                os.unlink(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.bind(self.path)
+        os.chmod(self.path, 0o666)  # programs may drop privileges
+        sock.listen(128)
+        sock.setblocking(False)
+        self._listen_sock = sock
+        self.loop.add_reader(sock.fileno(), self._accept_client)
+
+    def close(self) -> None:
+        """Stop serving; every program socket ends (programs see EOF / EPIPE)."""
+        if self._listen_sock is not None:
+            self.loop.remove_reader(self._listen_sock.fileno())
+            self._listen_sock.close()
+            self._listen_sock = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+        for client in list(self._clients.values()):
+            self._drop_client(client)
+        for rec in list(self._socks.values()):
+            if isinstance(rec, StreamSocket):
+                if rec.listener is not None:
+                    rec.listener.close()
+                if rec.pump is not None and rec.pump.transport is not None:
+                    rec.pump.transport.abort()
+                if rec.connecting is not None:
+                    rec.connecting.cancel()
+            rec.release()
+        self.watcher.close()
+
+    def stats(self) -> dict[str, Any]:
+        kinds = collections.Counter(r.kind for r in self._socks.values())
+        return dict(self.counters) | {
+            "clients": len(self._clients),
+            "sockets_tcp": kinds["tcp"],
+            "sockets_udp": kinds["udp"],
+        }
+
+    def _accept_client(self) -> None:
+        assert self._listen_sock is not None
+        try:
+            conn, _ = self._listen_sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        conn.setblocking(False)
+        client = _Client(conn)
+        self._clients[conn.fileno()] = client
+        self.counters["control_connections"] += 1
+        self.loop.add_reader(conn.fileno(), self._client_readable, client)
+
+    def _drop_client(self, client: _Client) -> None:
+        fd = client.sock.fileno()
+        if self._clients.pop(fd, None) is not None:
+            self.loop.remove_reader(fd)
+        client.sock.close()
+
+    def _client_readable(self, client: _Client) -> None:
+        try:
+            raw, fds, _flags, _addr = socket.recv_fds(client.sock, MSG.size, 1)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            raw, fds = b"", []
+        if not raw:
+            self._drop_client(client)
+            return
+        fd = fds[0] if fds else -1
+        try:
+            req = Message.unpack(raw)
+        except ValueError as e:
+            log.warning("socket API: bad request (%s); dropping the client", e)
+            if fd >= 0:
+                os.close(fd)
+            self._drop_client(client)
+            return
+        self.counters[f"op_{Op(req.op).name.lower()}" if req.op in Op._value2member_map_ else "op_unknown"] += 1
+        result = self._dispatch(req, fd)
+        if isinstance(result, Coroutine):
+            client.busy = True
+            self.loop.remove_reader(client.sock.fileno())
+            task = self.loop.create_task(result)
+            task.add_done_callback(lambda t, c=client, r=req: self._async_done(c, r, t))
+        else:
+            self._reply(client, result)
+
+    def _async_done(self, client: _Client, req: Message, task: asyncio.Task[Reply]) -> None:
+        client.busy = False
+        if task.cancelled():
+            result: Reply = _err(req.op, errno.EINTR)
+        elif task.exception() is not None:
+            result = self._failed(req, task.exception())  # type: ignore[arg-type]
+        else:
+            result = task.result()
+        if self._clients.get(client.sock.fileno()) is client:
+            self.loop.add_reader(client.sock.fileno(), self._client_readable, client)
+            self._reply(client, result)
+
+    def _reply(self, client: _Client, result: Reply) -> None:
+        msg, fd = (result, -1) if isinstance(result, Message) else result
+        try:
+            socket.send_fds(client.sock, [msg.pack()], [fd] if fd >= 0 else [])
+        except OSError:
+            self._drop_client(client)  # the process is gone
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _failed(self, req: Message, exc: BaseException) -> Message:
+        code = errno_of(exc)
+        if code == errno.EIO:
+            log.exception("socket API: %s failed", Op(req.op).name, exc_info=exc)
+        return _err(req.op, code)
+
+    def _dispatch(self, req: Message, fd: int) -> Any:
+        handler = self._handlers.get(req.op)
+        if handler is None:
+            if fd >= 0:
+                os.close(fd)
+            return _err(req.op, errno.EINVAL)
+        rec = None
+        if req.op not in (Op.SOCKET, Op.IDENTIFY):
+            rec = self._socks.get(req.sid)
+            if rec is None and req.op in (Op.NAME, Op.EOF, Op.GETOPT):
+                rec = self._ended.get(req.sid)
+            if rec is None:
+                if fd >= 0:
+                    os.close(fd)
+                return _err(req.op, errno.EBADF)
+        try:
+            return handler(rec, req, fd)
+        except OSError as e:
+            return self._failed(req, e)
+        except (ValueError, OverflowError):
+            return _err(req.op, errno.EINVAL)
+
+    # ------------------------------------------------------------------ registry
+
+    def forget(self, rec: SocketRecord) -> None:
+        """A record ended: keep a stream's names and end reason for a while."""
+        if self._socks.pop(rec.sid, None) is None:
+            return
+        self._by_inode.pop(rec.inode, None)
+        if isinstance(rec, StreamSocket) and rec.listener is None:
+            self._ended[rec.sid] = rec
+            while len(self._ended) > MAX_ENDED:
+                self._ended.popitem(last=False)
+
+    def _add(self, rec: SocketRecord, inode: int) -> int:
+        rec.inode = inode
+        self._socks[rec.sid] = rec
+        if inode:
+            self._by_inode[inode] = rec.sid
+        return rec.sid
+
+    def _new_sid(self) -> int:
+        sid = self._next_sid
+        self._next_sid = sid + 1 if sid < 0x7FFFFFFF else 1
+        return sid
+
+    def unbind_tcp(self, port: int, rec: StreamSocket) -> None:
+        if self._tcp_bound.get(port) is rec:
+            del self._tcp_bound[port]
+
+    # ------------------------------------------------------------------ operations
+
+    def _op_socket(self, _: SocketRecord | None, req: Message, fd: int) -> Message:
+        if fd < 0:
+            return _err(req.op, errno.EINVAL)
+        sock = socket.socket(fileno=fd)
+        if len(self._socks) >= MAX_SOCKETS:
+            sock.close()
+            return _err(req.op, errno.EMFILE)
+        kind, family = req.a[0], req.a[3]
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            sock.close()
+            return _err(req.op, errno.EAFNOSUPPORT)
+        sid = self._new_sid()
+        rec: SocketRecord
+        if kind == socket.SOCK_STREAM:
+            rec = StreamSocket(self, sid, sock, family)
+            rec.watch_hangup()
+        elif kind == socket.SOCK_DGRAM:
+            rec = DatagramSocket(self, sid, sock, family)
+        else:
+            sock.close()
+            return _err(req.op, errno.ESOCKTNOSUPPORT)
+        return Message(req.op, sid=sid, res=self._add(rec, req.inode(1)))
+
+    def _op_bind(self, rec: SocketRecord | None, req: Message, _fd: int) -> Any:
+        ip, port = unpack_sockaddr(req.data)
+        if ip not in ("0.0.0.0", self.stack.ip):
+            return _err(req.op, errno.EADDRNOTAVAIL)
+        if not 0 <= port <= 65535:
+            return _err(req.op, errno.EINVAL)
+        if isinstance(rec, DatagramSocket):
+            return self._bind_udp(rec, req, ip, port)
+        assert isinstance(rec, StreamSocket)
+        if rec.bound is not None or rec.lib_state() != LibState.NEW:
+            return _err(req.op, errno.EINVAL)
+        if port == 0:
+            port = self.stack.tcp.pick_port(b"", 0)
+            while port in self._tcp_bound:
+                port = self.stack.tcp.pick_port(b"", 0)
+        elif port in self._tcp_bound or port in self.stack.tcp.listeners:
+            return _err(req.op, errno.EADDRINUSE)
+        rec.bound = (ip, port)
+        self._tcp_bound[port] = rec
+        return Message(req.op)
+
+    async def _bind_udp(self, rec: DatagramSocket, req: Message, ip: str, port: int) -> Message:
+        await rec.bind(ip, port)
+        return Message(req.op)
+
+    def _op_listen(self, rec: SocketRecord | None, req: Message, _fd: int) -> Any:
+        if not isinstance(rec, StreamSocket):
+            return _err(req.op, errno.EOPNOTSUPP)
+        backlog = min(max(req.a[0], 1), SOMAXCONN)
+        if rec.listener is not None:
+            rec.listener.backlog = backlog  # listen() again adjusts the backlog
+            return Message(req.op)
+        if rec.lib_state() != LibState.NEW:
+            return _err(req.op, errno.EINVAL)
+        if rec.bound is None:  # listen() without bind(): an ephemeral port, as Linux does
+            self._op_bind(rec, Message(Op.BIND, data=pack_sockaddr("0.0.0.0", 0)), -1)
+        assert rec.bound is not None
+        return self._listen(rec, req, backlog)
+
+    async def _listen(self, rec: StreamSocket, req: Message, backlog: int) -> Message:
+        assert rec.bound is not None
+        listener = Listener(rec, backlog)
+        self._tcp_bound.pop(rec.bound[1], None)  # the stack's listener holds the port now
+        try:
+            listener.server = await self.stack.create_server(
+                listener.new_pump, self.stack.ip, rec.bound[1], backlog=backlog
+            )
+        except OSError:
+            self._tcp_bound[rec.bound[1]] = rec
+            raise
+        rec.listener = listener
+        self.watcher.unwatch(rec.fd)
+        # The program never writes to a listening socket: readable means it closed it.
+        self.loop.add_reader(rec.fd, self._listener_readable, rec)
+        return Message(req.op)
+
+    def _listener_readable(self, rec: StreamSocket) -> None:
+        try:
+            data = rec.sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            rec.on_program_closed()
+
+    def _op_accept(self, rec: SocketRecord | None, req: Message, _fd: int) -> Any:
+        if not isinstance(rec, StreamSocket) or rec.listener is None:
+            return _err(req.op, errno.EINVAL)
+        queue = rec.listener.queue
+        if not queue:
+            return _err(req.op, errno.EAGAIN)
+        pump = queue.popleft()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        sid = self._new_sid()
+        new = StreamSocket(self, sid, ours, rec.family)
+        self._add(new, os.fstat(theirs.fileno()).st_ino)
+        pump.adopt(new)  # type: ignore[attr-defined]
+        local, peer = new.sockname(), new.peername() or ("0.0.0.0", 0)
+        self.counters["accepted"] += 1
+        reply = Message(req.op, sid=sid, data=pack_sockaddr(*peer) + pack_sockaddr(*local))
+        return reply, theirs.detach()
+
+    def _op_connect(self, rec: SocketRecord | None, req: Message, fd: int) -> Any:
+        if isinstance(rec, DatagramSocket):
+            return self._connect_udp(rec, req)
+        assert isinstance(rec, StreamSocket)
+        program_end = socket.socket(fileno=fd) if fd >= 0 else None
+        filler, sndbuf = req.a[0], req.a[1]
+        state = rec.lib_state()
+        refusal = {
+            LibState.CONNECTING: errno.EALREADY,
+            LibState.CONNECTED: errno.EISCONN,
+            LibState.LISTENING: errno.EINVAL,
+        }.get(state)
+        if refusal is None and rec.end_errno:
+            refusal = rec.end_errno  # a failed connect reports its error again
+        if refusal is None and rec.names is not None:
+            refusal = errno.EISCONN
+        if refusal is None and not req.data:
+            refusal = errno.EINVAL
+        if refusal is not None:
+            self._restore_send_buffer(rec, filler, sndbuf, program_end)
+            return _err(req.op, refusal)
+        ip, port = unpack_sockaddr(req.data)
+        if port == 0 or self.stack.iface.next_hop(socket.inet_aton(ip)) is None:
+            self._restore_send_buffer(rec, filler, sndbuf, program_end)
+            return _err(req.op, errno.ECONNREFUSED if port == 0 else errno.ENETUNREACH)
+        rec.connecting = self.loop.create_task(
+            self._connect(rec, ip, port, filler, sndbuf, program_end)
+        )
+        self.counters["connects"] += 1
+        return Message(req.op)
+
+    async def _connect(
+        self,
+        rec: StreamSocket,
+        ip: str,
+        port: int,
+        filler: int,
+        sndbuf: int,
+        program_end: socket.socket | None,
+    ) -> None:
+        local = (self.stack.ip, rec.bound[1]) if rec.bound is not None else None
+        err = 0
+        pump: StreamPump | None = None
+        try:
+            _, pump = await self.stack.create_connection(
+                lambda: StreamPump(rec), ip, port, local_addr=local, nodelay=rec.nodelay()
+            )
+        except asyncio.CancelledError:
+            if program_end is not None:
+                program_end.close()
+            raise
+        except OSError as e:
+            err = errno_of(e)
+        finally:
+            rec.connecting = None
+        if rec.bound is not None:
+            self.unbind_tcp(rec.bound[1], rec)  # the connection holds the port now
+        self._restore_send_buffer(rec, filler, sndbuf, program_end)
+        if rec.closed:
+            if pump is not None and pump.transport is not None:
+                pump.transport.abort()
+            return
+        if err:
+            rec.pending_error = rec.end_errno = err
+            with contextlib.suppress(OSError):
+                rec.sock.shutdown(socket.SHUT_WR)  # the program reads EOF, then the error
+            return
+        assert pump is not None
+        self.watcher.unwatch(rec.fd)
+        rec.connected(pump)
+        pump.start_reading_program()
+
+    def _restore_send_buffer(
+        self, rec: StreamSocket, filler: int, sndbuf: int, program_end: socket.socket | None
+    ) -> None:
+        """Drain the library's filler and give the program's end its send buffer back: the
+        program's descriptor polls writable now, as the kernel's does when a connect ends."""
+        left = filler
+        while left > 0:
+            try:
+                got = rec.sock.recv(min(left, 65536))
+            except (BlockingIOError, OSError):
+                break
+            if not got:
+                break
+            left -= len(got)
+        if program_end is not None:
+            if sndbuf > 0:
+                with contextlib.suppress(OSError):
+                    # setsockopt doubles the value (socket(7)); the library read the doubled one.
+                    program_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf // 2)
+            program_end.close()
+
+    async def _connect_udp(self, rec: DatagramSocket, req: Message) -> Message:
+        if not req.data:
+            rec.peer = None  # connect(AF_UNSPEC): dissolve the association
+            return Message(req.op)
+        ip, port = unpack_sockaddr(req.data)
+        if self.stack.iface.next_hop(socket.inet_aton(ip)) is None:
+            return _err(req.op, errno.ENETUNREACH)
+        if rec.transport is None:
+            await rec.bind("0.0.0.0", 0)
+        rec.peer = (ip, port)
+        return Message(req.op)
+
+    def _op_name(self, rec: SocketRecord | None, req: Message, _fd: int) -> Message:
+        assert rec is not None
+        if req.a[0]:
+            peer = rec.peername()
+            if peer is None:
+                return _err(req.op, errno.ENOTCONN)
+            return Message(req.op, data=pack_sockaddr(*peer))
+        return Message(req.op, data=pack_sockaddr(*rec.sockname()))
+
+    def _op_setopt(self, rec: SocketRecord | None, req: Message, _fd: int) -> Message:
+        assert rec is not None
+        rec.set_option(req.a[0], req.a[1], req.data)
+        return Message(req.op)
+
+    def _op_getopt(self, rec: SocketRecord | None, req: Message, _fd: int) -> Message:
+        assert rec is not None
+        level, name = req.a[0], req.a[1]
+        if level == socket.SOL_SOCKET and name == socket.SO_ERROR:
+            value = rec.take_error().to_bytes(4, "little")
+        else:
+            value = rec.option(level, name) or (0).to_bytes(4, "little")
+        return Message(req.op, data=value[: max(0, min(req.a[2] or 4, 64))])
+
+    def _op_eof(self, rec: SocketRecord | None, req: Message, _fd: int) -> Message:
+        if isinstance(rec, StreamSocket) and rec.end_errno:
+            code, rec.end_errno = rec.end_errno, 0
+            return _err(req.op, code)
+        return Message(req.op)
+
+    def _op_identify(self, _: SocketRecord | None, req: Message, _fd: int) -> Message:
+        sid = self._by_inode.get(req.inode(0))
+        rec = self._socks.get(sid) if sid is not None else None
+        if rec is None:
+            return _err(req.op, errno.ENOENT)
+        return Message(
+            req.op, sid=rec.sid, res=rec.sid, a=(rec.lib_type, int(rec.lib_state()), rec.family, 0)
+        )
+
+
+@contextlib.asynccontextmanager
+async def serve_socket_api(stack: Stack, path: str) -> AsyncIterator[SocketApi]:
+    """Serve the socket API for ``stack`` at ``path`` while the block runs."""
+    api = SocketApi(stack, path)
+    await api.start()
+    try:
+        yield api
+    finally:
+        api.close()
