@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(iproute2 iputils-ping iputils-arping netcat-openbsd curl tcpdump tshark socat nftables procps python3-venv)
 
+# The LD_PRELOAD library (anp run -- PROGRAM) is C: a compiler, if the machine has none.
+command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || APT_PACKAGES+=(gcc libc6-dev)
+
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,3 +40,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x .venv/bin/anp
   .venv/bin/python -m pip install -q -e '.[test,bench,fast]'
   echo "$want" > "$stamp"
 fi
+
+# libanp_preload.so, beside its source (rebuilt only when the source changed).
+.venv/bin/python -c "from anp_async.preload.build import library_path; library_path()"
