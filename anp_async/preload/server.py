@@ -415,7 +415,7 @@ class SocketApi:
         pump: StreamPump | None = None
         try:
             _, pump = await self.stack.create_connection(
-                lambda: StreamPump(rec), ip, port, local_addr=local, nodelay=rec.nodelay()
+                lambda: StreamPump(rec), ip, port, local_addr=local, tcp_config=self._config(rec)
             )
         except asyncio.CancelledError:
             if program_end is not None:
@@ -441,6 +441,18 @@ class SocketApi:
         self.watcher.unwatch(rec.fd)
         rec.connected(pump)
         pump.start_reading_program()
+
+    def _config(self, rec: StreamSocket) -> Any:
+        """The connection's TCP configuration with the options set before connect() that
+        matter during the handshake (the rest are applied once it is connected)."""
+        overrides: dict[str, Any] = {}
+        nodelay = rec.nodelay()
+        if nodelay is not None:
+            overrides["nodelay"] = nodelay
+        timeout_ms = rec.int_option(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+        if timeout_ms:  # RFC 5482; Linux applies it to SYN retransmissions too
+            overrides["user_timeout"] = timeout_ms / 1000.0
+        return self.stack.tcp.host.conn_config(**overrides)
 
     def _restore_send_buffer(
         self, rec: StreamSocket, filler: int, sndbuf: int, program_end: socket.socket | None

@@ -220,9 +220,13 @@ class StreamSocket(SocketRecord):
         onoff, secs = struct.unpack("=ii", raw[:8])
         return bool(onoff) and secs == 0
 
+    def int_option(self, level: int, name: int) -> int | None:
+        raw = self.options.get((level, name))
+        return None if raw is None else _int_of(raw)
+
     def nodelay(self) -> bool | None:
-        raw = self.options.get((socket.IPPROTO_TCP, socket.TCP_NODELAY))
-        return None if raw is None else bool(_int_of(raw))
+        v = self.int_option(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        return None if v is None else bool(v)
 
     def set_option(self, level: int, name: int, value: bytes) -> None:
         super().set_option(level, name, value)
@@ -510,6 +514,7 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
     def __init__(self, api: SocketApi, sid: int, sock: socket.socket, family: int) -> None:
         super().__init__(api, sid, sock, family)
         self.transport: asyncio.DatagramTransport | None = None
+        self.bound_ip = "0.0.0.0"  # what bind() named (sendto binds the wildcard)
         self.peer: tuple[str, int] | None = None
         self.binding: asyncio.Task[None] | None = None
         self._pending: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
@@ -519,9 +524,11 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
         return LibState.CONNECTED if self.peer else LibState.NEW
 
     def sockname(self) -> tuple[str, int]:
-        if self.transport is not None:
-            return self.transport.get_extra_info("sockname")
-        return ("0.0.0.0", 0)
+        if self.transport is None:
+            return ("0.0.0.0", 0)
+        ip, port = self.transport.get_extra_info("sockname")
+        # Like Linux: a wildcard-bound socket names 0.0.0.0 until connect() picks the source.
+        return (ip if self.peer is not None else self.bound_ip, port)
 
     def peername(self) -> tuple[str, int] | None:
         return self.peer
@@ -530,6 +537,7 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
         if self.transport is not None:
             raise OSError(errno.EINVAL, "already bound")
         await self.api.stack.create_datagram_endpoint(lambda: self, local_addr=(ip, port))
+        self.bound_ip = ip
 
     def ensure_bound(self) -> None:
         """Bind to an ephemeral port in the background (first send, connect)."""

@@ -322,7 +322,7 @@ def test_anp_run_runs_the_program_as_python_would() -> None:
                 "sys.exit(3)\n"
             )
         r = subprocess.run(
-            [sys.executable, "-m", "anp_async", "run", "--", "python", script, "x", "--y"],
+            [sys.executable, "-m", "anp_async", "run", "--inprocess", "--", "python", script, "x", "--y"],
             capture_output=True, text=True, timeout=30, cwd=ROOT,
         )  # fmt: skip
         assert r.returncode == 3, r.stderr
