@@ -22,17 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .counters import Counters
 from .modes import make_mode
 from .modes.base import RxMode
 from .nic.base import Buffer, Nic
-from .nic.vnet import (
-    F_DATA_VALID,
-    F_NEEDS_CSUM,
-    PLAIN_HEADER,
-    VNET_HDR_LEN,
-    build_tcp4_csum_header,
-    build_tcp4_gso_header,
-)
+from .nic.offload import VnetOffload
+from .nic.vnet import PLAIN_HEADER, VNET_HDR_LEN
 from .proto import arp as arp_proto
 from .proto import icmp
 from .proto import ipv4 as ip_proto
@@ -48,6 +43,7 @@ from .proto.ethernet import (
     parse_ethernet,
 )
 from .proto.tcp.config import TcpConfig
+from .proto.tcp.segment import TcpSegment, build_tcp_header, build_tcp_header_partial
 from .transport.resolve import resolve_ipv4
 from .transport.tcp import TcpLayer
 from .transport.udp import UdpLayer
@@ -57,13 +53,6 @@ log = logging.getLogger(__name__)
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
-
-#: Largest TCP payload of one super-segment with TSO: the IPv4 total length is 16 bits,
-#: less the IP header and the largest TCP header.
-TSO_MAX_PAYLOAD = 65535 - 20 - 60
-
-# virtio-net header flags: checksum partial (never left the host) or verified by the kernel.
-_VNET_CSUM_TRUSTED = F_NEEDS_CSUM | F_DATA_VALID
 
 
 def _random_mac() -> bytes:
@@ -120,16 +109,6 @@ class _PendingPing:
     sent: float  # time.perf_counter() when sent
 
 
-class Counters(dict[str, int]):
-    """A dict of named counters that starts every name at zero."""
-
-    def __missing__(self, key: str) -> int:
-        return 0
-
-    def inc(self, key: str, n: int = 1) -> None:
-        self[key] = self.get(key, 0) + n
-
-
 class Stack:
     """A userspace TCP/IP stack on one NIC. Use as ``async with Stack(config) as stack``."""
 
@@ -177,13 +156,11 @@ class Stack:
         #: True while the frame being processed has a transport checksum the kernel left
         #: partial or already verified: TCP and UDP then skip verifying it.
         self.rx_csum_trusted = False
-        self.offload_counters = Counters()
-        #: The virtio-net header of a TCP segment whose checksum the kernel completes.
-        self.tcp_csum_vnet = build_tcp4_csum_header()
-        self._gso_vnet: dict[tuple[int, int], bytes] = {}
+        #: Checksum offload and TSO decisions for this NIC (``stats()["offload"]``).
+        self.offload = VnetOffload(self.vnet_hdr)
         tcp_cfg = config.tcp
-        if self.vnet_hdr and not tcp_cfg.tso_max:
-            tcp_cfg = dataclasses.replace(tcp_cfg, tso_max=TSO_MAX_PAYLOAD)
+        if self.offload.tso_max and not tcp_cfg.tso_max:
+            tcp_cfg = dataclasses.replace(tcp_cfg, tso_max=self.offload.tso_max)
         self.udp = UdpLayer(self)
         self.tcp = TcpLayer(self, tcp_cfg)
         self._in_rx = False
@@ -236,6 +213,16 @@ class Stack:
         assert self.loop is not None
         return self.loop.time()
 
+    @property
+    def in_rx(self) -> bool:
+        """True while a receive batch is processed (TCP output waits for its end)."""
+        return self._in_rx
+
+    @property
+    def icmp_port_unreachable(self) -> bool:
+        """Answer datagrams to closed UDP ports with ICMP port unreachable."""
+        return self.config.icmp_port_unreachable
+
     # ------------------------------------------------------------------ modes
 
     @property
@@ -282,13 +269,12 @@ class Stack:
     def _rx_vnet(self, frames: list[bytes]) -> None:
         """Frames that start with a virtio-net header: note what the kernel left undone."""
         rx = self._rx_frame
+        trusted = self.offload.rx_csum_trusted
         for frame in frames:
-            if len(frame) < VNET_HDR_LEN:
-                self.offload_counters.inc("vnet_truncated")
-                continue
-            if frame[1]:  # gso_type: one frame carrying many segments' worth (GRO-like)
-                self.offload_counters.inc("gso_frames_received")
-            self.rx_csum_trusted = bool(frame[0] & _VNET_CSUM_TRUSTED)
+            ok = trusted(frame)
+            if ok is None:
+                continue  # too short for the header (counted)
+            self.rx_csum_trusted = ok
             rx(memoryview(frame)[VNET_HDR_LEN:])
 
     def _rx_frame(self, frame: bytes) -> None:
@@ -410,15 +396,23 @@ class Stack:
         else:
             self.nic.send([hdr, *parts])
 
-    def tcp_gso_vnet(self, tcp_header_len: int, gso_size: int) -> bytes:
-        """The virtio-net header asking the kernel to cut a TCP super-segment (TSO)."""
-        key = (tcp_header_len, gso_size)
-        vnet = self._gso_vnet.get(key)
-        if vnet is None:
-            vnet = build_tcp4_gso_header(tcp_header_len, gso_size)
-            if len(self._gso_vnet) < 256:
-                self._gso_vnet[key] = vnet
-        return vnet
+    def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> bool:
+        """Send one TCP segment to ``dst``; True when the NIC is to cut it at ``mss`` (TSO).
+
+        With the virtio-net header the checksum is left partial for the kernel to finish
+        and the offload decides whether the segment is a super-segment; without it the
+        header carries the full checksum. Raises OSError(ENETUNREACH) like ``send_ip``.
+        """
+        payload = seg.payload
+        off = self.offload
+        if off.enabled:
+            hdr = build_tcp_header_partial(seg, self.ip_b, dst)
+            vnet, tso = off.tcp_header(len(hdr), len(payload), mss)
+            self.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], vnet=vnet)
+            return tso
+        hdr = build_tcp_header(seg, self.ip_b, dst)
+        self.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
+        return False
 
     def send_ip(
         self,
@@ -622,5 +616,5 @@ class Stack:
             "icmp": dict(self.icmp_counters),
             "udp": self.udp.stats(),
             "tcp": self.tcp.stats(),
-            "offload": {"vnet_hdr": self.vnet_hdr, **self.offload_counters},
+            "offload": self.offload.stats(),
         }

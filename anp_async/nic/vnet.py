@@ -11,15 +11,14 @@ runs on (a legacy TAP uses the host's byte order)::
     u8 flags  u8 gso_type  u16 hdr_len  u16 gso_size  u16 csum_start  u16 csum_offset
     u16 num_buffers
 
-A frame without offload carries 12 zero bytes (:data:`PLAIN_HEADER`).
+A frame without offload carries 12 zero bytes (:data:`PLAIN_HEADER`). The stack only
+ever builds headers (the two below) and reads two bytes of a received one (flags and
+gso_type, in :mod:`.offload`); ``tests/unit/vnet_reference.py`` decodes whole headers.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-
-from ..proto.errors import ParseError
 
 __all__ = [
     "VNET_HDR_LEN",
@@ -31,9 +30,6 @@ __all__ = [
     "GSO_TCPV6",
     "GSO_ECN",
     "PLAIN_HEADER",
-    "VnetHeader",
-    "parse_vnet_header",
-    "build_vnet_header",
     "build_tcp4_csum_header",
     "build_tcp4_gso_header",
 ]
@@ -59,53 +55,6 @@ TCP_CSUM_OFFSET = 16  # offset of the checksum field inside the TCP header
 
 #: The header of a frame that needs nothing done: no GSO, checksums complete.
 PLAIN_HEADER = bytes(VNET_HDR_LEN)
-
-
-@dataclass(slots=True, frozen=True)
-class VnetHeader:
-    """One parsed virtio-net header."""
-
-    flags: int = 0
-    gso_type: int = GSO_NONE
-    hdr_len: int = 0
-    gso_size: int = 0
-    csum_start: int = 0
-    csum_offset: int = 0
-
-    @property
-    def needs_csum(self) -> bool:
-        return bool(self.flags & F_NEEDS_CSUM)
-
-    @property
-    def csum_trusted(self) -> bool:
-        """The transport checksum need not be verified: partial (the data never left the
-        host) or already checked by the kernel."""
-        return bool(self.flags & (F_NEEDS_CSUM | F_DATA_VALID))
-
-    @property
-    def is_gso(self) -> bool:
-        return (self.gso_type & ~GSO_ECN) != GSO_NONE
-
-
-def parse_vnet_header(frame: bytes | bytearray | memoryview) -> VnetHeader:
-    """The header at the start of ``frame``; ParseError('vnet_truncated') if it is short."""
-    if len(frame) < VNET_HDR_LEN:
-        raise ParseError("vnet_truncated", f"{len(frame)} bytes")
-    flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, _ = _HDR.unpack_from(frame)
-    return VnetHeader(flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
-
-
-def build_vnet_header(h: VnetHeader) -> bytes:
-    """The 12 bytes of ``h`` (num_buffers is 0: only meaningful with mergeable buffers)."""
-    return _HDR.pack(
-        h.flags & 0xFF,
-        h.gso_type & 0xFF,
-        h.hdr_len & 0xFFFF,
-        h.gso_size & 0xFFFF,
-        h.csum_start & 0xFFFF,
-        h.csum_offset & 0xFFFF,
-        0,
-    )
 
 
 #: An Ethernet + IPv4 (no options) + TCP frame whose TCP checksum the kernel completes.

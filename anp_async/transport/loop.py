@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .resolve import HOSTS_FILE, resolve_ipv4_sync
 
 if TYPE_CHECKING:
-    from ..stack import Stack
+    from .netstack import SocketStack as Stack
 
 log = logging.getLogger("anp_async.loop")
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from .sockobj import StackSocket
 
 if TYPE_CHECKING:
-    from .tcp import Listener, TcpEndpoint, TcpLayer, TcpTransport
+    from ..proto.tcp.host import Listener
+    from .tcp import TcpEndpoint, TcpLayer, TcpTransport
 
 
 class Server(asyncio.AbstractServer):

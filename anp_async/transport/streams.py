@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..stack import Stack
+    from .netstack import SocketStack as Stack
     from .server import Server
 
 _DEFAULT_LIMIT = 2**16

@@ -2,10 +2,10 @@
 
 Three pieces:
 
-- :class:`TcpLayer` owns every connection of one stack: it finds the connection for an
-  incoming segment by its 4-tuple, creates connections for SYNs to listening ports
-  (bounded by the listen backlog), answers segments to closed ports with RST, and picks
-  ephemeral ports.
+- :class:`TcpLayer` puts one stack's TCP on asyncio: it parses segments for the sans-I/O
+  :class:`~anp_async.proto.tcp.host.TcpHost` (connection table, listeners, SYN cookies,
+  RST for closed ports, ICMP checks, port choice), transmits what the host answers, and
+  makes the endpoints of the connections the host opens.
 - :class:`TcpEndpoint` is the glue around one sans-I/O ``TcpConnection``: it transmits
   what the engine outputs, keeps one loop timer at the engine's next deadline, and turns
   the engine's events into calls on the transport. The endpoint outlives the transport
@@ -23,53 +23,34 @@ import collections
 import errno
 import logging
 import os
-import random
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..counters import Counters
 from ..proto.errors import ParseError
 from ..proto.ipv4 import IPv4Header, ip_to_bytes, ip_to_str
 from ..proto.tcp.config import ChallengeAckLimiter, TcpConfig
-from ..proto.tcp.connection import TcpConnection, TcpState, _window_shift
+from ..proto.tcp.connection import TcpConnection, TcpState
 from ..proto.tcp.events import Closed, Connected, DataReceived, EofReceived, SendSpace
+from ..proto.tcp.host import Key, Listener, TcpHost
 from ..proto.tcp.isn import IsnGenerator
-from ..proto.tcp.segment import (
-    ACK,
-    RST,
-    SYN,
-    TcpOptions,
-    TcpSegment,
-    build_tcp_header,
-    build_tcp_header_partial,
-    parse_tcp,
-)
-from ..proto.tcp.syncookies import (
-    MAX_AGE_SLOTS,
-    SLOT,
-    SynCookies,
-    decode_ts_options,
-    encode_ts_options,
-)
+from ..proto.tcp.segment import TcpSegment, parse_tcp
+from ..proto.tcp.syncookies import SynCookies
 from .resolve import resolve_ipv4
 from .sockobj import StackSocket
 
 if TYPE_CHECKING:
-    from ..stack import Stack
+    from .netstack import NetStack
     from .server import Server
 
 log = logging.getLogger(__name__)
 
-IPPROTO_TCP = 6
-EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
 _TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", 4)
 _TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
 _TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 _TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
-
-Key = tuple[bytes, int, int]  # (remote ip, remote port, local port)
-
 
 def _oserror(code: int) -> OSError:
     return OSError(code, os.strerror(code))
@@ -90,304 +71,138 @@ def close_reason_to_exc(reason: str) -> Exception | None:
     return ConnectionError(reason)
 
 
-class Listener:
-    """A listening port: bounded half-open (SYN_RECEIVED) count and accept queue."""
-
-    def __init__(self, port: int, backlog: int, accept: Callable[[TcpEndpoint], None]) -> None:
-        self.port = port
-        self.backlog = max(1, backlog)
-        self.half_open = 0
-        self.accept = accept
-        self.closed = False
-        #: When this listener last answered a SYN with a cookie (None: never).
-        self.cookie_sent_at: float | None = None
-
-
 class TcpLayer:
-    """Every TCP connection and listener of one stack."""
+    """Every TCP connection and listener of one stack, on asyncio.
 
-    def __init__(self, stack: Stack, config: TcpConfig) -> None:
+    The rules (demultiplexing, LISTEN, SYN cookies, RST for closed ports, ICMP checks,
+    port choice) are the sans-I/O :class:`~anp_async.proto.tcp.host.TcpHost`; this class
+    parses segments for it, transmits what it answers, and keeps the endpoints it makes.
+    """
+
+    def __init__(self, stack: NetStack, config: TcpConfig) -> None:
         self.stack = stack
-        self.config = config
-        self.conns: dict[Key, TcpEndpoint] = {}
-        self.listeners: dict[int, Listener] = {}
+        self.host: TcpHost[TcpEndpoint] = TcpHost(
+            stack.ip_b, config, stack.mtu, self._new_endpoint, secret=os.urandom(48)
+        )
         self.dirty: dict[TcpEndpoint, None] = {}
-        self.isn = IsnGenerator(os.urandom(16))
-        self.counters: collections.Counter[str] = collections.Counter()
         #: Per-connection counters of connections already gone, so totals survive them.
-        self._closed_conn_counters: collections.Counter[str] = collections.Counter()
-        self.max_connections = 65536
+        self._closed_conn_counters = Counters()
         #: Seconds an orphaned connection (its transport closed) may sit in FIN_WAIT_2
         #: waiting for the peer's FIN, like Linux's tcp_fin_timeout: without it a peer
         #: that never closes would hold the TCB forever.
         self.orphan_fin_timeout = 60.0
-        # RFC 4987 (3.6): stateless SYN-ACKs once a SYN queue is full.
-        self.cookies = SynCookies(os.urandom(32))
-        # RFC 5961 (7): one challenge-ACK budget for all connections of this stack.
-        self.challenge_limiter = ChallengeAckLimiter(config.challenge_ack_global_limit)
         stack.add_unreachable_listener(self._host_unreachable)
+
+    # The host's state, under the names the rest of the package (and tests) use.
+
+    @property
+    def config(self) -> TcpConfig:
+        return self.host.config
+
+    @property
+    def conns(self) -> dict[Key, TcpEndpoint]:
+        return self.host.conns
+
+    @property
+    def listeners(self) -> dict[int, Listener]:
+        return self.host.listeners
+
+    @property
+    def counters(self) -> Counters:
+        return self.host.counters
+
+    @property
+    def isn(self) -> IsnGenerator:
+        return self.host.isn
+
+    @isn.setter
+    def isn(self, value: IsnGenerator) -> None:
+        self.host.isn = value
+
+    @property
+    def cookies(self) -> SynCookies:
+        return self.host.cookies
+
+    @cookies.setter
+    def cookies(self, value: SynCookies) -> None:
+        self.host.cookies = value
+
+    @property
+    def challenge_limiter(self) -> ChallengeAckLimiter:
+        return self.host.challenge_limiter
+
+    @challenge_limiter.setter
+    def challenge_limiter(self, value: ChallengeAckLimiter) -> None:
+        self.host.challenge_limiter = value
+
+    def _new_endpoint(self, key: Key, conn: TcpConnection, listener: Listener) -> TcpEndpoint:
+        ep = TcpEndpoint(self, key, conn)
+        ep.listener = listener
+        return ep
 
     # ----------------------------------------------------------------- input
 
     def input(self, hdr: IPv4Header, data: memoryview) -> None:
         """One TCP segment from the IP layer."""
+        host = self.host
         try:
             seg = parse_tcp(data, hdr.src, hdr.dst, not self.stack.rx_csum_trusted)
         except ParseError as e:
-            self.counters[e.reason] += 1
+            host.counters[e.reason] += 1
             return
-        self.counters["rx_segments"] += 1
-        ep = self.conns.get((hdr.src, seg.src_port, seg.dst_port))
+        ep = host.input(hdr.src, hdr.dst, seg, self.stack.now())
+        if host.retired:
+            for old in host.take_retired():
+                old._finish()
         if ep is not None:
-            if not self._reopens_time_wait(ep, seg):
-                ep.conn.on_segment(seg, self.stack.now())
-                self.touch(ep)
-                return
-            # RFC 9293 3.10.7.4 / RFC 6191: a new SYN may reopen a 4-tuple in TIME_WAIT.
-            self.counters["time_wait_reopened"] += 1
-            ep._finish()
-        if hdr.dst != self.stack.ip_b:
-            self.counters["to_broadcast_dropped"] += 1
-            return
-        listener = self.listeners.get(seg.dst_port)
-        if listener is not None and not listener.closed:
-            self._listen_input(listener, hdr, seg)
-            return
-        self.counters["to_closed_port"] += 1
-        self._reset_for(hdr.src, seg)
-
-    def _reopens_time_wait(self, ep: TcpEndpoint, seg: TcpSegment) -> bool:
-        return (
-            seg.flags & (SYN | ACK | RST) == SYN
-            and ep.conn.state is TcpState.TIME_WAIT
-            and seg.dst_port in self.listeners
-            and ep.conn.accepts_new_syn(seg)
-        )
-
-    def _listen_input(self, listener: Listener, hdr: IPv4Header, seg: TcpSegment) -> None:
-        flags = seg.flags
-        # RFC 9293 3.10.7.2 (LISTEN): drop RST; answer ACK with RST; take SYN.
-        if flags & RST:
-            self.counters["listen_rst_dropped"] += 1
-            return
-        if flags & ACK:
-            if not flags & SYN and self._cookie_ack(listener, hdr, seg):
-                return
-            self.counters["listen_ack_reset"] += 1
-            self._reset_for(hdr.src, seg)
-            return
-        if not flags & SYN:
-            self.counters["listen_no_syn_dropped"] += 1
-            return
-        if len(self.conns) >= self.max_connections:
-            self.counters["listen_overflow"] += 1
-            return
-        now = self.stack.now()
-        if listener.half_open >= listener.backlog:
-            if self.config.syncookies:
-                self._send_cookie(listener, hdr, seg, now)
-            else:
-                # Like Linux without syncookies: a full SYN queue drops the SYN; the peer
-                # retries.
-                self.counters["listen_overflow"] += 1
-            return
-        iss = self.isn.isn(self.stack.ip_b, seg.dst_port, hdr.src, seg.src_port, now)
-        conn = TcpConnection.accept_syn(
-            self._conn_config(), self.stack.ip_b, seg.dst_port, hdr.src, seg.src_port, seg, iss, now
-        )
-        ep = TcpEndpoint(self, (hdr.src, seg.src_port, seg.dst_port), conn)
-        ep.listener = listener
-        listener.half_open += 1
-        self.conns[ep.key] = ep
-        self.counters["passive_opens"] += 1
-        self.touch(ep)
-
-    def _send_cookie(
-        self, listener: Listener, hdr: IPv4Header, seg: TcpSegment, now: float
-    ) -> None:
-        """RFC 4987 (3.6): a SYN-ACK whose ISN is a cookie; nothing is remembered."""
-        cfg = self.config
-        o = seg.options
-        peer_mss = o.mss if o is not None and o.mss else 536
-        cookie, _ = self.cookies.make(
-            hdr.src, seg.src_port, self.stack.ip_b, seg.dst_port, seg.seq, peer_mss, now
-        )
-        opts = TcpOptions(mss=max(88, min(cfg.mss, self.stack.mtu - 40)))
-        ts = o.timestamp if o is not None else None
-        if ts is not None and cfg.timestamps:
-            # Window scale and SACK-permitted travel in the low bits of our TSval (as
-            # Linux); without timestamps the connection is rebuilt without them.
-            assert o is not None
-            wscale = o.wscale if cfg.window_scale else None
-            sack = bool(o.sack_permitted and cfg.sack)
-            tsval = (int(now * 1000.0) + TcpConnection.ts_offset_for(cookie)) & 0xFFFFFFFF
-            opts.timestamp = (encode_ts_options(tsval, wscale, sack), ts[0])
-            if wscale is not None:
-                opts.wscale = _window_shift(cfg.recv_buffer)
-            opts.sack_permitted = sack
-        syn_ack = TcpSegment(
-            seg.dst_port,
-            seg.src_port,
-            cookie,
-            (seg.seq + 1) & 0xFFFFFFFF,
-            SYN | ACK,
-            min(cfg.recv_buffer, 0xFFFF),
-            b"",
-            opts,
-        )
-        listener.cookie_sent_at = now
-        self.counters["syncookies_sent"] += 1
-        self._transmit(hdr.src, syn_ack)
-
-    def _cookie_ack(self, listener: Listener, hdr: IPv4Header, seg: TcpSegment) -> bool:
-        """An ACK to a listener: if it returns a valid cookie, open the connection."""
-        now = self.stack.now()
-        sent = listener.cookie_sent_at
-        # Like Linux: cookies are checked only while this listener recently sent some, so
-        # stray ACKs cannot open connections the rest of the time.
-        if not self.config.syncookies or sent is None or now - sent > SLOT * MAX_AGE_SLOTS:
-            return False
-        iss = (seg.ack - 1) & 0xFFFFFFFF
-        mss = self.cookies.check(
-            hdr.src, seg.src_port, self.stack.ip_b, seg.dst_port, (seg.seq - 1) & 0xFFFFFFFF,
-            iss, now,
-        )  # fmt: skip
-        if mss is None:
-            self.counters["syncookies_failed"] += 1
-            return False
-        if len(self.conns) >= self.max_connections:
-            self.counters["listen_overflow"] += 1
-            return True
-        wscale: int | None = None
-        sack = False
-        o = seg.options
-        if o is not None and o.timestamp is not None and self.config.timestamps:
-            wscale, sack = decode_ts_options(o.timestamp[1])
-            if not self.config.window_scale:
-                wscale = None
-            sack = sack and self.config.sack
-        key = (hdr.src, seg.src_port, seg.dst_port)
-        conn = TcpConnection.from_cookie(
-            self._conn_config(), self.stack.ip_b, seg.dst_port, hdr.src, seg.src_port, seg,
-            iss, mss, now, wscale, sack,
-        )  # fmt: skip
-        ep = TcpEndpoint(self, key, conn)
-        ep.listener = listener
-        listener.half_open += 1
-        self.conns[key] = ep
-        self.counters["syncookies_ok"] += 1
-        self.counters["passive_opens"] += 1
-        self.touch(ep)
-        return True
-
-    def _reset_for(self, src: bytes, seg: TcpSegment) -> None:
-        """RFC 9293 3.10.7.1: a segment to a closed port gets a RST (unless it is one)."""
-        if seg.flags & RST:
-            return
-        if seg.flags & ACK:
-            rst = TcpSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
-        else:
-            seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + (seg.flags & 1)
-            rst = TcpSegment(
-                seg.dst_port, seg.src_port, 0, (seg.seq + seg_len) & 0xFFFFFFFF, RST | ACK, 0
-            )
-        self.counters["rst_sent"] += 1
-        self._transmit(src, rst)
+            self.touch(ep)
+        if host.outbox:
+            for dst, reply in host.take_outbox():
+                self._transmit(dst, reply)
 
     def _transmit(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> None:
         """Send ``seg``; ``mss`` (the connection's, 0 for none) lets a NIC with the virtio-net
         header cut a segment larger than it into MSS-sized ones (TSO)."""
-        stack = self.stack
-        payload = seg.payload
         try:
-            if stack.vnet_hdr:
-                # Checksum offload: the kernel finishes the checksum we leave partial.
-                hdr = build_tcp_header_partial(seg, stack.ip_b, dst)
-                vnet = stack.tcp_csum_vnet
-                if mss:
-                    # RFC 6691: the MSS counts data behind a 20-byte header; options take
-                    # their bytes out of it, so each cut segment fits the peer's MSS.
-                    gso_size = mss + 20 - len(hdr)
-                    if len(payload) > gso_size:
-                        vnet = stack.tcp_gso_vnet(len(hdr), gso_size)
-                        self.counters["tso_segments_sent"] += 1
-                stack.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], vnet=vnet)
-            else:
-                hdr = build_tcp_header(seg, stack.ip_b, dst)
-                stack.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
+            tso = self.stack.send_tcp(dst, seg, mss)
         except OSError:
             self.counters["tx_no_route"] += 1
             return
+        if tso:
+            self.counters["tso_segments_sent"] += 1
         self.counters["tx_segments"] += 1
 
     def icmp_error(self, type_: int, code: int, quoted: IPv4Header, first8: memoryview) -> None:
-        """An ICMP error quoting one of our segments (RFC 5927: check the sequence number)."""
-        if len(first8) < 8:
-            return
-        sport = int.from_bytes(first8[0:2], "big")
-        dport = int.from_bytes(first8[2:4], "big")
-        seq = int.from_bytes(first8[4:8], "big")
-        ep = self.conns.get((quoted.dst, dport, sport))
-        if ep is None:
-            self.counters["icmp_unmatched"] += 1
-            return
-        info = ep.conn.info()
-        una, nxt = info.get("snd_una", 0), info.get("snd_nxt", 0)
-        # RFC 5927 (4.1): accept only errors quoting a sequence number in flight.
-        if (seq - una) & 0xFFFFFFFF > (nxt - una) & 0xFFFFFFFF:
-            self.counters["icmp_out_of_window"] += 1
-            return
-        self.counters["icmp_errors"] += 1
-        # RFC 1122 4.2.3.9: hard errors (port/protocol unreachable) abort a connection
-        # being opened; soft errors are only remembered.
-        if ep.conn.state is TcpState.SYN_SENT and type_ == 3 and code in (2, 3):
+        """An ICMP error quoting one of our segments (the host checks it, RFC 5927)."""
+        ep = self.host.icmp_error(type_, code, quoted.dst, first8)
+        if ep is not None:
             ep.fail("refused")
 
     # ---------------------------------------------------------------- output
 
     def touch(self, ep: TcpEndpoint) -> None:
         """Flush ``ep`` now, or at the end of the receive batch when inside one."""
-        if self.stack._in_rx:
+        if self.stack.in_rx:
             self.dirty[ep] = None
         else:
             ep.flush()
 
     def flush_dirty(self) -> None:
+        """Flush every endpoint touched during the receive batch."""
         while self.dirty:
             ep = next(iter(self.dirty))
             del self.dirty[ep]
             ep.flush()
 
-    def remove(self, ep: TcpEndpoint) -> None:
-        if self.conns.get(ep.key) is ep:
-            del self.conns[ep.key]
-        self.dirty.pop(ep, None)
-
     def _host_unreachable(self, next_hop: bytes) -> None:
-        iface = self.stack.iface
-        for ep in list(self.conns.values()):
-            if ep.conn.state is TcpState.SYN_SENT and iface.next_hop(ep.key[0]) == next_hop:
-                ep.fail("unreachable")
+        for ep in self.host.opening_via(next_hop, self.stack.iface.next_hop):
+            ep.fail("unreachable")
 
     # ------------------------------------------------------------- opening
 
-    def _conn_config(self, **overrides: Any) -> TcpConfig:
-        cfg = self.config
-        mss = max(88, min(cfg.mss, self.stack.mtu - 40))
-        fields = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
-        fields.update(mss=mss, challenge_limiter=self.challenge_limiter, **overrides)
-        return TcpConfig(**fields)
-
     def pick_port(self, remote: bytes, rport: int) -> int:
         """A random ephemeral port whose 4-tuple is not in use (TIME_WAIT included)."""
-        for _ in range(128):
-            port = random.choice(EPHEMERAL_PORTS)
-            if (remote, rport, port) not in self.conns and port not in self.listeners:
-                return port
-        for port in EPHEMERAL_PORTS:
-            if (remote, rport, port) not in self.conns and port not in self.listeners:
-                return port
-        raise _oserror(errno.EADDRNOTAVAIL)
+        return self.host.pick_port(remote, rport)
 
     async def create_connection(
         self,
@@ -416,21 +231,18 @@ class TcpLayer:
             raise _oserror(errno.ENETUNREACH)
         if local_addr is not None and local_addr[1]:
             lport = int(local_addr[1])
-            if (rip, rport, lport) in self.conns or lport in self.listeners:
+            if not self.host.port_free(rip, rport, lport):
                 raise _oserror(errno.EADDRINUSE)
         else:
             lport = self.pick_port(rip, rport)
         overrides = {"nodelay": bool(nodelay)} if nodelay is not None else {}
-        cfg = tcp_config or self._conn_config(**overrides)
-        now = stack.now()
-        iss = self.isn.isn(stack.ip_b, lport, rip, rport, now)
-        conn = TcpConnection.connect(cfg, stack.ip_b, lport, rip, rport, iss, now)
+        cfg = tcp_config or self.host.conn_config(**overrides)
+        conn = self.host.connect(rip, rport, lport, stack.now(), cfg)
         ep = TcpEndpoint(self, (rip, rport, lport), conn)
         assert stack.loop is not None
         waiter: asyncio.Future[None] = stack.loop.create_future()
         ep.connect_waiter = waiter
-        self.conns[ep.key] = ep
-        self.counters["active_opens"] += 1
+        self.host.add(ep)
         ep.flush()
         try:
             await waiter
@@ -499,20 +311,17 @@ class TcpLayer:
         return server
 
     def listen(self, port: int, backlog: int, accept: Callable[[TcpEndpoint], None]) -> Listener:
-        if port in self.listeners:
-            raise _oserror(errno.EADDRINUSE)
-        listener = Listener(port, backlog, accept)
-        self.listeners[port] = listener
-        return listener
+        """Listen on ``port``; ``accept(endpoint)`` for each connection that opens."""
+        return self.host.listen(port, backlog, accept)
 
     def unlisten(self, listener: Listener) -> None:
-        listener.closed = True
-        if self.listeners.get(listener.port) is listener:
-            del self.listeners[listener.port]
+        """Stop listening (connections already opened stay)."""
+        self.host.unlisten(listener)
 
     # ------------------------------------------------------------- shutdown
 
     def close_all(self) -> None:
+        """Stop every listener and abort every connection (the stack is closing)."""
         for listener in list(self.listeners.values()):
             self.unlisten(listener)
         for ep in list(self.conns.values()):
@@ -520,24 +329,21 @@ class TcpLayer:
 
     def busy(self) -> bool:
         """True while a connection still has data or a FIN to deliver to its peer."""
-        for ep in self.conns.values():
-            st = ep.conn.state
-            if st in (TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK):
-                return True
-        return False
+        return self.host.busy()
 
     def stats(self) -> dict[str, Any]:
+        """Counters (the host's, every connection's summed), listeners and a connection list."""
         conns = []
         for ep in list(self.conns.values())[:1000]:
             info = dict(ep.conn.info())
             info["local"] = f"{self.stack.ip}:{ep.key[2]}"
             info["remote"] = f"{ip_to_str(ep.key[0])}:{ep.key[1]}"
             conns.append({k: (v.name if hasattr(v, "name") else v) for k, v in info.items()})
-        totals: collections.Counter[str] = collections.Counter(self.counters)
+        totals = Counters(self.counters)
         for ep in self.conns.values():
-            totals.update({f"conn_{k}": v for k, v in ep.conn.counters.items()})
-        totals.update(self._closed_conn_counters)
-        totals.update(self.challenge_limiter.counters())
+            totals.add(ep.conn.counters, "conn_")
+        totals.add(self._closed_conn_counters)
+        totals.add(self.challenge_limiter.counters())
         return dict(totals) | {
             "open_connections": len(self.conns),
             "listeners": sorted(self.listeners),
@@ -564,6 +370,7 @@ class TcpEndpoint:
         "_rip_str",
         "orphaned",
         "_orphan_timer",
+        "finished",
     )
 
     def __init__(self, layer: TcpLayer, key: Key, conn: TcpConnection) -> None:
@@ -582,6 +389,8 @@ class TcpEndpoint:
         #: The transport is gone: the kernel would call this an orphaned socket.
         self.orphaned = False
         self._orphan_timer: asyncio.TimerHandle | None = None
+        #: Out of the table, timers cancelled, counters added to the layer's totals.
+        self.finished = False
 
     def __hash__(self) -> int:
         return id(self)
@@ -673,12 +482,13 @@ class TcpEndpoint:
         if self._orphan_timer is not None:
             self._orphan_timer.cancel()
             self._orphan_timer = None
-        if self.layer.conns.get(self.key) is not self:
-            return  # already finished
-        self.layer._closed_conn_counters.update(
-            {f"conn_{k}": v for k, v in self.conn.counters.items()}
-        )
-        self.layer.remove(self)
+        if self.finished:
+            return
+        self.finished = True
+        layer = self.layer
+        layer.host.remove(self)
+        layer.dirty.pop(self, None)
+        layer._closed_conn_counters.add(self.conn.counters, "conn_")
 
     # -------------------------------------------------------------- events
 
@@ -1115,7 +925,7 @@ class TcpTransport(asyncio.Transport):
 
     def _apply_sockopt(self, level: int, optname: int, value: int) -> None:
         """setsockopt() on the socket-like object, mapped onto the engine's options."""
-        # Each connection owns its TcpConfig copy (TcpLayer._conn_config), so options set
+        # Each connection owns its TcpConfig copy (TcpHost.conn_config), so options set
         # here change this connection only.
         cfg = self._conn.cfg
         if level == socket.IPPROTO_TCP and optname == socket.TCP_NODELAY:

@@ -24,8 +24,9 @@ from .resolve import resolve_ipv4, resolve_ipv4_sync
 from .sockobj import StackSocket
 
 if TYPE_CHECKING:
-    from ..stack import Stack
+    from .netstack import NetStack
 
+IPPROTO_ICMP = 1
 IPPROTO_UDP = 17
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
 
@@ -37,7 +38,7 @@ def _oserror(code: int) -> OSError:
 class UdpLayer:
     """All UDP endpoints of one stack."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: NetStack) -> None:
         self.stack = stack
         self.bindings: dict[int, DatagramTransport] = {}
         self.counters: dict[str, int] = {}
@@ -107,10 +108,16 @@ class UdpLayer:
         if ep is None:
             self._inc("no_port")
             stack = self.stack
-            if stack.config.icmp_port_unreachable and hdr.dst == stack.ip_b:
-                # RFC 1122 3.2.2.1 / 4.1.3.1: a datagram to a closed port gets a port unreachable.
+            if stack.icmp_port_unreachable and hdr.dst == stack.ip_b:
+                # RFC 1122 3.2.2.1 / 4.1.3.1: a datagram to a closed port gets a port
+                # unreachable -- unless RFC 1122 3.2.2 forbids an error about it (a source
+                # that is no single host; a reassembled datagram whose last fragment was
+                # not the first, whose quote would lack the UDP header).
+                if not icmp.error_allowed(hdr, data):
+                    self._inc("port_unreachable_suppressed")
+                    return
                 msg = icmp.build_dest_unreachable(icmp.PORT_UNREACH, ip_packet[: hdr.total_length])
-                stack.send_ip(hdr.src, 1, [msg])
+                stack.send_ip(hdr.src, IPPROTO_ICMP, [msg])
                 self._inc("port_unreachable_sent")
             return
         if ep._remote is not None and (hdr.src, sport) != ep._remote:

@@ -1,4 +1,5 @@
-"""SYN cookies (RFC 4987 (3.6)): the sans-I/O cookie codec and TcpConnection.from_cookie."""
+"""SYN cookies (RFC 4987 (3.6)): the sans-I/O cookie codec, and the handshake through TcpHost
+and TcpConnection.from_cookie."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import random
 
 import pytest
 
-from anp_async.proto.tcp import ACK, PSH, TcpConfig, TcpConnection, TcpOptions, TcpSegment
+from anp_async.proto.tcp import ACK, PSH, SYN, TcpConfig, TcpOptions, TcpSegment
 from anp_async.proto.tcp.connection import TcpState
 from anp_async.proto.tcp.events import Connected, DataReceived
+from anp_async.proto.tcp.host import TcpHost
 from anp_async.proto.tcp.syncookies import (
     SLOT,
     SynCookies,
     decode_ts_options,
     encode_ts_options,
 )
+from tests.unit.test_tcp_host import Entry
 
 LIP = bytes([10, 0, 0, 2])
 RIP = bytes([10, 0, 0, 1])
@@ -70,24 +73,39 @@ def test_ts_option_bits() -> None:
 
 
 def _cookie_handshake(cfg: TcpConfig, with_ts: bool, data: bytes = b""):
-    """What TcpLayer does: cookie SYN-ACK, then the peer's ACK rebuilds the connection."""
-    sc = SynCookies(SECRET)
+    """Through the real TcpHost: a full backlog makes it answer a SYN with a cookie
+    SYN-ACK; the peer's ACK returning the cookie rebuilds the connection."""
+    host = TcpHost(LIP, cfg, 1500, Entry, secret=SECRET + bytes(16))
+    host.cookies = SynCookies(SECRET)
+    host.listen(LPORT, 1, lambda _: None)
     now = 100.0
+    # One half-open connection fills the backlog of 1.
+    first = TcpSegment(RPORT + 1, LPORT, 7, 0, SYN, 65535, options=TcpOptions(mss=1460))
+    assert host.input(RIP, LIP, first, now) is not None
     peer_isn = 424242
-    cookie, mss = sc.make(RIP, RPORT, LIP, LPORT, peer_isn, 1400, now)
-    tsval = (int(now * 1000) + TcpConnection.ts_offset_for(cookie)) & M
-    our_ts = encode_ts_options(tsval, 7, True)
-    opts = TcpOptions(timestamp=(5000, our_ts)) if with_ts else None
+    syn_opts = (
+        TcpOptions(mss=1400, wscale=7, sack_permitted=True, timestamp=(4999, 0))
+        if with_ts
+        else TcpOptions(mss=1400)
+    )
+    syn = TcpSegment(RPORT, LPORT, peer_isn, 0, SYN, 65535, options=syn_opts)
+    assert host.input(RIP, LIP, syn, now) is None
+    [(dst, syn_ack)] = host.take_outbox()
+    assert dst == RIP and syn_ack.flags == SYN | ACK and syn_ack.ack == peer_isn + 1
+    cookie = syn_ack.seq
+    assert syn_ack.options is not None
+    opts = None
+    if with_ts:
+        assert syn_ack.options.timestamp is not None
+        our_ts = syn_ack.options.timestamp[0]
+        assert decode_ts_options(our_ts) == (7, True)
+        opts = TcpOptions(timestamp=(5000, our_ts))
     ack = TcpSegment(
         RPORT, LPORT, (peer_isn + 1) & M, (cookie + 1) & M, ACK | PSH, 1000, data, opts
     )
-    got = sc.check(RIP, RPORT, LIP, LPORT, (ack.seq - 1) & M, (ack.ack - 1) & M, now + 0.05)
-    assert got == mss
-    ws, sack = decode_ts_options(our_ts) if with_ts else (None, False)
-    conn = TcpConnection.from_cookie(
-        cfg, LIP, LPORT, RIP, RPORT, ack, (ack.ack - 1) & M, got, now + 0.05, ws, sack
-    )
-    return conn, cookie, peer_isn
+    entry = host.input(RIP, LIP, ack, now + 0.05)
+    assert entry is not None and host.counters["syncookies_ok"] == 1
+    return entry.conn, cookie, peer_isn
 
 
 def test_from_cookie_with_timestamps_restores_options() -> None:

@@ -22,11 +22,8 @@ from anp_async.nic.vnet import (
     GSO_TCPV4,
     PLAIN_HEADER,
     VNET_HDR_LEN,
-    VnetHeader,
     build_tcp4_csum_header,
     build_tcp4_gso_header,
-    build_vnet_header,
-    parse_vnet_header,
 )
 from anp_async.proto.checksum import ones_sum, pseudo_header_sum, verify_transport
 from anp_async.proto.errors import ParseError
@@ -37,6 +34,7 @@ from anp_async.proto.tcp.segment import (
     build_tcp_header_partial,
     parse_tcp,
 )
+from tests.unit.vnet_reference import VnetHeader, build_vnet_header, parse_vnet_header
 
 SRC = bytes([10, 0, 0, 2])
 DST = bytes([10, 0, 0, 1])

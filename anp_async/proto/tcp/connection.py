@@ -1745,6 +1745,10 @@ class TcpConnection:
 
     # ------------------------------------------------------------------ introspection
 
+    def unacked_range(self) -> tuple[int, int]:
+        """(SND.UNA, SND.NXT) as sequence numbers on the wire."""
+        return self._wire_snd(self.snd_una), self._wire_snd(self.snd_nxt)
+
     def info(self) -> dict[str, object]:
         """A snapshot like ``ss -ti``."""
         cc = self.cc

@@ -1,0 +1,421 @@
+"""TCP rules that belong to the host rather than to one connection (sans-I/O).
+
+:class:`TcpHost` owns the connection table and the listeners of one address and decides
+what happens to a segment before (or instead of) a connection's state machine sees it:
+
+- demultiplexing by 4-tuple, and reopening a TIME_WAIT 4-tuple with a new SYN
+  (RFC 9293 3.10.7.4, RFC 6191);
+- LISTEN input (RFC 9293 3.10.7.2): RST dropped, ACK answered with RST, SYN opening a
+  connection, bounded by the listen backlog and a host-wide limit;
+- SYN cookies once a listener's backlog is full (RFC 4987 3.6), and the ACK that
+  returns one;
+- the RST for a segment to a closed port (RFC 9293 3.10.7.1, :func:`rst_reply`);
+- the sequence check of ICMP errors (RFC 5927 4.1) and RFC 1122's hard errors;
+- ephemeral port choice.
+
+Input is a parsed segment and the time; output is the entry whose connection took the
+segment (its output is due), segments the host answers itself (:attr:`TcpHost.outbox`)
+and entries it retired. The table holds *entries*: whatever the I/O layer keeps per
+connection (the asyncio transport keeps a ``TcpEndpoint``), as long as it has ``key``
+and ``conn``; the host makes them with the ``new_entry`` factory it is given.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from ...counters import Counters
+from .config import ChallengeAckLimiter, TcpConfig
+from .connection import TcpConnection, TcpState, _window_shift
+from .isn import IsnGenerator
+from .segment import ACK, FIN, RST, SYN, TcpOptions, TcpSegment
+from .syncookies import MAX_AGE_SLOTS, SLOT, SynCookies, decode_ts_options, encode_ts_options
+
+MASK = 0xFFFFFFFF
+
+#: Linux's default ip_local_port_range.
+EPHEMERAL_PORTS = range(32768, 61000)
+
+#: (remote ip, remote port, local port)
+Key = tuple[bytes, int, int]
+
+# ICMP destination unreachable and its hard-error codes (RFC 1122 4.2.3.9).
+_DEST_UNREACH = 3
+_HARD_ERRORS = (2, 3)  # protocol unreachable, port unreachable
+
+
+def _oserror(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+class Entry(Protocol):
+    """What the host needs of a table entry: its 4-tuple and its connection."""
+
+    @property
+    def key(self) -> Key: ...
+
+    @property
+    def conn(self) -> TcpConnection: ...
+
+
+E = TypeVar("E", bound=Entry)
+
+
+@dataclass(eq=False, slots=True)
+class Listener:
+    """A listening port: bounded half-open (SYN_RECEIVED) count.
+
+    ``accept`` is the I/O layer's callback for a connection that completed its
+    handshake; the host only stores it.
+    """
+
+    port: int
+    backlog: int
+    accept: Callable[[Any], None]
+    half_open: int = 0
+    closed: bool = False
+    #: When this listener last answered a SYN with a cookie (None: never).
+    cookie_sent_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.backlog = max(1, self.backlog)
+
+
+def rst_reply(seg: TcpSegment) -> TcpSegment | None:
+    """RFC 9293 3.10.7.1: the RST answering ``seg`` where no connection exists (None for a
+    RST, which is never answered)."""
+    flags = seg.flags
+    if flags & RST:
+        return None
+    if flags & ACK:
+        return TcpSegment(seg.dst_port, seg.src_port, seq=seg.ack, ack=0, flags=RST, window=0)
+    seg_len = len(seg.payload) + (1 if flags & SYN else 0) + (flags & FIN)
+    return TcpSegment(
+        seg.dst_port, seg.src_port, seq=0, ack=(seg.seq + seg_len) & MASK, flags=RST | ACK,
+        window=0,
+    )  # fmt: skip
+
+
+class TcpHost(Generic[E]):
+    """The connection table and listeners of one local address, and the host's rules.
+
+    ``new_entry(key, conn, listener)`` makes the table entry for a connection the host
+    opens for a listener. ``secret`` (at least 48 bytes) keys the ISNs and the SYN
+    cookies; ``rng`` picks ephemeral ports (None: the ``random`` module's).
+    """
+
+    def __init__(
+        self,
+        local_ip: bytes,
+        config: TcpConfig,
+        mtu: int,
+        new_entry: Callable[[Key, TcpConnection, Listener], E],
+        *,
+        secret: bytes,
+        rng: random.Random | None = None,
+    ) -> None:
+        if len(secret) < 48:
+            raise ValueError("TcpHost needs a secret of at least 48 bytes")
+        self.local_ip = local_ip
+        self.config = config
+        self.mtu = mtu
+        self._new_entry = new_entry
+        self.conns: dict[Key, E] = {}
+        self.listeners: dict[int, Listener] = {}
+        self.counters = Counters()
+        self.max_connections = 65536
+        self.isn = IsnGenerator(secret[:16])
+        # RFC 4987 (3.6): stateless SYN-ACKs once a SYN queue is full.
+        self.cookies = SynCookies(secret[16:48])
+        # RFC 5961 (7): one challenge-ACK budget for all connections of this host.
+        self.challenge_limiter = ChallengeAckLimiter(config.challenge_ack_global_limit)
+        self._choice: Callable[[range], int] = rng.choice if rng is not None else random.choice
+        #: Segments the host answers itself: (destination address, segment).
+        self.outbox: list[tuple[bytes, TcpSegment]] = []
+        #: Entries taken out of the table by the host (a TIME_WAIT reopened by a SYN).
+        self.retired: list[E] = []
+
+    # ------------------------------------------------------------------ input
+
+    def input(self, src: bytes, dst: bytes, seg: TcpSegment, now: float) -> E | None:
+        """One segment from ``src`` to ``dst``; returns the entry whose connection took it."""
+        self.counters["rx_segments"] += 1
+        entry = self.conns.get((src, seg.src_port, seg.dst_port))
+        if entry is not None:
+            if not self._reopens_time_wait(entry.conn, seg):
+                entry.conn.on_segment(seg, now)
+                return entry
+            # RFC 9293 3.10.7.4 / RFC 6191: a new SYN may reopen a 4-tuple in TIME_WAIT.
+            self.counters["time_wait_reopened"] += 1
+            self.remove(entry)
+            self.retired.append(entry)
+        if dst != self.local_ip:
+            self.counters["to_broadcast_dropped"] += 1
+            return None
+        listener = self.listeners.get(seg.dst_port)
+        if listener is not None and not listener.closed:
+            return self._listen_input(listener, src, seg, now)
+        self.counters["to_closed_port"] += 1
+        self._reset(src, seg)
+        return None
+
+    def _reopens_time_wait(self, conn: TcpConnection, seg: TcpSegment) -> bool:
+        return (
+            seg.flags & (SYN | ACK | RST) == SYN
+            and conn.state is TcpState.TIME_WAIT
+            and seg.dst_port in self.listeners
+            and conn.accepts_new_syn(seg)
+        )
+
+    def _listen_input(
+        self, listener: Listener, src: bytes, seg: TcpSegment, now: float
+    ) -> E | None:
+        flags = seg.flags
+        # RFC 9293 3.10.7.2 (LISTEN): drop RST; answer ACK with RST; take SYN.
+        if flags & RST:
+            self.counters["listen_rst_dropped"] += 1
+            return None
+        if flags & ACK:
+            if not flags & SYN:
+                opened = self._cookie_ack(listener, src, seg, now)
+                if opened is not False:
+                    return opened
+            self.counters["listen_ack_reset"] += 1
+            self._reset(src, seg)
+            return None
+        if not flags & SYN:
+            self.counters["listen_no_syn_dropped"] += 1
+            return None
+        if len(self.conns) >= self.max_connections:
+            self.counters["listen_overflow"] += 1
+            return None
+        if listener.half_open >= listener.backlog:
+            if self.config.syncookies:
+                self._send_cookie(listener, src, seg, now)
+            else:
+                # Like Linux without syncookies: a full SYN queue drops the SYN; the peer
+                # retries.
+                self.counters["listen_overflow"] += 1
+            return None
+        lip = self.local_ip
+        iss = self.isn.isn(lip, seg.dst_port, src, seg.src_port, now)
+        conn = TcpConnection.accept_syn(
+            self.conn_config(), lip, seg.dst_port, src, seg.src_port, seg, iss, now
+        )
+        self.counters["passive_opens"] += 1
+        return self._open_for(listener, (src, seg.src_port, seg.dst_port), conn)
+
+    def _open_for(self, listener: Listener, key: Key, conn: TcpConnection) -> E:
+        entry = self._new_entry(key, conn, listener)
+        listener.half_open += 1
+        self.conns[key] = entry
+        return entry
+
+    # ------------------------------------------------------------ SYN cookies
+
+    def _send_cookie(self, listener: Listener, src: bytes, seg: TcpSegment, now: float) -> None:
+        """RFC 4987 (3.6): a SYN-ACK whose ISN is a cookie; nothing is remembered."""
+        cfg = self.config
+        o = seg.options
+        peer_mss = o.mss if o is not None and o.mss else 536
+        cookie, _ = self.cookies.make(
+            src, seg.src_port, self.local_ip, seg.dst_port, seg.seq, peer_mss, now
+        )
+        opts = TcpOptions(mss=self._mss())
+        ts = o.timestamp if o is not None else None
+        if o is not None and ts is not None and cfg.timestamps:
+            # Window scale and SACK-permitted travel in the low bits of our TSval (as
+            # Linux); without timestamps the connection is rebuilt without them.
+            wscale = o.wscale if cfg.window_scale else None
+            sack = bool(o.sack_permitted and cfg.sack)
+            tsval = (int(now * 1000.0) + TcpConnection.ts_offset_for(cookie)) & MASK
+            opts.timestamp = (encode_ts_options(tsval, wscale, sack), ts[0])
+            if wscale is not None:
+                opts.wscale = _window_shift(cfg.recv_buffer)
+            opts.sack_permitted = sack
+        syn_ack = TcpSegment(
+            seg.dst_port, seg.src_port, seq=cookie, ack=(seg.seq + 1) & MASK, flags=SYN | ACK,
+            window=min(cfg.recv_buffer, 0xFFFF), options=opts,
+        )  # fmt: skip
+        listener.cookie_sent_at = now
+        self.counters["syncookies_sent"] += 1
+        self.outbox.append((src, syn_ack))
+
+    def _cookie_ack(
+        self, listener: Listener, src: bytes, seg: TcpSegment, now: float
+    ) -> E | None | bool:
+        """An ACK to a listener: if it returns a valid cookie, open the connection.
+
+        Returns the new entry, None when the cookie was good but the table is full, and
+        False when it was no cookie of ours (the ACK then gets a RST).
+        """
+        sent = listener.cookie_sent_at
+        # Like Linux: cookies are checked only while this listener recently sent some, so
+        # stray ACKs cannot open connections the rest of the time.
+        if not self.config.syncookies or sent is None or now - sent > SLOT * MAX_AGE_SLOTS:
+            return False
+        lip = self.local_ip
+        iss = (seg.ack - 1) & MASK
+        mss = self.cookies.check(
+            src, seg.src_port, lip, seg.dst_port, (seg.seq - 1) & MASK, iss, now
+        )
+        if mss is None:
+            self.counters["syncookies_failed"] += 1
+            return False
+        if len(self.conns) >= self.max_connections:
+            self.counters["listen_overflow"] += 1
+            return None
+        wscale: int | None = None
+        sack = False
+        o = seg.options
+        if o is not None and o.timestamp is not None and self.config.timestamps:
+            wscale, sack = decode_ts_options(o.timestamp[1])
+            if not self.config.window_scale:
+                wscale = None
+            sack = sack and self.config.sack
+        conn = TcpConnection.from_cookie(
+            self.conn_config(), lip, seg.dst_port, src, seg.src_port, seg, iss, mss, now,
+            wscale, sack,
+        )  # fmt: skip
+        self.counters["syncookies_ok"] += 1
+        self.counters["passive_opens"] += 1
+        return self._open_for(listener, (src, seg.src_port, seg.dst_port), conn)
+
+    def _reset(self, dst: bytes, seg: TcpSegment) -> None:
+        rst = rst_reply(seg)
+        if rst is not None:
+            self.counters["rst_sent"] += 1
+            self.outbox.append((dst, rst))
+
+    def take_outbox(self) -> list[tuple[bytes, TcpSegment]]:
+        """The segments the host answered with since the last call."""
+        out, self.outbox = self.outbox, []
+        return out
+
+    def take_retired(self) -> list[E]:
+        """The entries the host took out of the table since the last call."""
+        out, self.retired = self.retired, []
+        return out
+
+    # ------------------------------------------------------------ ICMP errors
+
+    def icmp_error(self, type_: int, code: int, dst: bytes, first8: bytes | memoryview) -> E | None:
+        """An ICMP error quoting a segment we sent to ``dst`` (``first8``: the quoted TCP
+        header's first 8 bytes). Returns the entry to fail as refused (a hard error while
+        opening), else None: soft errors are only counted."""
+        if len(first8) < 8:
+            return None
+        sport = int.from_bytes(first8[0:2], "big")
+        dport = int.from_bytes(first8[2:4], "big")
+        seq = int.from_bytes(first8[4:8], "big")
+        entry = self.conns.get((dst, dport, sport))
+        if entry is None:
+            self.counters["icmp_unmatched"] += 1
+            return None
+        una, nxt = entry.conn.unacked_range()
+        # RFC 5927 (4.1): accept only errors quoting a sequence number in flight.
+        if (seq - una) & MASK > (nxt - una) & MASK:
+            self.counters["icmp_out_of_window"] += 1
+            return None
+        self.counters["icmp_errors"] += 1
+        # RFC 1122 4.2.3.9: hard errors (port/protocol unreachable) abort a connection
+        # being opened; soft errors are only remembered.
+        if (
+            entry.conn.state is TcpState.SYN_SENT
+            and type_ == _DEST_UNREACH
+            and code in _HARD_ERRORS
+        ):
+            return entry
+        return None
+
+    def opening_via(self, next_hop: bytes, next_hop_of: Callable[[bytes], bytes | None]) -> list[E]:
+        """Connections still opening (SYN_SENT) whose route leads through ``next_hop``."""
+        return [
+            e
+            for e in self.conns.values()
+            if e.conn.state is TcpState.SYN_SENT and next_hop_of(e.key[0]) == next_hop
+        ]
+
+    # ---------------------------------------------------------------- opening
+
+    def _mss(self) -> int:
+        return max(88, min(self.config.mss, self.mtu - 40))
+
+    def conn_config(self, **overrides: Any) -> TcpConfig:
+        """The configuration of a new connection: the host's, with the MSS the MTU allows
+        and the shared challenge-ACK budget."""
+        cfg = self.config
+        fields = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+        fields.update(mss=self._mss(), challenge_limiter=self.challenge_limiter, **overrides)
+        return TcpConfig(**fields)
+
+    def port_free(self, remote: bytes, rport: int, lport: int) -> bool:
+        """No connection (TIME_WAIT included) uses this 4-tuple and no listener the port."""
+        return (remote, rport, lport) not in self.conns and lport not in self.listeners
+
+    def pick_port(self, remote: bytes, rport: int) -> int:
+        """A random ephemeral port whose 4-tuple is free; OSError(EADDRNOTAVAIL) if none."""
+        for _ in range(128):
+            port = self._choice(EPHEMERAL_PORTS)
+            if self.port_free(remote, rport, port):
+                return port
+        for port in EPHEMERAL_PORTS:
+            if self.port_free(remote, rport, port):
+                return port
+        raise _oserror(errno.EADDRNOTAVAIL)
+
+    def connect(
+        self, remote: bytes, rport: int, lport: int, now: float, cfg: TcpConfig | None = None
+    ) -> TcpConnection:
+        """A connection actively opened to ``remote:rport`` from ``lport`` (not yet in the
+        table: :meth:`add` its entry)."""
+        iss = self.isn.isn(self.local_ip, lport, remote, rport, now)
+        conn = TcpConnection.connect(
+            cfg or self.conn_config(), self.local_ip, lport, remote, rport, iss, now
+        )
+        self.counters["active_opens"] += 1
+        return conn
+
+    def add(self, entry: E) -> None:
+        """Put an entry into the table."""
+        self.conns[entry.key] = entry
+
+    def remove(self, entry: E) -> bool:
+        """Take ``entry`` out of the table; False if it was not (or no longer) there."""
+        if self.conns.get(entry.key) is entry:
+            del self.conns[entry.key]
+            return True
+        return False
+
+    # -------------------------------------------------------------- listeners
+
+    def listen(self, port: int, backlog: int, accept: Callable[[Any], None]) -> Listener:
+        """Start listening on ``port``; OSError(EADDRINUSE) if something listens there."""
+        if port in self.listeners:
+            raise _oserror(errno.EADDRINUSE)
+        listener = Listener(port, backlog, accept)
+        self.listeners[port] = listener
+        return listener
+
+    def unlisten(self, listener: Listener) -> None:
+        """Stop listening; connections it opened stay."""
+        listener.closed = True
+        if self.listeners.get(listener.port) is listener:
+            del self.listeners[listener.port]
+
+    # ------------------------------------------------------------------ state
+
+    def busy(self) -> bool:
+        """True while a connection still has data or a FIN to deliver to its peer."""
+        for entry in self.conns.values():
+            if entry.conn.state in (TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK):
+                return True
+        return False
+
+    def __iter__(self) -> Iterator[E]:
+        return iter(list(self.conns.values()))

@@ -1,0 +1,105 @@
+"""The narrow interface between the transports and the stack below them.
+
+The transports never import ``stack.py``: they are handed an object that has these
+members, and :class:`anp_async.stack.Stack` is one (as ``control.ControlledStack`` is the
+control socket's view of it). What a transport may ask of the stack is therefore exactly
+what is written here: addresses, the clock and loop, the receive-batch state, and the two
+ways down (``send_ip`` for any IP payload, ``send_tcp`` for a TCP segment, where the stack
+applies the NIC's offloads).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..proto.ipv4 import Interface
+from ..proto.tcp.segment import TcpSegment
+
+if TYPE_CHECKING:
+    from .server import Server
+    from .tcp import TcpLayer
+
+Buffer = bytes | bytearray | memoryview
+
+
+class NetStack(Protocol):
+    """What the TCP and UDP layers need from the stack."""
+
+    @property
+    def ip(self) -> str:
+        """The stack's address, dotted."""
+
+    @property
+    def ip_b(self) -> bytes:
+        """The stack's address, 4 bytes."""
+
+    @property
+    def mtu(self) -> int:
+        """The link MTU (TCP derives its MSS from it)."""
+
+    @property
+    def iface(self) -> Interface:
+        """The interface's prefix and gateway: next hops and broadcast addresses."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the stack runs on (None before ``start()``)."""
+
+    @property
+    def in_rx(self) -> bool:
+        """True while a receive batch is being processed (output waits for its end)."""
+
+    @property
+    def rx_csum_trusted(self) -> bool:
+        """The frame being processed has a transport checksum the NIC vouches for."""
+
+    @property
+    def icmp_port_unreachable(self) -> bool:
+        """Answer datagrams to closed UDP ports with ICMP port unreachable."""
+
+    def now(self) -> float:
+        """The stack's clock in seconds."""
+
+    def send_ip(self, dst: bytes, proto: int, parts: list[Buffer], *, ttl: int = 64) -> None:
+        """Send one IPv4 datagram (OSError(ENETUNREACH) when no route leads to ``dst``)."""
+
+    def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> bool:
+        """Send one TCP segment; True when the NIC cuts it into ``mss``-sized ones (TSO)."""
+
+    def add_unreachable_listener(self, cb: Callable[[bytes], None]) -> None:
+        """Call ``cb(next_hop)`` when ARP gives up on a next hop."""
+
+
+class SocketStack(Protocol):
+    """What the stream helpers and the stack event loops need: the asyncio-style calls."""
+
+    @property
+    def ip(self) -> str: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None: ...
+
+    @property
+    def tcp(self) -> TcpLayer: ...
+
+    async def create_connection(
+        self, protocol_factory: Callable[[], Any], host: str, port: int, **kwargs: Any
+    ) -> tuple[asyncio.Transport, Any]: ...
+
+    async def create_server(
+        self,
+        protocol_factory: Callable[[], Any],
+        host: str | None = None,
+        port: int = 0,
+        **kwargs: Any,
+    ) -> Server: ...
+
+    async def create_datagram_endpoint(
+        self,
+        protocol_factory: Callable[[], Any],
+        local_addr: tuple[str, int] | None = None,
+        remote_addr: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> tuple[asyncio.DatagramTransport, Any]: ...

@@ -1,0 +1,131 @@
+"""The host's TCP rules (proto/tcp/host.py), sans-I/O: segments in at chosen times, exact
+replies out. SYN cookies through the host are in test_tcp_syncookies.py."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import pytest
+
+from anp_async.proto.tcp import ACK, FIN, RST, SYN, TcpConnection, TcpOptions, TcpSegment
+from anp_async.proto.tcp.connection import TcpState
+from anp_async.proto.tcp.host import EPHEMERAL_PORTS, Key, Listener, TcpHost, rst_reply
+from tests.unit.tcp_templates import LIP, LPORT, RIP, RPORT, plain
+
+M = 0xFFFFFFFF
+BCAST = bytes([10, 0, 0, 255])
+
+
+@dataclass(eq=False)
+class Entry:
+    """The smallest table entry: what the asyncio layer's TcpEndpoint is to the host."""
+
+    key: Key
+    conn: TcpConnection
+    listener: Listener | None = None
+
+
+def new_host(**cfg) -> TcpHost[Entry]:
+    return TcpHost(LIP, plain(**cfg), 1500, Entry, secret=bytes(range(48)), rng=random.Random(1))
+
+
+def syn(rport: int = RPORT, seq: int = 5000, opts: TcpOptions | None = None) -> TcpSegment:
+    return TcpSegment(rport, LPORT, seq, 0, SYN, 65535, options=opts or TcpOptions(mss=1460))
+
+
+def test_rst_reply_rules() -> None:
+    # RFC 9293 3.10.7.1: ACK set -> <SEQ=SEG.ACK><CTL=RST>; else <ACK=SEG.SEQ+SEG.LEN><RST,ACK>.
+    assert rst_reply(TcpSegment(1, 2, 10, 77, ACK, 100, b"xyz")) == TcpSegment(2, 1, 77, 0, RST, 0)
+    assert rst_reply(TcpSegment(1, 2, M, 0, SYN | FIN, 100, b"ab")) == TcpSegment(
+        2, 1, 0, 3, RST | ACK, 0
+    )
+    assert rst_reply(TcpSegment(1, 2, 10, 0, RST, 0)) is None
+
+
+def test_closed_port_gets_rst_and_broadcast_is_dropped() -> None:
+    host = new_host()
+    assert host.input(RIP, LIP, syn(), 0.0) is None
+    assert host.take_outbox() == [(RIP, TcpSegment(LPORT, RPORT, 0, 5001, RST | ACK, 0))]
+    assert host.input(RIP, BCAST, syn(), 0.0) is None
+    assert host.take_outbox() == []
+    assert host.counters["to_closed_port"] == 1 and host.counters["to_broadcast_dropped"] == 1
+
+
+def test_listen_input_rst_ack_syn() -> None:
+    host = new_host()
+    host.listen(LPORT, 4, lambda _: None)
+    # RFC 9293 3.10.7.2: a RST is dropped, an ACK answered with a RST, a SYN opens.
+    assert host.input(RIP, LIP, TcpSegment(RPORT, LPORT, 1, 0, RST, 0), 0.0) is None
+    assert host.input(RIP, LIP, TcpSegment(RPORT, LPORT, 1, 99, ACK, 0), 0.0) is None
+    assert host.take_outbox() == [(RIP, TcpSegment(LPORT, RPORT, 99, 0, RST, 0))]
+    entry = host.input(RIP, LIP, syn(), 0.0)
+    assert entry is not None and entry.key == (RIP, RPORT, LPORT)
+    assert entry.conn.state is TcpState.SYN_RECEIVED
+    assert host.listeners[LPORT].half_open == 1 and host.conns[entry.key] is entry
+    assert [host.counters[k] for k in ("listen_rst_dropped", "listen_ack_reset")] == [1, 1]
+    # The next segment of that 4-tuple goes to the connection, not the listener.
+    assert host.input(RIP, LIP, TcpSegment(RPORT, LPORT, 5001, 0, ACK, 0), 0.1) is entry
+
+
+def test_full_backlog_drops_syn_without_cookies() -> None:
+    host = new_host(syncookies=False)
+    host.listen(LPORT, 1, lambda _: None)
+    assert host.input(RIP, LIP, syn(RPORT), 0.0) is not None
+    assert host.input(RIP, LIP, syn(RPORT + 1), 0.0) is None
+    assert host.take_outbox() == [] and host.counters["listen_overflow"] == 1
+
+
+def test_stray_ack_after_cookies_is_reset_not_opened() -> None:
+    host = new_host()
+    host.listen(LPORT, 1, lambda _: None)
+    host.input(RIP, LIP, syn(RPORT), 0.0)
+    host.input(RIP, LIP, syn(RPORT + 1), 0.0)  # cookie SYN-ACK
+    host.take_outbox()
+    bad = TcpSegment(RPORT + 1, LPORT, 5001, 12345, ACK, 1000)
+    assert host.input(RIP, LIP, bad, 0.1) is None
+    assert host.counters["syncookies_failed"] == 1
+    assert host.take_outbox() == [(RIP, TcpSegment(LPORT, RPORT + 1, 12345, 0, RST, 0))]
+
+
+def test_time_wait_reopened_by_new_syn() -> None:
+    host = new_host()
+    host.listen(LPORT, 4, lambda _: None)
+    old = host.input(RIP, LIP, syn(seq=5000), 0.0)
+    assert old is not None
+    old.conn.state = TcpState.TIME_WAIT  # as if it had closed; rcv_nxt is 5001
+    new = host.input(RIP, LIP, syn(seq=900000), 1.0)
+    assert new is not None and new is not old
+    assert host.take_retired() == [old] and host.conns[new.key] is new
+    assert host.counters["time_wait_reopened"] == 1
+
+
+def test_icmp_error_sequence_check() -> None:
+    host = new_host()
+    conn = host.connect(RIP, LPORT, 40000, 0.0)
+    entry = Entry((RIP, LPORT, 40000), conn)
+    host.add(entry)
+    (syn_out,) = conn.output(0.0)
+    quote = (40000).to_bytes(2, "big") + LPORT.to_bytes(2, "big")
+    # RFC 5927 (4.1): a quoted sequence number outside SND.UNA..SND.NXT is ignored.
+    outside = quote + ((syn_out.seq + 100) & M).to_bytes(4, "big")
+    assert host.icmp_error(3, 3, RIP, outside) is None
+    assert host.counters["icmp_out_of_window"] == 1
+    inside = quote + syn_out.seq.to_bytes(4, "big")
+    assert host.icmp_error(3, 1, RIP, inside) is None  # host unreachable: soft
+    assert host.icmp_error(3, 3, RIP, inside) is entry  # port unreachable: hard
+    assert host.icmp_error(3, 3, bytes([10, 0, 0, 9]), inside) is None
+    assert host.counters["icmp_errors"] == 2 and host.counters["icmp_unmatched"] == 1
+
+
+def test_pick_port_avoids_used_tuples_and_listeners() -> None:
+    host = new_host()
+    host.listen(EPHEMERAL_PORTS[0], 1, lambda _: None)
+    for p in EPHEMERAL_PORTS[1:]:
+        host.add(Entry((RIP, 80, p), host.connect(RIP, 80, p, 0.0)))
+    with pytest.raises(OSError):
+        host.pick_port(RIP, 80)
+    assert host.pick_port(RIP, 81) in EPHEMERAL_PORTS
+    assert not host.port_free(RIP, 80, EPHEMERAL_PORTS[5])
+    with pytest.raises(OSError):
+        host.listen(EPHEMERAL_PORTS[0], 1, lambda _: None)
