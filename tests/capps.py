@@ -15,24 +15,21 @@ C_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "apps", "c")
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-Werror", "-pthread"]
 
 
-def build(out_dir: str) -> dict[str, str]:
-    """Compile each ``tests/apps/c/*.c`` to ``out_dir/<name>``; raise on a compile error."""
+def compile_one(name: str, out: str, extra: tuple[str, ...] = ()) -> str:
+    """Compile ``tests/apps/c/NAME.c`` to ``out`` (``extra``: more gcc flags, e.g. -static)."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         raise RuntimeError("gcc not found: run scripts/setup.sh (it installs gcc)")
-    progs = {}
-    for src in sorted(os.listdir(C_DIR)):
-        if not src.endswith(".c"):
-            continue
-        name = src[:-2]
-        out = os.path.join(out_dir, name)
-        res = subprocess.run(
-            [cc, *CFLAGS, "-o", out, os.path.join(C_DIR, src)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"gcc failed for {src}:\n{res.stderr}")
-        progs[name] = out
-    return progs
+    src = os.path.join(C_DIR, f"{name}.c")
+    res = subprocess.run(
+        [cc, *CFLAGS, *extra, "-o", out, src], capture_output=True, text=True, check=False
+    )
+    if res.returncode != 0:
+        raise RuntimeError(f"gcc failed for {src}:\n{res.stderr}")
+    return out
+
+
+def build(out_dir: str) -> dict[str, str]:
+    """Compile each ``tests/apps/c/*.c`` to ``out_dir/<name>``; raise on a compile error."""
+    names = sorted(f[:-2] for f in os.listdir(C_DIR) if f.endswith(".c"))
+    return {n: compile_one(n, os.path.join(out_dir, n)) for n in names}

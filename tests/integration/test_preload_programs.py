@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pathlib
 import secrets
 import signal
 import subprocess
@@ -402,6 +403,29 @@ def test_errors_like_the_kernel(netns: Netns, c_apps: dict[str, str]) -> None:
     lines = r.stderr.splitlines()
     for want in ("connect: ECONNREFUSED", "connect: ENETUNREACH"):
         assert sum(want in line for line in lines) == 2, describe(r)
+
+
+def test_isolate_catches_a_program_the_library_cannot_see(
+    netns: Netns, tmp_path: pathlib.Path
+) -> None:
+    """The control: the same client linked statically (LD_PRELOAD cannot enter it) gets the
+    empty namespace's ENETUNREACH, so the passing tests above really went through the
+    library and nothing reached the stack's network by the kernel's road."""
+    static = capps.compile_one("tcp_pattern", str(tmp_path / "tcp_pattern_static"), ("-static",))
+    r = run_on_stack(netns, [static, "client", KERNEL_IP, "5000", "blocking", "10", "1"])
+    assert r.returncode == 1, describe(r)
+    assert "connect: ENETUNREACH" in r.stderr, describe(r)
+
+
+def test_loopback_stays_with_the_kernel(netns: Netns, c_apps: dict[str, str]) -> None:
+    """127.0.0.1 inside the program's own namespace is the kernel's loopback, not the stack."""
+    tp = c_apps["tcp_pattern"]
+    script = (f"{tp} server 127.0.0.1 7000 epoll 1 & sleep 0.5; "
+              f"{tp} client 127.0.0.1 7000 poll 20000 3 && wait $!")  # fmt: skip
+    r = run_on_stack(netns, ["sh", "-c", script])
+    assert r.returncode == 0, describe(r)
+    assert "connected 127.0.0.1:7000 -> 127.0.0.1:" in r.stdout, describe(r)
+    assert "ok served 1 connections, 60000 bytes" in r.stdout, describe(r)
 
 
 # -- programs attached to one `anp up` stack --------------------------------------------------
