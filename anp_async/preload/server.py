@@ -19,6 +19,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import socket
 import stat
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -96,6 +97,7 @@ class SocketApi:
 
     async def start(self) -> None:
         """Listen at ``path`` (the directory is made; a stale socket is replaced)."""
+        _raise_fd_limit()
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.stat(self.path).st_mode):
@@ -524,6 +526,14 @@ class SocketApi:
         return Message(
             req.op, sid=rec.sid, res=rec.sid, a=(rec.lib_type, int(rec.lib_state()), rec.family, 0)
         )
+
+
+def _raise_fd_limit() -> None:
+    """Each program socket holds one descriptor here: allow as many as the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @contextlib.asynccontextmanager
