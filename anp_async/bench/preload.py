@@ -18,8 +18,9 @@ sockets in the namespace K of :class:`~anp_async.bench.procs.BenchEnv`. Each pha
 
 The IPC's cost per request is read off the same run: the anp process's CPU per request on
 the preload path (stack + socket-API server + pumping, no application) against the
-in-process stack's (stack + asyncio client application), and the preload client's p50
-against the kernel client's. Every byte is checked by the C programs; any failure aborts
+in-process stack's (stack + asyncio client application); the client's own CPU per request
+through the library (socketpair instead of a kernel TCP socket) against the same client on
+kernel sockets; and the preload client's p50 against the kernel client's. Every byte is checked by the C programs; any failure aborts
 the run with nothing reported.
 """
 
@@ -216,6 +217,10 @@ def ipc_cost(rows: list[dict[str, Any]], modes: list[str]) -> list[dict[str, Any
             "stack_cpu_us_per_req_inprocess": inp["stack_cpu_us_per_req"],
             "extra_stack_cpu_us_per_req": pre["stack_cpu_us_per_req"]
             - inp["stack_cpu_us_per_req"],
+            "client_cpu_us_per_req_preload": pre["client_cpu_us_per_req"],
+            "client_cpu_us_per_req_kernel": kernel["client_cpu_us_per_req"],
+            "extra_client_cpu_us_per_req": pre["client_cpu_us_per_req"]
+            - kernel["client_cpu_us_per_req"],
             "p50_us_preload": pre["p50_us"], "p50_us_inprocess": inp["p50_us"],
             "p50_us_kernel": kernel["p50_us"],
             "p50_ratio_preload_to_kernel": pre["p50_us"] / kernel["p50_us"],
@@ -302,12 +307,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if cost:
         lines += ["", "IPC cost per 64 B request (same run)",
                   f"{'mode':<12}{'anp CPU us/req (preload)':>26}{'stack CPU us/req (in-process)':>31}"
-                  f"{'extra us':>10}{'p50 preload/kernel':>20}"]  # fmt: skip
+                  f"{'extra us':>10}{'client CPU us/req preload/kernel':>34}"
+                  f"{'p50 preload/kernel':>20}"]  # fmt: skip
         for r in cost:
             lines.append(
                 f"{r['setup']:<12}{_fmt(r['anp_cpu_us_per_req_preload']):>26}"
                 f"{_fmt(r['stack_cpu_us_per_req_inprocess']):>31}"
                 f"{_fmt(r['extra_stack_cpu_us_per_req']):>10}"
+                f"{_fmt(r['client_cpu_us_per_req_preload'], 2):>27} / "
+                f"{_fmt(r['client_cpu_us_per_req_kernel'], 2):<4}"
                 f"{_fmt(r['p50_ratio_preload_to_kernel'], 2):>19}x"
             )
     return "\n".join(lines)

@@ -54,6 +54,7 @@ def test_preload_bench_quick(tmp_path: Path) -> None:
         == by[("tcp_rr", "preload-interrupt")]["stack_cpu_us_per_req"]
     )
     assert cost["p50_ratio_preload_to_kernel"] > 0
+    assert cost["client_cpu_us_per_req_kernel"] == by[("tcp_rr", "kernel")]["client_cpu_us_per_req"]
     with open(tmp_path / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     samples = json.loads((tmp_path / "samples.json").read_text())
