@@ -327,6 +327,22 @@ def test_python_urllib_client_on_stack(netns: Netns, www: tuple[str, dict[str, s
     assert r.stdout.splitlines() == [f"{3 * MiB + 17} {hashes['mid.bin']}", f"sockname {STACK_IP}"]
 
 
+def test_asyncio_aiohttp_client_through_the_library(
+    netns: Netns, www: tuple[str, dict[str, str]]
+) -> None:
+    """An asyncio program (aiohttp) runs as its own process on the library, like any other."""
+    directory, hashes = www
+    with http_server_in(netns, directory):
+        urls = [f"http://{KERNEL_IP}:8000/{name}" for name in ("mid.bin", "big.bin")]
+        program = [sys.executable, os.path.join(ROOT, "tests", "apps", "aiohttp_client.py"), *urls]
+        r = run_on_stack(netns, program)
+    assert r.returncode == 0, describe(r)
+    assert r.stdout.splitlines() == [
+        f"{urls[0]} 200 {3 * MiB + 17} {hashes['mid.bin']}",
+        f"{urls[1]} 200 {40 * MiB} {hashes['big.bin']}",
+    ], describe(r)
+
+
 def test_python_http_server_on_stack(www: tuple[str, dict[str, str]]) -> None:
     directory, hashes = www
     program = ["python3", "-u", "-m", "http.server", "--bind", STACK_IP, "--directory",
