@@ -26,11 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import socket
 import stat
 from collections.abc import Mapping
 from typing import Any, Protocol
+
+log = logging.getLogger("anp_async.control")
 
 RUN_DIR = "/run/anp"
 
@@ -111,6 +114,7 @@ def handle_request(
             if not isinstance(name, str):
                 raise ValueError("'mode' must be a mode name")
             stack.set_mode(name, **_params_from(req))
+            log.info("mode %s %s", stack.mode_name, dict(stack.mode_params))
             return _mode_reply(stack)
         if cmd == "coalesce":
             # ethtool -C semantics: parameters not given keep their current values.
@@ -118,10 +122,12 @@ def handle_request(
             if stack.mode_name == "coalesce":
                 params = {**dict(stack.mode_params), **params}
             stack.set_mode("coalesce", **params)
+            log.info("coalesce %s", dict(stack.mode_params))
             return _mode_reply(stack)
         if cmd == "stats":
             return {"ok": True, "stats": stack.stats()}
     except (ValueError, TypeError) as e:
+        log.info("refused %r: %s", cmd, e)
         return {"ok": False, "error": str(e)}
     return {"ok": False, "error": f"unknown command {cmd!r}"}
 

@@ -6,6 +6,9 @@ Commands (``anp COMMAND --help`` for each)::
     anp ctl --tap TAP mode [NAME]     show or switch the receive mode           (ctl.py)
     anp ctl --tap TAP coalesce ...    ethtool -C style coalescing change
     anp ctl --tap TAP stats [--json]  counters of a running stack (= anp stats)
+    anp stats --interval S            the counters that changed, every S seconds (top.py)
+    anp ss --tap TAP [-i] [FILTER]    its sockets, like ss -tni                 (ss.py)
+    anp top --tap TAP                 live wake-ups/frames/CPU per mode         (top.py)
     anp ping HOST [-c N]              ICMP echo from the stack, like ping(8)    (ping.py)
     anp echo-server PORT              the reference application's server        (echo.py)
     anp echo-client HOST PORT ...     its client: patterned buffers, checked echoes
@@ -26,7 +29,7 @@ shows its traceback.
 
 from __future__ import annotations
 
-from . import ctl, demo, echo, ping, up
+from . import ctl, demo, echo, ping, ss, top, up
 from .base import CliError, Command, register_command
 from .ctl import print_stats
 from .main import EXTRA_COMMAND_MODULES, build_parser, main
@@ -47,6 +50,8 @@ for _cmd in (
     up.COMMAND,
     ctl.CTL_COMMAND,
     ctl.STATS_COMMAND,
+    ss.COMMAND,
+    top.COMMAND,
     ping.COMMAND,
     echo.SERVER_COMMAND,
     echo.CLIENT_COMMAND,

@@ -187,10 +187,19 @@ def _configure_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tap", help="TAP of the running stack (default anptap0)")
     p.add_argument("--socket", metavar="PATH", help="control socket path")
     p.add_argument("--json", action="store_true", help="print the raw JSON")
+    p.add_argument(
+        "--interval", type=float, metavar="S", help="every S seconds, the counters that changed"
+    )
+    p.add_argument("--count", type=int, help="with --interval: stop after COUNT reports")
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    """``anp stats``: short for ``anp ctl stats`` (the name DESIGN.md gives it)."""
+    """``anp stats``: short for ``anp ctl stats`` (the name DESIGN.md gives it);
+    ``--interval S`` prints deltas every S seconds (:func:`anp_async.cli.top.stats_interval`)."""
+    if args.interval is not None:
+        from .top import stats_interval
+
+        return stats_interval(args)
     args.ctl_cmd = "stats"
     return cmd_ctl(args)
 

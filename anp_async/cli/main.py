@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 
 from .base import CliError, Command, commands, reason, run_async
+from .logs import add_log_options, configure_logging
 from .options import add_stack_options
 
 #: Modules that register extra commands when imported (e.g. the benchmark's ``anp bench``).
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         if cmd.stack_options:
             add_stack_options(p)
         p.set_defaults(_command=cmd)
+    add_log_options(parser, top=True)
     return parser
 
 
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     cmd: Command = args._command
+    configure_logging(args)
     try:
         if asyncio.iscoroutinefunction(cmd.run):
             factory = loop_factory(getattr(args, "loop", "asyncio"))

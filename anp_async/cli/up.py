@@ -21,6 +21,10 @@ def _configure_up(p: argparse.ArgumentParser) -> None:
         help="serve the tiny HTTP responder (GET /pattern/N, POST /echo) on PORT",
     )  # fmt: skip
     p.add_argument("--socket", metavar="PATH", help="control socket (default /run/anp/TAP.sock)")
+    p.add_argument(
+        "--metrics", type=int, metavar="PORT",
+        help="serve OpenMetrics/Prometheus text (GET /metrics) on the stack's address, PORT",
+    )  # fmt: skip
 
 
 async def _start_echo(
@@ -60,7 +64,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
         control_server(stack, args) as path,
         serve_socket_api(stack, api_path),
     ):
-        udp = tcp = http = None
+        udp = tcp = http = metrics = None
         echo = ""
         handlers = ConnectionHandlers()
         try:
@@ -77,6 +81,16 @@ async def cmd_up(args: argparse.Namespace) -> int:
                 except OSError as e:
                     raise CliError(f"cannot serve HTTP on port {args.http}: {reason(e)}") from None
                 echo += f", http port {args.http}"
+            if args.metrics is not None:
+                from ..apps.metrics import metrics_handler
+
+                try:
+                    metrics = await stack.start_server(
+                        handlers.wrap(metrics_handler(stack.stats)), stack.ip, args.metrics
+                    )
+                except OSError as e:
+                    raise CliError(f"cannot serve metrics on port {args.metrics}: {e}") from None
+                echo += f", metrics http://{stack.ip}:{args.metrics}/metrics"
             where = f" in netns {args.netns}" if args.netns else ""
             params = ",".join(f"{k}={v}" for k, v in stack.mode_params.items())
             print(
@@ -93,6 +107,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
                 udp.close()
             _close_server(tcp)
             _close_server(http)
+            _close_server(metrics)
             await handlers.aclose()
     return 0
 
