@@ -480,9 +480,10 @@ def test_two_programs_share_a_stack_eaddrinuse(c_apps: dict[str, str]) -> None:
     tp = c_apps["tcp_pattern"]
     with anp_up() as (ns, tap, _up):
         first = attached(tap, [tp, "server", STACK_IP, "6000", "blocking", "1"])
-        second = attached(tap, [tp, "server", "0.0.0.0", "6000", "poll", "1"])
+        second = None
         try:
             first.wait_for("listening")
+            second = attached(tap, [tp, "server", "0.0.0.0", "6000", "poll", "1"])
             assert second.wait(30) == 1, second.text()
             assert "bind: EADDRINUSE" in second.text(), second.text()
             r = ns.run([tp, "client", STACK_IP, "6000", "select", "20000", "2"], timeout=30)
@@ -490,7 +491,8 @@ def test_two_programs_share_a_stack_eaddrinuse(c_apps: dict[str, str]) -> None:
             assert first.wait(20) == 0, first.text()
         finally:
             first.close()
-            second.close()
+            if second is not None:
+                second.close()
 
 
 KERNEL_HOLDER = """
