@@ -309,6 +309,18 @@ def test_nc_listens_on_stack() -> None:
     assert len(got) == len(data) and got == data
 
 
+def test_socat_exec_cat_on_stack(c_apps: dict[str, str]) -> None:
+    """socat accepts, forks and dup2()s the connection onto cat's stdin/stdout: an
+    inherited stack socket used by a program that never calls the socket API at all."""
+    program = ["socat", f"TCP-LISTEN:5000,bind={STACK_IP}", "EXEC:cat"]
+    with stack_server(program, None) as (ns, proc):
+        r = retry_in_ns(ns, [c_apps["tcp_pattern"], "client", STACK_IP, "5000", "poll",
+                             "100000", "5"])  # fmt: skip
+        assert r.returncode == 0, describe(r)
+        assert "ok 5 messages of 100000 bytes" in r.stdout
+        assert proc.wait(30) == 0, proc.text()
+
+
 URLLIB_CLIENT = """
 import hashlib, socket, sys, urllib.request
 body = urllib.request.urlopen(sys.argv[1], timeout=30).read()
@@ -493,6 +505,38 @@ def test_two_programs_share_a_stack_eaddrinuse(c_apps: dict[str, str]) -> None:
             first.close()
             if second is not None:
                 second.close()
+
+
+ACTIVE_CLOSER = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.0.0.2", 6000))
+s.listen(5)
+print("listening", flush=True)
+c, _ = s.accept()
+c.sendall(b"bye\\n")
+c.close()  # the stack's side closes first: its connection goes to TIME-WAIT
+s.close()
+"""
+
+
+def test_rebind_over_time_wait(c_apps: dict[str, str]) -> None:
+    """Like the kernel: a server that closed first leaves TIME-WAIT, and the next program's
+    SO_REUSEADDR bind of the same port succeeds."""
+    with anp_up() as (ns, tap, _up):
+        for _ in range(2):
+            server = attached(tap, ["python3", "-u", "-c", ACTIVE_CLOSER])
+            try:
+                server.wait_for("listening")
+                r = ns.run(["nc", "-w", "5", STACK_IP, "6000"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+                assert r.stdout == "bye\n", describe(r)
+                assert server.wait(20) == 0, server.text()
+            finally:
+                server.close()
+        states = [c["state"] for c in tcp_stats(tap)["connections"]]
+        assert states == ["TIME-WAIT", "TIME-WAIT"], states
 
 
 KERNEL_HOLDER = """
