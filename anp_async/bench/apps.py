@@ -113,9 +113,15 @@ class UdpSink(asyncio.DatagramProtocol):
     ``datagram_received`` only queues (bounded, like a socket receive buffer; a full queue
     drops and counts); :meth:`consume` is the application, a separate task that must get
     CPU time to take datagrams off the queue. Delivered = consumed.
+
+    ``work_us`` is the application's real work per datagram: it hashes the datagram over
+    and over (BLAKE2b) until that many microseconds of CPU have passed, as a server that
+    parses and answers requests would spend them. With it, the receive path and the
+    application compete for the one CPU the event loop runs on.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, work_us: int = 0) -> None:
+        self.work_us = work_us
         self.queue: collections.deque[bytes] = collections.deque()
         self.wake = asyncio.Event()
         self.received = 0
@@ -133,6 +139,8 @@ class UdpSink(asyncio.DatagramProtocol):
 
     async def consume(self) -> None:
         q = self.queue
+        clock = time.thread_time_ns
+        blake = hashlib.blake2b
         while True:
             await self.wake.wait()
             self.wake.clear()
@@ -140,6 +148,11 @@ class UdpSink(asyncio.DatagramProtocol):
                 d = q.popleft()
                 if len(d) < SEQ.size:
                     self.bad += 1
+                if self.work_us:
+                    end = clock() + self.work_us * 1000
+                    h = d
+                    while clock() < end:
+                        h = blake(h).digest()
                 self.consumed += 1
 
     def counters(self) -> dict[str, int]:

@@ -1,8 +1,8 @@
 """``anp bench``: latency, throughput and receive-livelock experiments against the kernel.
 
-    anp bench latency    [--modes ...] [--sizes ...] [--protos ...] [--directions ...] ...
+    anp bench latency    [--modes ...|--sweep KNOB=V,...] [--repeat N] [--sizes ...] ...
     anp bench throughput [--modes ...] [--bytes N] ...
-    anp bench livelock   [--modes ...] [--rates ...] [--duration S] ...
+    anp bench livelock   [--modes ...|--sweep ...] [--rates ...] [--app-work-us US] ...
 
 Every run builds its own namespaces (deleted on exit, also on an error or Ctrl-C), writes
 a results folder (``--out``; default ``bench/results/<timestamp>-<bench>``) and prints a
@@ -114,7 +114,27 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
             default=30.0,
             help="time bound of one phase in seconds (default %(default)s)",
         )
+        if name in ("latency", "livelock"):
+            from .sweep import parse_knob, parse_knob_list
+
+            b.add_argument(
+                "--sweep", type=parse_knob_list, metavar="KNOB=V1,V2,...",
+                help="measure one receive-mode knob at each value instead of --modes "
+                "(rx-usecs, rx-frames, budget, weight, busy-poll-usecs), e.g. rx-usecs=0,10,50,200",
+            )  # fmt: skip
+            b.add_argument(
+                "--set", type=parse_knob, action="append", metavar="KNOB=V",
+                help="with --sweep: fix another knob of the swept mode (repeatable)",
+            )  # fmt: skip
+            b.add_argument(
+                "--repeat", type=int, default=1, metavar="N",
+                help="run every setup N times (fresh stack each); report median and spread",
+            )  # fmt: skip
         if name == "latency":
+            b.add_argument(
+                "--no-baselines", action="store_true",
+                help="skip the kernel and asyncio-on-kernel-sockets baselines",
+            )  # fmt: skip
             b.add_argument("--sizes", type=_csv(conv=_size), help="message sizes (bytes)")
             b.add_argument("--protos", type=_csv(PROTOS), default=list(PROTOS))
             b.add_argument("--directions", type=_csv(DIRECTIONS), default=list(DIRECTIONS))
@@ -125,6 +145,10 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
         else:
             b.add_argument("--rates", type=_csv(conv=int), help="offered datagrams/s")
             b.add_argument("--duration", type=float, help="seconds per rate")
+            b.add_argument(
+                "--app-work-us", type=int, default=0, metavar="US",
+                help="CPU work the application does per datagram (hashing), in microseconds",
+            )  # fmt: skip
             b.add_argument(
                 "--drain",
                 type=float,
@@ -166,6 +190,15 @@ def execute(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
 
     console = console or Console()
     _apply_defaults(args)
+    if getattr(args, "repeat", 1) < 1:
+        raise BenchError("--repeat must be at least 1")
+    if args.bench in ("latency", "livelock"):
+        from .sweep import stack_setups
+
+        try:
+            stack_setups(args)
+        except ValueError as e:
+            raise BenchError(str(e)) from None
     out: Path = args.out or report.default_out_dir(args.bench)
     out.mkdir(parents=True, exist_ok=True)
     logs = out / "logs"
@@ -239,7 +272,11 @@ def run_bench(args: argparse.Namespace) -> int:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
     console.print(report.summary_table(args.bench, doc["summaries"]))
+    for line in report.warning_lines(doc["summaries"]):
+        console.print(f"[yellow]warning:[/] {line}")
     console.print(f"results: {doc['out']}")
+    if doc.get("plots"):
+        console.print("plots: " + ", ".join(str(Path(doc["out"]) / p) for p in doc["plots"]))
     if args.compare:
         old = report.load_results(args.compare)
         ratios = report.compare(doc, old)

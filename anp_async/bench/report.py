@@ -170,6 +170,8 @@ def plot_latency(out: Path, rows: list[dict], samples: dict[str, list[int]]) -> 
                     [i + j * width for i in range(len(present))],
                     [rs[s][p] for s in present],
                     width,
+                    yerr=_yerr([rs[s] for s in present], p),
+                    capsize=2,
                     label=p.removesuffix("_us"),
                 )
             ax.set_xticks([i + 0.4 - width / 2 for i in range(len(present))])
@@ -182,6 +184,77 @@ def plot_latency(out: Path, rows: list[dict], samples: dict[str, list[int]]) -> 
         fig.suptitle(f"{proto.upper()} latency percentiles, {direction}")
         fig.tight_layout()
         name = f"percentiles_{proto}_{direction}.png"
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        files.append(name)
+    return files
+
+
+def _yerr(rows: list[dict], metric: str, scale: float = 1.0) -> Any:
+    """Error bars from the spread of repeated runs (None when each row is a single run)."""
+    if not any(f"{metric}_min" in r for r in rows):
+        return None
+    lo = [(r[metric] - r.get(f"{metric}_min", r[metric])) * scale for r in rows]
+    hi = [(r.get(f"{metric}_max", r[metric]) - r[metric]) * scale for r in rows]
+    return [lo, hi]
+
+
+def plot_sweep(out: Path, rows: list[dict]) -> list[str]:
+    """A swept knob on the x axis: p50 and p99 (with the spread of repeated runs as error
+    bars) and the stack's CPU per request, one column per message size, per protocol and
+    direction; the kernel and asyncio baselines of the same run as dashed lines."""
+    swept = [r for r in rows if r.get("knob")]
+    if not swept:
+        return []
+    plt = _plt()
+    knob = swept[0]["knob"]
+    files = []
+    for proto, direction in sorted({(r["proto"], r["direction"]) for r in swept}):
+        sel = [r for r in swept if r["proto"] == proto and r["direction"] == direction]
+        sizes = sorted({r["size"] for r in sel})
+        fig, axes = plt.subplots(
+            2, len(sizes), figsize=(4.6 * len(sizes), 6.4), squeeze=False, sharex="col"
+        )
+        for col, size in enumerate(sizes):
+            rs = sorted((r for r in sel if r["size"] == size), key=lambda r: r["knob_value"])
+            xs = list(range(len(rs)))
+            ax, ax2 = axes[0][col], axes[1][col]
+            for metric, style in (("p50_us", "o-"), ("p99_us", "s--")):
+                ax.errorbar(
+                    xs, [r[metric] for r in rs], yerr=_yerr(rs, metric), fmt=style, capsize=3,
+                    label=metric.removesuffix("_us"),
+                )  # fmt: skip
+            for base in ("kernel", "asyncio"):
+                b = next(
+                    (r for r in rows if r["setup"] == base and r["proto"] == proto
+                     and r["size"] == size and r["direction"] in (direction, "kernel")),
+                    None,
+                )  # fmt: skip
+                if b is not None:
+                    ax.axhline(b["p50_us"], ls=":", color=COLORS[base], label=f"{base} p50")
+            ax2.errorbar(
+                xs, [r["cpu_s_per_req"] * 1e6 for r in rs],
+                yerr=_yerr(rs, "cpu_s_per_req", 1e6), fmt="o-", capsize=3, color="tab:gray",
+            )  # fmt: skip
+            ax.set_yscale("log")
+            ax.set_title(f"{size} B")
+            ax.grid(True, which="both", alpha=0.3)
+            ax2.grid(True, alpha=0.3)
+            ax2.set_xticks(xs)
+            ax2.set_xticklabels([str(r["knob_value"]) for r in rs])
+            ax2.set_xlabel(knob)
+            if any(r.get("warnings") for r in rs):
+                ax.text(0.02, 0.02, "* few samples beyond p99", transform=ax.transAxes, fontsize=7)
+        axes[0][0].set_ylabel("round trip (µs, log)")
+        axes[1][0].set_ylabel("stack CPU per request (µs)")
+        axes[0][-1].legend(fontsize=7)
+        runs = max(r.get("runs", 1) for r in sel)
+        fig.suptitle(
+            f"{proto.upper()} {direction}: latency vs {knob} ({sel[0].get('mode', '')})"
+            + (f", median of {runs} runs, bars = min..max" if runs > 1 else "")
+        )
+        fig.tight_layout()
+        name = f"sweep_{knob}_{proto}_{direction}.png"
         fig.savefig(out / name, dpi=100)
         plt.close(fig)
         files.append(name)
@@ -233,13 +306,25 @@ def plot_livelock(out: Path, rows: list[dict]) -> list[str]:
     for s in _setups(rows):
         rs = sorted((r for r in rows if r["setup"] == s), key=lambda r: r["offered_pps"])
         xs = [r["offered_pps"] for r in rs]
-        ax.plot(xs, [r["delivered_pps"] for r in rs], "o-", label=s, color=COLORS.get(s))
-        ax2.plot(xs, [r["cpu_util"] * 100 for r in rs], "o-", label=s, color=COLORS.get(s))
+        ax.errorbar(
+            xs, [r["delivered_pps"] for r in rs], yerr=_yerr(rs, "delivered_pps"), fmt="o-",
+            capsize=3, label=s, color=COLORS.get(s),
+        )  # fmt: skip
+        ax2.errorbar(
+            xs, [r["cpu_util"] * 100 for r in rs], yerr=_yerr(rs, "cpu_util", 100), fmt="o-",
+            capsize=3, label=s, color=COLORS.get(s),
+        )  # fmt: skip
         top = max([top, *xs])
     ax.plot([0, top], [0, top], ":", color="gray", label="delivered = offered")
     ax.set_xlabel("offered rate (datagrams/s)")
     ax.set_ylabel("delivered to the application (datagrams/s)")
-    ax.set_title("receive livelock: delivered vs offered")
+    work = rows[0].get("app_work_us", 0) if rows else 0
+    runs = max((r.get("runs", 1) for r in rows), default=1)
+    ax.set_title(
+        "receive livelock: delivered vs offered"
+        + (f"\n(application work {work} µs per datagram)" if work else "")
+        + (f" median of {runs} runs" if runs > 1 else "")
+    )
     ax2.set_xlabel("offered rate (datagrams/s)")
     ax2.set_ylabel("stack process CPU (%)")
     ax2.set_title("CPU of the stack process")
@@ -254,7 +339,7 @@ def plot_livelock(out: Path, rows: list[dict]) -> list[str]:
 
 def make_plots(out: Path, bench: str, rows: list[dict], samples: dict) -> list[str]:
     if bench == "latency":
-        return plot_latency(out, rows, samples)
+        return plot_latency(out, rows, samples) + plot_sweep(out, rows)
     if bench == "throughput":
         return plot_throughput(out, rows)
     return plot_livelock(out, rows)
@@ -269,6 +354,27 @@ def _f(v: Any, digits: int = 1) -> str:
             return "-"
         return f"{v:,.{digits}f}"
     return str(v)
+
+
+def _spread(r: dict, metric: str, digits: int = 1, scale: float = 1.0) -> str:
+    """``value`` or ``value ±x%`` (half the min..max range of repeated runs)."""
+    text = _f(r[metric] * scale, digits)
+    pct = r.get(f"{metric}_spread_pct")
+    return f"{text} ±{pct / 2:.0f}%" if pct is not None else text
+
+
+def _warned(r: dict, pct: str) -> str:
+    return "*" if any(w.startswith(pct + " ") for w in r.get("warnings") or ()) else ""
+
+
+def warning_lines(rows: list[dict]) -> list[str]:
+    """One line per summary whose percentiles rest on too few samples (marked * in tables)."""
+    out = []
+    for r in rows:
+        for w in r.get("warnings") or ():
+            where = " ".join(str(r[k]) for k in ("proto", "direction", "setup", "size") if k in r)
+            out.append(f"{where}: {w}")
+    return out
 
 
 def summary_table(bench: str, rows: list[dict]) -> Any:
@@ -311,15 +417,20 @@ def summary_table(bench: str, rows: list[dict]) -> Any:
                 str(r["size"]),
                 str(r["count"]),
                 _f(r["mean_us"]),
-                _f(r["p50_us"]),
+                _spread(r, "p50_us"),
                 _f(r["p90_us"]),
-                _f(r["p99_us"]),
-                _f(r["p99.9_us"]),
+                _spread(r, "p99_us") + _warned(r, "p99"),
+                _f(r["p99.9_us"]) + _warned(r, "p99.9"),
                 _f(r["max_us"]),
                 _f(r["rate_rps"], 0),
-                _f(r["cpu_s_per_req"] * 1e6),
+                _spread(r, "cpu_s_per_req", scale=1e6),
                 _f(r["cpu_util"] * 100, 0),
             )
+        runs = max((r.get("runs", 1) for r in rows), default=1)
+        if runs > 1:
+            t.caption = f"median of {runs} runs; ±: half the range between runs; * few samples"
+        elif any(r.get("warnings") for r in rows):
+            t.caption = "* this percentile rests on fewer than 10 samples beyond it"
     elif bench == "throughput":
         for c in ("setup", "direction", "MB", "seconds", "MB/s", "cpu s", "cpu ms/MB"):
             t.add_column(c, justify="left" if c in ("setup", "direction") else "right")
@@ -351,7 +462,7 @@ def summary_table(bench: str, rows: list[dict]) -> Any:
                 r["setup"],
                 _f(r["target_pps"], 0),
                 _f(r["offered_pps"], 0),
-                _f(r["delivered_pps"], 0),
+                _spread(r, "delivered_pps", 0),
                 _f(pct),
                 str(r["app_queue_dropped"]),
                 str(r["tap_dropped"]),

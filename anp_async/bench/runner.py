@@ -21,6 +21,7 @@ from typing import Any
 from .apps import BenchError
 from .common import MAX_DATAGRAM_PAYLOAD, bulk_sha256, latency_summary, proc_cpu_ns
 from .procs import STACK_IP, TAP_KERNEL_IP, VETH_C_IP, VETH_K_IP, BenchEnv, Peer
+from .sweep import Setup, aggregate, stack_setups, tail_warnings
 
 Progress = Callable[[str], None]
 
@@ -41,10 +42,12 @@ def latency_plan(args: Any) -> list[tuple[str, str, str, int]]:
     def sizes(proto: str) -> list[int]:
         return list(dict.fromkeys(size_for(proto, s) for s in args.sizes))
 
-    for mode in args.modes:
+    for st in stack_setups(args):
         for direction in args.directions:
             for proto in args.protos:
-                plan += [(mode, direction, proto, s) for s in sizes(proto)]
+                plan += [(st.label, direction, proto, s) for s in sizes(proto)]
+    if getattr(args, "no_baselines", False):
+        return plan
     for proto in args.protos:
         plan += [("kernel", "kernel", proto, s) for s in sizes(proto)]
     for direction in args.directions:
@@ -117,31 +120,64 @@ def _peer(env: BenchEnv, start: Callable[[], Peer]) -> Iterator[Peer]:
         env.stop(p)
 
 
+#: What identifies a latency summary, and the figures whose spread repeated runs report.
+LATENCY_KEYS = ("proto", "setup", "size", "direction")
+LATENCY_METRICS = (
+    "mean_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us", "rate_rps",
+    "cpu_s_per_req", "cpu_util",
+)  # fmt: skip
+
+
+def _tag(row: dict, st: Setup | None) -> dict:
+    """Add the swept knob and its value, and the tail warnings, to a summary row."""
+    if st is not None and st.knob is not None:
+        row["mode"], row["knob"], row["knob_value"] = st.mode, st.knob, st.value
+    row["warnings"] = tail_warnings(row) if row.get("bench") == "latency" else []
+    return row
+
+
 def run_latency(env: BenchEnv, args: Any, progress: Progress) -> tuple[list[dict], dict]:
-    """Request/response latency for every planned phase."""
-    summaries: list[dict] = []
+    """Request/response latency for every planned phase, ``--repeat`` times (interleaved);
+    the summaries are the medians of the runs with their spread."""
+    runs: list[list[dict]] = []
     samples: dict[str, list[int]] = {}
+    for rep in range(getattr(args, "repeat", 1) or 1):
+        rows: list[dict] = []
+        runs.append(rows)
+        _latency_once(env, args, progress, rows, samples, rep)
+    summaries = aggregate(runs, LATENCY_KEYS, LATENCY_METRICS)
+    for r in summaries:
+        r["warnings"] = tail_warnings(r)
+    return summaries, samples
+
+
+def _latency_once(
+    env: BenchEnv, args: Any, progress: Progress, summaries: list[dict],
+    samples: dict[str, list[int]], rep: int,
+) -> None:  # fmt: skip
     plan = latency_plan(args)
-    ks = env.kernel_server()
+    ks = env.kernel_server() if not getattr(args, "no_baselines", False) else None
     assert env.ns_k is not None and env.ns_c is not None
+    setups = {st.label: st for st in stack_setups(args)}
 
     def record(setup: str, direction: str, proto: str, size: int, ev: dict) -> None:
-        summaries.append(_summary(setup, direction, proto, size, ev))
-        samples[f"{proto}/{setup}/{size}/{direction}"] = ev["samples_ns"]
-        progress(f"{proto} {setup} {size} B {direction}")
+        summaries.append(_tag(_summary(setup, direction, proto, size, ev), setups.get(setup)))
+        samples.setdefault(f"{proto}/{setup}/{size}/{direction}", []).extend(ev["samples_ns"])
+        progress(f"{proto} {setup} {size} B {direction}" + (f" (run {rep + 1})" if rep else ""))
 
-    for mode in args.modes:
-        with _peer(env, lambda m=mode: env.stack_peer(m)) as sp:
+    for st in setups.values():
+        with _peer(env, lambda st=st: env.stack_peer(st.mode, st.params)) as sp:
             for setup, direction, proto, size in plan:
-                if setup != mode:
+                if setup != st.label:
                     continue
                 if direction == "stack-server":
                     ev = _kernel_client(env, env.ns_k, sp.pid, proto, size, STACK_IP, args)
                 else:
                     ev = _peer_client(sp, proto, size, TAP_KERNEL_IP, args)
-                record(mode, direction, proto, size, ev)
+                record(st.label, direction, proto, size, ev)
     for setup, direction, proto, size in plan:
         if setup == "kernel":
+            assert ks is not None
             ev = _kernel_client(env, env.ns_c, ks.pid, proto, size, VETH_K_IP, args)
             record(setup, direction, proto, size, ev)
     if any(p[0] == "asyncio" for p in plan):
@@ -154,7 +190,6 @@ def run_latency(env: BenchEnv, args: Any, progress: Progress) -> tuple[list[dict
                 else:
                     ev = _peer_client(ap, proto, size, VETH_K_IP, args)
                 record(setup, direction, proto, size, ev)
-    return summaries, samples
 
 
 # ---------------------------------------------------------------------- throughput
@@ -245,16 +280,31 @@ def run_throughput(env: BenchEnv, args: Any, progress: Progress) -> tuple[list[d
 # ------------------------------------------------------------------------ livelock
 
 
+LIVELOCK_KEYS = ("setup", "target_pps")
+LIVELOCK_METRICS = ("offered_pps", "delivered_pps", "cpu_util", "stack_received")
+
+
 def run_livelock(env: BenchEnv, args: Any, progress: Progress) -> tuple[list[dict], dict]:
     """Offer increasing UDP rates to the stack's sink application; count what it consumes.
 
-    Delivered = datagrams the application task took off its queue during the blast and a
-    short drain afterwards, divided by the blast's duration."""
-    out: list[dict] = []
+    Delivered = datagrams the application task took off its queue (doing ``--app-work-us``
+    of work on each) during the blast and a short drain afterwards, divided by the blast's
+    duration. With ``--repeat N`` the summaries are medians with the spread of the runs."""
+    runs: list[list[dict]] = []
+    for rep in range(getattr(args, "repeat", 1) or 1):
+        rows: list[dict] = []
+        runs.append(rows)
+        _livelock_once(env, args, progress, rows, rep)
+    return aggregate(runs, LIVELOCK_KEYS, LIVELOCK_METRICS), {}
+
+
+def _livelock_once(env: BenchEnv, args: Any, progress: Progress, out: list[dict], rep: int) -> None:
     assert env.ns_k is not None
     timeout = args.duration + SLACK
-    for mode in args.modes:
-        with _peer(env, lambda m=mode: env.stack_peer(m)) as sp:
+    work = int(getattr(args, "app_work_us", 0) or 0)
+    for st in stack_setups(args):
+        with _peer(env, lambda st=st: env.stack_peer(st.mode, st.params)) as sp:
+            sp.request({"cmd": "sink", "work_us": work}, timeout)
             # One datagram first so ARP is resolved before the clock starts.
             warm = env.kernel_job(
                 env.ns_k,
@@ -292,8 +342,9 @@ def run_livelock(env: BenchEnv, args: Any, progress: Progress) -> tuple[list[dic
                 c1 = sp.request({"cmd": "sink"}, timeout)
                 el = ev["elapsed"]
                 consumed = c1["consumed"] - c0["consumed"]
-                out.append({
-                    "bench": "livelock", "setup": mode, "target_pps": rate,
+                row = {
+                    "bench": "livelock", "setup": st.label, "target_pps": rate,
+                    "app_work_us": work,
                     "sent": ev["sent"], "send_errors": ev["send_errors"], "seconds": el,
                     "offered_pps": ev["offered_pps"], "delivered": consumed,
                     "delivered_pps": consumed / el if el > 0 else 0.0,
@@ -302,14 +353,18 @@ def run_livelock(env: BenchEnv, args: Any, progress: Progress) -> tuple[list[dic
                     "tap_dropped": drop1 - drop0 if drop0 >= 0 and drop1 >= 0 else -1,
                     "cpu_s": (cpu1 - cpu0) / 1e9,
                     "cpu_util": (cpu1 - cpu0) / 1e9 / (el + args.drain),
-                })  # fmt: skip
-                progress(f"{mode} {rate} pps")
-    return out, {}
+                }  # fmt: skip
+                out.append(_tag(row, st))
+                progress(f"{st.label} {rate} pps" + (f" (run {rep + 1})" if rep else ""))
+
+
+def _times(args: Any) -> int:
+    return max(1, getattr(args, "repeat", 1) or 1)
 
 
 PLANS: dict[str, Callable[[Any], list]] = {
-    "latency": latency_plan,
+    "latency": lambda a: latency_plan(a) * _times(a),
     "throughput": throughput_plan,
-    "livelock": lambda a: [(m, r) for m in a.modes for r in a.rates],
+    "livelock": lambda a: [(st, r) for st in stack_setups(a) for r in a.rates] * _times(a),
 }
 RUNNERS = {"latency": run_latency, "throughput": run_throughput, "livelock": run_livelock}

@@ -9,7 +9,8 @@ each with one JSON line (``{"event": "result", ...}`` or ``{"event": "error", ..
 
 - ``{"cmd": "client", "proto", "host", "size", "count", "warmup", "seed", "time_limit"}``
 - ``{"cmd": "bulk_send", "host", "bytes", "seed"}``
-- ``{"cmd": "sink"}``: the livelock application's counters
+- ``{"cmd": "sink"[, "work_us": W]}``: the livelock application's counters (and set its
+  work per datagram in microseconds)
 - ``{"cmd": "stats"}``: ``stack.stats()``
 - ``{"cmd": "quit"}`` (or EOF on stdin)
 
@@ -69,6 +70,8 @@ async def _serve_commands(net: Any, sink: Any, stack: Any) -> None:
             elif name == "bulk_send":
                 res = await bulk_send(net, cmd["host"], cmd["bytes"], cmd["seed"])
             elif name == "sink":
+                if "work_us" in cmd:  # the livelock application's work per datagram
+                    sink.work_us = int(cmd["work_us"])
                 res = sink.counters()
             elif name == "stats":
                 res = stack.stats() if stack is not None else {}
