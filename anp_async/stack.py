@@ -163,7 +163,8 @@ class Stack:
             tcp_cfg = dataclasses.replace(tcp_cfg, tso_max=self.offload.tso_max)
         self.udp = UdpLayer(self)
         self.tcp = TcpLayer(self, tcp_cfg)
-        self._in_rx = False
+        #: True while a receive batch is processed (TCP output waits for its end).
+        self.in_rx = False
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -214,11 +215,6 @@ class Stack:
         return self.loop.time()
 
     @property
-    def in_rx(self) -> bool:
-        """True while a receive batch is processed (TCP output waits for its end)."""
-        return self._in_rx
-
-    @property
     def icmp_port_unreachable(self) -> bool:
         """Answer datagrams to closed UDP ports with ICMP port unreachable."""
         return self.config.icmp_port_unreachable
@@ -254,7 +250,7 @@ class Stack:
 
     def _rx_batch(self, frames: list[bytes]) -> None:
         """Process a batch of frames from the receive mode, then flush TCP once."""
-        self._in_rx = True
+        self.in_rx = True
         try:
             if self.vnet_hdr:
                 self._rx_vnet(frames)
@@ -262,7 +258,7 @@ class Stack:
                 for frame in frames:
                     self._rx_frame(frame)
         finally:
-            self._in_rx = False
+            self.in_rx = False
             self.rx_csum_trusted = False
             self.tcp.flush_dirty()
 

@@ -32,7 +32,15 @@ from ..proto.errors import ParseError
 from ..proto.ipv4 import IPv4Header, ip_to_bytes, ip_to_str
 from ..proto.tcp.config import ChallengeAckLimiter, TcpConfig
 from ..proto.tcp.connection import TcpConnection, TcpState
-from ..proto.tcp.events import Closed, Connected, DataReceived, EofReceived, SendSpace
+from ..proto.tcp.events import (
+    Closed,
+    CloseReason,
+    Connected,
+    DataReceived,
+    EofReceived,
+    SendSpace,
+    TcpEvent,
+)
 from ..proto.tcp.host import Key, Listener, TcpHost
 from ..proto.tcp.isn import IsnGenerator
 from ..proto.tcp.segment import TcpSegment, parse_tcp
@@ -56,17 +64,17 @@ def _oserror(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
-def close_reason_to_exc(reason: str) -> Exception | None:
+def close_reason_to_exc(reason: CloseReason | str) -> Exception | None:
     """Map the engine's close reason to the exception asyncio programs catch."""
-    if reason == "normal" or reason == "aborted":
+    if reason == CloseReason.NORMAL or reason == CloseReason.ABORTED:
         return None
-    if reason == "refused":
+    if reason == CloseReason.REFUSED:
         return ConnectionRefusedError(errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED))
-    if reason == "reset":
+    if reason == CloseReason.RESET:
         return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
-    if reason == "timeout":
+    if reason == CloseReason.TIMEOUT:
         return TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
-    if reason == "unreachable":
+    if reason == CloseReason.UNREACHABLE:
         return _oserror(errno.EHOSTUNREACH)
     return ConnectionError(reason)
 
@@ -176,7 +184,7 @@ class TcpLayer:
         """An ICMP error quoting one of our segments (the host checks it, RFC 5927)."""
         ep = self.host.icmp_error(type_, code, quoted.dst, first8)
         if ep is not None:
-            ep.fail("refused")
+            ep.fail(CloseReason.REFUSED)
 
     # ---------------------------------------------------------------- output
 
@@ -196,7 +204,7 @@ class TcpLayer:
 
     def _host_unreachable(self, next_hop: bytes) -> None:
         for ep in self.host.opening_via(next_hop, self.stack.iface.next_hop):
-            ep.fail("unreachable")
+            ep.fail(CloseReason.UNREACHABLE)
 
     # ------------------------------------------------------------- opening
 
@@ -385,7 +393,7 @@ class TcpEndpoint:
         self._flushing = False
         self._again = False
         self.eof_received = False
-        self.closed_reason: str | None = None
+        self.closed_reason: CloseReason | str | None = None
         #: The transport is gone: the kernel would call this an orphaned socket.
         self.orphaned = False
         self._orphan_timer: asyncio.TimerHandle | None = None
@@ -492,12 +500,15 @@ class TcpEndpoint:
 
     # -------------------------------------------------------------- events
 
-    def _dispatch(self, ev: object) -> None:
+    def _dispatch(self, ev: TcpEvent) -> None:
         tr = self.transport
         if isinstance(ev, DataReceived):
             if tr is not None:
                 tr._on_data()
-            elif self.listener is None and self.connect_waiter is None:
+            elif self.orphaned:
+                # Nobody will read: the application closed. Data that arrives between the
+                # handshake and the transport's creation (create_connection has not resumed
+                # yet) stays in the receive buffer for the transport's _start().
                 self._discard_input()
         elif isinstance(ev, SendSpace):
             if tr is not None:
@@ -532,7 +543,7 @@ class TcpEndpoint:
                 return
             listener.accept(self)
 
-    def _on_closed(self, reason: str) -> None:
+    def _on_closed(self, reason: CloseReason | str) -> None:
         self.closed_reason = reason
         if self.listener is not None:  # died in SYN_RECEIVED
             self.listener.half_open -= 1
@@ -548,7 +559,7 @@ class TcpEndpoint:
 
     # ------------------------------------------------------------- app calls
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: CloseReason) -> None:
         """End the connection locally with ``reason`` (ARP or ICMP said unreachable)."""
         if self.conn.state is not TcpState.CLOSED:
             self.conn.abort(self.layer.stack.now())
@@ -857,7 +868,7 @@ class TcpTransport(asyncio.Transport):
 
     # ------------------------------------------------------------ closing
 
-    def _on_closed(self, reason: str) -> None:
+    def _on_closed(self, reason: CloseReason | str) -> None:
         """The engine says the connection is gone."""
         if not self._started:
             return  # _start() looks at ep.closed_reason

@@ -537,7 +537,7 @@ def test_fast_retransmit_and_newreno_partial_ack() -> None:
     assert c.counters["partial_acks"] == 1
     # Full ACK ends recovery with cwnd = ssthresh.
     c.on_segment(rseg(RISS + 1, ISS + 1 + 10 * mss), 1.3)
-    assert not c._in_recovery
+    assert not c.recovery.in_recovery
     assert c.cc.cwnd == 5 * mss
 
 

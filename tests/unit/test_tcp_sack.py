@@ -132,7 +132,7 @@ def test_sack_recovery_retransmits_only_the_holes() -> None:
         c.on_segment(s, 1.06)
     out = c.output(1.06)
     assert data_segs(out) == [1]
-    assert c._sack_rec and c.counters["sack_recoveries"] == 1
+    assert c.recovery.sack_rec and c.counters["sack_recoveries"] == 1
     assert c.cc.cwnd == c.cc.ssthresh == 9 * MSS // 2  # RFC 6675 (4.2): FlightSize / 2
     for s in sacks[3:]:
         c.on_segment(s, 1.07)
@@ -144,10 +144,10 @@ def test_sack_recovery_retransmits_only_the_holes() -> None:
     # Partial ACK (hole 1 filled): nothing more to retransmit.
     c.on_segment(rseg(RISS + 1, seg_no(5), sack=[(seg_no(6), seg_no(10))]), 1.1)
     assert data_segs(c.output(1.1)) == []
-    assert c._in_recovery
+    assert c.recovery.in_recovery
     # Full ACK ends recovery with cwnd = ssthresh.
     c.on_segment(rseg(RISS + 1, seg_no(10)), 1.12)
-    assert not c._in_recovery and not c._sack_rec
+    assert not c.recovery.in_recovery and not c.recovery.sack_rec
     assert c.cc.cwnd == 9 * MSS // 2
     assert c.counters["timeouts"] == 0
 
@@ -160,7 +160,7 @@ def test_newreno_without_sack_negotiated() -> None:
     for _ in range(3):
         c.on_segment(rseg(RISS + 1, seg_no(0)), 1.05)
     assert data_segs(c.output(1.05)) == [0]
-    assert c._in_recovery and not c._sack_rec
+    assert c.recovery.in_recovery and not c.recovery.sack_rec
     assert c.cc.cwnd == 8 * MSS  # RFC 5681 inflation: ssthresh + 3 * SMSS
 
 
@@ -172,7 +172,7 @@ def test_invalid_sack_blocks_counted_and_ignored() -> None:
     c.on_segment(rseg(RISS + 1, seg_no(0), sack=[(ISS - 5000, ISS - 4000)]), 1.05)
     assert c.counters["sack_blocks_invalid"] == 1
     assert c.counters["dsack_rx"] == 1
-    assert not c._sb
+    assert not c.recovery.sb
     assert c.counters["dup_acks"] == 2  # still duplicate ACKs by RFC 5681's definition
 
 

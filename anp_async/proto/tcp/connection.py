@@ -23,14 +23,14 @@ import enum
 
 from .config import TcpConfig
 from .congestion import CongestionControl, make_congestion
-from .events import Closed, Connected, DataReceived, EofReceived, SendSpace
+from .events import Closed, CloseReason, Connected, DataReceived, EofReceived, SendSpace, TcpEvent
 from .reassembly import Reassembler
+from .recovery import LossRecovery
 from .rtt import RttEstimator
-from .sack import DUP_THRESH, SackScoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 from .sendbuf import SendBuffer
 
-__all__ = ["TcpConnection", "TcpState"]
+__all__ = ["CloseReason", "TcpConnection", "TcpState"]
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
@@ -132,6 +132,31 @@ _COUNTER_NAMES = (
 )
 
 
+def _signed(delta: int) -> int:
+    """A difference of two sequence numbers, taken mod 2**32 into -2**31 .. 2**31-1: the
+    one place where wrap-around is undone (RFC 9293 3.4)."""
+    delta &= MASK
+    return delta - WRAP if delta >= HALF else delta
+
+
+class _Arrival:
+    """A segment in a synchronized state as the steps of RFC 9293 (3.10.7.4) see it: its
+    offset from RCV.NXT and, once trimmed to the window, its start, text and SYN/FIN."""
+
+    __slots__ = ("d", "seq", "payload", "plen", "syn", "fin", "wnd")
+
+    def __init__(
+        self, d: int, seq: int, payload: bytes | memoryview, syn: int, fin: int, wnd: int
+    ) -> None:
+        self.d = d  # SEG.SEQ - RCV.NXT
+        self.seq = seq  # absolute sequence number of the first byte of text (after trimming)
+        self.payload = payload
+        self.plen = len(payload)
+        self.syn = syn
+        self.fin = fin
+        self.wnd = wnd  # RCV.WND
+
+
 def _window_shift(recv_buffer: int) -> int:
     """RFC 7323 (2.3): the smallest shift that lets the buffer fit the 16-bit field."""
     shift = 0
@@ -207,14 +232,8 @@ class TcpConnection:
         "_timed_seq",
         "_timed_at",
         "_rtx_tsval",
-        # recovery
-        "_dupacks",
-        "_in_recovery",
-        "_recover",
-        "_rtx_one",
-        "_sb",
-        "_sack_rec",
-        "_high_rxt",
+        # loss recovery (NewReno / RFC 6675)
+        "recovery",
         # challenge ACK rate limit
         "_chal_second",
         "_chal_count",
@@ -306,21 +325,13 @@ class TcpConnection:
         self._timed_at = 0.0
         self._rtx_tsval: int | None = None  # our TSval on the latest retransmission
 
-        self._dupacks = 0
-        self._in_recovery = False
-        self._recover = 0
-        self._rtx_one = False
-        # RFC 6675: the SACK scoreboard, whether the current recovery is SACK-driven, and
-        # HighRxt (end of the highest byte retransmitted in this recovery).
-        self._sb = SackScoreboard()
-        self._sack_rec = False
-        self._high_rxt = 0
+        self.recovery = LossRecovery(self.counters)
 
         self._chal_second = -1
         self._chal_count = 0
 
         self._rst_queue: list[TcpSegment] = []
-        self._events: list = []
+        self._events: list[TcpEvent] = []
         self._data_pending = 0
         self._space_pending = False
         self._closed_emitted = False
@@ -498,7 +509,7 @@ class TcpConnection:
         if self.state.abort_rst:
             # RFC 9293 (3.10.5): <SEQ=SND.NXT><CTL=RST>; ACK as Linux does.
             self._queue_rst(self._wire_snd(self.snd_max), self._wire_rcv(self.rcv_nxt), True)
-        self._die("aborted")
+        self._die(CloseReason.ABORTED)
 
     def accepts_new_syn(self, seg: TcpSegment) -> bool:
         """True if ``seg`` is a SYN that may reopen this 4-tuple although we are in TIME-WAIT.
@@ -514,7 +525,7 @@ class TcpConnection:
             return 0 < ((seg.options.timestamp[0] - self.ts_recent) & MASK) < HALF
         return 0 < ((seg.seq - self.irs - self.rcv_nxt) & MASK) < HALF
 
-    def take_events(self) -> list:
+    def take_events(self) -> list[TcpEvent]:
         """Events since the last call, in order."""
         self._flush_data_event()
         if self._space_pending:
@@ -537,7 +548,7 @@ class TcpConnection:
         # RFC 7323 (5.4): a 1 ms clock, offset per connection.
         return (int(now * 1000.0) + self._ts_offset) & MASK
 
-    def _emit(self, ev: object) -> None:
+    def _emit(self, ev: TcpEvent) -> None:
         self._flush_data_event()
         self._events.append(ev)
 
@@ -546,11 +557,11 @@ class TcpConnection:
             self._events.append(DataReceived(self._data_pending))
             self._data_pending = 0
 
-    def _die(self, reason: str) -> None:
+    def _die(self, reason: CloseReason) -> None:
         self.state = CLOSED
         self._rtx_at = self._persist_at = self._delack_at = self._tw_at = None
         self._ack_now = self._ack_due = self._probe_due = False
-        self._rtx_one = False
+        self.recovery.rtx_one = False
         self._ooo.clear()
         if not self._closed_emitted:
             self._closed_emitted = True
@@ -559,19 +570,26 @@ class TcpConnection:
     def _enter_time_wait(self, now: float) -> None:
         self.state = TIME_WAIT
         self._rtx_at = self._persist_at = None
-        self._rtx_one = False
+        self.recovery.rtx_one = False
         # RFC 9293 (3.10.7.4): TIME-WAIT lasts 2*MSL.
         self._tw_at = now + 2.0 * self.cfg.msl
         if not self._closed_emitted:
             self._closed_emitted = True
-            self._emit(Closed("normal"))
+            self._emit(Closed(CloseReason.NORMAL))
 
     def _queue_rst(self, seq: int, ack: int, with_ack: bool) -> None:
         if len(self._rst_queue) >= MAX_RST_QUEUE:
             return
         flags = RST | ACK if with_ack else RST
         self._rst_queue.append(
-            TcpSegment(self.local_port, self.remote_port, seq, ack if with_ack else 0, flags, 0)
+            TcpSegment(
+                self.local_port,
+                self.remote_port,
+                seq=seq,
+                ack=ack if with_ack else 0,
+                flags=flags,
+                window=0,
+            )  # fmt: skip
         )
 
     def _challenge_ack(self, now: float) -> None:
@@ -606,8 +624,8 @@ class TcpConnection:
             self._rcv_wscale_offer = None
         self.sack_ok = cfg.sack and o.sack_permitted
         self.ts_ok = cfg.timestamps and o.timestamp is not None
-        if self.ts_ok:
-            self.ts_recent = o.timestamp[0]  # type: ignore[index]
+        if self.ts_ok and o.timestamp is not None:
+            self.ts_recent = o.timestamp[0]
             self.ts_recent_age = now
         # RFC 9293 (3.7.1): effective send MSS; TS option bytes come out of it (RFC 7323).
         mss = min(self.peer_mss, cfg.mss)
@@ -668,7 +686,11 @@ class TcpConnection:
     # ------------------------------------------------------------------ segment arrival
 
     def on_segment(self, seg: TcpSegment, now: float) -> None:
-        """Process one received segment for this connection (RFC 9293 3.10.7)."""
+        """Process one received segment for this connection (RFC 9293 3.10.7).
+
+        In a synchronized state the steps of RFC 9293 (3.10.7.4) run in order, one method
+        each; a step that consumes the segment returns False and ends the processing.
+        """
         st = self.state
         self.counters["segments_in"] += 1
         if st is ESTABLISHED and seg.flags & _FAST_MASK == ACK and not self._ooo.items:
@@ -682,39 +704,61 @@ class TcpConnection:
         if st is SYN_SENT:
             self._rx_syn_sent(seg, now)
             return
-        flags = seg.flags
         opts = seg.options
         ts = opts.timestamp if (opts is not None and self.ts_ok) else None
+        if not self._check_paws(seg, ts, now):
+            return
+        arr = self._check_acceptable(seg, now)  # first: sequence number
+        if arr is None:
+            return
+        self._trim_to_window(arr)
+        if seg.flags & RST:  # second: RST
+            self._rx_rst(arr, now)
+            return
+        # Third (security) does not apply.
+        if arr.syn:  # fourth: SYN in a synchronized state, RFC 5961 (4)
+            self._challenge_ack(now)
+            return
+        if not self._rx_ack(seg, arr, ts, now):  # fifth: ACK
+            return
+        self._update_ts_recent(ts, arr.seq, now)
+        if not self._our_fin_acked(now):
+            return
+        # Sixth (URG) is ignored.
+        self._rx_segment_text(arr, now)  # seventh: text
+        self._rx_segment_fin(arr, now)  # eighth: FIN
+
+    def _check_paws(self, seg: TcpSegment, ts: tuple[int, int] | None, now: float) -> bool:
+        """RFC 7323 (5.3) PAWS: a segment with an older timestamp than TS.Recent is a
+        duplicate from an earlier incarnation of the sequence space; drop it, ACK it."""
+        if ts is None or seg.flags & RST or ((ts[0] - self.ts_recent) & MASK) < HALF:
+            return True
+        if now - self.ts_recent_age > PAWS_IDLE:
+            self.ts_recent = ts[0]  # RFC 7323 (5.5): TS.Recent went stale
+            return True
+        self.counters["dropped_paws"] += 1
+        self._ack_now = True
+        return False
+
+    def _check_acceptable(self, seg: TcpSegment, now: float) -> _Arrival | None:
+        """RFC 9293 (3.10.7.4) first: the four cases of the acceptability test. An
+        unacceptable segment is dropped (and ACKed unless it is a RST): None."""
+        st = self.state
+        flags = seg.flags
         rcv_nxt = self.rcv_nxt
-
-        # RFC 7323 (5.3) PAWS: a segment with an older timestamp than TS.Recent is a
-        # duplicate from an earlier incarnation of the sequence space; drop it, ACK it.
-        if ts is not None and not flags & RST and ((ts[0] - self.ts_recent) & MASK) >= HALF:
-            if now - self.ts_recent_age > PAWS_IDLE:
-                self.ts_recent = ts[0]  # RFC 7323 (5.5): TS.Recent went stale
-            else:
-                self.counters["dropped_paws"] += 1
-                self._ack_now = True
-                return
-
-        d = (seg.seq - self.irs - rcv_nxt) & MASK
-        if d >= HALF:
-            d -= WRAP
-        payload = seg.payload
-        plen = len(payload)
+        d = _signed(seg.seq - self.irs - rcv_nxt)
         syn = flags & SYN
-        fin = flags & FIN
         if syn and st is SYN_RECEIVED and d == -1 and flags & ACK:
             # Simultaneous open (RFC 9293 Figure 7): the peer's SYN-ACK repeats its SYN,
             # which we already have; only its ACK (and any text) is new.
             syn = 0
             d = 0
-        seg_len = plen + (1 if syn else 0) + (1 if fin else 0)
+        fin = flags & FIN
         wnd = self.rcv_adv - rcv_nxt
         if wnd < 0:
             wnd = 0
-
-        # RFC 9293 (3.10.7.4) first: the four cases of the acceptability test.
+        arr = _Arrival(d, rcv_nxt + d, seg.payload, syn, fin, wnd)
+        seg_len = arr.plen + (1 if syn else 0) + (1 if fin else 0)
         if seg_len == 0:
             ok = d == 0 if wnd == 0 else 0 <= d < wnd
         elif wnd == 0:
@@ -723,126 +767,139 @@ class TcpConnection:
             ok = d == 0
         else:
             ok = (0 <= d < wnd) or (0 <= d + seg_len - 1 < wnd)
-        if not ok:
-            if flags & RST:
-                self.counters["dropped_unacceptable"] += 1
-                return
-            if d < 0:
-                self.counters["dup_segments"] += 1
-            else:
-                self.counters["dropped_unacceptable"] += 1
-            if st is TIME_WAIT and fin:
-                # RFC 9293 (3.10.7.4): a retransmitted FIN restarts the 2 MSL timeout.
-                self._tw_at = now + 2.0 * self.cfg.msl
-            self._ack_now = True
-            return
-
-        # Trim to the window: old bytes at the front, bytes beyond the window at the back.
-        seq = rcv_nxt + d
+        if ok:
+            return arr
+        if flags & RST:
+            self.counters["dropped_unacceptable"] += 1
+            return None
         if d < 0:
-            cut = -d
-            if syn:
-                syn = 0
+            self.counters["dup_segments"] += 1
+        else:
+            self.counters["dropped_unacceptable"] += 1
+        if st is TIME_WAIT and fin:
+            # RFC 9293 (3.10.7.4): a retransmitted FIN restarts the 2 MSL timeout.
+            self._tw_at = now + 2.0 * self.cfg.msl
+        self._ack_now = True
+        return None
+
+    def _trim_to_window(self, arr: _Arrival) -> None:
+        """Cut old bytes at the front and bytes beyond the window at the back."""
+        rcv_nxt = self.rcv_nxt
+        if arr.d < 0:
+            cut = -arr.d
+            if arr.syn:
+                arr.syn = 0
                 cut -= 1
             if cut:
-                payload = payload[cut:]
-                plen -= cut
-            seq = rcv_nxt
-        if plen and seq + plen > rcv_nxt + wnd:
-            keep = rcv_nxt + wnd - seq
+                arr.payload = arr.payload[cut:]
+                arr.plen -= cut
+            arr.seq = rcv_nxt
+        if arr.plen and arr.seq + arr.plen > rcv_nxt + arr.wnd:
+            keep = rcv_nxt + arr.wnd - arr.seq
             if keep < 0:
                 keep = 0
-            payload = payload[:keep]
-            plen = keep
-            fin = 0
+            arr.payload = arr.payload[:keep]
+            arr.plen = keep
+            arr.fin = 0
             self._ack_now = True  # tell the sender at once that text was cut off
             self.counters["trimmed_beyond_window"] += 1
 
-        # Second: RST (RFC 5961 3.2: reset only on an exact match, else challenge ACK).
-        if flags & RST:
-            self.counters["rst_received"] += 1
-            if d != 0:
-                self._challenge_ack(now)
-                return
-            if st is SYN_RECEIVED:
-                # RFC 9293 (3.10.7.4): from an active (simultaneous) open the connection
-                # was refused; a passive one just goes away (the listener stays).
-                self._die("refused" if self._active_open else "reset")
-            elif st is TIME_WAIT or (
-                (st is CLOSING or st is LAST_ACK) and self.snd_una >= self._fin_abs  # type: ignore[operator]
-            ):
-                # Everything but our FIN was delivered both ways: nothing was lost.
-                self._die("normal")
-            else:
-                self._die("reset")
-            return
-
-        # Fourth: a SYN in a synchronized state gets a challenge ACK (RFC 5961 4).
-        if syn:
+    def _rx_rst(self, arr: _Arrival, now: float) -> None:
+        """RFC 9293 (3.10.7.4) second, with RFC 5961 (3.2): reset only on an exact match
+        of RCV.NXT, else send a challenge ACK."""
+        self.counters["rst_received"] += 1
+        if arr.d != 0:
             self._challenge_ack(now)
             return
-
-        # Fifth: ACK.
-        if not flags & ACK:
-            self.counters["dropped_no_ack"] += 1
-            return
-        a = (seg.ack - self.iss - self.snd_una) & MASK
-        if a >= HALF:
-            a -= WRAP
-        ack = self.snd_una + a
-
+        st = self.state
         if st is SYN_RECEIVED:
-            if 0 < a and ack <= self.snd_max:
-                self.snd_una = ack
-                if self._timed_seq is not None and ack >= self._timed_seq:
-                    self.rtt.sample(now - self._timed_at)
-                    self._timed_seq = None
-                self._rtx_at = None if ack >= self.snd_max else now + self.rtt.rto
-                self.snd_wnd = seg.window << self.snd_wscale
-                self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
-                self.snd_wl1 = seq
-                self.snd_wl2 = ack
-                self._become_established(now)
-                st = self.state
-            else:
-                # RFC 9293 (3.10.7.4): <SEQ=SEG.ACK><CTL=RST>
-                self._queue_rst(seg.ack, 0, False)
-                self.counters["dropped_bad_ack"] += 1
-                return
-
-        snd_una = self.snd_una
-        if ack > snd_una:
-            if ack > self.snd_max:
-                # RFC 9293 (3.10.7.4): ACK of something not yet sent: ACK and drop.
-                self.counters["dropped_bad_ack"] += 1
-                self._ack_now = True
-                return
-            self._ack_new(ack, seg, seq, ts, now)
+            # RFC 9293 (3.10.7.4): from an active (simultaneous) open the connection was
+            # refused; a passive one just goes away (the listener stays).
+            self._die(CloseReason.REFUSED if self._active_open else CloseReason.RESET)
+        elif st is TIME_WAIT:
+            # Everything was delivered both ways: nothing was lost.
+            self._die(CloseReason.NORMAL)
+        elif (
+            (st is CLOSING or st is LAST_ACK)
+            and self._fin_abs is not None
+            and (self.snd_una >= self._fin_abs)
+        ):
+            # Everything but our FIN was delivered both ways: nothing was lost.
+            self._die(CloseReason.NORMAL)
         else:
-            # RFC 5961 (5.2): an ACK older than SND.UNA - MAX.SND.WND is dropped with an ACK.
-            if ack < snd_una - self.max_snd_wnd:
-                self.counters["dropped_bad_ack"] += 1
-                self._ack_now = True
-                return
-            win = seg.window << self.snd_wscale
-            if ack == snd_una:
-                # The peer is alive: zero-window probes are being answered.
-                self._probes_unanswered = 0
-            new_sack = 0
-            if self.sack_ok and opts is not None and opts.sack_blocks:
-                new_sack = self._take_sack(opts.sack_blocks)
-            # RFC 5681 (2): the definition of a duplicate ACK; RFC 6675 (2) adds an ACK whose
-            # SACK blocks report new data.
-            if (
-                ack == snd_una
-                and snd_una < self.snd_max
-                and ((plen == 0 and not fin and win == self.snd_wnd and win != 0) or new_sack > 0)
-            ):
-                self._dup_ack(now)
-            # RFC 9293 (3.10.7.4): window update if the segment is newer.
-            if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
-                self._set_snd_wnd(win, seq, ack)
+            self._die(CloseReason.RESET)
 
+    def _rx_ack(
+        self, seg: TcpSegment, arr: _Arrival, ts: tuple[int, int] | None, now: float
+    ) -> bool:
+        """RFC 9293 (3.10.7.4) fifth: the ACK field. False when the segment is dropped."""
+        if not seg.flags & ACK:
+            self.counters["dropped_no_ack"] += 1
+            return False
+        a = _signed(seg.ack - self.iss - self.snd_una)
+        ack = self.snd_una + a
+        if self.state is SYN_RECEIVED and not self._ack_syn_received(seg, arr.seq, ack, now):
+            return False
+        snd_una = self.snd_una
+        if ack <= snd_una:
+            return self._rx_old_ack(seg, arr, ack, now)
+        if ack > self.snd_max:
+            # RFC 9293 (3.10.7.4): ACK of something not yet sent: ACK and drop.
+            self.counters["dropped_bad_ack"] += 1
+            self._ack_now = True
+            return False
+        self._ack_new(ack, seg, arr.seq, ts, now)
+        return True
+
+    def _ack_syn_received(self, seg: TcpSegment, seq: int, ack: int, now: float) -> bool:
+        """SYN-RECEIVED: an ACK of our SYN establishes the connection; any other ACK is
+        answered with <SEQ=SEG.ACK><CTL=RST> (RFC 9293 3.10.7.4)."""
+        if not self.snd_una < ack <= self.snd_max:
+            self._queue_rst(seg.ack, 0, False)
+            self.counters["dropped_bad_ack"] += 1
+            return False
+        self.snd_una = ack
+        self._sample_timed_rtt(ack, now)
+        self._rtx_at = None if ack >= self.snd_max else now + self.rtt.rto
+        self.snd_wnd = seg.window << self.snd_wscale
+        self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        self._become_established(now)
+        return True
+
+    def _rx_old_ack(self, seg: TcpSegment, arr: _Arrival, ack: int, now: float) -> bool:
+        """An ACK at or below SND.UNA: maybe a duplicate ACK, maybe a window update."""
+        snd_una = self.snd_una
+        # RFC 5961 (5.2): an ACK older than SND.UNA - MAX.SND.WND is dropped with an ACK.
+        if ack < snd_una - self.max_snd_wnd:
+            self.counters["dropped_bad_ack"] += 1
+            self._ack_now = True
+            return False
+        win = seg.window << self.snd_wscale
+        if ack == snd_una:
+            # The peer is alive: zero-window probes are being answered.
+            self._probes_unanswered = 0
+        new_sack = 0
+        opts = seg.options
+        if self.sack_ok and opts is not None and opts.sack_blocks:
+            new_sack = self._take_sack(opts.sack_blocks)
+        # RFC 5681 (2): the definition of a duplicate ACK; RFC 6675 (2) adds an ACK whose
+        # SACK blocks report new data.
+        if (
+            ack == snd_una
+            and snd_una < self.snd_max
+            and (
+                (arr.plen == 0 and not arr.fin and win == self.snd_wnd and win != 0) or new_sack > 0
+            )
+        ):
+            self.recovery.on_dup_ack(
+                snd_una, self.snd_max, self.sack_ok, self.snd_mss, self.cc, now
+            )
+        self._update_snd_wnd(win, arr.seq, ack)
+        return True
+
+    def _update_ts_recent(self, ts: tuple[int, int] | None, seq: int, now: float) -> None:
         # RFC 7323 (4.3): TS.Recent comes from the segment that covers Last.ACK.sent.
         if (
             ts is not None
@@ -852,28 +909,36 @@ class TcpConnection:
             self.ts_recent = ts[0]
             self.ts_recent_age = now
 
+    def _our_fin_acked(self, now: float) -> bool:
+        """RFC 9293 (3.10.7.4) fifth, per state: our FIN acknowledged moves FIN-WAIT-1 to
+        FIN-WAIT-2, CLOSING to TIME-WAIT and LAST-ACK to CLOSED. False once closed."""
         st = self.state
         if st is CLOSED:
-            return
+            return False
         if self._fin_abs is not None and self.snd_una > self._fin_abs:
             if st is FIN_WAIT_1:
-                self.state = st = FIN_WAIT_2
+                self.state = FIN_WAIT_2
             elif st is CLOSING:
                 self._enter_time_wait(now)
-                return
+                return False
             elif st is LAST_ACK:
-                self._die("normal")
-                return
+                self._die(CloseReason.NORMAL)
+                return False
+        return True
 
-        # Seventh: segment text (URG, the sixth, is ignored).
-        if plen and st.receives:
-            self._rx_text(seq, payload, plen, now)
-        elif plen:
+    def _rx_segment_text(self, arr: _Arrival, now: float) -> None:
+        """RFC 9293 (3.10.7.4) seventh: text is taken only in states that receive."""
+        if not arr.plen:
+            return
+        if self.state.receives:
+            self._rx_text(arr.seq, arr.payload, arr.plen, now)
+        else:
             self.counters["dropped_unacceptable"] += 1
 
-        # Eighth: FIN.
-        if fin:
-            fin_at = seq + plen
+    def _rx_segment_fin(self, arr: _Arrival, now: float) -> None:
+        """RFC 9293 (3.10.7.4) eighth: a FIN counts once every byte before it arrived."""
+        if arr.fin:
+            fin_at = arr.seq + arr.plen
             if fin_at == self.rcv_nxt:
                 self._rx_fin(now)
             elif fin_at > self.rcv_nxt:
@@ -902,7 +967,7 @@ class TcpConnection:
         if plen > self.rcv_adv - rcv_nxt:
             return False
         snd_una = self.snd_una
-        a = (seg.ack - self.iss - snd_una) & MASK
+        a = (seg.ack - self.iss - snd_una) & MASK  # (inlined _signed: the hot path)
         if a == 0:
             if not plen:
                 return False  # maybe a duplicate ACK: full processing
@@ -916,17 +981,22 @@ class TcpConnection:
             self.ts_recent_age = now
         if a:
             self._ack_new(snd_una + a, seg, rcv_nxt, ts, now)
-        elif self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= snd_una):
-            # RFC 9293 (3.10.7.4): window update from a newer segment.
-            win = seg.window << self.snd_wscale
-            if win != self.snd_wnd:
-                self._set_snd_wnd(win, rcv_nxt, snd_una)
-            else:
-                self.snd_wl1 = rcv_nxt
-                self.snd_wl2 = snd_una
+        else:
+            self._update_snd_wnd(seg.window << self.snd_wscale, rcv_nxt, snd_una)
         if plen:
             self._rx_text(rcv_nxt, payload, plen, now)
         return True
+
+    def _update_snd_wnd(self, win: int, seq: int, ack: int) -> None:
+        """RFC 9293 (3.10.7.4): take the window of a segment newer than the one that last
+        set it (SND.WL1 < SEG.SEQ, or equal and SND.WL2 <= SEG.ACK)."""
+        wl1 = self.snd_wl1
+        if wl1 < seq or (wl1 == seq and self.snd_wl2 <= ack):
+            if win != self.snd_wnd:
+                self._set_snd_wnd(win, seq, ack)
+            else:
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
 
     def _set_snd_wnd(self, win: int, seq: int, ack: int) -> None:
         self.snd_wnd = win
@@ -955,7 +1025,7 @@ class TcpConnection:
         self.snd_una = ack
         if self.snd_nxt < ack:
             self.snd_nxt = ack
-        sb = self._sb
+        sb = self.recovery.sb
         if sb.blocks:
             sb.advance(ack)
         if self.sack_ok:
@@ -965,114 +1035,48 @@ class TcpConnection:
         self._retries = 0
         self._probes_unanswered = 0
         self._una_since = now
-
-        # RTT: a timed, never retransmitted segment (Karn), or a timestamp echo after a
-        # retransmission (RFC 7323 4.1: timestamps disambiguate retransmissions).
-        rtt = None
-        if self._timed_seq is not None and ack >= self._timed_seq:
-            rtt = now - self._timed_at
-            self._timed_seq = None
-        elif (
-            ts is not None
-            and self._rtx_tsval is not None
-            and ts[1]
-            and ((ts[1] - self._rtx_tsval) & MASK) < HALF
-        ):
-            # Only an echo of the latest retransmission (or later) measures this path now:
-            # a duplicate answered with an older TS.Recent would give a huge bogus sample.
-            rtt = ((self._ts_val(now) - ts[1]) & MASK) / 1000.0
-            if rtt > 3600.0:
-                rtt = None
-        if rtt is not None:
-            self.rtt.sample(rtt)
-            self._rtx_tsval = None
-
-        cc = self.cc
-        if cc is not None:
-            if self._in_recovery:
-                if ack >= self._recover:
-                    # RFC 6582 (3.2 step 3) / RFC 6675 (5): a cumulative ACK at or above the
-                    # recovery point ends recovery; cwnd = ssthresh.
-                    self._in_recovery = False
-                    self._sack_rec = False
-                    cc.on_recovery_exit(now)
-                elif self._sack_rec:
-                    # RFC 6675 (5) step (C): a partial ACK changes nothing but the scoreboard;
-                    # output() sends what pipe allows (holes first).
-                    self.counters["partial_acks"] += 1
-                    if self._high_rxt < ack:
-                        self._high_rxt = ack
-                else:
-                    # RFC 6582 (3.2 step 5): partial ACK, retransmit the next hole, deflate.
-                    self.counters["partial_acks"] += 1
-                    cc.on_recovery_partial_ack(acked, now)
-                    self._rtx_one = True
-            else:
-                cc.on_ack(acked, now, self.rtt.srtt)
-        self._dupacks = 0
-
+        timed = self._timed_seq
+        if timed is not None and ack >= timed:
+            self._sample_timed_rtt(ack, now)
+        elif ts is not None and self._rtx_tsval is not None:
+            self._sample_ts_rtt(ts, now)
+        self.recovery.on_ack(ack, acked, self.cc, now, self.rtt.srtt)
         # RFC 6298 (5.2)/(5.3): stop the timer when all is acked, else restart it.
         if ack >= self.snd_max:
             self._rtx_at = None
         else:
             self._rtx_at = now + self.rtt.rto
+        self._update_snd_wnd(seg.window << self.snd_wscale, seq, ack)
 
-        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
-            win = seg.window << self.snd_wscale
-            if win != self.snd_wnd:
-                self._set_snd_wnd(win, seq, ack)
-            else:
-                self.snd_wl1 = seq
-                self.snd_wl2 = ack
+    def _sample_timed_rtt(self, ack: int, now: float) -> bool:
+        """RFC 6298 (3) with Karn's rule: ``ack`` covers the timed segment, which was never
+        retransmitted (retransmitting untimes it): take the RTT sample."""
+        if self._timed_seq is None or ack < self._timed_seq:
+            return False
+        self.rtt.sample(now - self._timed_at)
+        self._timed_seq = None
+        self._rtx_tsval = None
+        return True
 
-    def _dup_ack(self, now: float) -> None:
-        self.counters["dup_acks"] += 1
-        self._dupacks += 1
-        cc = self.cc
-        if cc is None:
+    def _sample_ts_rtt(self, ts: tuple[int, int] | None, now: float) -> None:
+        """RFC 7323 (4.1): after a retransmission, timestamps tell which transmission an
+        ACK answers, so its echo gives an RTT sample where Karn's rule gives none."""
+        rtx_tsval = self._rtx_tsval
+        if ts is None or rtx_tsval is None or not ts[1] or ((ts[1] - rtx_tsval) & MASK) >= HALF:
+            # Only an echo of the latest retransmission (or later) measures this path now:
+            # a duplicate answered with an older TS.Recent would give a huge bogus sample.
             return
-        if self._in_recovery:
-            if not self._sack_rec:
-                # RFC 5681 (3.2 step 4): each further duplicate ACK inflates cwnd by one SMSS.
-                # (RFC 6675 recovery needs no inflation: pipe counts what left the network.)
-                cc.on_recovery_dup_ack(now)
-        elif self.snd_una >= self._recover and (
-            self._dupacks >= DUP_THRESH
-            or (self.sack_ok and self._sb.is_lost(self.snd_una, self.snd_una, self.snd_mss))
-        ):
-            # RFC 6582 (3.2 step 2) / RFC 6675 (5): enter fast recovery on DupThresh duplicate
-            # ACKs or when the scoreboard says SND.UNA is lost, only past the previous
-            # recovery point.
-            self._in_recovery = True
-            self._recover = self.snd_max
-            cc.on_loss_fast(self.snd_max - self.snd_una, now)
-            if self.sack_ok:
-                # RFC 6675 (5) step (4.2): cwnd = ssthresh; pipe governs what is sent.
-                self._sack_rec = True
-                self._high_rxt = self.snd_una
-                self.counters["sack_recoveries"] += 1
-            else:
-                # RFC 5681 (3.2 step 3): cwnd = ssthresh + 3*SMSS for the segments that left.
-                for _ in range(3):
-                    cc.on_recovery_dup_ack(now)
-            self._rtx_one = True
-            self.counters["fast_retransmits"] += 1
-            self.counters["recoveries"] += 1
+        rtt = ((self._ts_val(now) - ts[1]) & MASK) / 1000.0
+        if rtt <= 3600.0:
+            self.rtt.sample(rtt)
+            self._rtx_tsval = None
 
     def _take_sack(self, blocks: tuple[tuple[int, int], ...]) -> int:
         """Feed the peer's SACK blocks (wire numbers) to the scoreboard; new SACKed bytes."""
         una = self.snd_una
         base = self.iss + una
-        rel = []
-        for left, right in blocks:
-            a = (left - base) & MASK
-            if a >= HALF:
-                a -= WRAP
-            b = (right - base) & MASK
-            if b >= HALF:
-                b -= WRAP
-            rel.append((una + a, una + b))
-        sb = self._sb
+        rel = [(una + _signed(left - base), una + _signed(right - base)) for left, right in blocks]
+        sb = self.recovery.sb
         inv, ds = sb.invalid, sb.dsack
         new = sb.update(rel, una, self.snd_max)
         c = self.counters
@@ -1158,7 +1162,7 @@ class TcpConnection:
             self.counters["rst_received"] += 1
             # RFC 5961 (3.2) / RFC 9293: in SYN-SENT a RST is valid only if it ACKs our SYN.
             if ack_ok:
-                self._die("refused")
+                self._die(CloseReason.REFUSED)
             else:
                 self.counters["dropped_syn_sent"] += 1
             return
@@ -1174,9 +1178,7 @@ class TcpConnection:
             self.snd_una = 1
             if self.snd_nxt < 1:
                 self.snd_nxt = 1
-            if self._timed_seq is not None:
-                self.rtt.sample(now - self._timed_at)
-                self._timed_seq = None
+            self._sample_timed_rtt(1, now)
             self._rtx_at = None
             # RFC 7323 (2.2): the window of a SYN-ACK is not scaled.
             self.snd_wnd = seg.window
@@ -1242,7 +1244,7 @@ class TcpConnection:
         if ka is not None and now >= ka:
             # RFC 1122 (4.2.3.6): probe an idle connection; give up after keepalive_count.
             if self._ka_probes >= self.cfg.keepalive_count:
-                self._die("timeout")
+                self._die(CloseReason.TIMEOUT)
                 return
             self._ka_probes += 1
             self._probe_due = True
@@ -1262,7 +1264,7 @@ class TcpConnection:
         self._retries += 1
         limit = self.cfg.syn_retries if syn_phase else self.cfg.max_retries
         if self._retries > limit or (ut is not None and now - self._una_since >= ut):
-            self._die("timeout")
+            self._die(CloseReason.TIMEOUT)
             return
         self.counters["timeouts"] += 1
         # RFC 6298 (5.5): back off the timer.
@@ -1271,23 +1273,10 @@ class TcpConnection:
         if cc is not None:
             # RFC 5681 (3.1, 4): loss by timeout, cwnd = 1 SMSS.
             cc.on_timeout(self.snd_max - self.snd_una, now)
-        # RFC 6582 (4) / RFC 6675 (5.1): after a timeout, recover = highest sequence sent and
-        # the loss recovery in progress ends.
-        self._in_recovery = False
-        self._sack_rec = False
-        self._high_rxt = self.snd_una
-        self._recover = self.snd_max
-        self._dupacks = 0
-        # The scoreboard is kept across a timeout (RFC 6675 (5.1): keep using the SACK
-        # information; Linux does the same) so go-back-N skips SACKed data. RFC 2018 (8): the
-        # receiver may renege, so a second timeout without progress forgets it.
-        if self._retries > 1 and self._sb:
-            self._sb.clear()
-            self.counters["sack_reneging"] += 1
+        self.recovery.on_timeout(self.snd_una, self.snd_max, self._retries)
         # Go-back-N from SND.UNA; Karn: the timed segment is being retransmitted.
         self.snd_nxt = self.snd_una
         self._timed_seq = None
-        self._rtx_one = False
         # RFC 6298 (5.6): restart the timer (output() sends the retransmission).
         self._arm_rtx(now)
 
@@ -1302,7 +1291,7 @@ class TcpConnection:
         if self._probes_unanswered > self.cfg.max_retries or (
             ut is not None and now - self._last_rx >= ut
         ):
-            self._die("timeout")
+            self._die(CloseReason.TIMEOUT)
             return
         self._probe_due = True
         self.counters["rto_zero_window_probes"] += 1
@@ -1330,7 +1319,7 @@ class TcpConnection:
             return
         self._probes_unanswered += 1
         if self._probes_unanswered > self.cfg.max_retries:
-            self._die("timeout")
+            self._die(CloseReason.TIMEOUT)
             return
         self._probe_due = True
         self.counters["zero_window_probes"] += 1
@@ -1373,46 +1362,19 @@ class TcpConnection:
             self._probe_due = False
             # Zero-window / keep-alive probe: SEG.SEQ = SND.UNA - 1, no text (as Linux does):
             # out of window, so the peer must answer with an ACK carrying its window.
-            out.append(
-                TcpSegment(
-                    self.local_port,
-                    self.remote_port,
-                    (self.iss + self.snd_una - 1) & MASK,
-                    ack_wire,
-                    ACK,
-                    window,
-                    b"",
-                    opts,
-                )
-            )
+            out.append(self._segment(self.snd_una - 1, ack_wire, ACK, window, b"", opts))
         if len(out) == n_before and (
             self._ack_now
             or (self._ack_due and self._delack_at is not None and now >= self._delack_at)
         ):
-            out.append(
-                TcpSegment(
-                    self.local_port,
-                    self.remote_port,
-                    (self.iss + self.snd_max) & MASK,
-                    ack_wire,
-                    ACK,
-                    window,
-                    b"",
-                    opts,
-                )
-            )
+            out.append(self._segment(self.snd_max, ack_wire, ACK, window, b"", opts))
             self.counters["pure_acks_sent"] += 1
             # RFC 5681 (4.2): one duplicate ACK per out-of-order segment, even when a batch
             # of them was processed before this output() (the sender counts them).
             extra = self._dupacks_owed - 1
             if extra > 0:
-                dup = out[-1]
                 for _ in range(min(extra, MAX_DUPACK_BURST)):
-                    out.append(
-                        TcpSegment(
-                            dup.src_port, dup.dst_port, dup.seq, dup.ack, ACK, window, b"", opts
-                        )
-                    )
+                    out.append(self._segment(self.snd_max, ack_wire, ACK, window, b"", opts))
                 self.counters["pure_acks_sent"] += min(extra, MAX_DUPACK_BURST)
         self._dupacks_owed = 0
         if len(out) > n_before:
@@ -1423,6 +1385,32 @@ class TcpConnection:
             self._last_ack_sent = self.rcv_nxt
             self.counters["segments_out"] += len(out) - n_before
         return out
+
+    def _segment(
+        self,
+        seq: int,
+        ack_wire: int,
+        flags: int,
+        window: int,
+        payload: bytes | memoryview,
+        opts: TcpOptions | None,
+    ) -> TcpSegment:
+        """A segment of this connection starting at absolute sequence number ``seq``."""
+        return TcpSegment(
+            self.local_port, self.remote_port, seq=(self.iss + seq) & MASK, ack=ack_wire,
+            flags=flags, window=window, payload=payload, options=opts,
+        )  # fmt: skip
+
+    def _note_retransmit(self, n: int, now: float) -> None:
+        """Bookkeeping of a retransmission of ``n`` bytes: Karn's rule (untime the RTT
+        sample), RFC 7323 (4.1) (remember its TSval), and a running timer (RFC 6298 5.1)."""
+        self.counters["retransmits"] += 1
+        self.bytes_retrans += n
+        self.bytes_sent += n
+        self._timed_seq = None
+        self._rtx_tsval = self._ts_val(now)
+        if self._rtx_at is None:
+            self._arm_rtx(now)
 
     def _data_options(self, now: float) -> TcpOptions | None:
         sack = ()
@@ -1458,11 +1446,7 @@ class TcpConnection:
             ack = 0
             flags = SYN
         retrans = self.snd_max > 0
-        out.append(
-            TcpSegment(
-                self.local_port, self.remote_port, self.iss, ack, flags, self._syn_window, b"", opts
-            )
-        )
+        out.append(self._segment(0, ack, flags, self._syn_window, b"", opts))
         self.counters["segments_out"] += 1
         if retrans:
             self.counters["retransmits"] += 1
@@ -1488,6 +1472,99 @@ class TcpConnection:
         ack_wire: int,
         opts: TcpOptions | None,
     ) -> None:
+        """Retransmissions loss recovery asks for, then new data (and FIN) as the windows
+        allow, then the persist timer."""
+        mss = self.snd_mss
+        if opts is not None and opts.sack_blocks:
+            # Keep the segment within the MTU when SACK blocks take option space.
+            mss -= 4 + 8 * len(opts.sack_blocks)
+        rec = self.recovery
+        room = 0
+        if rec.sack_rec:
+            room = self._sack_retransmit(now, out, window, ack_wire, opts, mss)
+        elif rec.rtx_one:
+            # Fast retransmit / NewReno partial ACK: resend the first unacked segment.
+            rec.rtx_one = False
+            self._retransmit_first(now, out, window, ack_wire, opts, mss)
+        una = self.snd_una
+        snd_max = self.snd_max
+        nxt = self.snd_nxt
+        fin_abs = self._fin_abs
+        if nxt < self._sbuf_base + len(self._sbuf) or (fin_abs is not None and nxt == fin_abs):
+            nxt = self._send_new(now, out, window, ack_wire, opts, mss, self._send_limit(mss, room))
+        if nxt != self.snd_nxt:
+            self.snd_nxt = nxt
+            if nxt > snd_max:
+                self.snd_max = nxt
+            if self._rtx_at is None:
+                # RFC 6298 (5.1): start the timer when data is sent and it is not running.
+                if una == snd_max:
+                    self._una_since = now
+                self._arm_rtx(now)
+        if self.snd_wnd == 0 or self._persist_at is not None:
+            self._update_persist(now)
+
+    def _retransmit_first(
+        self,
+        now: float,
+        out: list[TcpSegment],
+        window: int,
+        ack_wire: int,
+        opts: TcpOptions | None,
+        mss: int,
+    ) -> None:
+        """Resend the first unacknowledged segment (RFC 5681 3.2, RFC 6582 3.2)."""
+        una = self.snd_una
+        snd_max = self.snd_max
+        if una >= snd_max:
+            return
+        base = self._sbuf_base
+        data_end = base + len(self._sbuf)
+        n = data_end - una if una < data_end else 0
+        if n > mss:
+            n = mss
+        if una + n > snd_max:
+            n = snd_max - una
+        flags = ACK
+        fin_abs = self._fin_abs
+        if fin_abs is not None and una + n == fin_abs and snd_max > fin_abs:
+            flags |= FIN
+        payload = self._sbuf.view(una - base, n) if n else b""
+        out.append(self._segment(una, ack_wire, flags, window, payload, opts))
+        self._note_retransmit(n, now)
+
+    def _send_limit(self, mss: int, sack_room: int) -> int:
+        """The sequence number new transmissions must stay below: the smaller of the
+        peer's window and cwnd (RFC 5681), or what pipe leaves in a SACK recovery."""
+        una = self.snd_una
+        nxt = self.snd_nxt
+        cc = self.cc
+        cwnd = cc.cwnd if cc is not None else mss
+        rec = self.recovery
+        dupacks = rec.dupacks
+        if dupacks and not rec.in_recovery and nxt >= self.snd_max:
+            # RFC 3042 / RFC 5681 (3.2): limited transmit, one new segment for each of the
+            # first two duplicate ACKs so a small window still gets DupThresh of them.
+            cwnd += (dupacks if dupacks < 2 else 2) * mss
+        wnd = self.snd_wnd
+        if rec.sack_rec:
+            # RFC 6675 (5) NextSeg rule (2): new data only while cwnd - pipe >= 1 SMSS.
+            limit = nxt + sack_room - sack_room % mss
+            return limit if limit < una + wnd else una + wnd
+        return una + (wnd if wnd < cwnd else cwnd)
+
+    def _send_new(
+        self,
+        now: float,
+        out: list[TcpSegment],
+        window: int,
+        ack_wire: int,
+        opts: TcpOptions | None,
+        mss: int,
+        limit: int,
+    ) -> int:
+        """Send from SND.NXT up to ``limit`` (going back over data in flight after a
+        timeout, skipping what the peer SACKed); returns the new SND.NXT."""
         una = self.snd_una
         nxt = self.snd_nxt
         base = self._sbuf_base
@@ -1495,79 +1572,22 @@ class TcpConnection:
         data_end = base + len(sbuf)
         fin_abs = self._fin_abs
         snd_max = self.snd_max
-        mss = self.snd_mss
-        if opts is not None and opts.sack_blocks:
-            # Keep the segment within the MTU when SACK blocks take option space.
-            mss -= 4 + 8 * len(opts.sack_blocks)
+        wnd_edge = una + self.snd_wnd
         # TSO: a segment may carry several MSS of new data; the NIC cuts it at ``mss``.
         tso = self.cfg.tso_max
         seg_max = tso - tso % mss if tso > mss else mss
-        iss = self.iss
-        lport = self.local_port
-        rport = self.remote_port
-        sent_new = False
-        budget = 0
-
-        if self._sack_rec:
-            budget = self._sack_retransmit(now, out, window, ack_wire, opts, mss)
-        elif self._rtx_one:
-            # Fast retransmit / NewReno partial ACK: resend the first unacked segment.
-            self._rtx_one = False
-            if una < snd_max:
-                n = data_end - una if una < data_end else 0
-                if n > mss:
-                    n = mss
-                if una + n > snd_max:
-                    n = snd_max - una
-                flags = ACK
-                if fin_abs is not None and una + n == fin_abs and snd_max > fin_abs:
-                    flags |= FIN
-                payload = sbuf.view(una - base, n) if n else b""
-                out.append(
-                    TcpSegment(
-                        lport, rport, (iss + una) & MASK, ack_wire, flags, window, payload, opts
-                    )
-                )
-                self.counters["retransmits"] += 1
-                self.bytes_retrans += n
-                self.bytes_sent += n
-                self._timed_seq = None  # Karn's rule
-                self._rtx_tsval = self._ts_val(now)
-                if self._rtx_at is None:
-                    self._arm_rtx(now)
-
-        cc = self.cc
-        cwnd = cc.cwnd if cc is not None else mss
-        dupacks = self._dupacks
-        if dupacks and not self._in_recovery and nxt >= snd_max:
-            # RFC 3042 / RFC 5681 (3.2): limited transmit, one new segment for each of the
-            # first two duplicate ACKs so a small window still gets DupThresh of them.
-            cwnd += (dupacks if dupacks < 2 else 2) * mss
-        wnd = self.snd_wnd
-        wnd_edge = una + wnd
-        limit = una + (wnd if wnd < cwnd else cwnd)
-        if self._sack_rec:
-            # RFC 6675 (5) NextSeg rule (2): new data only while cwnd - pipe >= 1 SMSS.
-            limit = nxt + budget - budget % mss
-            if limit > wnd_edge:
-                limit = wnd_edge
-        sb = self._sb if (self._sb.blocks and nxt < snd_max) else None
-        nodelay = self.cfg.nodelay
-        counters = self.counters
+        sb = self.recovery.sb
+        if not (sb.blocks and nxt < snd_max):
+            sb = None
         while True:
             if nxt >= data_end:
                 if fin_abs is not None and nxt == fin_abs:
                     # A FIN alone (all data already sent).
-                    out.append(
-                        TcpSegment(
-                            lport, rport, (iss + nxt) & MASK, ack_wire, FIN | ACK, window, b"", opts
-                        )
-                    )
+                    out.append(self._segment(nxt, ack_wire, FIN | ACK, window, b"", opts))
                     if nxt < snd_max:
-                        counters["retransmits"] += 1
+                        self.counters["retransmits"] += 1
                         self._rtx_tsval = self._ts_val(now)
                     nxt += 1
-                    sent_new = True
                 break
             avail = data_end - nxt
             n = avail if avail < seg_max else seg_max
@@ -1581,33 +1601,12 @@ class TcpConnection:
                     limit += skip
                     if limit > wnd_edge:
                         limit = wnd_edge
-                    sent_new = True
                     continue
                 ns = sb.next_sacked_start(nxt)
                 if ns is not None and ns < nxt + n:
                     n = ns - nxt
-            room = limit - nxt
-            retrans = nxt < snd_max
-            if room < n:
-                if room <= 0:
-                    break
-                if room >= mss:
-                    n = room - room % mss  # TSO: as many full segments as the window takes
-                elif nxt == una or room >= (self.max_snd_wnd >> 1):
-                    # RFC 9293 (3.8.6.2.1): sender SWS avoidance, a partial segment only if it
-                    # is at least half the largest window seen, or nothing is in flight.
-                    n = room
-                else:
-                    break
-            elif (
-                n < mss
-                and not nodelay
-                and self._snd_sml > una
-                and not retrans
-                and not (fin_abs is not None and nxt + n == fin_abs)
-            ):
-                # RFC 9293 (3.7.4) Nagle, in Minshall's form (as Linux): hold a small
-                # segment while an earlier small segment is still unacknowledged.
+            n = self._sendable(nxt, n, limit - nxt, mss, data_end)
+            if n <= 0:
                 break
             end = nxt + n
             flags = ACK
@@ -1616,47 +1615,63 @@ class TcpConnection:
                 flags = ACK | PSH
                 if fin_abs is not None and end == fin_abs:
                     flags = ACK | PSH | FIN
-            out.append(
-                TcpSegment(
-                    lport,
-                    rport,
-                    (iss + nxt) & MASK,
-                    ack_wire,
-                    flags,
-                    window,
-                    sbuf.view(nxt - base, n),
-                    opts,
-                )
-            )
-            self.bytes_sent += n
-            if retrans:
-                counters["retransmits"] += 1
-                self.bytes_retrans += n
-                self._rtx_tsval = self._ts_val(now)
-                if self._timed_seq is not None:
-                    self._timed_seq = None  # Karn's rule
-            elif self._timed_seq is None:
-                self._timed_seq = end
-                self._timed_at = now
+            out.append(self._segment(nxt, ack_wire, flags, window, sbuf.view(nxt - base, n), opts))
+            self._note_sent(nxt, end, n, now)
             if n % mss:  # the last (or only) wire segment is a small one
                 self._snd_sml = end
             nxt = end + 1 if flags & FIN else end
-            sent_new = True
+        return nxt
 
-        if sent_new:
-            self.snd_nxt = nxt
-            if nxt > snd_max:
-                self.snd_max = nxt
-            if self._rtx_at is None:
-                # RFC 6298 (5.1): start the timer when data is sent and it is not running.
-                if una == snd_max:
-                    self._una_since = now
-                self._arm_rtx(now)
-        # Persist timer: data (or FIN) waits, the peer's window is zero, nothing in flight.
+    def _sendable(self, nxt: int, n: int, room: int, mss: int, data_end: int) -> int:
+        """How much of the ``n`` bytes at ``nxt`` may go now (0: none), given ``room``
+        left in the windows: sender SWS avoidance and Nagle."""
+        if room < n:
+            if room <= 0:
+                return 0
+            if room >= mss:
+                return room - room % mss  # TSO: as many full segments as the window takes
+            if nxt == self.snd_una or room >= (self.max_snd_wnd >> 1):
+                # RFC 9293 (3.8.6.2.1): sender SWS avoidance, a partial segment only if it is
+                # at least half the largest window seen, or nothing is in flight.
+                return room
+            return 0
+        fin_abs = self._fin_abs
+        if (
+            n < mss
+            and not self.cfg.nodelay
+            and self._snd_sml > self.snd_una
+            and nxt >= self.snd_max
+            and not (fin_abs is not None and nxt + n == fin_abs)
+        ):
+            # RFC 9293 (3.7.4) Nagle, in Minshall's form (as Linux): hold a small segment
+            # while an earlier small segment is still unacknowledged.
+            return 0
+        return n
+
+    def _note_sent(self, nxt: int, end: int, n: int, now: float) -> None:
+        """Bookkeeping of ``n`` bytes sent from ``nxt``: retransmission (Karn) or the
+        segment to time for the RTT (RFC 6298 3)."""
+        self.bytes_sent += n
+        if nxt < self.snd_max:
+            self.counters["retransmits"] += 1
+            self.bytes_retrans += n
+            self._rtx_tsval = self._ts_val(now)
+            self._timed_seq = None  # Karn's rule
+        elif self._timed_seq is None:
+            self._timed_seq = end
+            self._timed_at = now
+
+    def _update_persist(self, now: float) -> None:
+        """Persist timer: data (or FIN) waits, the peer's window is zero, nothing in flight."""
+        una = self.snd_una
+        fin_abs = self._fin_abs
         if (
             self.snd_wnd == 0
             and una == self.snd_max
-            and (data_end > una or (fin_abs is not None and self.snd_max <= fin_abs))
+            and (
+                self._sbuf_base + len(self._sbuf) > una
+                or (fin_abs is not None and self.snd_max <= fin_abs)
+            )
         ):
             if self._persist_at is None:
                 self._persist_at = now + self._persist_interval()
@@ -1672,76 +1687,27 @@ class TcpConnection:
         opts: TcpOptions | None,
         mss: int,
     ) -> int:
-        """RFC 6675 (5): retransmit from the scoreboard while cwnd - pipe >= 1 SMSS.
-
-        Holes known lost come first (NextSeg rule 1); a hole not yet known lost is resent
-        (rule 3) only when no new data can go out. The first retransmission of a recovery
-        goes regardless of pipe (step 4.3). Returns the cwnd room left for new data (rule 2).
-        """
+        """RFC 6675 (5): send the retransmissions the recovery picks from the scoreboard;
+        returns the cwnd room left for new data."""
         una = self.snd_una
         snd_max = self.snd_max
-        sb = self._sb
         cc = self.cc
         cwnd = cc.cwnd if cc is not None else mss
         base = self._sbuf_base
         data_end = base + len(self._sbuf)
         fin_abs = self._fin_abs
-        high_rxt = self._high_rxt if self._high_rxt > una else una
-        pipe = sb.pipe(una, snd_max, high_rxt, mss)
-        force = self._rtx_one
-        self._rtx_one = False
         end_new = data_end if fin_abs is None else fin_abs + 1
         can_send_new = snd_max < end_new and snd_max < una + self.snd_wnd
-        counters = self.counters
-        nothing_sent = True
-        for _ in range(64):  # bounded per output() call
-            if not force and cwnd - pipe < mss:
-                break
-            pick = sb.next_seg(high_rxt, una, mss)
-            if pick is None:
-                if not (force and una < snd_max):
-                    break
-                s, e = una, min(una + mss, snd_max)
-            else:
-                s, e, lost = pick
-                if not lost and not force and can_send_new:
-                    break
-            n = (e if e < data_end else data_end) - s
-            if n < 0:
-                n = 0
-            flags = ACK
-            if fin_abs is not None and s + n == fin_abs and snd_max > fin_abs:
-                flags |= FIN
-            elif n == 0:
-                break
+        picks, room = self.recovery.sack_picks(
+            una, snd_max, cwnd, mss, data_end, fin_abs, can_send_new
+        )
+        for s, n, fin in picks:
             payload = self._sbuf.view(s - base, n) if n else b""
-            out.append(
-                TcpSegment(
-                    self.local_port,
-                    self.remote_port,
-                    (self.iss + s) & MASK,
-                    ack_wire,
-                    flags,
-                    window,
-                    payload,
-                    opts,
-                )
-            )
-            counters["retransmits"] += 1
-            counters["sack_retransmits"] += 1
-            self.bytes_retrans += n
-            self.bytes_sent += n
-            high_rxt = s + n + (1 if flags & FIN else 0)
-            pipe += n
-            force = nothing_sent = False
-        self._high_rxt = high_rxt
-        if not nothing_sent:
-            self._timed_seq = None  # Karn's rule
-            self._rtx_tsval = self._ts_val(now)
-            if self._rtx_at is None:
-                self._arm_rtx(now)
-        room = cwnd - pipe
-        return room if room > 0 else 0
+            flags = ACK | FIN if fin else ACK
+            out.append(self._segment(s, ack_wire, flags, window, payload, opts))
+            self.counters["sack_retransmits"] += 1
+            self._note_retransmit(n, now)
+        return room
 
     # ------------------------------------------------------------------ introspection
 
@@ -1775,10 +1741,10 @@ class TcpConnection:
             "rcv_wscale": self.rcv_wscale,
             "sack": self.sack_ok,
             "timestamps": self.ts_ok,
-            "in_recovery": self._in_recovery,
-            "sack_recovery": self._sack_rec,
-            "sacked_bytes": self._sb.sacked,
-            "sack_holes": len(self._sb),
+            "in_recovery": self.recovery.in_recovery,
+            "sack_recovery": self.recovery.sack_rec,
+            "sacked_bytes": self.recovery.sb.sacked,
+            "sack_holes": len(self.recovery.sb),
             "congestion": cc.name if cc is not None else self.cfg.congestion,
             "send_queued": len(self._sbuf),
             "recv_queued": len(self._rbuf),

@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
-__all__ = ["Connected", "DataReceived", "EofReceived", "SendSpace", "Closed", "TcpEvent"]
+__all__ = [
+    "CloseReason",
+    "Connected",
+    "DataReceived",
+    "EofReceived",
+    "SendSpace",
+    "Closed",
+    "TcpEvent",
+]
+
+
+class CloseReason(enum.StrEnum):
+    """Why a connection ended (a ``str``: it compares equal to its value)."""
+
+    #: Both sides closed and every byte was delivered (or TIME-WAIT ended).
+    NORMAL = "normal"
+    #: Our SYN was answered with a RST (or an ICMP hard error): ConnectionRefusedError.
+    REFUSED = "refused"
+    #: The peer reset an open connection: ConnectionResetError.
+    RESET = "reset"
+    #: Retransmissions, probes or the user timeout ran out: TimeoutError.
+    TIMEOUT = "timeout"
+    #: The application aborted it.
+    ABORTED = "aborted"
+    #: ARP found no next hop for it (set by the I/O layer): EHOSTUNREACH.
+    UNREACHABLE = "unreachable"
 
 
 @dataclass(slots=True)
@@ -33,10 +59,10 @@ class SendSpace:
 class Closed:
     """The connection is gone; emitted exactly once.
 
-    ``reason`` is one of "normal", "refused", "reset", "timeout", "aborted".
+    ``reason`` is a :class:`CloseReason` (a str: ``Closed("reset")`` compares equal).
     """
 
-    reason: str
+    reason: CloseReason | str
 
 
 TcpEvent = Connected | DataReceived | EofReceived | SendSpace | Closed

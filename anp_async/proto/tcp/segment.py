@@ -186,6 +186,7 @@ def parse_tcp(
         raise ParseError("tcp_bad_checksum")
     mv = buf if isinstance(buf, memoryview) else memoryview(buf)
     options = parse_options(mv[HEADER_LEN:off]) if off > HEADER_LEN else None
+    # Positional, in header order: this runs for every segment received.
     return TcpSegment(sport, dport, seq, ack, flags, window, mv[off:], options, urg)
 
 

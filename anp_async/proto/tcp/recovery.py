@@ -1,0 +1,182 @@
+"""Loss recovery of one TCP connection (sans-I/O): fast retransmit, NewReno and SACK.
+
+:class:`LossRecovery` keeps the state RFC 5681 (3.2), RFC 6582 (NewReno) and RFC 6675
+(SACK-based recovery) need -- the duplicate-ACK count, whether a recovery runs and its
+recovery point, the SACK scoreboard and HighRxt -- and decides what each ACK or timeout
+does to it and to the congestion controller. It never builds a segment: the connection
+asks it *what* to retransmit (:attr:`LossRecovery.rtx_one` for NewReno,
+:meth:`LossRecovery.sack_picks` for RFC 6675) and sends it. Sequence numbers are the
+connection's absolute ones (0 = our SYN).
+"""
+
+from __future__ import annotations
+
+from .congestion import CongestionControl
+from .sack import DUP_THRESH, SackScoreboard
+
+#: At most this many retransmissions chosen from the scoreboard per output() call.
+MAX_SACK_PICKS = 64
+
+
+class LossRecovery:
+    """Fast retransmit and loss recovery state; counts into the connection's counters."""
+
+    __slots__ = ("counters", "dupacks", "in_recovery", "recover", "rtx_one", "sb", "sack_rec",
+                 "high_rxt")  # fmt: skip
+
+    def __init__(self, counters: dict[str, int]) -> None:
+        self.counters = counters
+        #: Duplicate ACKs in a row (RFC 5681 (2)).
+        self.dupacks = 0
+        #: A fast recovery is running (RFC 6582 / RFC 6675).
+        self.in_recovery = False
+        #: The recovery point: SND.MAX when the recovery (or the last timeout) began.
+        self.recover = 0
+        #: Retransmit the first unacknowledged segment at the next output (fast
+        #: retransmit, NewReno partial ACK, the first retransmission of a SACK recovery).
+        self.rtx_one = False
+        # RFC 6675: the SACK scoreboard, whether the current recovery is SACK-driven, and
+        # HighRxt (end of the highest byte retransmitted in this recovery).
+        self.sb = SackScoreboard()
+        self.sack_rec = False
+        self.high_rxt = 0
+
+    # ------------------------------------------------------------------- ACKs
+
+    def on_ack(
+        self, ack: int, acked: int, cc: CongestionControl | None, now: float, srtt: float | None
+    ) -> None:
+        """A cumulative ACK acknowledged ``acked`` new bytes, up to ``ack``."""
+        if cc is not None:
+            if self.in_recovery:
+                if ack >= self.recover:
+                    # RFC 6582 (3.2 step 3) / RFC 6675 (5): a cumulative ACK at or above the
+                    # recovery point ends recovery; cwnd = ssthresh.
+                    self.in_recovery = False
+                    self.sack_rec = False
+                    cc.on_recovery_exit(now)
+                elif self.sack_rec:
+                    # RFC 6675 (5) step (C): a partial ACK changes nothing but the
+                    # scoreboard; output() sends what pipe allows (holes first).
+                    self.counters["partial_acks"] += 1
+                    if self.high_rxt < ack:
+                        self.high_rxt = ack
+                else:
+                    # RFC 6582 (3.2 step 5): partial ACK, retransmit the next hole, deflate.
+                    self.counters["partial_acks"] += 1
+                    cc.on_recovery_partial_ack(acked, now)
+                    self.rtx_one = True
+            else:
+                cc.on_ack(acked, now, srtt)
+        self.dupacks = 0
+
+    def on_dup_ack(
+        self,
+        snd_una: int,
+        snd_max: int,
+        sack_ok: bool,
+        mss: int,
+        cc: CongestionControl | None,
+        now: float,
+    ) -> None:
+        """A duplicate ACK (RFC 5681 (2), or RFC 6675 (2): one reporting new SACKed data)."""
+        self.counters["dup_acks"] += 1
+        self.dupacks += 1
+        if cc is None:
+            return
+        if self.in_recovery:
+            if not self.sack_rec:
+                # RFC 5681 (3.2 step 4): each further duplicate ACK inflates cwnd by one
+                # SMSS. (RFC 6675 recovery needs no inflation: pipe counts what left.)
+                cc.on_recovery_dup_ack(now)
+        elif snd_una >= self.recover and (
+            self.dupacks >= DUP_THRESH or (sack_ok and self.sb.is_lost(snd_una, snd_una, mss))
+        ):
+            # RFC 6582 (3.2 step 2) / RFC 6675 (5): enter fast recovery on DupThresh
+            # duplicate ACKs or when the scoreboard says SND.UNA is lost, only past the
+            # previous recovery point.
+            self.in_recovery = True
+            self.recover = snd_max
+            cc.on_loss_fast(snd_max - snd_una, now)
+            if sack_ok:
+                # RFC 6675 (5) step (4.2): cwnd = ssthresh; pipe governs what is sent.
+                self.sack_rec = True
+                self.high_rxt = snd_una
+                self.counters["sack_recoveries"] += 1
+            else:
+                # RFC 5681 (3.2 step 3): cwnd = ssthresh + 3*SMSS for the segments that left.
+                for _ in range(3):
+                    cc.on_recovery_dup_ack(now)
+            self.rtx_one = True
+            self.counters["fast_retransmits"] += 1
+            self.counters["recoveries"] += 1
+
+    # --------------------------------------------------------------- timeouts
+
+    def on_timeout(self, snd_una: int, snd_max: int, retries: int) -> None:
+        """The retransmission timer expired (the ``retries``-th time in a row)."""
+        # RFC 6582 (4) / RFC 6675 (5.1): after a timeout, recover = highest sequence sent
+        # and the loss recovery in progress ends.
+        self.in_recovery = False
+        self.sack_rec = False
+        self.high_rxt = snd_una
+        self.recover = snd_max
+        self.dupacks = 0
+        self.rtx_one = False
+        # The scoreboard is kept across a timeout (RFC 6675 (5.1): keep using the SACK
+        # information; Linux does the same) so go-back-N skips SACKed data. RFC 2018 (8):
+        # the receiver may renege, so a second timeout without progress forgets it.
+        if retries > 1 and self.sb:
+            self.sb.clear()
+            self.counters["sack_reneging"] += 1
+
+    # ------------------------------------------------------- RFC 6675 output
+
+    def sack_picks(
+        self,
+        una: int,
+        snd_max: int,
+        cwnd: int,
+        mss: int,
+        data_end: int,
+        fin_abs: int | None,
+        can_send_new: bool,
+    ) -> tuple[list[tuple[int, int, bool]], int]:
+        """RFC 6675 (5): what to retransmit while cwnd - pipe >= 1 SMSS.
+
+        Holes known lost come first (NextSeg rule 1); a hole not yet known lost is resent
+        (rule 3) only when no new data can go out. The first retransmission of a recovery
+        goes regardless of pipe (step 4.3). Returns ``(start, length, with_fin)`` for each
+        retransmission and the cwnd room left for new data (rule 2).
+        """
+        sb = self.sb
+        high_rxt = self.high_rxt if self.high_rxt > una else una
+        pipe = sb.pipe(una, snd_max, high_rxt, mss)
+        force = self.rtx_one
+        self.rtx_one = False
+        picks: list[tuple[int, int, bool]] = []
+        for _ in range(MAX_SACK_PICKS):  # bounded per output() call
+            if not force and cwnd - pipe < mss:
+                break
+            pick = sb.next_seg(high_rxt, una, mss)
+            if pick is None:
+                if not (force and una < snd_max):
+                    break
+                s, e = una, min(una + mss, snd_max)
+            else:
+                s, e, lost = pick
+                if not lost and not force and can_send_new:
+                    break
+            n = (e if e < data_end else data_end) - s
+            if n < 0:
+                n = 0
+            fin = fin_abs is not None and s + n == fin_abs and snd_max > fin_abs
+            if not fin and n == 0:
+                break
+            picks.append((s, n, fin))
+            high_rxt = s + n + (1 if fin else 0)
+            pipe += n
+            force = False
+        self.high_rxt = high_rxt
+        room = cwnd - pipe
+        return picks, (room if room > 0 else 0)
