@@ -201,6 +201,29 @@ def test_c_programs_kernel_to_kernel(c_apps: dict[str, str]) -> None:
         b.delete()
 
 
+def test_socket_api_corner_cases_like_the_kernel(netns: Netns, c_apps: dict[str, str]) -> None:
+    """sockprobe prints ~40 corner cases (names before connect, options, EINPROGRESS /
+    EISCONN, EAGAIN, MSG_PEEK / MSG_WAITALL, writev / recvmsg, dup, EPIPE after SHUT_WR,
+    UDP names ...): through the stack it must print what it prints on kernel sockets."""
+    a, b = Netns.create(), Netns.create()
+    try:
+        veth_pair(a, b, "10.0.1.1/24", "10.0.1.2/24")
+        with kernel_proc(b, [c_apps["rr_bench"], "serve", "0.0.0.0"], '"ready"'):
+            kernel = a.run([c_apps["sockprobe"], "10.0.1.2", "7", "10.0.1.1"], timeout=30)
+        assert kernel.returncode == 0, describe(kernel)
+    finally:
+        a.delete()
+        b.delete()
+    with kernel_proc(netns, [c_apps["rr_bench"], "serve", "0.0.0.0"], '"ready"'):
+        stack = run_on_stack(netns, [c_apps["sockprobe"], KERNEL_IP, "7", STACK_IP])
+    assert stack.returncode == 0, describe(stack)
+    want = kernel.stdout.replace("10.0.1.2", "PEER").splitlines()
+    got = stack.stdout.replace(KERNEL_IP, "PEER").splitlines()
+    assert len(want) > 30
+    diff = [f"kernel {w!r} / stack {g!r}" for w, g in zip(want, got, strict=False) if w != g]
+    assert len(got) == len(want) and not diff, "\n".join(diff) + "\n" + describe(stack)
+
+
 # -- the pattern client and server in every I/O style, both directions -------------------
 
 
