@@ -1,0 +1,48 @@
+"""Every program in ``examples/`` runs as the README says (as root, each in a namespace of
+its own that it removes) and prints what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(90)]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+#: What each example must print (a line fragment per check).
+EXPECT = {
+    "echo_server.py": ["sent 110000 bytes, got 110000 back, identical"],
+    "echo_client.py": ["echoed b'three\\n'", "port 7001: Connection refused"],
+    "datagram.py": ["sent 8000 bytes, got 8000 back", "ConnectionRefusedError", "reassembled 1"],
+    "mode_switch.py": ["0% packet loss", "interrupt ", "adaptive(weight=64)"],
+    "tls_client.py": ["TLS: TLSv1.3", "HTTPS reply: 'HTTP/1.0 200 ok'"],
+}
+
+
+def _namespaces() -> set[str]:
+    """The examples' namespaces (``anp-ex-*``) that exist now (other tests make their own)."""
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    names = {line.split()[0] for line in out.splitlines() if line.strip()}
+    return {n for n in names if n.startswith("anp-ex")}
+
+
+def test_every_example_is_tested() -> None:
+    found = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
+    assert found == set(EXPECT)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_example_runs(name: str) -> None:
+    before = _namespaces()
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=60
+    )
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for want in EXPECT[name]:
+        assert want in r.stdout, (want, r.stdout)
+    assert _namespaces() <= before  # the example removed its own
