@@ -18,7 +18,11 @@ from .logs import add_log_options, configure_logging
 from .options import add_stack_options
 
 #: Modules that register extra commands when imported (e.g. the benchmark's ``anp bench``).
-EXTRA_COMMAND_MODULES: tuple[str, ...] = ("anp_async.bench.cli", "anp_async.runner")
+EXTRA_COMMAND_MODULES: tuple[str, ...] = (
+    "anp_async.bench.cli",
+    "anp_async.runner",
+    "anp_async.sim.cli",
+)
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
