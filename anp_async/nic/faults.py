@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ..counters import Counters
 from .base import Buffer, Nic, NicStats
 from .vnet import VNET_HDR_LEN as _VNET_HDR_LEN
 
@@ -79,16 +80,12 @@ class FaultConfig:
             raise ValueError(f"direction must be 'tx', 'rx' or 'both', got {self.direction!r}")
 
 
-def _fault_counters() -> dict[str, int]:
-    return {
-        "dropped": 0,
-        "duplicated": 0,
-        "corrupted": 0,
-        "reordered": 0,
-        "delayed": 0,
-        "rate_dropped": 0,
-        "flap_dropped": 0,
-    }
+def _fault_counters() -> Counters:
+    return Counters.fromkeys(
+        ("dropped", "duplicated", "corrupted", "reordered", "delayed", "rate_dropped",
+         "flap_dropped"),
+        0,
+    )  # fmt: skip
 
 
 class FaultyNic(Nic):
@@ -276,7 +273,9 @@ class FaultyNic(Nic):
         if self._rate_timer is not None or not self._rate_queue:
             return
         need = min(len(self._rate_queue[0]), self._bucket_size)
-        wait = max(0.0, (need - self._tokens) / self._rate_Bps)
+        # At least 1 us: a wait below the clock's float resolution (loop.time() is large)
+        # would not move the clock, so the bucket would never refill: a busy loop.
+        wait = max(1e-6, (need - self._tokens) / self._rate_Bps)
         self._rate_timer = self._get_loop().call_later(wait, self._drain_rate_queue)
 
     def _drain_rate_queue(self) -> None:

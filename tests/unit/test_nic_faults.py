@@ -273,3 +273,29 @@ def test_link_flap_drops_exactly_the_down_intervals() -> None:
 def test_link_flap_config_is_validated() -> None:
     with pytest.raises(ValueError, match="flap_down"):
         FaultConfig(flap_every=1.0, flap_down=2.0)
+
+
+def test_rate_limiter_drains_when_the_clock_reads_large_values() -> None:
+    """anp sim (seed 21, faults=rate): with loop.time() near 2.6e6 s a wait for the last
+    fraction of a byte of tokens is below the clock's float resolution, so the timer fired
+    at the same time again and again without refilling the bucket: a busy loop."""
+    from anp_async.sim.loop import SimEventLoop
+
+    loop = SimEventLoop(start=2638147.071811991, max_steps=20_000)
+    a, b = Wire.pair()
+    fa = FaultyNic(a, FaultConfig(rate_bps=1e7, queue_limit=500), loop=loop)
+
+    async def main() -> None:
+        for i in range(300):
+            fa.send([frame(i, 1000 + i % 7)])
+            await asyncio.sleep(0.0001 * (i % 3))
+        while fa.rate_queue_len:
+            await asyncio.sleep(0.001)
+
+    try:
+        loop.run_until_complete(main())  # SimStalled (too many steps) before the fix
+        assert [seq(f) for f in drain(b)] == list(range(300))
+    finally:
+        fa.close()
+        b.close()
+        loop.close()
