@@ -146,6 +146,12 @@ class TcpHost(Generic[E]):
         """One segment from ``src`` to ``dst``; returns the entry whose connection took it."""
         self.counters["rx_segments"] += 1
         entry = self.conns.get((src, seg.src_port, seg.dst_port))
+        if entry is not None and entry.conn.state is TcpState.CLOSED:
+            # RFC 9293 3.10.7.1: a connection that has closed (its entry leaves the table
+            # when the receive batch is flushed) is no TCB: answer as a closed port would,
+            # or a peer still ESTABLISHED never learns (anp sim --seed 233).
+            self.counters["to_closed_tcb"] += 1
+            entry = None
         if entry is not None:
             if not self._reopens_time_wait(entry.conn, seg):
                 entry.conn.on_segment(seg, now)
