@@ -413,6 +413,27 @@ def test_server_holds_300_connections(c_apps: dict[str, str]) -> None:
         assert "ok served 300 connections, 600000 bytes" in proc.text()
 
 
+def test_threaded_server_on_stack(c_apps: dict[str, str]) -> None:
+    """rr_bench serve: three listeners with blocking accept() in threads, a thread per
+    connection; four kernel clients at once (64 B RR, 30 MB each way)."""
+    rb = c_apps["rr_bench"]
+    with stack_server([rb, "serve", STACK_IP], '"ready"') as (ns, proc):
+        script = " & ".join([
+            f"{rb} rr {STACK_IP} 7 64 500 50 > rr.out",
+            f"{rb} bulk-send {STACK_IP} 9 30000000",
+            f"{rb} bulk-recv {STACK_IP} 19 30000000",
+            f"{rb} bulk-recv {STACK_IP} 19 10000000",
+        ]) + " & wait"  # fmt: skip
+        with tempfile.TemporaryDirectory() as d:
+            r = ns.run(["sh", "-c", f"{script} && cat rr.out"], timeout=90, cwd=d)
+        assert r.returncode == 0, describe(r)
+        results = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+        assert sorted((e.get("direction", "rr"), e.get("bytes", e.get("count"))) for e in results) == [
+            ("receive", 10000000), ("receive", 30000000), ("rr", 500), ("send", 30000000),
+        ], describe(r)  # fmt: skip
+        assert proc.p.poll() is None, proc.text()  # still serving
+
+
 def test_fork_child_serves_accepted_connection(c_apps: dict[str, str]) -> None:
     """The parent accepts, forks and closes its copy; the child echoes the connection."""
     with stack_server([c_apps["fork_test"], "accept", STACK_IP, "5000"], "listening") as (ns, p):
