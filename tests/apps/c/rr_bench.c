@@ -1,6 +1,7 @@
 /* rr_bench -- TCP request/response latency and bulk transfer, printing JSON.
  *
- *   rr_bench serve HOST                  echo on port 7, sink on 9, source on 19 (threads)
+ *   rr_bench serve HOST                  echo on port 7, sink on 9, source on 19, and on 13
+ *                                        a server that answers one byte with a RST (threads)
  *   rr_bench rr HOST PORT SIZE COUNT WARMUP
  *   rr_bench bulk-send HOST PORT BYTES   to a sink: pattern out, half-close, "ok N" back
  *   rr_bench bulk-recv HOST PORT BYTES   from a source: "N\n" out, N pattern bytes back
@@ -246,6 +247,19 @@ static void *source_conn(void *arg)
     return NULL;
 }
 
+/* port 13: read one byte, then close with SO_LINGER {1, 0}: the peer gets a RST */
+static void *reset_conn(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    char b;
+    if (read(fd, &b, 1) == 1) {
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    close(fd);
+    return NULL;
+}
+
 struct listener {
     int fd;
     void *(*handler)(void *);
@@ -268,16 +282,17 @@ static void *accept_loop(void *arg)
 
 static int serve(const char *host)
 {
-    static struct listener ls[3] = {{0, echo_conn}, {0, sink_conn}, {0, source_conn}};
-    const char *ports[3] = {"7", "9", "19"};
-    pthread_t t[3];
+    static struct listener ls[4] = {
+        {0, echo_conn}, {0, sink_conn}, {0, source_conn}, {0, reset_conn}};
+    const char *ports[4] = {"7", "9", "19", "13"};
+    pthread_t t[4];
     alarm(0); /* a server runs until it is killed */
     bulk_init();
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         struct sockaddr_in at = make_addr(host, ports[i]);
         ls[i].fd = tcp_listener(&at, 128, 0);
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (pthread_create(&t[i], NULL, accept_loop, &ls[i]))
             die_msg("pthread_create failed");
     printf("{\"event\":\"ready\",\"pid\":%d}\n", (int)getpid());

@@ -1,6 +1,8 @@
 /* sockprobe -- socket API corner cases, printed one per line, to compare kernel and stack.
  *
- *   sockprobe HOST PORT LOCAL     HOST:PORT is an echo server; LOCAL is this side's address
+ *   sockprobe HOST PORT LOCAL     HOST:PORT is an echo server, HOST:13 answers a byte with
+ *                                 a RST (rr_bench serve), HOST:9999 is closed (TCP and UDP);
+ *                                 LOCAL is this side's address
  *
  * Each line is "what: result" where result is an errno name or a value normalised so that
  * the kernel's answer is stable (no ports, no buffer sizes). A test runs it once on kernel
@@ -148,5 +150,41 @@ int main(int argc, char **argv)
     printf("udp getsockname address: %d\n", sa.sin_addr.s_addr == local.sin_addr.s_addr);
     printf("udp recv nonblocking: %s\n", ename((int)recv(u, buf, sizeof buf, MSG_DONTWAIT)));
     close(u);
+
+    /* a connected UDP socket to a closed port: ICMP port unreachable -> ECONNREFUSED */
+    u = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in closed = to;
+    closed.sin_port = htons(9999);
+    connect(u, (struct sockaddr *)&closed, sizeof closed);
+    printf("udp send to closed port: %s\n", ename((int)send(u, "x", 1, 0)));
+    struct pollfd up = {.fd = u, .events = POLLIN};
+    rc = poll(&up, 1, 2000);
+    printf("udp poll after port unreachable: %d POLLERR=%d\n", rc, !!(up.revents & POLLERR));
+    printf("udp recv after port unreachable: %s\n",
+           ename((int)recv(u, buf, sizeof buf, MSG_DONTWAIT)));
+    close(u);
+
+    /* the peer resets: ECONNRESET once, then EOF; writes fail with EPIPE */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in rst = to;
+    rst.sin_port = htons(13);
+    if (connect(fd, (struct sockaddr *)&rst, sizeof rst) < 0)
+        die_errno("connect to the reset port");
+    write_full(fd, "r", 1);
+    struct pollfd rp = {.fd = fd, .events = POLLIN};
+    rc = poll(&rp, 1, 5000);
+    printf("poll after RST: %d POLLIN=%d POLLERR=%d POLLHUP=%d\n", rc, !!(rp.revents & POLLIN),
+           !!(rp.revents & POLLERR), !!(rp.revents & POLLHUP));
+    printf("recv after RST: %s\n", ename((int)recv(fd, buf, sizeof buf, 0)));
+    printf("recv again: %s\n", ename((int)recv(fd, buf, sizeof buf, 0)));
+    printf("send after RST: %s\n", ename((int)send(fd, "x", 1, MSG_NOSIGNAL)));
+    printf("SO_ERROR after RST: %d\n", opt_get(fd, SOL_SOCKET, SO_ERROR));
+    close(fd);
+
+    /* a closed TCP port: blocking connect is refused */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    printf("connect closed port: %s\n",
+           ename(connect(fd, (struct sockaddr *)&closed, sizeof closed)));
+    close(fd);
     return 0;
 }
