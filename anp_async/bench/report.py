@@ -213,7 +213,11 @@ def plot_sweep(out: Path, rows: list[dict]) -> list[str]:
         sel = [r for r in swept if r["proto"] == proto and r["direction"] == direction]
         sizes = sorted({r["size"] for r in sel})
         fig, axes = plt.subplots(
-            2, len(sizes), figsize=(4.6 * len(sizes), 6.4), squeeze=False, sharex="col"
+            2,
+            len(sizes),
+            figsize=(max(7.0, 4.6 * len(sizes)), 6.8),
+            squeeze=False,
+            sharex="col",
         )
         for col, size in enumerate(sizes):
             rs = sorted((r for r in sel if r["size"] == size), key=lambda r: r["knob_value"])
@@ -243,15 +247,15 @@ def plot_sweep(out: Path, rows: list[dict]) -> list[str]:
             ax2.set_xticks(xs)
             ax2.set_xticklabels([str(r["knob_value"]) for r in rs])
             ax2.set_xlabel(knob)
-            if any(r.get("warnings") for r in rs):
-                ax.text(0.02, 0.02, "* few samples beyond p99", transform=ax.transAxes, fontsize=7)
+            if any(w.startswith("p99 ") for r in rs for w in r.get("warnings") or ()):
+                ax.set_title(f"{size} B (p99 rests on < 10 samples beyond it)")
         axes[0][0].set_ylabel("round trip (µs, log)")
         axes[1][0].set_ylabel("stack CPU per request (µs)")
         axes[0][-1].legend(fontsize=7)
         runs = max(r.get("runs", 1) for r in sel)
         fig.suptitle(
             f"{proto.upper()} {direction}: latency vs {knob} ({sel[0].get('mode', '')})"
-            + (f", median of {runs} runs, bars = min..max" if runs > 1 else "")
+            + (f"\nmedian of {runs} runs, bars = min..max between runs" if runs > 1 else "")
         )
         fig.tight_layout()
         name = f"sweep_{knob}_{proto}_{direction}.png"
@@ -369,11 +373,15 @@ def _warned(r: dict, pct: str) -> str:
 
 def warning_lines(rows: list[dict]) -> list[str]:
     """One line per summary whose percentiles rest on too few samples (marked * in tables)."""
-    out = []
+    by_msg: dict[str, list[str]] = {}
     for r in rows:
         for w in r.get("warnings") or ():
             where = " ".join(str(r[k]) for k in ("proto", "direction", "setup", "size") if k in r)
-            out.append(f"{where}: {w}")
+            by_msg.setdefault(w, []).append(where)
+    out = []
+    for w, wheres in by_msg.items():
+        rest = f" and {len(wheres) - 2} more" if len(wheres) > 2 else ""
+        out.append(f"{w} -- in {', '.join(wheres[:2])}{rest}")
     return out
 
 

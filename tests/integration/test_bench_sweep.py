@@ -44,7 +44,7 @@ def test_latency_sweep_with_repeats(tmp_path: Path, capsys) -> None:
     png = tmp_path / "sweep_rx-usecs_udp_stack-server.png"
     assert png.read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
-    assert "±" in out and "warning:" in out and "p99 rests on" in out
+    assert "±" in out and "warning:" in out and "p99 rests on" in out and " -- in " in out
 
 
 def test_livelock_app_work(tmp_path: Path) -> None:
