@@ -42,6 +42,7 @@ from .proto.ethernet import (
     mac_to_str,
     parse_ethernet,
 )
+from .proto.numbers import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from .proto.tcp.config import TcpConfig
 from .proto.tcp.segment import TcpSegment, build_tcp_header, build_tcp_header_partial
 from .transport.resolve import resolve_ipv4
@@ -50,9 +51,19 @@ from .transport.udp import UdpLayer
 
 log = logging.getLogger(__name__)
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
+
+
+#: The reassembler's drop counters, reported in ``stats()["ip"]`` as ``reassembly_<name>``
+#: (its other counters are the stack's own ``reassembled`` and ``reassembly_timeouts``).
+_REASSEMBLY_DROPS = (
+    "duplicates",
+    "overlaps",
+    "too_big",
+    "bad_fragment",
+    "inconsistent",
+    "evicted",
+    "no_memory",
+)
 
 
 def _random_mac() -> bytes:
@@ -608,7 +619,8 @@ class Stack:
             "mode": mode,
             "eth": dict(self.eth_counters),
             "arp": dict(self.arp.counters) | {"entries": len(self.arp.entries())},
-            "ip": dict(self.ip_counters),
+            "ip": dict(self.ip_counters)
+            | {f"reassembly_{k}": self.reassembler.counters[k] for k in _REASSEMBLY_DROPS},
             "icmp": dict(self.icmp_counters),
             "udp": self.udp.stats(),
             "tcp": self.tcp.stats(),

@@ -194,7 +194,7 @@ def _configure_stats(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    """``anp stats``: short for ``anp ctl stats`` (the name DESIGN.md gives it);
+    """``anp stats``: short for ``anp ctl stats`` (the name the design gives it);
     ``--interval S`` prints deltas every S seconds (:func:`anp_async.cli.top.stats_interval`)."""
     if args.interval is not None:
         from .top import stats_interval

@@ -12,6 +12,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 
+from anp_async.counters import Counters
 from anp_async.proto.checksum import Buffer
 from anp_async.proto.errors import ParseError
 from anp_async.proto.ethernet import BROADCAST_MAC, ZERO_MAC
@@ -131,24 +132,26 @@ class ArpTable:
         self._refused: list[tuple[bytes, list[object]]] = []
         self._refused_at = math.inf
         self._next_purge = math.inf
-        self.counters: dict[str, int] = {
-            "requests_sent": 0,
-            "replies_sent": 0,
-            "requests_received": 0,
-            "replies_received": 0,
-            "entries_added": 0,
-            "entries_updated": 0,
-            "entries_expired": 0,
-            "entries_evicted": 0,
-            "held": 0,
-            "released": 0,
-            "hold_dropped": 0,
-            "resolve_failed": 0,
-            "pending_full": 0,
-            "own_ignored": 0,
-            "conflicts": 0,
-            "bogus_sender": 0,
-        }
+        self.counters = Counters(
+            {
+                "requests_sent": 0,
+                "replies_sent": 0,
+                "requests_received": 0,
+                "replies_received": 0,
+                "entries_added": 0,
+                "entries_updated": 0,
+                "entries_expired": 0,
+                "entries_evicted": 0,
+                "held": 0,
+                "released": 0,
+                "hold_dropped": 0,
+                "resolve_failed": 0,
+                "pending_full": 0,
+                "own_ignored": 0,
+                "conflicts": 0,
+                "bogus_sender": 0,
+            }
+        )
 
     # -- queries -----------------------------------------------------------------------
 

@@ -12,10 +12,11 @@ import struct
 from anp_async.proto.checksum import Buffer
 from anp_async.proto.errors import ParseError
 
-ETH_P_IP = 0x0800
-ETH_P_ARP = 0x0806
-ETH_P_8021Q = 0x8100
-ETH_P_IPV6 = 0x86DD
+# The EtherTypes live in numbers.py; re-exported here, where readers look for them.
+from anp_async.proto.numbers import ETH_P_8021Q as ETH_P_8021Q
+from anp_async.proto.numbers import ETH_P_ARP as ETH_P_ARP
+from anp_async.proto.numbers import ETH_P_IP as ETH_P_IP
+from anp_async.proto.numbers import ETH_P_IPV6 as ETH_P_IPV6
 
 HEADER_LEN = 14
 MIN_FRAME_LEN = 60  # without FCS; shorter frames are padded by the sender (IEEE 802.3)

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from anp_async.proto.checksum import Buffer, fold, ones_sum
 from anp_async.proto.errors import ParseError
-from anp_async.proto.ipv4 import PROTO_ICMP, IPv4Header, parse_ipv4_header
+
+from .ipv4 import IPv4Header, parse_ipv4_header
+from .numbers import IPPROTO_ICMP
 
 ECHO_REPLY = 0
 DEST_UNREACH = 3
@@ -129,11 +131,6 @@ def build_dest_unreachable(code: int, original_ip_packet: Buffer, mtu: int = 0) 
     return build_error(DEST_UNREACH, code, original_ip_packet, mtu & 0xFFFF)
 
 
-def build_time_exceeded(code: int, original_ip_packet: Buffer) -> bytes:
-    """Time Exceeded (code 1 when fragment reassembly timed out)."""
-    return build_error(TIME_EXCEEDED, code, original_ip_packet)
-
-
 def parse_icmp_error(msg: IcmpMessage) -> tuple[IPv4Header, memoryview]:
     """The quoted datagram's header and first 8 transport bytes of an error message.
 
@@ -166,6 +163,6 @@ def error_allowed(hdr: IPv4Header, payload: Buffer, dst_is_broadcast: bool = Fal
     src = hdr.src
     if src[0] == 0 or src[0] == 127 or src[0] >= 224:
         return False
-    if hdr.proto == PROTO_ICMP and (len(payload) < 1 or payload[0] in ERROR_TYPES):
+    if hdr.proto == IPPROTO_ICMP and (len(payload) < 1 or payload[0] in ERROR_TYPES):
         return False
     return True

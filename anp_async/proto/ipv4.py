@@ -11,12 +11,9 @@ import struct
 from bisect import bisect_left
 from dataclasses import dataclass
 
+from anp_async.counters import Counters
 from anp_async.proto.checksum import Buffer, fold, ones_sum
 from anp_async.proto.errors import ParseError
-
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
 
 HEADER_LEN = 20
 MAX_DATAGRAM = 65535  # RFC 791: Total Length is 16 bits, header included
@@ -294,18 +291,20 @@ class Reassembler:
         self.timeout = timeout
         self._partials: dict[_Key, _Partial] = {}
         self._bytes = 0
-        self.counters: dict[str, int] = {
-            "fragments": 0,
-            "reassembled": 0,
-            "timeouts": 0,
-            "duplicates": 0,
-            "overlaps": 0,
-            "too_big": 0,
-            "bad_fragment": 0,
-            "inconsistent": 0,
-            "evicted": 0,
-            "no_memory": 0,
-        }
+        self.counters = Counters(
+            {
+                "fragments": 0,
+                "reassembled": 0,
+                "timeouts": 0,
+                "duplicates": 0,
+                "overlaps": 0,
+                "too_big": 0,
+                "bad_fragment": 0,
+                "inconsistent": 0,
+                "evicted": 0,
+                "no_memory": 0,
+            }
+        )
 
     @property
     def bytes_held(self) -> int:

@@ -6,8 +6,8 @@ import struct
 
 from anp_async.proto.checksum import Buffer, fold, ones_sum, pseudo_header_sum
 from anp_async.proto.errors import ParseError
+from anp_async.proto.numbers import IPPROTO_UDP
 
-PROTO_UDP = 17
 HEADER_LEN = 8
 MAX_PAYLOAD = 65535 - HEADER_LEN  # the Length field is 16 bits, header included
 
@@ -36,7 +36,7 @@ def parse_udp(
         view = view[:length]
     # RFC 768: an all-zero checksum means the sender computed none
     if verify_checksum and csum:
-        total = pseudo_header_sum(src_ip, dst_ip, PROTO_UDP, length) + ones_sum(view)
+        total = pseudo_header_sum(src_ip, dst_ip, IPPROTO_UDP, length) + ones_sum(view)
         if fold(total) != 0xFFFF:
             raise ParseError("udp_bad_checksum")
     return sport, dport, view[HEADER_LEN:]
@@ -50,7 +50,7 @@ def build_udp_header(
     if length > 65535:
         raise ValueError(f"UDP payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     total = fold(
-        pseudo_header_sum(src_ip, dst_ip, PROTO_UDP, length)
+        pseudo_header_sum(src_ip, dst_ip, IPPROTO_UDP, length)
         + src_port
         + dst_port
         + length

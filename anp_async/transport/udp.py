@@ -16,18 +16,18 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..counters import Counters
 from ..proto import icmp
 from ..proto import udp as udp_proto
 from ..proto.errors import ParseError
 from ..proto.ipv4 import IPv4Header, ip_to_bytes, ip_to_str
+from ..proto.numbers import IPPROTO_ICMP, IPPROTO_UDP
 from .resolve import resolve_ipv4, resolve_ipv4_sync
 from .sockobj import StackSocket
 
 if TYPE_CHECKING:
     from .netstack import NetStack
 
-IPPROTO_ICMP = 1
-IPPROTO_UDP = 17
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
 
 
@@ -41,10 +41,7 @@ class UdpLayer:
     def __init__(self, stack: NetStack) -> None:
         self.stack = stack
         self.bindings: dict[int, DatagramTransport] = {}
-        self.counters: dict[str, int] = {}
-
-    def _inc(self, key: str, n: int = 1) -> None:
-        self.counters[key] = self.counters.get(key, 0) + n
+        self.counters = Counters()
 
     def stats(self) -> dict[str, Any]:
         return dict(self.counters) | {"endpoints": len(self.bindings)}
@@ -102,11 +99,11 @@ class UdpLayer:
                 data, hdr.src, hdr.dst, not self.stack.rx_csum_trusted
             )
         except ParseError as e:
-            self._inc(e.reason)
+            self.counters.inc(e.reason)
             return
         ep = self.bindings.get(dport)
         if ep is None:
-            self._inc("no_port")
+            self.counters.inc("no_port")
             stack = self.stack
             if stack.icmp_port_unreachable and hdr.dst == stack.ip_b:
                 # RFC 1122 3.2.2.1 / 4.1.3.1: a datagram to a closed port gets a port
@@ -114,16 +111,16 @@ class UdpLayer:
                 # that is no single host; a reassembled datagram whose last fragment was
                 # not the first, whose quote would lack the UDP header).
                 if not icmp.error_allowed(hdr, data):
-                    self._inc("port_unreachable_suppressed")
+                    self.counters.inc("port_unreachable_suppressed")
                     return
                 msg = icmp.build_dest_unreachable(icmp.PORT_UNREACH, ip_packet[: hdr.total_length])
                 stack.send_ip(hdr.src, IPPROTO_ICMP, [msg])
-                self._inc("port_unreachable_sent")
+                self.counters.inc("port_unreachable_sent")
             return
         if ep._remote is not None and (hdr.src, sport) != ep._remote:
-            self._inc("not_from_connected_peer")
+            self.counters.inc("not_from_connected_peer")
             return
-        self._inc("rx_datagrams")
+        self.counters.inc("rx_datagrams")
         ep._deliver(bytes(payload), (ip_to_str(hdr.src), sport))
 
     def icmp_error(self, type_: int, code: int, quoted: IPv4Header, first8: memoryview) -> None:
@@ -134,9 +131,9 @@ class UdpLayer:
         dport = int.from_bytes(first8[2:4], "big")
         ep = self.bindings.get(sport)
         if ep is None or ep._remote != (quoted.dst, dport):
-            self._inc("icmp_error_unmatched")
+            self.counters.inc("icmp_error_unmatched")
             return  # like Linux: only connected sockets hear about ICMP errors
-        self._inc("icmp_errors")
+        self.counters.inc("icmp_errors")
         if type_ == icmp.DEST_UNREACH and code == icmp.PORT_UNREACH:
             exc: OSError = ConnectionRefusedError(
                 errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED)
@@ -241,7 +238,7 @@ class DatagramTransport(asyncio.DatagramTransport):
         except OSError as exc:
             self._protocol.error_received(exc)
             return
-        self._layer._inc("tx_datagrams")
+        self._layer.counters.inc("tx_datagrams")
 
     def get_write_buffer_size(self) -> int:
         return 0

@@ -17,7 +17,7 @@ from anp_async.proto.icmp import (
     build_dest_unreachable,
     build_echo,
     build_echo_reply_from,
-    build_time_exceeded,
+    build_error,
     error_allowed,
     parse_icmp,
     parse_icmp_error,
@@ -102,7 +102,7 @@ def test_quoted_header_with_options_and_frag_needed_mtu():
 
 
 def test_time_exceeded_round_trip_and_scapy_errors():
-    msg = build_time_exceeded(1, udp_packet())
+    msg = build_error(TIME_EXCEEDED, 1, udp_packet())
     qhdr, _ = parse_icmp_error(parse_icmp(msg))
     assert qhdr.ident == 3
     ref = bytes(ICMP(type=11, code=0) / IP(src="10.9.9.9", dst="10.0.0.2") / UDP(sport=1, dport=2))

@@ -9,7 +9,6 @@ from scapy.layers.inet import IP, IPOption_RR
 from anp_async.proto.checksum import ones_sum
 from anp_async.proto.errors import ParseError
 from anp_async.proto.ipv4 import (
-    PROTO_UDP,
     IdGenerator,
     Interface,
     IPv4Header,
@@ -21,6 +20,7 @@ from anp_async.proto.ipv4 import (
     parse_ipv4,
     parse_ipv4_header,
 )
+from anp_async.proto.numbers import IPPROTO_UDP as PROTO_UDP
 
 SRC = bytes([10, 0, 0, 1])
 DST = bytes([10, 0, 0, 2])

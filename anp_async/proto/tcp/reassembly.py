@@ -109,17 +109,6 @@ class Reassembler:
                 rcv_nxt = b
         return out
 
-    def drop_beyond(self, limit: int) -> None:
-        """Forget data at or beyond ``limit`` (never needed while the window never shrinks)."""
-        while self.items and self.items[-1][1] > limit:
-            a, b, d, st = self.items.pop()
-            self._starts.pop()
-            self._bytes -= b - a
-            if a < limit:
-                self.items.append((a, limit, d[: limit - a], st))
-                self._starts.append(a)
-                self._bytes += limit - a
-
     def clear(self) -> None:
         """Drop everything."""
         self._starts.clear()

@@ -11,6 +11,7 @@ connection's absolute ones (0 = our SYN).
 
 from __future__ import annotations
 
+from ...counters import Counters
 from .congestion import CongestionControl
 from .sack import DUP_THRESH, SackScoreboard
 
@@ -24,7 +25,7 @@ class LossRecovery:
     __slots__ = ("counters", "dupacks", "in_recovery", "recover", "rtx_one", "sb", "sack_rec",
                  "high_rxt")  # fmt: skip
 
-    def __init__(self, counters: dict[str, int]) -> None:
+    def __init__(self, counters: Counters) -> None:
         self.counters = counters
         #: Duplicate ACKs in a row (RFC 5681 (2)).
         self.dupacks = 0

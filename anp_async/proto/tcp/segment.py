@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ..checksum import pseudo_header_sum, transport_checksum, verify_transport
 from ..errors import ParseError
+from ..numbers import IPPROTO_TCP
 
 __all__ = [
     "FIN",
@@ -43,7 +44,6 @@ URG = 0x20
 ECE = 0x40
 CWR = 0x80
 
-IPPROTO_TCP = 6
 HEADER_LEN = 20
 MAX_OPTIONS_LEN = 40
 
@@ -60,7 +60,6 @@ MAX_WSCALE = 14
 
 _HDR = struct.Struct("!HHIIBBHHH")
 _U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
 _TS = struct.Struct("!II")
 _SACK_BLOCK = struct.Struct("!II")
 # The layout almost every data segment carries (RFC 7323 Appendix A): NOP NOP TS.
