@@ -19,6 +19,7 @@ apply on transmit only: put a FaultyNic on each side of a wire to impair both di
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -109,7 +110,13 @@ class FaultyNic(Nic):
         self._loop = loop
         self._rng = random.Random(self.config.seed)
         self.fault_stats = _fault_counters()
-        self._timers: set[asyncio.TimerHandle] = set()
+        # Frames held back (delay, jitter, reorder): a heap of (due, arrival number,
+        # frame) behind one timer, so frames due at the same time leave in the order they
+        # came (asyncio's timer heap does not keep that order for equal times).
+        self._held: list[tuple[float, int, bytes]] = []
+        self._held_count = 0
+        self._held_timer: asyncio.TimerHandle | None = None
+        self._held_timer_at = 0.0
         self._closed = False
         cfg = self.config
         self._tx = cfg.direction in ("tx", "both")
@@ -150,8 +157,8 @@ class FaultyNic(Nic):
 
     @property
     def pending_timers(self) -> int:
-        """Frames held back by reorder/delay timers (plus the rate limiter's timer)."""
-        return len(self._timers) + (self._rate_timer is not None)
+        """Frames held back by reorder/delay (plus the rate limiter's timer)."""
+        return len(self._held) + (self._rate_timer is not None)
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -159,15 +166,35 @@ class FaultyNic(Nic):
         return self._loop
 
     def _call_later(self, delay: float, frame: bytes) -> None:
-        handle: asyncio.TimerHandle | None = None
+        """Send ``frame`` after ``delay`` seconds (after frames due earlier or at once)."""
+        loop = self._get_loop()
+        heapq.heappush(self._held, (loop.time() + delay, self._held_count, frame))
+        self._held_count += 1
+        self._arm_held(loop)
 
-        def fire() -> None:
-            self._timers.discard(handle)  # type: ignore[arg-type]
-            if not self._closed:
-                self.inner.send((frame,))
+    def _arm_held(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._held:
+            return
+        due = self._held[0][0]
+        if self._held_timer is not None:
+            if self._held_timer_at <= due:
+                return
+            self._held_timer.cancel()
+        self._held_timer_at = due
+        self._held_timer = loop.call_at(due, self._release_held)
 
-        handle = self._get_loop().call_later(delay, fire)
-        self._timers.add(handle)
+    def _release_held(self) -> None:
+        self._held_timer = None
+        if self._closed:
+            return
+        loop = self._get_loop()
+        # Everything due by the time this timer was set for (the loop may run it a clock
+        # tick early).
+        limit = max(loop.time(), self._held_timer_at)
+        held = self._held
+        while held and held[0][0] <= limit:
+            self.inner.send((heapq.heappop(held)[2],))
+        self._arm_held(loop)
 
     def link_down(self) -> bool:
         """True while a link flap holds the link down (see ``FaultConfig.flap_every``)."""
@@ -342,9 +369,10 @@ class FaultyNic(Nic):
         if self._closed:
             return
         self._closed = True
-        for handle in self._timers:
-            handle.cancel()
-        self._timers.clear()
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        self._held.clear()
         if self._rate_timer is not None:
             self._rate_timer.cancel()
             self._rate_timer = None

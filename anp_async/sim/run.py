@@ -239,11 +239,15 @@ def run_seed(
         world.start(b)
         loop.step_hook = checker.step
         try:
-            await asyncio.wait_for(SCENARIOS[name](ctx), RUN_LIMIT)
+            async with asyncio.timeout(RUN_LIMIT) as cm:
+                await SCENARIOS[name](ctx)
         except Stuck:
             return
-        except TimeoutError:
-            world.fail(f"scenario {name} did not finish within {RUN_LIMIT:.0f} virtual seconds")
+        except TimeoutError as e:
+            if cm.expired():
+                world.fail(f"scenario {name} did not finish within {RUN_LIMIT:.0f} virtual s")
+            else:
+                world.fail(f"TimeoutError escaped the scenario: {e}")
             return
         deadline = loop.time() + SETTLE_LIMIT
         while not checker.settled() and loop.time() < deadline:

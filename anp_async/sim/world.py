@@ -101,7 +101,7 @@ class CountingFaultyNic(FaultyNic):
 
     def held(self) -> int:
         """Frames inside the injector now: waiting on a delay timer or in the rate queue."""
-        return len(self._timers) + len(self._rate_queue)
+        return len(self._held) + len(self._rate_queue)
 
 
 @dataclass

@@ -299,3 +299,30 @@ def test_rate_limiter_drains_when_the_clock_reads_large_values() -> None:
         fa.close()
         b.close()
         loop.close()
+
+
+def test_constant_delay_keeps_frames_sent_at_the_same_time_in_order() -> None:
+    """anp sim (seed 356, clean wire with 10 ms delay): frames sent at the same loop time
+    came out in another order, because asyncio's timer heap does not keep equal times in
+    order. A constant delay must not reorder (netem's does not)."""
+    from anp_async.sim.loop import SimEventLoop
+
+    loop = SimEventLoop(start=1.0)
+    a, b = Wire.pair()
+    fa = FaultyNic(a, FaultConfig(delay=0.01), loop=loop)
+
+    async def main() -> None:
+        for burst in range(5):
+            for i in range(20):
+                fa.send([frame(burst * 20 + i)])  # 20 frames at one instant
+            await asyncio.sleep(0.003)
+        await asyncio.sleep(0.02)
+
+    try:
+        loop.run_until_complete(main())
+        assert [seq(f) for f in drain(b)] == list(range(100))
+        assert fa.pending_timers == 0
+    finally:
+        fa.close()
+        b.close()
+        loop.close()
