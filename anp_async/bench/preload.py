@@ -9,12 +9,15 @@ server is the same program (``rr_bench serve``: echo 7, sink 9, source 19) on ke
 sockets in the namespace K of :class:`~anp_async.bench.procs.BenchEnv`. Each phase:
 
 - ``kernel``: the client in namespace C, to the server over the veth (kernel <-> kernel);
-- ``preload-MODE``: ``anp run --mode MODE --isolate -- sh -c "rr_bench rr ...; rr_bench
-  bulk-send ...; rr_bench bulk-recv ..."`` inside K: the client's sockets are the stack's,
-  served over the library's IPC by the anp process; the anp process's CPU is sampled at
-  the client's warm-up mark and after each result;
-- ``inprocess-MODE``: the benchmark's asyncio client inside the stack's own process
-  (``bench.stack_peer``, the path ``anp bench latency`` measures), to the same C echo server.
+- ``preload-MODE``, stack-client: ``anp run --mode MODE --isolate -- sh -c "rr_bench rr
+  ...; rr_bench bulk-send ...; rr_bench bulk-recv ..."`` inside K: the client's sockets are
+  the stack's, served over the library's IPC by the anp process; the anp process's CPU is
+  sampled at the client's warm-up mark and after each result;
+- ``preload-MODE``, stack-server: ``anp run ... -- rr_bench serve 10.0.0.2`` and the
+  kernel's C client in K over the TAP (anp's CPU sampled around each test);
+- ``inprocess-MODE``: the same stack without the library (``bench.stack_peer``, the path
+  ``anp bench latency`` measures): its asyncio client to the C echo server, and the
+  kernel's C client to its asyncio echo server.
 
 The IPC's cost per request is read off the same run: the anp process's CPU per request on
 the preload path (stack + socket-API server + pumping, no application) against the
@@ -72,14 +75,15 @@ def _anp() -> str:
     return os.path.join(os.path.dirname(sys.executable), "anp")
 
 
-def _events(peer: Peer, want: int) -> list[dict[str, Any]]:
-    """The next ``want`` result/warm events of ``peer``, each stamped with the CPU time of
-    ``peer``'s own process when it arrived (``anp_cpu_ns``). Other output lines (the
-    program's or anp's) are skipped."""
+def _events(peer: Peer, want: int, cpu_pid: int | None = None) -> list[dict[str, Any]]:
+    """The next ``want`` result/warm events of ``peer``, each stamped (``anp_cpu_ns``) with
+    the CPU time of process ``cpu_pid`` (default: ``peer``'s own) when it arrived. Other
+    output lines (the program's or anp's) are skipped."""
+    pid = peer.pid if cpu_pid is None else cpu_pid
     out: list[dict[str, Any]] = []
     while len(out) < want:
         line = peer.read_line(PHASE_TIMEOUT).strip()
-        cpu = proc_cpu_ns(peer.pid)
+        cpu = proc_cpu_ns(pid)
         if line == "WARM":
             out.append({"event": "warm", "anp_cpu_ns": cpu})
             continue
@@ -89,19 +93,21 @@ def _events(peer: Peer, want: int) -> list[dict[str, Any]]:
             ev = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if ev.get("event") == "result":
+        if ev.get("event") in ("result", "ready"):
             ev["anp_cpu_ns"] = cpu
             out.append(ev)
     return out
 
 
-def _rr_row(setup: str, ev: dict[str, Any], stack_cpu_ns: int | None) -> dict[str, Any]:
+def _rr_row(
+    setup: str, direction: str, ev: dict[str, Any], stack_cpu_ns: int | None
+) -> dict[str, Any]:
     n = ev["count"] or 1
     row = {
-        "bench": "preload", "test": "tcp_rr", "setup": setup, "size": ev["size"],
-        "count": ev["count"], "mean_us": ev["mean_us"], "p50_us": ev["p50_us"],
-        "p90_us": ev["p90_us"], "p99_us": ev["p99_us"], "p99.9_us": ev["p99.9_us"],
-        "max_us": ev["max_us"], "rate_rps": ev["rate_rps"],
+        "bench": "preload", "test": "tcp_rr", "setup": setup, "direction": direction,
+        "size": ev["size"], "count": ev["count"], "mean_us": ev["mean_us"],
+        "p50_us": ev["p50_us"], "p90_us": ev["p90_us"], "p99_us": ev["p99_us"],
+        "p99.9_us": ev["p99.9_us"], "max_us": ev["max_us"], "rate_rps": ev["rate_rps"],
         "client_cpu_us_per_req": ev["cpu_ns"] / n / 1e3,
         "stack_cpu_us_per_req": stack_cpu_ns / n / 1e3 if stack_cpu_ns is not None else None,
         "_samples": ev.get("samples_ns"),
@@ -109,60 +115,75 @@ def _rr_row(setup: str, ev: dict[str, Any], stack_cpu_ns: int | None) -> dict[st
     return row
 
 
-def _bulk_row(setup: str, ev: dict[str, Any], stack_cpu_ns: int | None) -> dict[str, Any]:
+def _bulk_row(
+    setup: str, direction: str, ev: dict[str, Any], stack_cpu_ns: int | None
+) -> dict[str, Any]:
+    """``test`` names what the client did (bulk_send: the client sent the bytes)."""
     mb = ev["bytes"] / 1e6
     return {
         "bench": "preload", "test": f"bulk_{ev['direction']}", "setup": setup,
-        "bytes": ev["bytes"], "seconds": ev["wall_ns"] / 1e9, "mbps": ev["mbps"],
-        "client_cpu_s_per_mb": ev["cpu_ns"] / 1e9 / mb,
+        "direction": direction, "bytes": ev["bytes"], "seconds": ev["wall_ns"] / 1e9,
+        "mbps": ev["mbps"], "client_cpu_s_per_mb": ev["cpu_ns"] / 1e9 / mb,
         "stack_cpu_s_per_mb": stack_cpu_ns / 1e9 / mb if stack_cpu_ns is not None else None,
     }  # fmt: skip
 
 
-def _rr_args(exe: str, host: str, args: argparse.Namespace) -> list[str]:
-    return [exe, "rr", host, "7", "64", str(args.count), str(args.warmup)]
+def _client_jobs(exe: str, host: str, args: argparse.Namespace) -> list[list[str]]:
+    """The three client runs: 64 B RR to echo (7), bulk to the sink (9), from the source (19)."""
+    return [
+        [exe, "rr", host, "7", "64", str(args.count), str(args.warmup)],
+        [exe, "bulk-send", host, "9", str(args.bytes)],
+        [exe, "bulk-recv", host, "19", str(args.bytes)],
+    ]
+
+
+def _kernel_clients(
+    env: BenchEnv, ns: Any, exe: str, host: str, args: argparse.Namespace,
+    setup: str, direction: str, cpu_pid: int | None, rr_only: bool = False,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The C client on kernel sockets in ``ns`` against ``host``; the CPU of ``cpu_pid``
+    (the process serving ``host``, if it is under test) is sampled around each test."""
+    rows = []
+    jobs = _client_jobs(exe, host, args)[: 1 if rr_only else 3]
+    for i, job in enumerate(jobs):
+        cpu0 = proc_cpu_ns(cpu_pid) if cpu_pid is not None else 0
+        p = Peer(f"client_{setup}_{direction}_{i}", ["ip", "netns", "exec", ns.name, *job],
+                 env.log_dir)  # fmt: skip
+        env.peers.append(p)
+        try:
+            evs = _events(p, 2 if i == 0 else 1, cpu_pid)
+        finally:
+            env.stop(p)
+        if i == 0:
+            cpu0 = evs[0]["anp_cpu_ns"]  # the warm-up mark
+        ev = evs[-1]
+        cpu = ev["anp_cpu_ns"] - cpu0 if cpu_pid is not None else None
+        row = _rr_row if i == 0 else _bulk_row
+        rows.append(row(setup, direction, ev, cpu))
+    return rows
 
 
 def run_kernel(env: BenchEnv, exe: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The client on kernel sockets in C, the server in K, over the veth."""
     assert env.ns_c is not None
-    rows = []
-    jobs = [
-        _rr_args(exe, VETH_K_IP, args),
-        [exe, "bulk-send", VETH_K_IP, "9", str(args.bytes)],
-        [exe, "bulk-recv", VETH_K_IP, "19", str(args.bytes)],
-    ]
-    for i, job in enumerate(jobs):
-        p = Peer(f"kernel_client_{i}", ["ip", "netns", "exec", env.ns_c.name, *job], env.log_dir)
-        env.peers.append(p)
-        try:
-            evs = _events(p, 2 if i == 0 else 1)
-        finally:
-            env.stop(p)
-        ev = evs[-1]
-        rows.append(_rr_row("kernel", ev, None) if i == 0 else _bulk_row("kernel", ev, None))
-    return rows
+    return _kernel_clients(env, env.ns_c, exe, VETH_K_IP, args, "kernel", "kernel", None)
+
+
+def _anp_run(env: BenchEnv, mode: str, program: list[str]) -> list[str]:
+    assert env.ns_k is not None
+    return [
+        "ip", "netns", "exec", env.ns_k.name, _anp(), "run", "--tap", TAP_NAME,
+        "--ip", f"{STACK_IP}/24", "--peer", f"{TAP_KERNEL_IP}/24", "--mode", mode,
+        "--isolate", "--", *program,
+    ]  # fmt: skip
 
 
 def run_preload(
     env: BenchEnv, exe: str, mode: str, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
     """The client through the library: one ``anp run`` (one stack) for all three tests."""
-    assert env.ns_k is not None
-    script = " && ".join(
-        " ".join(a)
-        for a in (
-            _rr_args(exe, TAP_KERNEL_IP, args),
-            [exe, "bulk-send", TAP_KERNEL_IP, "9", str(args.bytes)],
-            [exe, "bulk-recv", TAP_KERNEL_IP, "19", str(args.bytes)],
-        )
-    )
-    argv = [
-        "ip", "netns", "exec", env.ns_k.name, _anp(), "run", "--tap", TAP_NAME,
-        "--ip", f"{STACK_IP}/24", "--peer", f"{TAP_KERNEL_IP}/24", "--mode", mode,
-        "--isolate", "--", "sh", "-c", script,
-    ]  # fmt: skip
-    p = Peer(f"preload_{mode}", argv, env.log_dir)
+    script = " && ".join(" ".join(a) for a in _client_jobs(exe, TAP_KERNEL_IP, args))
+    p = Peer(f"preload_{mode}", _anp_run(env, mode, ["sh", "-c", script]), env.log_dir)
     env.peers.append(p)
     try:
         warm, rr, send, recv = _events(p, 4)
@@ -171,16 +192,36 @@ def run_preload(
         env.stop(p)
     if status != 0:
         raise BenchError(f"anp run (mode {mode}) exited with status {status}")
-    setup = f"preload-{mode}"
+    setup, d = f"preload-{mode}", "stack-client"
     return [
-        _rr_row(setup, rr, rr["anp_cpu_ns"] - warm["anp_cpu_ns"]),
-        _bulk_row(setup, send, send["anp_cpu_ns"] - rr["anp_cpu_ns"]),
-        _bulk_row(setup, recv, recv["anp_cpu_ns"] - send["anp_cpu_ns"]),
+        _rr_row(setup, d, rr, rr["anp_cpu_ns"] - warm["anp_cpu_ns"]),
+        _bulk_row(setup, d, send, send["anp_cpu_ns"] - rr["anp_cpu_ns"]),
+        _bulk_row(setup, d, recv, recv["anp_cpu_ns"] - send["anp_cpu_ns"]),
     ]
 
 
-def run_inprocess(env: BenchEnv, mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    """The benchmark's asyncio client inside the stack's process, to the C echo server."""
+def run_preload_server(
+    env: BenchEnv, exe: str, mode: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """``rr_bench serve`` through the library on the stack; the kernel's C client in K."""
+    assert env.ns_k is not None
+    p = Peer(f"preload_server_{mode}", _anp_run(env, mode, [exe, "serve", STACK_IP]),
+             env.log_dir)  # fmt: skip
+    env.peers.append(p)
+    try:
+        _events(p, 1)  # {"event": "ready"}
+        return _kernel_clients(
+            env, env.ns_k, exe, STACK_IP, args, f"preload-{mode}", "stack-server", p.pid
+        )
+    finally:
+        env.stop(p)
+
+
+def run_inprocess(env: BenchEnv, exe: str, mode: str, args: argparse.Namespace) -> list[dict]:
+    """The same stack without the library: the benchmark's asyncio client inside the
+    stack's process to the C echo server, and the kernel's C client to the stack's asyncio
+    echo server (``bench.stack_peer``)."""
+    assert env.ns_k is not None
     sp = env.stack_peer(mode)
     try:
         cmd = {
@@ -191,40 +232,49 @@ def run_inprocess(env: BenchEnv, mode: str, args: argparse.Namespace) -> dict[st
         if ev["event"] != "warm":
             raise BenchError(f"stack_peer answered {ev} before warm-up ended")
         ev = sp.read_event(PHASE_TIMEOUT)
+        server_rows = _kernel_clients(
+            env, env.ns_k, exe, STACK_IP, args, f"inprocess-{mode}", "stack-server", sp.pid,
+            rr_only=True,
+        )  # fmt: skip
     finally:
         env.stop(sp)
     from .common import latency_summary
 
     s = latency_summary(ev["samples_ns"], ev["wall_ns"])
     s.update(size=64, cpu_ns=ev["cpu_ns"], samples_ns=ev["samples_ns"])
-    row = _rr_row(f"inprocess-{mode}", s, ev["cpu_ns"])
+    row = _rr_row(f"inprocess-{mode}", "stack-client", s, ev["cpu_ns"])
     row["client_cpu_us_per_req"] = None  # the client is the stack's process: counted there
-    return row
+    return [row, *server_rows]
 
 
 def ipc_cost(rows: list[dict[str, Any]], modes: list[str]) -> list[dict[str, Any]]:
-    """Per mode: what going through the library adds per 64 B request."""
-    by = {(r["test"], r["setup"]): r for r in rows}
-    kernel = by[("tcp_rr", "kernel")]
+    """Per mode and direction: what going through the library adds per 64 B request."""
+    by = {(r["test"], r["setup"], r["direction"]): r for r in rows}
+    kernel = by[("tcp_rr", "kernel", "kernel")]
     out = []
     for mode in modes:
-        pre, inp = by.get(("tcp_rr", f"preload-{mode}")), by.get(("tcp_rr", f"inprocess-{mode}"))
-        if pre is None or inp is None:
-            continue
-        out.append({
-            "bench": "preload", "test": "ipc_cost", "setup": mode,
-            "anp_cpu_us_per_req_preload": pre["stack_cpu_us_per_req"],
-            "stack_cpu_us_per_req_inprocess": inp["stack_cpu_us_per_req"],
-            "extra_stack_cpu_us_per_req": pre["stack_cpu_us_per_req"]
-            - inp["stack_cpu_us_per_req"],
-            "client_cpu_us_per_req_preload": pre["client_cpu_us_per_req"],
-            "client_cpu_us_per_req_kernel": kernel["client_cpu_us_per_req"],
-            "extra_client_cpu_us_per_req": pre["client_cpu_us_per_req"]
-            - kernel["client_cpu_us_per_req"],
-            "p50_us_preload": pre["p50_us"], "p50_us_inprocess": inp["p50_us"],
-            "p50_us_kernel": kernel["p50_us"],
-            "p50_ratio_preload_to_kernel": pre["p50_us"] / kernel["p50_us"],
-        })  # fmt: skip
+        for d in ("stack-client", "stack-server"):
+            pre = by.get(("tcp_rr", f"preload-{mode}", d))
+            inp = by.get(("tcp_rr", f"inprocess-{mode}", d))
+            if pre is None or inp is None:
+                continue
+            # the program's own CPU: the client's, or (server side) not measured
+            prog = pre["client_cpu_us_per_req"] if d == "stack-client" else None
+            out.append({
+                "bench": "preload", "test": "ipc_cost", "setup": mode, "direction": d,
+                "anp_cpu_us_per_req_preload": pre["stack_cpu_us_per_req"],
+                "stack_cpu_us_per_req_inprocess": inp["stack_cpu_us_per_req"],
+                "extra_stack_cpu_us_per_req": pre["stack_cpu_us_per_req"]
+                - inp["stack_cpu_us_per_req"],
+                "client_cpu_us_per_req_preload": prog,
+                "client_cpu_us_per_req_kernel": kernel["client_cpu_us_per_req"],
+                "extra_client_cpu_us_per_req": prog - kernel["client_cpu_us_per_req"]
+                if prog is not None else None,
+                "p50_us_preload": pre["p50_us"], "p50_us_inprocess": inp["p50_us"],
+                "p50_us_kernel": kernel["p50_us"],
+                "p50_ratio_preload_to_kernel": pre["p50_us"] / kernel["p50_us"],
+                "p50_ratio_preload_to_inprocess": pre["p50_us"] / inp["p50_us"],
+            })  # fmt: skip
     return out
 
 
@@ -249,10 +299,11 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         rows += run_kernel(env, exe, args)
         for mode in args.modes:
             rows += run_preload(env, exe, mode, args)
-            rows.append(run_inprocess(env, mode, args))
+            rows += run_preload_server(env, exe, mode, args)
+            rows += run_inprocess(env, exe, mode, args)
     for r in rows:
         if r.get("_samples") is not None:
-            samples[f"tcp_rr/{r['setup']}"] = r["_samples"]
+            samples[f"tcp_rr/{r['setup']}/{r['direction']}"] = r["_samples"]
         r.pop("_samples", None)
     rows += ipc_cost(rows, args.modes)
     doc: dict[str, Any] = {
@@ -284,40 +335,58 @@ def _fmt(v: Any, digits: int = 1) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The run's figures as plain-text tables."""
-    lines = ["TCP 64 B request/response (C client rr_bench; server: rr_bench on kernel sockets)",
-             f"{'setup':<22}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'mean us':>9}{'req/s':>10}"
-             f"{'client CPU us/req':>19}{'stack CPU us/req':>18}"]  # fmt: skip
+    lines = [
+        "TCP 64 B request/response: C client rr_bench / C server rr_bench serve; in-process = "
+        "the stack's own asyncio client / echo server",
+        f"{'setup':<22}{'direction':<14}{'p50 us':>8}{'p90 us':>8}{'p99 us':>9}{'mean us':>9}"
+        f"{'req/s':>9}{'client CPU us/req':>19}{'stack CPU us/req':>18}",
+    ]
     for r in rows:
         if r["test"] == "tcp_rr":
             lines.append(
-                f"{r['setup']:<22}{_fmt(r['p50_us']):>9}{_fmt(r['p90_us']):>9}"
-                f"{_fmt(r['p99_us']):>9}{_fmt(r['mean_us']):>9}{_fmt(r['rate_rps'], 0):>10}"
-                f"{_fmt(r['client_cpu_us_per_req']):>19}{_fmt(r['stack_cpu_us_per_req']):>18}"
+                f"{r['setup']:<22}{r['direction']:<14}{_fmt(r['p50_us']):>8}"
+                f"{_fmt(r['p90_us']):>8}{_fmt(r['p99_us']):>9}{_fmt(r['mean_us']):>9}"
+                f"{_fmt(r['rate_rps'], 0):>9}{_fmt(r['client_cpu_us_per_req']):>19}"
+                f"{_fmt(r['stack_cpu_us_per_req']):>18}"
             )
-    lines += ["", "Bulk TCP (C client; stack CPU = the anp process)",
-              f"{'setup':<22}{'test':<18}{'MB/s':>9}{'client CPU s/MB':>17}"
-              f"{'stack CPU s/MB':>16}"]  # fmt: skip
+    lines += [
+        "",
+        "Bulk TCP (test = what the C client did; stack CPU = the anp process)",
+        f"{'setup':<22}{'direction':<14}{'test':<14}{'MB/s':>9}{'client CPU s/MB':>17}"
+        f"{'stack CPU s/MB':>16}",
+    ]
     for r in rows:
         if r["test"].startswith("bulk_"):
             lines.append(
-                f"{r['setup']:<22}{r['test']:<18}{_fmt(r['mbps']):>9}"
+                f"{r['setup']:<22}{r['direction']:<14}{r['test']:<14}{_fmt(r['mbps']):>9}"
                 f"{_fmt(r['client_cpu_s_per_mb'], 4):>17}{_fmt(r['stack_cpu_s_per_mb'], 4):>16}"
             )
     cost = [r for r in rows if r["test"] == "ipc_cost"]
     if cost:
-        lines += ["", "IPC cost per 64 B request (same run)",
-                  f"{'mode':<12}{'anp CPU us/req (preload)':>26}{'stack CPU us/req (in-process)':>31}"
-                  f"{'extra us':>10}{'client CPU us/req preload/kernel':>34}"
-                  f"{'p50 preload/kernel':>20}"]  # fmt: skip
+        lines += [
+            "",
+            "IPC cost per 64 B request (same run): anp process CPU with the library vs the "
+            "in-process stack; client CPU with the library vs on kernel sockets",
+            f"{'mode':<11}{'direction':<14}{'anp CPU/req':>12}{'in-proc CPU/req':>16}"
+            f"{'extra':>8}{'client CPU/req lib/kernel':>27}{'p50 lib/kernel':>16}"
+            f"{'p50 lib/in-proc':>17}",
+        ]
         for r in cost:
-            lines.append(
-                f"{r['setup']:<12}{_fmt(r['anp_cpu_us_per_req_preload']):>26}"
-                f"{_fmt(r['stack_cpu_us_per_req_inprocess']):>31}"
-                f"{_fmt(r['extra_stack_cpu_us_per_req']):>10}"
-                f"{_fmt(r['client_cpu_us_per_req_preload'], 2):>27} / "
-                f"{_fmt(r['client_cpu_us_per_req_kernel'], 2):<4}"
-                f"{_fmt(r['p50_ratio_preload_to_kernel'], 2):>19}x"
+            client = (
+                f"{_fmt(r['client_cpu_us_per_req_preload'], 2)} / "
+                f"{_fmt(r['client_cpu_us_per_req_kernel'], 2)}"
+                if r["client_cpu_us_per_req_preload"] is not None
+                else "-"
             )
+            lines.append(
+                f"{r['setup']:<11}{r['direction']:<14}"
+                f"{_fmt(r['anp_cpu_us_per_req_preload']):>12}"
+                f"{_fmt(r['stack_cpu_us_per_req_inprocess']):>16}"
+                f"{_fmt(r['extra_stack_cpu_us_per_req']):>8}{client:>27}"
+                f"{_fmt(r['p50_ratio_preload_to_kernel'], 2) + 'x':>16}"
+                f"{_fmt(r['p50_ratio_preload_to_inprocess'], 2) + 'x':>17}"
+            )
+        lines.append("(all CPU figures in us per request)")
     return "\n".join(lines)
 
 

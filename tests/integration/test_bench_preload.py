@@ -29,12 +29,15 @@ def test_preload_bench_quick(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["benchmark"] == "preload" and doc["parameters"]["modes"] == ["interrupt"]
     rows = doc["summaries"]
-    got = {(r["test"], r["setup"]) for r in rows}
+    got = {(r["test"], r["setup"], r["direction"]) for r in rows}
+    pre, inp = "preload-interrupt", "inprocess-interrupt"
     assert got == {
-        ("tcp_rr", "kernel"), ("bulk_send", "kernel"), ("bulk_receive", "kernel"),
-        ("tcp_rr", "preload-interrupt"), ("bulk_send", "preload-interrupt"),
-        ("bulk_receive", "preload-interrupt"), ("tcp_rr", "inprocess-interrupt"),
-        ("ipc_cost", "interrupt"),
+        ("tcp_rr", "kernel", "kernel"), ("bulk_send", "kernel", "kernel"),
+        ("bulk_receive", "kernel", "kernel"),
+        *((t, pre, d) for t in ("tcp_rr", "bulk_send", "bulk_receive")
+          for d in ("stack-client", "stack-server")),
+        ("tcp_rr", inp, "stack-client"), ("tcp_rr", inp, "stack-server"),
+        ("ipc_cost", "interrupt", "stack-client"), ("ipc_cost", "interrupt", "stack-server"),
     }  # fmt: skip
     for r in rows:
         if r["test"] == "tcp_rr":
@@ -43,21 +46,22 @@ def test_preload_bench_quick(tmp_path: Path) -> None:
             assert r["rate_rps"] > 0
         elif r["test"].startswith("bulk_"):
             assert r["bytes"] == 1 << 20 and r["mbps"] > 0 and r["seconds"] > 0
-    by = {(r["test"], r["setup"]): r for r in rows}
-    for setup in ("preload-interrupt", "inprocess-interrupt"):
-        assert by[("tcp_rr", setup)]["stack_cpu_us_per_req"] > 0  # the anp process worked
-    assert by[("tcp_rr", "kernel")]["stack_cpu_us_per_req"] is None
-    assert by[("tcp_rr", "preload-interrupt")]["client_cpu_us_per_req"] > 0
-    cost = by[("ipc_cost", "interrupt")]
-    assert (
-        cost["anp_cpu_us_per_req_preload"]
-        == by[("tcp_rr", "preload-interrupt")]["stack_cpu_us_per_req"]
-    )
-    assert cost["p50_ratio_preload_to_kernel"] > 0
-    assert cost["client_cpu_us_per_req_kernel"] == by[("tcp_rr", "kernel")]["client_cpu_us_per_req"]
+            assert (r["stack_cpu_s_per_mb"] is None) == (r["setup"] == "kernel")
+    by = {(r["test"], r["setup"], r["direction"]): r for r in rows}
+    for setup in (pre, inp):
+        for d in ("stack-client", "stack-server"):
+            assert by[("tcp_rr", setup, d)]["stack_cpu_us_per_req"] > 0  # the anp process worked
+    assert by[("tcp_rr", "kernel", "kernel")]["stack_cpu_us_per_req"] is None
+    assert by[("tcp_rr", pre, "stack-client")]["client_cpu_us_per_req"] > 0
+    for d in ("stack-client", "stack-server"):
+        cost = by[("ipc_cost", "interrupt", d)]
+        assert cost["anp_cpu_us_per_req_preload"] == by[("tcp_rr", pre, d)]["stack_cpu_us_per_req"]
+        assert cost["p50_ratio_preload_to_kernel"] > 0
     with open(tmp_path / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     samples = json.loads((tmp_path / "samples.json").read_text())
     assert {k: len(v) for k, v in samples.items()} == {
-        "tcp_rr/kernel": 50, "tcp_rr/preload-interrupt": 50, "tcp_rr/inprocess-interrupt": 50,
+        f"tcp_rr/{s}/{d}": 50
+        for s, d in [("kernel", "kernel"), (pre, "stack-client"), (pre, "stack-server"),
+                     (inp, "stack-client"), (inp, "stack-server")]
     }  # fmt: skip
