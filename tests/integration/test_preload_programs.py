@@ -350,6 +350,10 @@ body = urllib.request.urlopen(sys.argv[1], timeout=30).read()
 print(len(body), hashlib.sha256(body).hexdigest())
 s = socket.create_connection((sys.argv[2], 8000), timeout=10)
 print("sockname", s.getsockname()[0])
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)  # v4-mapped IPv6 goes to the stack too
+s6.settimeout(10)
+s6.connect(("::ffff:" + sys.argv[2], 8000))
+print("v6 sockname", s6.getsockname()[0])
 """
 
 
@@ -359,7 +363,11 @@ def test_python_urllib_client_on_stack(netns: Netns, www: tuple[str, dict[str, s
         url = f"http://{KERNEL_IP}:8000/mid.bin"
         r = run_on_stack(netns, ["python3", "-c", URLLIB_CLIENT, url, KERNEL_IP])
     assert r.returncode == 0, describe(r)
-    assert r.stdout.splitlines() == [f"{3 * MiB + 17} {hashes['mid.bin']}", f"sockname {STACK_IP}"]
+    assert r.stdout.splitlines() == [
+        f"{3 * MiB + 17} {hashes['mid.bin']}",
+        f"sockname {STACK_IP}",
+        f"v6 sockname ::ffff:{STACK_IP}",
+    ], describe(r)
 
 
 def test_asyncio_aiohttp_client_through_the_library(
