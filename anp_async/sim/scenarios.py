@@ -392,7 +392,14 @@ async def keepalive(ctx: Ctx) -> None:
     await asyncio.sleep(idle * 3)  # idle through several keep-alive rounds
     msg = ctx.rng.randbytes(100)
     writer.write(msg)
-    _check(ctx, "echo after idle", await ctx.step("echo", reader.readexactly(100)), msg)
+    try:
+        _check(ctx, "echo after idle", await ctx.step("echo", reader.readexactly(100)), msg)
+    except TimeoutError:
+        # Keep-alive gave up on a live peer: right only if the wire lost the probes.
+        if not _lossy(ctx):
+            raise
+        ctx.log("keep-alive probes lost on a lossy wire: the connection timed out")
+        return
     # Now the peer dies silently; keep-alive must end the connection.
     assert ctx.b is not None
     await ctx.world.crash(ctx.b)
@@ -408,6 +415,14 @@ async def keepalive(ctx: Ctx) -> None:
         ctx.log(f"keep-alive ended the connection: {type(e).__name__}")
     writer.close()
     srv.close()
+
+
+def _lossy(ctx: Ctx) -> bool:
+    """True when the wire may lose frames (loss, link flaps, a rate limiter's queue)."""
+    return any(
+        h.faults.loss or h.faults.flap_every or h.faults.rate_bps or h.faults.corrupt
+        for h in (ctx.a, ctx.b)
+    )
 
 
 async def user_timeout(ctx: Ctx) -> None:
@@ -474,11 +489,14 @@ async def exchange_on(ctx: Ctx, port: int, up: bytes, down: bytes, i: int) -> No
 
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
-                n = int.from_bytes(await reader.readexactly(4), "big")
-                body = await reader.readexactly(n)
+                # A request timeout, as real servers have: a connection the cookie race
+                # half-opened (its client was reset) would otherwise wait for ever.
+                async with asyncio.timeout(60.0):
+                    n = int.from_bytes(await reader.readexactly(4), "big")
+                    body = await reader.readexactly(n)
                 writer.write(body[::-1])
                 await writer.drain()
-            except PEER_GONE as e:
+            except (*PEER_GONE, TimeoutError) as e:
                 # The cookie race above: the client was reset and retries on a new port.
                 ctx.log(f"flood server: {type(e).__name__}")
             finally:
@@ -494,6 +512,8 @@ async def exchange_on(ctx: Ctx, port: int, up: bytes, down: bytes, i: int) -> No
             reader, writer = await ctx.step(
                 f"c{i} connect", ctx.a.stack.open_connection(b.ip, port)
             )
+            if attempt:
+                await asyncio.sleep(1.0)  # let the handshake's ACK land before the data
             writer.write(len(up).to_bytes(4, "big") + up)
             got = await ctx.step(f"c{i} answer", _read_all(reader))
         except ConnectionResetError:
