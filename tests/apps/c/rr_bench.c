@@ -1,7 +1,8 @@
 /* rr_bench -- TCP request/response latency and bulk transfer, printing JSON.
  *
  *   rr_bench serve HOST                  echo on port 7, sink on 9, source on 19, and on 13
- *                                        a server that answers one byte with a RST (threads)
+ *                                        a server that answers one byte with a RST, UDP echo
+ *                                        on 7 (threads)
  *   rr_bench rr HOST PORT SIZE COUNT WARMUP
  *   rr_bench bulk-send HOST PORT BYTES   to a sink: pattern out, half-close, "ok N" back
  *   rr_bench bulk-recv HOST PORT BYTES   from a source: "N\n" out, N pattern bytes back
@@ -260,6 +261,22 @@ static void *reset_conn(void *arg)
     return NULL;
 }
 
+/* UDP echo on port 7 (for sockprobe's datagram checks) */
+static void *udp_echo(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    static uint8_t buf[65536];
+    for (;;) {
+        struct sockaddr_in from;
+        socklen_t fl = sizeof from;
+        ssize_t n = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
+        if (n < 0)
+            die_errno("recvfrom");
+        sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+    }
+    return NULL;
+}
+
 struct listener {
     int fd;
     void *(*handler)(void *);
@@ -295,6 +312,13 @@ static int serve(const char *host)
     for (int i = 0; i < 4; i++)
         if (pthread_create(&t[i], NULL, accept_loop, &ls[i]))
             die_msg("pthread_create failed");
+    struct sockaddr_in uat = make_addr(host, "7");
+    int ufd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (ufd < 0 || bind(ufd, (struct sockaddr *)&uat, sizeof uat) < 0)
+        die_errno("udp bind");
+    pthread_t ut;
+    if (pthread_create(&ut, NULL, udp_echo, (void *)(intptr_t)ufd))
+        die_msg("pthread_create failed");
     printf("{\"event\":\"ready\",\"pid\":%d}\n", (int)getpid());
     pthread_join(t[0], NULL);
     return 0;

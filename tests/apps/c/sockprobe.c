@@ -12,6 +12,7 @@
 #include "anpc.h"
 
 #include <sys/uio.h>
+#include <sys/wait.h>
 
 static const char *ename(int rc)
 {
@@ -149,6 +150,18 @@ int main(int argc, char **argv)
     getsockname(u, (struct sockaddr *)&sa, &sl);
     printf("udp getsockname address: %d\n", sa.sin_addr.s_addr == local.sin_addr.s_addr);
     printf("udp recv nonblocking: %s\n", ename((int)recv(u, buf, sizeof buf, MSG_DONTWAIT)));
+    /* a datagram longer than the buffer: truncated, the rest discarded (MSG_TRUNC) */
+    uint8_t dgram[100];
+    pattern_fill(dgram, sizeof dgram, 0);
+    send(u, dgram, sizeof dgram, 0);
+    struct pollfd dp = {.fd = u, .events = POLLIN};
+    printf("udp echo arrives: %d\n", poll(&dp, 1, 2000));
+    struct iovec div = {buf, 10};
+    struct msghdr dm = {.msg_iov = &div, .msg_iovlen = 1};
+    ssize_t dn = recvmsg(u, &dm, MSG_PEEK);
+    printf("udp recvmsg MSG_PEEK short buffer: %zd MSG_TRUNC=%d\n", dn, !!(dm.msg_flags & MSG_TRUNC));
+    printf("udp recv MSG_TRUNC short buffer: %zd\n", recv(u, buf, 10, MSG_TRUNC));
+    printf("udp rest discarded: %s\n", ename((int)recv(u, buf, sizeof buf, MSG_DONTWAIT)));
     close(u);
 
     /* a connected UDP socket to a closed port: ICMP port unreachable -> ECONNREFUSED */
@@ -179,6 +192,16 @@ int main(int argc, char **argv)
     printf("recv again: %s\n", ename((int)recv(fd, buf, sizeof buf, 0)));
     printf("send after RST: %s\n", ename((int)send(fd, "x", 1, MSG_NOSIGNAL)));
     printf("SO_ERROR after RST: %d\n", opt_get(fd, SOL_SOCKET, SO_ERROR));
+    pid_t pid = fork(); /* without MSG_NOSIGNAL and with SIGPIPE's default: killed */
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        ssize_t w = write(fd, "x", 1);
+        _exit(w < 0 ? 10 : 11);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    printf("write after RST, SIGPIPE default: %s %d\n", WIFSIGNALED(st) ? "signal" : "exit",
+           WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
     close(fd);
 
     /* a closed TCP port: blocking connect is refused */
