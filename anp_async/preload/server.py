@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import functools
 import logging
 import os
 import resource
@@ -56,12 +57,19 @@ def _err(op: int, code: int) -> Message:
     return Message(op, res=-code)
 
 
+def _op_counter(op: int) -> str:
+    try:
+        return f"op_{Op(op).name.lower()}"
+    except ValueError:
+        return "op_unknown"
+
+
 class _Client:
-    """One control connection (one process of the program)."""
+    """One control connection (one process of the program). The library sends one request
+    at a time and waits for its reply, so replies never overtake each other."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.busy = False  # a reply is being computed (the library sends one at a time)
 
 
 class SocketApi:
@@ -176,18 +184,17 @@ class SocketApi:
                 os.close(fd)
             self._drop_client(client)
             return
-        self.counters[f"op_{Op(req.op).name.lower()}" if req.op in Op._value2member_map_ else "op_unknown"] += 1
+        self.counters[_op_counter(req.op)] += 1
         result = self._dispatch(req, fd)
         if isinstance(result, Coroutine):
-            client.busy = True
+            # Answered later: stop reading this client until then.
             self.loop.remove_reader(client.sock.fileno())
             task = self.loop.create_task(result)
-            task.add_done_callback(lambda t, c=client, r=req: self._async_done(c, r, t))
+            task.add_done_callback(functools.partial(self._async_done, client, req))
         else:
             self._reply(client, result)
 
     def _async_done(self, client: _Client, req: Message, task: asyncio.Task[Reply]) -> None:
-        client.busy = False
         if task.cancelled():
             result: Reply = _err(req.op, errno.EINTR)
         elif task.exception() is not None:
