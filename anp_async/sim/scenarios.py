@@ -399,6 +399,7 @@ async def keepalive(ctx: Ctx) -> None:
         if not _lossy(ctx):
             raise
         ctx.log("keep-alive probes lost on a lossy wire: the connection timed out")
+        await ctx.world.crash(ctx.b)  # its RST may be lost too: the server would wait on
         return
     # Now the peer dies silently; keep-alive must end the connection.
     assert ctx.b is not None
@@ -509,9 +510,7 @@ async def exchange_on(ctx: Ctx, port: int, up: bytes, down: bytes, i: int) -> No
         # With SYN cookies a data segment that overtakes the handshake's last ACK fails
         # the cookie check and is answered with RST (as on Linux): a client retries.
         try:
-            reader, writer = await ctx.step(
-                f"c{i} connect", ctx.a.stack.open_connection(b.ip, port)
-            )
+            reader, writer = await connect(ctx, ctx.a, b, port, f"c{i} connect")
             if attempt:
                 await asyncio.sleep(1.0)  # let the handshake's ACK land before the data
             writer.write(len(up).to_bytes(4, "big") + up)
