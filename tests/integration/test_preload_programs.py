@@ -103,9 +103,14 @@ class Proc:
             raise AssertionError(f"{self.argv} did not end; output:\n{self.text()}") from None
 
     def close(self) -> None:
+        """SIGTERM (anp removes its namespace and control sockets), then SIGKILL."""
         if self.p.poll() is None:
-            self.p.kill()
-            self.p.wait()
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
         self.out.close()
         self.err.close()
 
