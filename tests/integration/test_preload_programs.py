@@ -199,6 +199,11 @@ def test_c_programs_kernel_to_kernel(c_apps: dict[str, str]) -> None:
             r = a.run([tp, "client", "10.0.1.2", "5003", "blocking", "100000", "2"], timeout=30)
             assert r.returncode == 0, describe(r)
             assert srv.wait(20) == 0, srv.text()
+        with kernel_proc(b, [c_apps["fork_test"], "prefork", "0.0.0.0", "5004", "3"]) as srv:
+            clients = " & ".join([f"{tp} client 10.0.1.2 5004 epoll 50000 2"] * 3) + " & wait"
+            r = a.run(["sh", "-c", clients], timeout=30)
+            assert r.stdout.count("ok 2 messages") == 3, describe(r)
+            assert srv.wait(20) == 0, srv.text()
         r = a.run([tp, "client", "10.0.1.2", "5999", "poll", "1", "1"], timeout=30)
         assert r.returncode == 1 and "connect: ECONNREFUSED" in r.stderr, describe(r)
     finally:
@@ -455,6 +460,19 @@ def test_fork_child_serves_accepted_connection(c_apps: dict[str, str]) -> None:
         assert r.returncode == 0, describe(r)
         assert p.wait(20) == 0, p.text()
         assert "child served the connection" in p.text()
+
+
+def test_preforked_children_accept_on_inherited_listener(c_apps: dict[str, str]) -> None:
+    """The pre-forking server: four children accept on one inherited listening socket."""
+    program = [c_apps["fork_test"], "prefork", STACK_IP, "5000", "4"]
+    with stack_server(program, "listening") as (ns, proc):
+        client = f"{c_apps['tcp_pattern']} client {STACK_IP} 5000 epoll 200000 3"
+        r = ns.run(["sh", "-c", " & ".join([client] * 4) + " & wait"], timeout=60)
+        assert r.stdout.count("ok 3 messages of 200000 bytes") == 4, describe(r)
+        conns = {line for line in r.stdout.splitlines() if line.startswith("connected")}
+        assert len(conns) == 4, describe(r)  # four connections, four client ports
+        assert proc.wait(30) == 0, proc.text()
+        assert "ok 4 children each served one connection" in proc.text()
 
 
 def test_fork_child_writes_on_parents_connection(netns: Netns, c_apps: dict[str, str]) -> None:

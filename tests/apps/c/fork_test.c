@@ -12,7 +12,12 @@
  *                                 half-closes and waits for EOF. Pair with
  *                                 `tcp_pattern server ... blocking 1`.
  *
- * Exit status 0 only if both processes succeeded.
+ *   fork_test prefork HOST PORT N the parent listens and forks N children; each child
+ *                                 accepts one connection on the inherited listening socket
+ *                                 and echoes it until EOF (the pre-forking server model).
+ *                                 Pair with N concurrent `tcp_pattern client`s.
+ *
+ * Exit status 0 only if every process succeeded.
  */
 #include "anpc.h"
 
@@ -120,13 +125,47 @@ static int do_connect(const char *host, const char *port, size_t size)
     return 0;
 }
 
+static int do_prefork(const char *host, const char *port, long n)
+{
+    struct sockaddr_in at = make_addr(host, port);
+    int lfd = tcp_listener(&at, 64, 0);
+    pid_t *pids = calloc((size_t)n, sizeof *pids);
+    if (!pids)
+        die_errno("calloc");
+    for (long i = 0; i < n; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0)
+            die_errno("fork");
+        if (pids[i] == 0) {
+            anpc_prog = "fork_test child";
+            int fd = accept(lfd, NULL, NULL);
+            if (fd < 0)
+                die_errno("child: accept");
+            close(lfd);
+            echo_until_eof(fd);
+            if (close(fd) < 0)
+                die_errno("child: close");
+            _exit(0);
+        }
+    }
+    printf("listening %s:%s with %ld children\n", host, port, n);
+    for (long i = 0; i < n; i++)
+        wait_child(pids[i]);
+    close(lfd);
+    printf("ok %ld children each served one connection\n", n);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     anpc_init("fork_test");
     if (argc == 4 && !strcmp(argv[1], "accept"))
         return do_accept(argv[2], argv[3]);
+    if (argc == 5 && !strcmp(argv[1], "prefork"))
+        return do_prefork(argv[2], argv[3], parse_num(argv[4], "children"));
     if (argc == 5 && !strcmp(argv[1], "connect"))
         return do_connect(argv[2], argv[3], (size_t)parse_num(argv[4], "size"));
-    fprintf(stderr, "usage: fork_test accept HOST PORT | fork_test connect HOST PORT SIZE\n");
+    fprintf(stderr, "usage: fork_test accept HOST PORT | fork_test connect HOST PORT SIZE |\n"
+                    "       fork_test prefork HOST PORT N\n");
     return 2;
 }
