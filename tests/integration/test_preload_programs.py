@@ -410,6 +410,46 @@ def test_python_http_server_on_stack(www: tuple[str, dict[str, str]]) -> None:
         assert '"GET /big.bin HTTP/1.1" 200' in proc.text()
 
 
+SLOW_READER = """
+import socket, sys, time
+s = socket.create_server(("10.0.0.2", 5000))
+print("listening", flush=True)
+c, _ = s.accept()
+time.sleep(float(sys.argv[1]))
+n = 0
+while b := c.recv(1 << 20):
+    n += len(b)
+print("received", n, flush=True)
+"""
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_program_that_does_not_read_bounds_the_stack() -> None:
+    """Backpressure through the library: while the program sleeps, 200 MB offered by the
+    kernel stay in the kernel (the stack's window closes); the anp process does not buffer
+    them. Then the program reads every byte."""
+    nbytes = 200_000_000
+    with stack_server(["python3", "-u", "-c", SLOW_READER, "3"], "listening") as (ns, proc):
+        rss0 = _rss_kib(proc.p.pid)
+        sender = ns.popen(["sh", "-c", f"head -c {nbytes} /dev/zero | nc -N {STACK_IP} 5000"])
+        try:
+            time.sleep(2)
+            grown = _rss_kib(proc.p.pid) - rss0
+            assert sender.poll() is None, "the sender finished while the program slept"
+            assert sender.wait(60) == 0
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+                sender.wait()
+        assert proc.wait(60) == 0, proc.text()
+        assert f"received {nbytes}" in proc.text(), proc.text()
+    assert grown < 32 * 1024, f"anp grew by {grown} KiB while the program did not read"
+
+
 # -- many connections, fork -----------------------------------------------------------------
 
 
