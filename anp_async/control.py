@@ -14,6 +14,7 @@ request                                                response (``ok`` true)
 ``{"cmd": "set_mode", "mode": M, "params": {...}}``    ``mode``, ``params`` after the switch
 ``{"cmd": "coalesce", "params": {...}}``               same; ethtool -C: unset params are kept
 ``{"cmd": "stats"}``                                   ``stats``: ``stack.stats()``
+``{"cmd": "trace", "count": N, "filter": EXPR}``       a stream of records (obs/trace_stream.py)
 =====================================================  ==========================================
 
 A failed request answers ``{"ok": false, "error": "one sentence"}``; the connection stays
@@ -229,6 +230,12 @@ class ControlServer:
                 except ValueError:
                     resp: dict[str, Any] = {"ok": False, "error": "request is not valid JSON"}
                 else:
+                    if isinstance(req, dict) and req.get("cmd") == "trace":
+                        # A stream, not one answer: anp trace (obs/trace_stream.py).
+                        from .obs.trace_stream import serve_trace
+
+                        await serve_trace(self.stack, req, reader, writer)
+                        break
                     resp = handle_request(self.stack, req, self.info)
                 writer.write(_encode(resp))
                 await writer.drain()

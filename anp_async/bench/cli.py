@@ -72,12 +72,16 @@ def _size(text: str) -> int:
 def configure_bench(p: argparse.ArgumentParser) -> None:
     """Arguments of ``anp bench`` (the parser of the ``bench`` subcommand)."""
     sub = p.add_subparsers(
-        dest="bench", metavar="{latency,throughput,livelock,tcp-compare,preload}", required=True
+        dest="bench",
+        metavar="{latency,throughput,livelock,tcp-compare,preload,trace-cost}",
+        required=True,
     )
-    from . import preload, tcp_compare
+    from . import preload, tcp_compare, trace_cost
 
     pl = sub.add_parser("preload", help=preload.HELP, description=preload.HELP)
     preload.configure(pl)
+    trc = sub.add_parser("trace-cost", help=trace_cost.HELP, description=trace_cost.HELP)
+    trace_cost.configure(trc)
 
     tc = sub.add_parser(
         "tcp-compare",
@@ -252,6 +256,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from . import preload
 
         return preload.run(args)
+    if args.bench == "trace-cost":  # two stacks on the in-memory wire: no root needed
+        from . import trace_cost
+
+        return trace_cost.run(args)
     console = Console()
     if not console.is_terminal:  # piped into a file: do not squeeze the table to 80 columns
         console = Console(width=170)

@@ -9,6 +9,7 @@ Commands (``anp COMMAND --help`` for each)::
     anp stats --interval S            the counters that changed, every S seconds (top.py)
     anp ss --tap TAP [-i] [FILTER]    its sockets, like ss -tni                 (ss.py)
     anp top --tap TAP                 live wake-ups/frames/CPU per mode         (top.py)
+    anp trace --tap TAP [--count N]   every decision on each frame, like tcpdump (trace.py)
     anp ping HOST [-c N]              ICMP echo from the stack, like ping(8)    (ping.py)
     anp echo-server PORT              the reference application's server        (echo.py)
     anp echo-client HOST PORT ...     its client: patterned buffers, checked echoes
@@ -29,7 +30,7 @@ shows its traceback.
 
 from __future__ import annotations
 
-from . import ctl, demo, echo, ping, ss, top, up
+from . import ctl, demo, echo, ping, ss, top, trace, up
 from .base import CliError, Command, register_command
 from .ctl import print_stats
 from .main import EXTRA_COMMAND_MODULES, build_parser, main
@@ -52,6 +53,7 @@ for _cmd in (
     ctl.STATS_COMMAND,
     ss.COMMAND,
     top.COMMAND,
+    trace.COMMAND,
     ping.COMMAND,
     echo.SERVER_COMMAND,
     echo.CLIENT_COMMAND,

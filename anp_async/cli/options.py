@@ -69,6 +69,11 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop")
     g.add_argument(
+        "--trace", nargs="?", const="", metavar="EXPR",
+        help="print every decision the stack takes on each frame to stderr, optionally only "
+        "for frames matching EXPR (as anp trace --filter)",
+    )  # fmt: skip
+    g.add_argument(
         "--congestion",
         choices=("newreno", "cubic"),
         default="newreno",
@@ -213,6 +218,13 @@ async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]
         except OSError as e:
             raise CliError(f"cannot start the stack: {reason(e)}") from None
         async with stack:
+            if getattr(args, "trace", None) is not None:
+                from ..obs.trace import TraceFilterError, Tracer, printer
+
+                try:
+                    Tracer(stack, printer(), filter=args.trace or None).attach()
+                except TraceFilterError as e:
+                    raise CliError(f"--trace: {e}") from None
             yield stack
     finally:
         if nic is not None:

@@ -5,12 +5,14 @@ peers."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 
 import pytest
 
+from anp_async.nic.netns import Netns
 from anp_async.obs.metrics import parse_text
-from tests.integration.test_cli import STACK_IP, UpProcess, anp, in_ns
+from tests.integration.test_cli import ANP, ENV, STACK_IP, UpProcess, anp, in_ns
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -115,3 +117,61 @@ def test_verbose_logs_mode_switches(up):
     assert r.returncode == 0
     out = up.output()
     assert "I anp_async.control: mode coalesce {" in out and "'rx_usecs': 20}" in out, out
+
+
+def test_trace_attaches_to_the_running_stack(up):
+    tr = subprocess.Popen(
+        [*ANP, "trace", "--tap", up.tap, "--count", "1", "--filter", "icmp"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        subprocess.run(["sleep", "0.7"])
+        in_ns(up.ns, "ping", "-c", "3", "-i", "0.3", "-W", "1", STACK_IP)
+        out, err = tr.communicate(timeout=20)
+    finally:
+        tr.kill()
+    print(out)
+    assert tr.returncode == 0, err
+    layers = [line.split()[2] for line in out.splitlines() if line.split()[1].startswith("#")]
+    assert layers == ["wake", "eth", "ip", "icmp", "tx"], out
+    assert "echo-request" in out and "echo-reply" in out and "rule: RFC 792" in out
+    r = anp("trace", "--tap", up.tap, "--filter", "port x", timeout=20)
+    assert r.returncode == 2 and "the stack refused" in r.stderr and "port" in r.stderr
+
+
+def test_trace_json_follows_an_http_request(up):
+    tr = subprocess.Popen(
+        [*ANP, "trace", "--tap", up.tap, "--json", "--filter", "tcp and port 8080"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        subprocess.run(["sleep", "0.7"])
+        r = in_ns(up.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{size_download}",
+                  f"http://{STACK_IP}:8080/pattern/1000")  # fmt: skip
+        assert r.stdout == "1000", r.stdout + r.stderr
+        subprocess.run(["sleep", "0.5"])
+    finally:
+        tr.terminate()
+        out, _ = tr.communicate(timeout=20)
+    recs = [json.loads(line) for line in out.splitlines()]
+    states = [tuple(x["state"]) for x in recs if x["layer"] == "tcp"]
+    assert states[0] == ("LISTEN", "SYN-RECEIVED") and ("ESTABLISHED", "CLOSE-WAIT") in states
+    app = " ".join(x["text"] for x in recs if x["layer"] == "app")
+    assert "connection_made" in app and "data_received" in app and "connection_lost" in app
+    assert all(
+        x.get("dport") == 8080 or x.get("sport") == 8080 for x in recs if x["layer"] == "tcp"
+    )
+
+
+def test_ping_with_trace_option():
+    ns = f"anp-{secrets.token_hex(4)}"
+    tap = "anpt" + secrets.token_hex(3)
+    try:
+        r = anp("ping", "10.0.0.1", "-c", "1", "--netns", ns, "--tap", tap, "--trace", timeout=30)
+    finally:
+        if Netns(ns).exists():
+            Netns(ns).delete()
+    assert r.returncode == 0, r.stderr
+    assert "ARP who-has 10.0.0.1 tell 10.0.0.2" in r.stderr
+    assert "echo-reply" in r.stderr and "stack.ping() returns" in r.stderr
+    assert "1 received" in r.stdout
