@@ -203,6 +203,16 @@ class FaultyNic(Nic):
             return False
         return self._get_loop().time() % every >= every - self.config.flap_down
 
+    def _is_arp(self, parts: Sequence[Buffer]) -> bool:
+        """ARP carries no checksum: only the link's FCS guards it, and no real link lets a
+        damaged frame through it. Corrupting ARP would poison neighbour caches (for a whole
+        entry lifetime) in a way no wire does, so corruption spares ARP frames."""
+        off = ETH_HEADER_LEN - 2 + (_VNET_HDR_LEN if self.vnet_hdr else 0)
+        head = parts[0]
+        if len(parts) > 1 and len(head) < off + 2:
+            head = b"".join(parts)[: off + 2]
+        return bytes(head[off : off + 2]) == b"\x08\x06"
+
     def _corrupted(self, frame: Buffer) -> bytes:
         """A copy of ``frame`` with one byte past the Ethernet header flipped.
 
@@ -238,7 +248,7 @@ class FaultyNic(Nic):
             fs["dropped"] += 1
             return
         frame: Buffer | None = None  # the frame as one buffer once we had to copy it
-        if cfg.corrupt and rng.random() < cfg.corrupt:
+        if cfg.corrupt and rng.random() < cfg.corrupt and not self._is_arp(parts):
             fs["corrupted"] += 1
             if self.vnet_hdr:
                 # With checksum offload the kernel checksums the frame after us and would
@@ -340,7 +350,7 @@ class FaultyNic(Nic):
             if cfg.loss and rng.random() < cfg.loss:
                 fs["dropped"] += 1
                 continue
-            if cfg.corrupt and rng.random() < cfg.corrupt:
+            if cfg.corrupt and rng.random() < cfg.corrupt and not self._is_arp((frame,)):
                 frame = self._corrupted(frame)
                 fs["corrupted"] += 1
             dup = bool(cfg.duplicate) and rng.random() < cfg.duplicate

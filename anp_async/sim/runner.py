@@ -131,30 +131,31 @@ def run_many(
 def soak(
     minutes: float, *, first_seed: int = 1_000_000, jobs: int | None = None, scale: float = 4.0
 ) -> dict[str, Any]:
-    """Run seeds (with ``scale`` times the data) until ``minutes`` of real time have passed."""
+    """Run seeds (with ``scale`` times the data) until ``minutes`` of real time have passed.
+
+    Seeds go out in small batches so the run stops close to the deadline.
+    """
     jobs = max(1, jobs or os.cpu_count() or 1)
     deadline = time.monotonic() + minutes * 60.0
-    seeds = iter(range(first_seed, first_seed + MAX_SEEDS))
-
-    def work() -> Iterator[tuple[int, str | None, str | None, float]]:
-        for s in seeds:
-            if time.monotonic() >= deadline:
-                return
-            yield (s, None, None, scale)
-
     totals: dict[str, int] = {}
     report: dict[str, Any] = {"seeds": 0, "failed": [], "virtual_seconds": 0.0}
-    for o in _outcomes(work(), jobs):
-        report["seeds"] += 1
-        report["virtual_seconds"] += o.virtual
-        if not o.ok:
-            report["failed"].append(o.line)
-        for k, v in o.totals.items():
-            if k.startswith("peak_"):
-                totals[k] = max(totals.get(k, 0), v)
-            else:
-                totals[k] = totals.get(k, 0) + v
+    seed = first_seed
+    batch = 2 * jobs
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(jobs, initializer=_init_worker, maxtasksperchild=200) as pool:
+        while time.monotonic() < deadline:
+            work = [(s, None, None, scale) for s in range(seed, seed + batch)]
+            seed += batch
+            for o in pool.imap_unordered(_one, work):
+                report["seeds"] += 1
+                report["virtual_seconds"] += o.virtual
+                if not o.ok:
+                    report["failed"].append(o.line)
+                for k, v in o.totals.items():
+                    if k.startswith("peak_"):
+                        totals[k] = max(totals.get(k, 0), v)
+                    else:
+                        totals[k] = totals.get(k, 0) + v
     report["totals"] = totals
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN if jobs > 1 else resource.RUSAGE_SELF)
-    report["max_rss_kib"] = ru.ru_maxrss
+    report["max_rss_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return report

@@ -219,9 +219,8 @@ async def simultaneous(ctx: Ctx) -> None:
 
     async def side(me: Host, peer: Host, lport: int, rport: int, data: bytes, want: bytes) -> None:
         assert me.stack is not None
-        reader, writer = await ctx.step(
-            f"{me.name} simultaneous connect",
-            me.stack.open_connection(peer.ip, rport, local_addr=(me.ip, lport)),
+        reader, writer = await connect(
+            ctx, me, peer, rport, f"{me.name} simultaneous connect", local_addr=(me.ip, lport)
         )
         sender = asyncio.ensure_future(_send(writer, data, eof=False))
         got = await ctx.step(f"{me.name} read", reader.readexactly(len(want)))
