@@ -271,13 +271,15 @@ def test_pattern_server_on_stack(io: str, c_apps: dict[str, str]) -> None:
 
 def test_udp_client_on_stack(netns: Netns, c_apps: dict[str, str]) -> None:
     u = c_apps["udp_rr"]
-    with kernel_proc(netns, [u, "server", "0.0.0.0", "5000", "60"]) as srv:
+    with kernel_proc(netns, [u, "server", "0.0.0.0", "5000", "65"]) as srv:
         script = (f"{u} client {KERNEL_IP} 5000 1000 40 && "
-                  f"{u} client {KERNEL_IP} 5000 8000 20 connect")  # fmt: skip
+                  f"{u} client {KERNEL_IP} 5000 8000 20 connect && "
+                  f"{u} client {KERNEL_IP} 5000 65507 5")  # fmt: skip
         r = run_on_stack(netns, ["sh", "-c", script])
         assert r.returncode == 0, describe(r)
         assert r.stdout.count(f"bound {STACK_IP}:") == 1, r.stdout  # connect() binds the address
         assert "ok 40 datagrams of 1000 bytes" in r.stdout and "ok 20 datagrams of 8000" in r.stdout
+        assert "ok 5 datagrams of 65507 bytes" in r.stdout  # the largest, 45 fragments each way
         assert srv.wait(20) == 0, srv.text()
         assert f"first request from {STACK_IP}:" in srv.text()
 
