@@ -52,10 +52,17 @@ class NoStackError(ConnectionError):
 class ControlledStack(Protocol):
     """What the control socket needs from a stack (``anp_async.Stack`` provides it)."""
 
-    ip: str
-    mac: str
-    mode_name: str
-    mode_params: Mapping[str, Any]
+    @property
+    def ip(self) -> str: ...
+
+    @property
+    def mac(self) -> str: ...
+
+    @property
+    def mode_name(self) -> str: ...
+
+    @property
+    def mode_params(self) -> Mapping[str, Any]: ...
 
     def set_mode(self, name: str, **params: Any) -> None: ...
 

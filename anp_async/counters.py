@@ -13,13 +13,18 @@ from collections.abc import Iterable, Mapping
 class Counters(dict[str, int]):
     """A dict of named counters that starts every name at zero.
 
-    ``Counters.fromkeys(names, 0)`` gives a set whose names are listed even while zero.
+    ``Counters.zeros(names)`` gives a set whose names are listed even while zero.
     """
 
     __slots__ = ()
 
     def __missing__(self, key: str) -> int:
         return 0
+
+    @classmethod
+    def zeros(cls, names: Iterable[str]) -> Counters:
+        """Counters with these names listed at zero (``stats()`` shows them all)."""
+        return cls(dict.fromkeys(names, 0))
 
     def inc(self, key: str, n: int = 1) -> None:
         """Add ``n`` (default 1) to ``key``."""

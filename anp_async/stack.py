@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .counters import Counters
 from .modes import make_mode
@@ -48,6 +48,9 @@ from .proto.tcp.segment import TcpSegment, build_tcp_header, build_tcp_header_pa
 from .transport.resolve import resolve_ipv4
 from .transport.tcp import TcpLayer
 from .transport.udp import UdpLayer
+
+if TYPE_CHECKING:
+    from .transport.server import Server
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +103,7 @@ def _ping_payload(size: int) -> bytes:
     return _PING_PATTERN[:size]
 
 
-class _OffloadDatagram(list):  # type: ignore[type-arg]
+class _OffloadDatagram(list[Buffer]):
     """The buffers of a datagram that needs its virtio-net header (a TSO super-segment or
     a partial checksum), kept with it while ARP resolves the next hop."""
 
@@ -284,7 +287,7 @@ class Stack:
             self.rx_csum_trusted = ok
             rx(memoryview(frame)[VNET_HDR_LEN:])
 
-    def _rx_frame(self, frame: bytes) -> None:
+    def _rx_frame(self, frame: Buffer) -> None:
         try:
             dst, src, ethertype, payload = parse_ethernet(frame)
         except ParseError as e:
@@ -312,8 +315,9 @@ class Stack:
         to_send, released = self.arp.on_arp(pkt, self.now())
         for dst_mac, arp_payload in to_send:
             self._send_frame(dst_mac, ETH_P_ARP, [arp_payload])
-        for dst_mac, parts in released:
-            vnet = parts.vnet if type(parts) is _OffloadDatagram else None
+        for dst_mac, held in released:
+            parts = cast("list[Buffer]", held)  # what send_ip handed the hold queue
+            vnet = parts.vnet if isinstance(parts, _OffloadDatagram) else None
             self._send_frame(dst_mac, ETH_P_IP, parts, vnet)
         self._arm_arp_timer()
 
@@ -440,6 +444,7 @@ class Stack:
         length = 0
         for p in parts:
             length += len(p)
+        next_hop: bytes | None
         if self.iface.is_broadcast(dst):
             next_hop = dst
             mac: bytes | None = BROADCAST_MAC
@@ -452,7 +457,7 @@ class Stack:
         if length + 20 > self.mtu and vnet is None:
             payload = b"".join(parts)
             ident = self.ip_ids.next()
-            datagrams = [
+            datagrams: list[list[Buffer]] = [
                 [h, p]
                 for h, p in ip_proto.fragment(
                     payload, self.mtu, src=self.ip_b, dst=dst, proto=proto, ident=ident, ttl=ttl
@@ -561,14 +566,18 @@ class Stack:
     # -------------------------------------------------------------- sockets API
 
     async def create_datagram_endpoint(
-        self, protocol_factory: Callable[[], Any], local_addr=None, remote_addr=None, **kwargs: Any
-    ):
+        self,
+        protocol_factory: Callable[[], Any],
+        local_addr: tuple[str, int] | None = None,
+        remote_addr: tuple[str, int] | None = None,
+        **kwargs: Any,
+    ) -> tuple[asyncio.DatagramTransport, Any]:
         """Like ``loop.create_datagram_endpoint`` on this stack: returns (transport, protocol)."""
         return await self.udp.create_endpoint(protocol_factory, local_addr, remote_addr, **kwargs)
 
     async def create_connection(
         self, protocol_factory: Callable[[], Any], host: str, port: int, **kwargs: Any
-    ):
+    ) -> tuple[asyncio.Transport, Any]:
         """Like ``loop.create_connection`` on this stack: returns (transport, protocol)."""
         return await self.tcp.create_connection(protocol_factory, host, port, **kwargs)
 
@@ -578,11 +587,13 @@ class Stack:
         host: str | None = None,
         port: int = 0,
         **kwargs: Any,
-    ):
+    ) -> Server:
         """Like ``loop.create_server`` on this stack: returns a Server."""
         return await self.tcp.create_server(protocol_factory, host, port, **kwargs)
 
-    async def open_connection(self, host: str, port: int, *, limit: int = 2**16, **kwargs: Any):
+    async def open_connection(
+        self, host: str, port: int, *, limit: int = 2**16, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Like ``asyncio.open_connection``: returns (StreamReader, StreamWriter)."""
         from .transport.streams import open_connection
 
@@ -596,7 +607,7 @@ class Stack:
         *,
         limit: int = 2**16,
         **kwargs: Any,
-    ):
+    ) -> Server:
         """Like ``asyncio.start_server``: returns a Server."""
         from .transport.streams import start_server
 

@@ -142,9 +142,9 @@ def plot_latency(out: Path, rows: list[dict], samples: dict[str, list[int]]) -> 
                 xs = samples.get(f"{proto}/{setup}/{size}/{d}")
                 if not xs:
                     continue
-                xs = sorted(x / 1e3 for x in xs)
-                ys = [(i + 1) / len(xs) for i in range(len(xs))]
-                ax.step(xs, ys, where="post", label=setup, color=COLORS.get(setup))
+                us = sorted(x / 1e3 for x in xs)
+                ys = [(i + 1) / len(us) for i in range(len(us))]
+                ax.step(us, ys, where="post", label=setup, color=COLORS.get(setup))
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_title(f"{size} B")

@@ -14,6 +14,7 @@ adaptive), ``asyncio`` (the same asyncio application on kernel sockets over the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -166,7 +167,7 @@ def _latency_once(
         progress(f"{proto} {setup} {size} B {direction}" + (f" (run {rep + 1})" if rep else ""))
 
     for st in setups.values():
-        with _peer(env, lambda st=st: env.stack_peer(st.mode, st.params)) as sp:
+        with _peer(env, functools.partial(env.stack_peer, st.mode, st.params)) as sp:
             for setup, direction, proto, size in plan:
                 if setup != st.label:
                     continue
@@ -257,7 +258,7 @@ def run_throughput(env: BenchEnv, args: Any, progress: Progress) -> tuple[list[d
         )
 
     for mode in args.modes:
-        with _peer(env, lambda m=mode: env.stack_peer(m)) as sp:
+        with _peer(env, functools.partial(env.stack_peer, mode)) as sp:
             ev = peer_send(sp, TAP_KERNEL_IP)
             out.append(_bulk_summary(mode, "stack-send", n, expect, ev, "send"))
             progress(f"{mode} stack-send")
@@ -303,7 +304,7 @@ def _livelock_once(env: BenchEnv, args: Any, progress: Progress, out: list[dict]
     timeout = args.duration + SLACK
     work = int(getattr(args, "app_work_us", 0) or 0)
     for st in stack_setups(args):
-        with _peer(env, lambda st=st: env.stack_peer(st.mode, st.params)) as sp:
+        with _peer(env, functools.partial(env.stack_peer, st.mode, st.params)) as sp:
             sp.request({"cmd": "sink", "work_us": work}, timeout)
             # One datagram first so ARP is resolved before the clock starts.
             warm = env.kernel_job(

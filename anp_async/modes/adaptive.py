@@ -72,7 +72,7 @@ class AdaptiveMode(RxMode):
         # not lost. The selector is level-triggered, so the fd is still readable and the
         # loop calls _on_interrupt on its next pass (NAPI has the same window and closes
         # it by re-checking the ring after napi_complete; level triggering does it here).
-        self._loop.add_reader(self._fd, self._on_interrupt)  # type: ignore[union-attr]
+        self._loop.add_reader(self._fd, self._on_interrupt)
 
     def _on_interrupt(self) -> None:
         t0 = thread_time()
@@ -85,8 +85,8 @@ class AdaptiveMode(RxMode):
         if self.running:  # else deliver() switched modes and the fd is no longer ours
             if keep_polling:
                 # NAPI: mask the interrupt while polling.
-                self._loop.remove_reader(self._fd)  # type: ignore[union-attr]
-                self._handle = self._loop.call_soon(self._on_round)  # type: ignore[union-attr]
+                self._loop.remove_reader(self._fd)
+                self._handle = self._loop.call_soon(self._on_round)
             else:
                 # Drained in the first round: masking and unmasking at once would be two
                 # epoll_ctl calls that change nothing, so the interrupt simply stays armed.
@@ -100,7 +100,7 @@ class AdaptiveMode(RxMode):
         keep_polling = self._poll_round()
         if self.running:
             if keep_polling:
-                self._handle = self._loop.call_soon(self._on_round)  # type: ignore[union-attr]
+                self._handle = self._loop.call_soon(self._on_round)
             else:
                 self._arm()
         self.stats.cpu_seconds += thread_time() - t0
@@ -109,7 +109,7 @@ class AdaptiveMode(RxMode):
         """Read and deliver up to ``weight`` frames; True when polling should go on."""
         stats = self.stats
         stats.poll_rounds += 1
-        frames = self._nic.recv_batch(self.weight)  # type: ignore[union-attr]
+        frames = self._nic.recv_batch(self.weight)
         n = len(frames)
         if n:
             self._deliver(frames)

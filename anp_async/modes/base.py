@@ -70,9 +70,10 @@ class RxMode(ABC):
     def __init__(self) -> None:
         self.stats = ModeStats()
         self.running = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._nic: Nic | None = None
-        self._deliver_fn: Deliver | None = None
+        # Set by start() (_attach); nothing reads them before (stop() checks ``running``).
+        self._loop: asyncio.AbstractEventLoop
+        self._nic: Nic
+        self._deliver_fn: Deliver
 
     @abstractmethod
     def start(self, loop: asyncio.AbstractEventLoop, nic: Nic, deliver: Deliver) -> None: ...
@@ -105,7 +106,7 @@ class RxMode(ABC):
         stats.batches += 1
         stats.frames += len(frames)
         try:
-            self._deliver_fn(frames)  # type: ignore[misc]
+            self._deliver_fn(frames)
         except Exception:
             stats.deliver_errors += 1
             n = stats.deliver_errors

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import errno
 import os
+import sys
 from collections.abc import Callable
 from time import thread_time
 
@@ -76,7 +78,17 @@ def _load_libc_timerfd() -> tuple[Callable[..., int], Callable[..., int]] | None
         return None
 
 
-_LIBC_TIMERFD = None if hasattr(os, "timerfd_create") else _load_libc_timerfd()
+#: os.timerfd_* arrived in Python 3.13; before that, libc's through ctypes.
+_OS_TIMERFD = sys.version_info >= (3, 13)
+_LIBC_TIMERFD = None if _OS_TIMERFD else _load_libc_timerfd()
+
+
+def _libc_timerfd() -> tuple[Callable[..., int], Callable[..., int]]:
+    if _LIBC_TIMERFD is None:
+        raise OSError(errno.ENOSYS, "timerfd is not available")
+    return _LIBC_TIMERFD
+
+
 #: Set False to use loop.call_later instead of a timerfd (coarser, but portable).
 USE_TIMERFD = True
 
@@ -87,10 +99,10 @@ class _TimerFd:
     def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
         self._loop = loop
         self._callback = callback
-        if hasattr(os, "timerfd_create"):  # Python 3.13+
+        if sys.version_info >= (3, 13):
             self._fd = os.timerfd_create(os.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
         else:
-            fd = _LIBC_TIMERFD[0](_CLOCK_MONOTONIC, _TFD_NONBLOCK_CLOEXEC)  # type: ignore[index]
+            fd = _libc_timerfd()[0](_CLOCK_MONOTONIC, _TFD_NONBLOCK_CLOEXEC)
             if fd < 0:
                 err = ctypes.get_errno()
                 raise OSError(err, os.strerror(err))
@@ -100,12 +112,12 @@ class _TimerFd:
         loop.add_reader(self._fd, self._fired)
 
     def _settime(self, ns: int) -> None:
-        if hasattr(os, "timerfd_settime_ns"):
+        if sys.version_info >= (3, 13):
             os.timerfd_settime_ns(self._fd, initial=ns)
             return
         value = self._spec.it_value
         value.tv_sec, value.tv_nsec = divmod(ns, 1_000_000_000)
-        if _LIBC_TIMERFD[1](self._fd, 0, self._spec_ref, None) < 0:  # type: ignore[index]
+        if _libc_timerfd()[1](self._fd, 0, self._spec_ref, None) < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
 
@@ -133,7 +145,7 @@ class _TimerFd:
 def _make_timer(
     loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
 ) -> _TimerFd | _CallLaterTimer:
-    if USE_TIMERFD and (hasattr(os, "timerfd_create") or _LIBC_TIMERFD is not None):
+    if USE_TIMERFD and (_OS_TIMERFD or _LIBC_TIMERFD is not None):
         try:
             return _TimerFd(loop, callback)
         except OSError:
@@ -197,9 +209,10 @@ class CoalesceMode(RxMode):
         self.stats.cpu_seconds += thread_time() - t0
 
     def _flush(self) -> None:
-        if self._timer_armed:
+        timer = self._timer
+        if self._timer_armed and timer is not None:  # armed implies a timer
             self._timer_armed = False
-            self._timer.cancel()  # type: ignore[union-attr]
+            timer.cancel()
         batch = self._pending
         if batch:
             self._pending = []
@@ -211,7 +224,7 @@ class CoalesceMode(RxMode):
         stats.wakeups += 1
         stats.interrupts += 1
         pending = self._pending
-        frames = self._nic.recv_batch(self._limit - len(pending))  # type: ignore[union-attr]
+        frames = self._nic.recv_batch(self._limit - len(pending))
         if not frames:
             stats.empty_polls += 1
         else:

@@ -43,7 +43,7 @@ class InterruptMode(RxMode):
         stats = self.stats
         stats.wakeups += 1
         stats.interrupts += 1
-        frames = self._nic.recv_batch(1)  # type: ignore[union-attr]
+        frames = self._nic.recv_batch(1)
         if frames:
             self._deliver(frames)
         else:

@@ -51,12 +51,12 @@ class PollMode(RxMode):
         stats = self.stats
         stats.wakeups += 1
         stats.poll_rounds += 1
-        frames = self._nic.recv_batch(self.budget)  # type: ignore[union-attr]
+        frames = self._nic.recv_batch(self.budget)
         if frames:
             self._deliver(frames)
         else:
             stats.empty_polls += 1
         # deliver() may have stopped us (a mode switch from the application).
         if self.running:
-            self._handle = self._loop.call_soon(self._round)  # type: ignore[union-attr]
+            self._handle = self._loop.call_soon(self._round)
         stats.cpu_seconds += thread_time() - t0

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..counters import Counters
-from .base import Buffer, Nic, NicStats
+from .base import Buffer, Nic
 from .vnet import VNET_HDR_LEN as _VNET_HDR_LEN
 
 ETH_HEADER_LEN = 14
@@ -82,10 +82,9 @@ class FaultConfig:
 
 
 def _fault_counters() -> Counters:
-    return Counters.fromkeys(
+    return Counters.zeros(
         ("dropped", "duplicated", "corrupted", "reordered", "delayed", "rate_dropped",
-         "flap_dropped"),
-        0,
+         "flap_dropped")
     )  # fmt: skip
 
 
@@ -104,8 +103,10 @@ class FaultyNic(Nic):
         config: FaultConfig | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        # No super().__init__(): stats belong to the wrapped NIC.
+        # No super().__init__(): the wrapped NIC's stats object and MTU are this one's.
         self.inner = inner
+        self.stats = inner.stats
+        self.mtu = inner.mtu
         self.config = config or FaultConfig()
         self._loop = loop
         self._rng = random.Random(self.config.seed)
@@ -133,14 +134,6 @@ class FaultyNic(Nic):
         return f"FaultyNic({self.inner!r}, {self.config!r})"
 
     # -- delegation --------------------------------------------------------------------
-
-    @property
-    def stats(self) -> NicStats:  # type: ignore[override]
-        return self.inner.stats
-
-    @property
-    def mtu(self) -> int:  # type: ignore[override]
-        return self.inner.mtu
 
     @property
     def vnet_hdr(self) -> bool:

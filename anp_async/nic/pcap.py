@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from .base import Buffer, Nic, NicStats
+from .base import Buffer, Nic
 from .vnet import VNET_HDR_LEN
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
@@ -109,22 +109,16 @@ class PcapNic(Nic):
     def __init__(
         self, inner: Nic, path: str | os.PathLike[str], *, flush_interval: float = 0.1
     ) -> None:
-        # No super().__init__(): stats belong to the wrapped NIC.
+        # No super().__init__(): the wrapped NIC's stats object and MTU are this one's.
         self.inner = inner
+        self.stats = inner.stats
+        self.mtu = inner.mtu
         self.vnet_hdr = bool(getattr(inner, "vnet_hdr", False))
         self.writer = PcapWriter(path, flush_interval=flush_interval)
         self._flush_timer: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         return f"PcapNic({self.inner!r}, {self.writer.path!r})"
-
-    @property
-    def stats(self) -> NicStats:  # type: ignore[override]
-        return self.inner.stats
-
-    @property
-    def mtu(self) -> int:  # type: ignore[override]
-        return self.inner.mtu
 
     def fileno(self) -> int:
         return self.inner.fileno()

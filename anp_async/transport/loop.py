@@ -179,7 +179,14 @@ def _abort_parked(parked: _Parked) -> None:
 # -- the loop --------------------------------------------------------------------------
 
 
-class StackLoopMixin:
+if TYPE_CHECKING:
+    # Type-check the mixin as what it is mixed into: an asyncio event loop.
+    _LoopBase = asyncio.BaseEventLoop
+else:
+    _LoopBase = object
+
+
+class StackLoopMixin(_LoopBase):
     """The networking methods of an event loop, answered by a stack.
 
     Mixed in front of a concrete loop class (``asyncio.SelectorEventLoop``,
@@ -216,13 +223,13 @@ class StackLoopMixin:
         if fut is None:
             # A task of its own: a caller being cancelled must not cancel the bring-up
             # that other callers wait for.
-            fut = self._anp_starting = asyncio.ensure_future(self._anp_bring_up(), loop=self)  # type: ignore[arg-type]
+            fut = self._anp_starting = asyncio.ensure_future(self._anp_bring_up(), loop=self)
         return await asyncio.shield(fut)
 
     async def _anp_bring_up(self) -> Stack:
         try:
             with _plain_loops():
-                stack = await self._anp_provider.acquire(self)  # type: ignore[arg-type]
+                stack = await self._anp_provider.acquire(self)
         except BaseException:
             self._anp_starting = None
             raise
@@ -238,15 +245,15 @@ class StackLoopMixin:
             return
         # Let connections that still deliver data or a FIN finish (bounded), as the
         # kernel would after the process exits, before the stack goes away.
-        deadline = self.time() + DRAIN_SECONDS  # type: ignore[attr-defined]
-        while stack.tcp.busy() and self.time() < deadline:  # type: ignore[attr-defined]
+        deadline = self.time() + DRAIN_SECONDS
+        while stack.tcp.busy() and self.time() < deadline:
             await asyncio.sleep(0.01)
         for parked in list(self._anp_parked.values()):
             _abort_parked(parked)
         self._anp_parked.clear()
         try:
             with _plain_loops():
-                await self._anp_provider.release(self)  # type: ignore[arg-type]
+                await self._anp_provider.release(self)
         finally:
             self._anp_stack = None
             self._anp_starting = None
@@ -255,14 +262,14 @@ class StackLoopMixin:
         """Release the stack (running the loop briefly to do it), then close the loop."""
         if (
             (self._anp_stack is not None or self._anp_starting is not None)
-            and not self.is_running()  # type: ignore[attr-defined]
-            and not self.is_closed()  # type: ignore[attr-defined]
+            and not self.is_running()
+            and not self.is_closed()
         ):
             try:
-                self.run_until_complete(self._anp_release())  # type: ignore[attr-defined]
+                self.run_until_complete(self._anp_release())
             except Exception:
                 log.exception("anp: releasing the stack failed")
-        super().close()  # type: ignore[misc]
+        super().close()
 
     # ----------------------------------------------------------------- routing
 
@@ -337,6 +344,8 @@ class StackLoopMixin:
 
     # ------------------------------------------------------------------ TCP
 
+    # typeshed spells create_connection as two overloads (host/port or sock=), which one
+    # implementation taking both forms cannot restate: the stub's shape, not ours.
     async def create_connection(  # type: ignore[override]
         self,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
@@ -386,12 +395,12 @@ class StackLoopMixin:
                     ssl_shutdown_timeout,
                 )
             self._anp_no_sock(sock, "create_connection(sock=...)")
-            return await super().create_connection(protocol_factory, **kernel_kw)  # type: ignore[misc]
+            return await super().create_connection(protocol_factory, **kernel_kw)
         if host is None or port is None:
             raise ValueError("host and port was not specified and no sock specified")
         where, ip = self._anp_route(host, passive=False, what="connection")
         if where == KERNEL:
-            return await super().create_connection(protocol_factory, host, port, **kernel_kw)  # type: ignore[misc]
+            return await super().create_connection(protocol_factory, host, port, **kernel_kw)
         stack = await self._anp_get_stack()
         if ssl and server_hostname is None:
             server_hostname = _host_str(host)
@@ -440,7 +449,7 @@ class StackLoopMixin:
             from .tls import wrap_client
 
             return await wrap_client(
-                self,  # type: ignore[arg-type]
+                self,
                 tr,
                 protocol,
                 ssl,
@@ -457,7 +466,7 @@ class StackLoopMixin:
         tr.resume_reading()
         return tr, protocol
 
-    async def create_server(  # type: ignore[override]
+    async def create_server(
         self,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
         host: Any = None,
@@ -495,12 +504,12 @@ class StackLoopMixin:
             raise ValueError("ssl_handshake_timeout / ssl_shutdown_timeout need ssl")
         if sock is not None:
             self._anp_no_sock(sock, "create_server(sock=...)")
-            return await super().create_server(protocol_factory, **kernel_kw)  # type: ignore[misc]
+            return await super().create_server(protocol_factory, **kernel_kw)
         hosts = list(host) if isinstance(host, (list, tuple, set)) else [host]
         routes = {self._anp_route(h, passive=True, what="server") for h in hosts or [None]}
         wheres = {w for w, _ in routes}
         if wheres == {KERNEL}:
-            return await super().create_server(protocol_factory, host, port, **kernel_kw)  # type: ignore[misc]
+            return await super().create_server(protocol_factory, host, port, **kernel_kw)
         if KERNEL in wheres:
             raise ValueError(
                 "anp: one server on both loopback (kernel) and stack addresses is not "
@@ -520,7 +529,7 @@ class StackLoopMixin:
             start_serving=start_serving,
         )
 
-    async def start_tls(  # type: ignore[override]
+    async def start_tls(
         self,
         transport: Any,
         protocol: asyncio.BaseProtocol,
@@ -538,7 +547,7 @@ class StackLoopMixin:
             from .tls import start_tls
 
             return await start_tls(
-                self,  # type: ignore[arg-type]
+                self,
                 transport,
                 protocol,
                 sslcontext,
@@ -547,7 +556,7 @@ class StackLoopMixin:
                 ssl_handshake_timeout=ssl_handshake_timeout,
                 ssl_shutdown_timeout=ssl_shutdown_timeout,
             )
-        return await super().start_tls(  # type: ignore[misc]
+        return await super().start_tls(
             transport,
             protocol,
             sslcontext,
@@ -557,7 +566,7 @@ class StackLoopMixin:
             ssl_shutdown_timeout=ssl_shutdown_timeout,
         )
 
-    async def sendfile(  # type: ignore[override]
+    async def sendfile(
         self,
         transport: Any,
         file: Any,
@@ -568,19 +577,22 @@ class StackLoopMixin:
     ) -> int:
         """Stack transports have no kernel socket to sendfile(2) on: read and write."""
         if getattr(transport, "_sendfile_compatible", None) is not None:
-            return await super().sendfile(transport, file, offset, count, fallback=fallback)  # type: ignore[misc]
+            return await super().sendfile(transport, file, offset, count, fallback=fallback)
         if not fallback:
             raise asyncio.SendfileNotAvailableError(
                 "anp: stack transports have no kernel socket for os.sendfile()"
             )
         # asyncio's own fallback only needs run_in_executor, write and the protocol's
         # flow control, which stack transports (and TLS over them) all have.
+        # (_sendfile_fallback is private to asyncio, so absent from the stubs.)
         return await asyncio.base_events.BaseEventLoop._sendfile_fallback(  # type: ignore[attr-defined]
             self, transport, file, offset, count
         )
 
     # ------------------------------------------------------------------ UDP
 
+    # typeshed's signature (a generic protocol type, the keywords of one Python version)
+    # cannot be restated by this one, which takes what asyncio takes at run time.
     async def create_datagram_endpoint(  # type: ignore[override]
         self,
         protocol_factory: Callable[[], asyncio.BaseProtocol],
@@ -597,9 +609,9 @@ class StackLoopMixin:
         kernel_kw = dict(family=family, proto=proto, flags=flags, sock=sock, **kw)
         if sock is not None:
             self._anp_no_sock(sock, "create_datagram_endpoint(sock=...)")
-            return await super().create_datagram_endpoint(protocol_factory, **kernel_kw)  # type: ignore[misc]
+            return await super().create_datagram_endpoint(protocol_factory, **kernel_kw)
         if family not in (0, socket.AF_INET, socket.AF_INET6) or isinstance(local_addr, str):
-            return await super().create_datagram_endpoint(  # type: ignore[misc]
+            return await super().create_datagram_endpoint(
                 protocol_factory, local_addr, remote_addr, **kernel_kw
             )
         routes = []
@@ -609,7 +621,7 @@ class StackLoopMixin:
             routes.append(self._anp_route(remote_addr[0], passive=False, what="UDP endpoint"))
         wheres = {w for w, _ in routes}
         if wheres == {KERNEL}:
-            return await super().create_datagram_endpoint(  # type: ignore[misc]
+            return await super().create_datagram_endpoint(
                 protocol_factory, local_addr, remote_addr, **kernel_kw
             )
         if KERNEL in wheres:
@@ -632,7 +644,7 @@ class StackLoopMixin:
 
     # -------------------------------------------------------------- names
 
-    async def getaddrinfo(  # type: ignore[override]
+    async def getaddrinfo(
         self,
         host: Any,
         port: Any,
@@ -677,7 +689,7 @@ class StackLoopMixin:
             raise socket.gaierror(socket.EAI_SOCKTYPE, "anp: unsupported socket type")
         return out
 
-    async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> tuple[str, str]:  # type: ignore[override]
+    async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> tuple[str, str]:
         """Numeric answers, or /etc/hosts names; no DNS."""
         host, port = sockaddr[0], int(sockaddr[1])
         try:
@@ -701,14 +713,14 @@ class StackLoopMixin:
 
     # ------------------------------------------------------ kernel sockets
 
-    async def sock_connect(self, sock: Any, address: Any) -> None:  # type: ignore[override]
+    async def sock_connect(self, sock: Any, address: Any) -> None:
         """To a stack address: open the connection on the stack and park it for
         ``create_connection(sock=sock)``; to loopback or a Unix path: the kernel."""
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return await super().sock_connect(sock, address)  # type: ignore[misc]
+            return await super().sock_connect(sock, address)
         where, ip = self._anp_route(address[0], passive=False, what="connection")
         if where == KERNEL:
-            return await super().sock_connect(sock, address)  # type: ignore[misc]
+            return await super().sock_connect(sock, address)
         if sock.family != socket.AF_INET or sock.type != socket.SOCK_STREAM:
             raise NotImplementedError(
                 "anp: loop.sock_connect() to the stack's network works for TCP sockets "
@@ -735,43 +747,43 @@ class StackLoopMixin:
         # leave its stack connection open; adoption detaches this.
         parked.finalizer = weakref.finalize(sock, _abort_parked, parked)
 
-    async def sock_recv(self, sock: Any, nbytes: int) -> bytes:  # type: ignore[override]
+    async def sock_recv(self, sock: Any, nbytes: int) -> bytes:
         self._anp_no_sock(sock, "sock_recv()")
-        return await super().sock_recv(sock, nbytes)  # type: ignore[misc]
+        return await super().sock_recv(sock, nbytes)
 
-    async def sock_recv_into(self, sock: Any, buf: Any) -> int:  # type: ignore[override]
+    async def sock_recv_into(self, sock: Any, buf: Any) -> int:
         self._anp_no_sock(sock, "sock_recv_into()")
-        return await super().sock_recv_into(sock, buf)  # type: ignore[misc]
+        return await super().sock_recv_into(sock, buf)
 
-    async def sock_recvfrom(self, sock: Any, bufsize: int) -> Any:  # type: ignore[override]
+    async def sock_recvfrom(self, sock: Any, bufsize: int) -> Any:
         self._anp_no_sock(sock, "sock_recvfrom()")
-        return await super().sock_recvfrom(sock, bufsize)  # type: ignore[misc]
+        return await super().sock_recvfrom(sock, bufsize)
 
-    async def sock_recvfrom_into(self, sock: Any, buf: Any, nbytes: int = 0) -> Any:  # type: ignore[override]
+    async def sock_recvfrom_into(self, sock: Any, buf: Any, nbytes: int = 0) -> Any:
         self._anp_no_sock(sock, "sock_recvfrom_into()")
-        return await super().sock_recvfrom_into(sock, buf, nbytes)  # type: ignore[misc]
+        return await super().sock_recvfrom_into(sock, buf, nbytes)
 
-    async def sock_sendall(self, sock: Any, data: Any) -> None:  # type: ignore[override]
+    async def sock_sendall(self, sock: Any, data: Any) -> None:
         self._anp_no_sock(sock, "sock_sendall()")
-        return await super().sock_sendall(sock, data)  # type: ignore[misc]
+        return await super().sock_sendall(sock, data)
 
-    async def sock_sendto(self, sock: Any, data: Any, address: Any) -> int:  # type: ignore[override]
+    async def sock_sendto(self, sock: Any, data: Any, address: Any) -> int:
         self._anp_no_sock(sock, "sock_sendto()", dest=address)
-        return await super().sock_sendto(sock, data, address)  # type: ignore[misc]
+        return await super().sock_sendto(sock, data, address)
 
-    async def sock_accept(self, sock: Any) -> Any:  # type: ignore[override]
+    async def sock_accept(self, sock: Any) -> Any:
         self._anp_no_sock(sock, "sock_accept()")
-        return await super().sock_accept(sock)  # type: ignore[misc]
+        return await super().sock_accept(sock)
 
-    async def sock_sendfile(self, sock: Any, file: Any, *args: Any, **kw: Any) -> int:  # type: ignore[override]
+    async def sock_sendfile(self, sock: Any, file: Any, *args: Any, **kw: Any) -> int:
         self._anp_no_sock(sock, "sock_sendfile()")
-        return await super().sock_sendfile(sock, file, *args, **kw)  # type: ignore[misc]
+        return await super().sock_sendfile(sock, file, *args, **kw)
 
-    async def connect_accepted_socket(  # type: ignore[override]
+    async def connect_accepted_socket(
         self, protocol_factory: Callable[[], asyncio.BaseProtocol], sock: Any, **kw: Any
     ) -> Any:
         self._anp_no_sock(sock, "connect_accepted_socket()")
-        return await super().connect_accepted_socket(protocol_factory, sock, **kw)  # type: ignore[misc]
+        return await super().connect_accepted_socket(protocol_factory, sock, **kw)
 
 
 class StackSelectorEventLoop(StackLoopMixin, asyncio.SelectorEventLoop):
@@ -792,6 +804,7 @@ def stack_uvloop_class() -> type:
     if _uvloop_class is None:
         import uvloop
 
+        # uvloop's stubs disagree with asyncio's on a dozen loop methods.
         class StackUVLoop(StackLoopMixin, uvloop.Loop):  # type: ignore[misc]
             """uvloop with its networking on a stack."""
 
@@ -810,7 +823,7 @@ def new_stack_loop(
 ) -> asyncio.AbstractEventLoop:
     """A new stack loop of ``kind`` (``asyncio`` or ``uvloop``)."""
     if kind == "uvloop":
-        return stack_uvloop_class()(provider, host_map)  # type: ignore[no-any-return]
+        return stack_uvloop_class()(provider, host_map)
     if kind != "asyncio":
         raise ValueError(f"unknown loop kind {kind!r} (asyncio or uvloop)")
     return StackSelectorEventLoop(provider, host_map)
@@ -843,7 +856,7 @@ class StackEventLoopPolicy(asyncio.DefaultEventLoopPolicy):
         """Close loops the program left open that still hold a stack (releases it)."""
         for loop in list(self.loops):
             if isinstance(loop, StackLoopMixin) and loop.anp_stack is not None:
-                if not loop.is_closed() and not loop.is_running():  # type: ignore[attr-defined]
+                if not loop.is_closed() and not loop.is_running():
                     loop.close()
 
 

@@ -227,7 +227,7 @@ class TcpLayer:
         tcp_config: TcpConfig | None = None,
         sock: Any = None,
         **_: Any,
-    ) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
         if sock is not None:
             raise ValueError("sock= is not supported on the stack (there is no kernel socket)")
         if host is None or port is None:

@@ -67,11 +67,11 @@ async def wrap_client(
     ssl_protocol = sslproto.SSLProtocol(
         loop,
         protocol,
-        _context(ssl),
+        _context(ssl),  # type: ignore[arg-type]  # stub: None is allowed (default context)
         waiter,
         server_side=False,
         server_hostname=server_hostname,
-        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]  # stub: int
         ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
     _attach(transport, ssl_protocol)
@@ -110,7 +110,7 @@ def wrap_server(
         ssl,
         waiter,
         server_side=True,
-        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]  # stub: int
         ssl_shutdown_timeout=ssl_shutdown_timeout,
     )
     _attach(transport, ssl_protocol)
@@ -145,7 +145,7 @@ async def start_tls(
         waiter,
         server_side,
         server_hostname,
-        ssl_handshake_timeout=ssl_handshake_timeout,
+        ssl_handshake_timeout=ssl_handshake_timeout,  # type: ignore[arg-type]  # stub: int
         ssl_shutdown_timeout=ssl_shutdown_timeout,
         call_connection_made=False,
     )

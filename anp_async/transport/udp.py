@@ -14,7 +14,7 @@ import errno
 import os
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..counters import Counters
 from ..proto import icmp
@@ -182,7 +182,8 @@ class DatagramTransport(asyncio.DatagramTransport):
         return self._closing
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol  # type: ignore[assignment]
+        # asyncio's signature says BaseProtocol; a datagram transport's is a DatagramProtocol.
+        self._protocol = cast(asyncio.DatagramProtocol, protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol

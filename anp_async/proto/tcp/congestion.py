@@ -289,12 +289,14 @@ class Cubic(CongestionControl):
     def _congestion_avoidance(self, acked_bytes: int, now: float, rtt: float | None) -> None:
         if rtt is not None and math.isfinite(rtt) and rtt >= 0.0:
             self._rtt = rtt
-        if self.epoch_start is None:
+        epoch_start = self.epoch_start
+        if epoch_start is None:
             self._start_epoch(now)
+            epoch_start = now
         mss = self.mss
         cwnd = (self.cwnd + self._frac) / mss
         segments_acked = acked_bytes / mss
-        t = max(0.0, now - self.epoch_start)  # type: ignore[operator]
+        t = max(0.0, now - epoch_start)
 
         # RFC 9438 (4.3) Figure 4: W_est += alpha * segments_acked / cwnd; alpha becomes 1
         # once W_est has reached the cwnd at the last reduction.

@@ -28,6 +28,7 @@ from .events import Closed, CloseReason, Connected, DataReceived, EofReceived, S
 from .reassembly import Reassembler
 from .recovery import LossRecovery
 from .rtt import RttEstimator
+from .sack import SackScoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 from .sendbuf import SendBuffer
 
@@ -52,6 +53,12 @@ MAX_DUPACK_BURST = 8
 
 class TcpState(enum.Enum):
     """RFC 9293 (3.3.2) connection states."""
+
+    # Per-state properties, set below (not members: annotations only).
+    sends: bool
+    receives: bool
+    can_queue: bool
+    abort_rst: bool
 
     CLOSED = "CLOSED"
     LISTEN = "LISTEN"
@@ -267,7 +274,7 @@ class TcpConnection:
         self.remote_ip = remote_ip
         self.remote_port = rport
         self.state = CLOSED
-        self.counters = Counters.fromkeys(_COUNTER_NAMES, 0)
+        self.counters = Counters.zeros(_COUNTER_NAMES)
         self.rtt = RttEstimator(cfg.rto_initial, cfg.rto_min, cfg.rto_max)
         self.cc: CongestionControl | None = None
 
@@ -1414,7 +1421,7 @@ class TcpConnection:
             self._arm_rtx(now)
 
     def _data_options(self, now: float) -> TcpOptions | None:
-        sack = ()
+        sack: tuple[tuple[int, int], ...] = ()
         if self.sack_ok and self._ooo:
             # RFC 2018 (3): up to 4 blocks, 3 when timestamps also take option space.
             irs = self.irs
@@ -1577,8 +1584,8 @@ class TcpConnection:
         # TSO: a segment may carry several MSS of new data; the NIC cuts it at ``mss``.
         tso = self.cfg.tso_max
         seg_max = tso - tso % mss if tso > mss else mss
-        sb = self.recovery.sb
-        if not (sb.blocks and nxt < snd_max):
+        sb: SackScoreboard | None = self.recovery.sb
+        if not (self.recovery.sb.blocks and nxt < snd_max):
             sb = None
         while True:
             if nxt >= data_end:

@@ -23,7 +23,6 @@ and ``conn``; the host makes them with the ``new_entry`` factory it is given.
 from __future__ import annotations
 
 import errno
-import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,8 +48,15 @@ _DEST_UNREACH = 3
 _HARD_ERRORS = (2, 3)  # protocol unreachable, port unreachable
 
 
+# os.strerror's words for the two errors the host raises (proto/ does not import os).
+_STRERROR = {
+    errno.EADDRINUSE: "Address already in use",
+    errno.EADDRNOTAVAIL: "Cannot assign requested address",
+}
+
+
 def _oserror(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
+    return OSError(code, _STRERROR[code])
 
 
 class Entry(Protocol):
@@ -188,8 +194,8 @@ class TcpHost(Generic[E]):
             return None
         if flags & ACK:
             if not flags & SYN:
-                opened = self._cookie_ack(listener, src, seg, now)
-                if opened is not False:
+                took, opened = self._cookie_ack(listener, src, seg, now)
+                if took:
                     return opened
             self.counters["listen_ack_reset"] += 1
             self._reset(src, seg)
@@ -254,17 +260,17 @@ class TcpHost(Generic[E]):
 
     def _cookie_ack(
         self, listener: Listener, src: bytes, seg: TcpSegment, now: float
-    ) -> E | None | bool:
+    ) -> tuple[bool, E | None]:
         """An ACK to a listener: if it returns a valid cookie, open the connection.
 
-        Returns the new entry, None when the cookie was good but the table is full, and
-        False when it was no cookie of ours (the ACK then gets a RST).
+        Returns (True, the new entry), (True, None) when the cookie was good but the table
+        is full, and (False, None) when it was no cookie of ours (the ACK then gets a RST).
         """
         sent = listener.cookie_sent_at
         # Like Linux: cookies are checked only while this listener recently sent some, so
         # stray ACKs cannot open connections the rest of the time.
         if not self.config.syncookies or sent is None or now - sent > SLOT * MAX_AGE_SLOTS:
-            return False
+            return False, None
         lip = self.local_ip
         iss = (seg.ack - 1) & MASK
         mss = self.cookies.check(
@@ -272,10 +278,10 @@ class TcpHost(Generic[E]):
         )
         if mss is None:
             self.counters["syncookies_failed"] += 1
-            return False
+            return False, None
         if len(self.conns) >= self.max_connections:
             self.counters["listen_overflow"] += 1
-            return None
+            return True, None
         wscale: int | None = None
         sack = False
         o = seg.options
@@ -290,7 +296,7 @@ class TcpHost(Generic[E]):
         )  # fmt: skip
         self.counters["syncookies_ok"] += 1
         self.counters["passive_opens"] += 1
-        return self._open_for(listener, (src, seg.src_port, seg.dst_port), conn)
+        return True, self._open_for(listener, (src, seg.src_port, seg.dst_port), conn)
 
     def _reset(self, dst: bytes, seg: TcpSegment) -> None:
         rst = rst_reply(seg)

@@ -8,6 +8,7 @@ the advertised receive window), by bytes.
 
 from __future__ import annotations
 
+import builtins  # the class has a property named bytes
 from bisect import bisect_left
 
 __all__ = ["Reassembler"]
@@ -39,7 +40,9 @@ class Reassembler:
         """Bytes currently held."""
         return self._bytes
 
-    def add(self, start: int, data: bytes | memoryview, rcv_nxt: int, limit: int) -> bool:
+    def add(
+        self, start: int, data: builtins.bytes | memoryview, rcv_nxt: int, limit: int
+    ) -> bool:
         """Store the new parts of ``data`` (at ``start``) that lie in [rcv_nxt, limit).
 
         Returns True if any byte was new. Parts already held are not stored twice.
@@ -96,7 +99,7 @@ class Reassembler:
             if b > s:
                 items[k] = (a, b, d, stamp)
 
-    def pop_ready(self, rcv_nxt: int) -> list[bytes | memoryview]:
+    def pop_ready(self, rcv_nxt: int) -> list[builtins.bytes | memoryview]:
         """Remove and return the data that continues the stream at ``rcv_nxt`` (in order)."""
         out: list[bytes | memoryview] = []
         items = self.items

@@ -38,7 +38,7 @@ class SendBuffer:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._chunks: list[bytes | bytearray | memoryview | None] = []
+        self._chunks: list[bytes | bytearray | memoryview] = []
         self._starts: list[int] = []  # absolute stream offset of each chunk's first byte
         self._first = 0  # index of the first live chunk
         self._acked = 0  # absolute stream offset of the first unacknowledged byte
@@ -75,9 +75,9 @@ class SendBuffer:
         else:
             piece = data if k == len(data) else memoryview(data)[:k]
             tail = self._chunks[-1] if self._tail_open else None
-            if tail is not None and len(tail) + k <= _TAIL_MAX:
+            if isinstance(tail, bytearray) and len(tail) + k <= _TAIL_MAX:
                 try:
-                    tail.extend(piece)  # type: ignore[union-attr]
+                    tail.extend(piece)
                 except BufferError:
                     # A segment still holds a view of the tail: leave it alone.
                     self._new_chunk(bytearray(piece))
@@ -108,8 +108,8 @@ class SendBuffer:
         c = self._chunks[i]
         start = self._starts[i]
         o = a - start
-        if o + length <= len(c):  # type: ignore[arg-type]
-            mv = memoryview(c)  # type: ignore[arg-type]
+        if o + length <= len(c):
+            mv = memoryview(c)
             if not (self._tail_open and i == len(self._chunks) - 1):
                 self._c_start = start
                 self._c_end = start + len(mv)
@@ -119,7 +119,7 @@ class SendBuffer:
         need = length
         while need > 0:
             c = self._chunks[i]
-            mv = memoryview(c)[o : o + need]  # type: ignore[arg-type]
+            mv = memoryview(c)[o : o + need]
             parts.append(mv)
             need -= len(mv)
             i += 1
@@ -136,8 +136,8 @@ class SendBuffer:
         last = len(chunks) - 1
         first = self._first
         acked = self._acked
-        while first <= last and starts[first] + len(chunks[first]) <= acked:  # type: ignore[arg-type]
-            chunks[first] = None
+        while first <= last and starts[first] + len(chunks[first]) <= acked:
+            chunks[first] = b""  # freed (the list is compacted below)
             first += 1
         if first > last:
             chunks.clear()
