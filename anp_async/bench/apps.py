@@ -128,6 +128,8 @@ class UdpSink(asyncio.DatagramProtocol):
         self.dropped = 0
         self.consumed = 0
         self.bad = 0
+        #: The consuming task, once started (kept referenced so it is not collected).
+        self.task: asyncio.Task[None] | None = None
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         self.received += 1
@@ -174,7 +176,7 @@ async def start_servers(net: Any, host: str) -> tuple[list[Any], UdpSink]:
     tr, _ = await net.create_datagram_endpoint(UdpEcho, local_addr=(host, 7))
     sink = UdpSink()
     tr2, _ = await net.create_datagram_endpoint(lambda: sink, local_addr=(host, 9))
-    sink.task = loop.create_task(sink.consume())  # type: ignore[attr-defined]
+    sink.task = loop.create_task(sink.consume())
     return servers + [tr, tr2], sink
 
 
