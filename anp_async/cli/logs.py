@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 FORMAT = "%(relativeCreated)9.1f %(levelname).1s %(name)s: %(message)s"
@@ -24,7 +25,7 @@ def add_log_options(parser: argparse.ArgumentParser, top: bool = False) -> None:
     Only the top-level parser sets defaults, so ``anp -v up`` and ``anp up -v`` (and
     ``anp bench latency -v``) all work.
     """
-    kw: dict[str, object] = {} if top else {"default": argparse.SUPPRESS}
+    kw: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     g = parser.add_argument_group("logging")
     g.add_argument(
         "-v", "--verbose", action="count", help="more log output on stderr (-v info, -vv debug)",

@@ -125,7 +125,7 @@ def parse_filter(words: Iterable[str]) -> Pred:
         if t in ("and", "&&"):
             continue
         if t in ("tcp", "udp"):
-            preds.append(lambda r, p=t: r["proto"] == p)
+            preds.append(_field_in("proto", frozenset({t})))
         elif t in ("state", "exclude"):
             if i >= len(toks):
                 raise FilterError(f"'{t}' needs a state name")
@@ -140,7 +140,7 @@ def parse_filter(words: Iterable[str]) -> Pred:
             else:
                 raise FilterError(f"unknown state {name!r} (e.g. established, time-wait)")
             if t == "exclude":
-                preds.append(lambda r, g=frozenset(group): r["state"] not in g)
+                preds.append(_negate(_field_in("state", frozenset(group))))
             else:
                 states = (states or set()) | group
         elif t in ("sport", "dport"):
@@ -150,22 +150,36 @@ def parse_filter(words: Iterable[str]) -> Pred:
                 i += 1
             if i >= len(toks):
                 raise FilterError(f"'{t}' needs a port, e.g. {t} = :80")
-            port = _port(toks[i])
+            number = _port(toks[i])
             i += 1
-            side = "local" if t == "sport" else "remote"
-            preds.append(lambda r, s=side, f=_OPS[op], p=port: f(_split(r[s])[1], p))
+            preds.append(_port_cmp("local" if t == "sport" else "remote", _OPS[op], number))
         elif t in ("src", "dst"):
             if i >= len(toks):
                 raise FilterError(f"'{t}' needs an address, e.g. {t} 10.0.0.1")
             host, _, port = toks[i].partition(":")
             i += 1
-            side = "local" if t == "src" else "remote"
-            preds.append(lambda r, s=side, h=host, p=port: _addr_match(r[s], h, p))
+            preds.append(_addr_is("local" if t == "src" else "remote", host, port))
         else:
             raise FilterError(f"cannot read {toks[i - 1]!r} in the filter")
     if states is not None and not any_state:
-        preds.append(lambda r, s=frozenset(states): r["state"] in s)
+        preds.append(_field_in("state", frozenset(states)))
     return lambda r: all(p(r) for p in preds)
+
+
+def _field_in(key: str, values: frozenset[str]) -> Pred:
+    return lambda r: r[key] in values
+
+
+def _negate(p: Pred) -> Pred:
+    return lambda r: not p(r)
+
+
+def _port_cmp(side: str, op: Callable[[int, int], bool], port: int) -> Pred:
+    return lambda r: op(_split(r[side])[1], port)
+
+
+def _addr_is(side: str, host: str, port: str) -> Pred:
+    return lambda r: _addr_match(r[side], host, port)
 
 
 def _tokens(word: str) -> list[str]:
@@ -245,12 +259,12 @@ COLUMNS = (
 def format_rows(rows: list[Row], info: bool = False, width: int = 100) -> str:
     """The rows as ``ss`` prints them; ``info`` adds the indented ``-i`` line, folded to
     ``width`` columns."""
-    table = [[h for h, _ in COLUMNS]]
+    table: list[list[str]] = [[h for h, _ in COLUMNS]]
     for r in rows:
-        cells = []
+        cells: list[str] = []
         for _, key in COLUMNS:
-            v = r.get(key, "")
-            cells.append(SHORT_STATE.get(v, v) if key == "state" else str(v))
+            v = str(r.get(key, ""))
+            cells.append(SHORT_STATE.get(v, v) if key == "state" else v)
         table.append(cells)
     widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
     right = {2, 3}

@@ -170,34 +170,59 @@ def parse_filter(expr: str | None) -> Pred:
         if t in ("and", "&&"):
             continue
         neg = False
+        p: Pred
         if t in ("not", "!"):
             if i >= len(toks):
                 raise TraceFilterError("'not' needs a term")
             neg, t = True, toks[i].lower()
             i += 1
         if t in ("arp", "ip", "icmp", "udp", "tcp", "eth"):
-            p: Pred = lambda f, t=t: t in f.protos  # noqa: E731
+            p = _has_proto(t)
         elif t == "drop":
-            p = lambda f: f.drop  # noqa: E731
+            p = _is_drop
         elif t in ("rx", "tx"):
-            p = lambda f, t=t: f.direction == t  # noqa: E731
+            p = _direction(t)
         elif t in ("host", "port"):
             if i >= len(toks):
                 raise TraceFilterError(f"'{t}' needs a value")
             v = toks[i]
             i += 1
             if t == "host":
-                p = lambda f, v=v: v in f.hosts  # noqa: E731
+                p = _has_host(v)
             else:
                 if not v.isdigit():
                     raise TraceFilterError(f"port {v!r} is not a number")
-                p = lambda f, n=int(v): n in f.ports  # noqa: E731
+                p = _has_port(int(v))
         else:
             raise TraceFilterError(f"cannot read {t!r} (arp ip icmp udp tcp host port drop rx tx)")
-        alts[-1].append((lambda f, p=p: not p(f)) if neg else p)
+        alts[-1].append(_not(p) if neg else p)
     if any(not a for a in alts):
         raise TraceFilterError("empty alternative around 'or'")
     return lambda f: any(all(p(f) for p in a) for a in alts)
+
+
+def _has_proto(name: str) -> Pred:
+    return lambda f: name in f.protos
+
+
+def _is_drop(f: FrameInfo) -> bool:
+    return f.drop
+
+
+def _direction(d: str) -> Pred:
+    return lambda f: f.direction == d
+
+
+def _has_host(host: str) -> Pred:
+    return lambda f: host in f.hosts
+
+
+def _has_port(port: int) -> Pred:
+    return lambda f: port in f.ports
+
+
+def _not(p: Pred) -> Pred:
+    return lambda f: not p(f)
 
 
 # ---------------------------------------------------------------------------- records
