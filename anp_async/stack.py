@@ -243,16 +243,25 @@ class Stack:
     def mode_params(self) -> dict[str, int]:
         return self._mode.params() if self._mode else dict(self.config.mode_params)
 
-    def set_mode(self, name: str, **params: int) -> None:
-        """Switch the receive mode while running; frames already read are delivered first."""
-        new = make_mode(name, **params)  # validate before stopping the old one
+    def set_mode(self, name: str | RxMode, **params: int) -> None:
+        """Switch the receive mode while running; frames already read are delivered first.
+
+        ``name`` is one of ``modes.MODES`` with its parameters, or a mode object -- an
+        :class:`~anp_async.modes.RxMode` subclass of your own (examples/custom_mode.py).
+        """
+        if isinstance(name, RxMode):
+            if params:
+                raise ValueError("a mode object takes its parameters in its constructor")
+            new = name
+        else:
+            new = make_mode(name, **params)  # validate before stopping the old one
         assert self.loop is not None, "set_mode() needs a started stack"
         if self._mode is not None:
             self._mode.stop()
             self._retired_mode_stats(self._mode)
         self._mode = new
-        self.config.mode = name
-        self.config.mode_params = dict(params)
+        self.config.mode = new.name
+        self.config.mode_params = new.params() if isinstance(name, RxMode) else dict(params)
         new.start(self.loop, self.nic, self._rx_batch)
 
     def _retired_mode_stats(self, mode: RxMode) -> None:

@@ -20,6 +20,10 @@ EXPECT = {
     "datagram.py": ["sent 8000 bytes, got 8000 back", "ConnectionRefusedError", "reassembled 1"],
     "mode_switch.py": ["0% packet loss", "interrupt ", "adaptive(weight=64)"],
     "tls_client.py": ["TLS: TLSv1.3", "HTTPS reply: 'HTTP/1.0 200 ok'"],
+    "custom_mode.py": [
+        "custom mode tick (2 ms)  ping: 10 of 10 answered",
+        "stack reports mode tick",
+    ],
 }
 
 
