@@ -23,6 +23,7 @@ busy-poll window reads ``time.monotonic()``: neither is deterministic here.
 from __future__ import annotations
 
 import asyncio
+import collections
 import select
 import selectors
 from collections.abc import Callable
@@ -100,6 +101,10 @@ class SimEventLoop(asyncio.SelectorEventLoop):
     invariants there); ``max_steps`` bounds the iterations (a livelock raises SimStalled).
     """
 
+    # BaseEventLoop's private state the clock reads (not in the type stubs).
+    _scheduled: list[asyncio.TimerHandle]
+    _ready: collections.deque[asyncio.Handle]
+
     def __init__(self, start: float = 0.0, max_steps: int = 10_000_000) -> None:
         self._now = float(start)
         self._watched: list[int] = []
@@ -124,7 +129,7 @@ class SimEventLoop(asyncio.SelectorEventLoop):
 
     def _next_timer(self) -> float | None:
         # A heap whose cancelled entries are removed lazily: take the earliest live one.
-        return min((h._when for h in self._scheduled if not h._cancelled), default=None)
+        return min((h.when() for h in self._scheduled if not h.cancelled()), default=None)
 
     def _advance(self, timeout: float | None) -> None:
         """Nothing to do until the next timer: move the clock there (never backwards)."""
@@ -147,9 +152,9 @@ class SimEventLoop(asyncio.SelectorEventLoop):
         if not ready:
             return False
         for handle in ready:
-            if handle._cancelled:
+            if handle.cancelled():
                 continue
-            fn = getattr(handle._callback, "__func__", None)
+            fn = getattr(getattr(handle, "_callback", None), "__func__", None)
             if fn not in _IDLE_POLLS:
                 return False
         if self._watched:
@@ -158,8 +163,8 @@ class SimEventLoop(asyncio.SelectorEventLoop):
                 return False
         return True
 
-    def _run_once(self) -> None:  # type: ignore[override]
-        super()._run_once()  # type: ignore[misc]
+    def _run_once(self) -> None:
+        super()._run_once()  # type: ignore[misc]  # private, not in the stubs
         self.steps += 1
         if self.steps > self.max_steps:
             raise SimStalled(f"simulation exceeded {self.max_steps} loop steps (livelock?)")

@@ -82,6 +82,7 @@ async def connect(
             return await ctx.step(what, client.stack.open_connection(server.ip, port, **kw))
         except TimeoutError:
             ctx.log(f"{what}: timed out (attempt {attempt})")
+    assert client.stack is not None
     return await ctx.step(what, client.stack.open_connection(server.ip, port, **kw))
 
 
@@ -217,7 +218,9 @@ async def simultaneous(ctx: Ctx) -> None:
     up, down = ctx.rng.randbytes(ctx.size(0, 50_000)), ctx.rng.randbytes(ctx.size(0, 50_000))
     ctx.log(f"simultaneous open: {len(up)} bytes a->b, {len(down)} b->a")
 
-    async def side(me: Host, peer: Host, lport: int, rport: int, data: bytes, want: bytes) -> None:
+    async def side(
+        me: Host, peer: Host, lport: int, rport: int, data: bytes, want: bytes
+    ) -> asyncio.StreamWriter:
         assert me.stack is not None
         reader, writer = await connect(
             ctx, me, peer, rport, f"{me.name} simultaneous connect", local_addr=(me.ip, lport)

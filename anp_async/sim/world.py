@@ -47,7 +47,7 @@ class Port(Nic):
         self.discarded = 0  # frames read and thrown away while dead
 
     @property
-    def stats(self) -> NicStats:  # type: ignore[override]
+    def stats(self) -> NicStats:
         return self.wire.stats
 
     @stats.setter
