@@ -44,7 +44,17 @@ class UdpLayer:
         self.counters = Counters()
 
     def stats(self) -> dict[str, Any]:
-        return dict(self.counters) | {"endpoints": len(self.bindings)}
+        """Counters, the endpoint count and (for ``anp ss``) one entry per endpoint."""
+        ip = self.stack.ip
+        sockets = [
+            {
+                "state": "ESTABLISHED" if ep._remote is not None else "UNCONN",
+                "local": f"{ip}:{port}",
+                "remote": f"{ip_to_str(ep._remote[0])}:{ep._remote[1]}" if ep._remote else "*:*",
+            }
+            for port, ep in list(self.bindings.items())[:1000]
+        ]
+        return dict(self.counters) | {"endpoints": len(self.bindings), "sockets": sockets}
 
     def pick_port(self) -> int:
         for _ in range(64):

@@ -61,8 +61,13 @@ def test_ss_lists_connections_and_listeners(up):
     assert lines[0].startswith("Netid State") and sum("ESTAB" in x for x in lines) == 2
     assert sum("cwnd:" in x for x in lines) == 2 and "rtt:" in r.stdout
     r = anp("ss", "--tap", up.tap, "-l", timeout=20)
-    ports = sorted(line.split()[4] for line in r.stdout.splitlines()[1:])
-    assert ports == [f"{STACK_IP}:7", f"{STACK_IP}:8080", f"{STACK_IP}:9100"], r.stdout
+    socks = sorted((line.split()[0], line.split()[4]) for line in r.stdout.splitlines()[1:])
+    assert socks == [
+        ("tcp", f"{STACK_IP}:7"), ("tcp", f"{STACK_IP}:8080"), ("tcp", f"{STACK_IP}:9100"),
+        ("udp", f"{STACK_IP}:7"),
+    ], r.stdout  # fmt: skip
+    r = anp("ss", "--tap", up.tap, "-u", "-a", timeout=20)
+    assert [line.split()[:2] for line in r.stdout.splitlines()[1:]] == [["udp", "UNCONN"]]
     r = anp("ss", "--tap", up.tap, "state", "established", "sport = :8080", timeout=20)
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 1  # header only
     r = anp("ss", "--tap", up.tap, "state", "napping", timeout=20)

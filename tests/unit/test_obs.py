@@ -35,6 +35,9 @@ def snapshots() -> tuple[dict, dict]:
         async with wire_stacks() as (a, b):
             await b.start_server(_echo, "10.0.0.2", 7)
             await b.start_server(_echo, "10.0.0.2", 80)
+            udp, _ = await b.create_datagram_endpoint(
+                asyncio.DatagramProtocol, local_addr=("10.0.0.2", 53)
+            )
             s0 = b.stats()
             for _ in range(3):
                 await a.ping("10.0.0.2")
@@ -49,6 +52,7 @@ def snapshots() -> tuple[dict, dict]:
             s1 = b.stats()
             for w in conns:
                 w.close()
+            udp.close()
             await asyncio.sleep(0.05)
             return s0, s1
 
@@ -65,8 +69,11 @@ def test_ss_rows_and_filters(snapshots):
     assert [
         r["local"] for r in rows if parse_filter(["state", "established", "sport = :80"])(r)
     ] == ["10.0.0.2:80"]
-    assert len([r for r in rows if parse_filter(["sport", "lt", ":80"])(r)]) == 2  # port 7 twice
+    assert len([r for r in rows if parse_filter(["sport", "lt", ":80"])(r)]) == 3  # 7 twice, 53
     assert len([r for r in rows if parse_filter(["state", "listening"])(r)]) == 2
+    (u,) = [r for r in rows if r["proto"] == "udp"]
+    assert u["state"] == "UNCONN" and u["local"] == "10.0.0.2:53" and u["remote"] == "*:*"
+    assert [r["local"] for r in rows if parse_filter(["udp"])(r)] == ["10.0.0.2:53"]
     assert len([r for r in rows if parse_filter(["dst", "10.0.0.1"])(r)]) == 2
     assert len([r for r in rows if parse_filter(["sport=:7", "and", "state", "connected"])(r)]) == 1
     with pytest.raises(FilterError):
