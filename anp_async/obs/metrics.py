@@ -73,6 +73,7 @@ def render(stats: dict[str, Any], openmetrics: bool = True) -> str:
     for k, v in (mode.get("params") or {}).items():
         add(_name("mode", "param", k), "gauge", _labels(stack=stack, mode=mode_name), v)
     flat = flatten({k: v for k, v in stats.items() if k not in ("address", "mac")})
+    flat = {k: v for k, v in flat.items() if not k.startswith("tcp.listen_queues.")}
     for key, v in flat.items():
         if key.startswith("mode.params."):
             continue
@@ -87,6 +88,9 @@ def render(stats: dict[str, Any], openmetrics: bool = True) -> str:
             add(_name(*parts), "counter", _labels(stack=stack), v)
     tcp = stats.get("tcp") or {}
     add("anp_tcp_listeners", "gauge", _labels(stack=stack), len(tcp.get("listeners") or []))
+    for port, q in (tcp.get("listen_queues") or {}).items():
+        for field in ("half_open", "backlog"):
+            add(_name("tcp", "listen", field), "gauge", _labels(stack=stack, port=port), q[field])
     for c in tcp.get("connections") or []:
         lab = _labels(
             stack=stack, local=c.get("local", ""), remote=c.get("remote", ""),

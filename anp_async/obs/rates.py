@@ -49,7 +49,7 @@ def deltas(prev: dict[str, float], cur: dict[str, float]) -> dict[str, float]:
     a counter that went down (the stack restarted, a mode switched) counts from zero."""
     out: dict[str, float] = {}
     for k, v in cur.items():
-        if k in GAUGES or k.startswith("mode.params"):
+        if k in GAUGES or k.startswith(("mode.params", "tcp.listen_queues.")):
             out[k] = v
             continue
         p = prev.get(k, 0)

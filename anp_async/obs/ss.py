@@ -80,11 +80,16 @@ def sockets(stats: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     ip = stats.get("address", "0.0.0.0")
     tcp = stats.get("tcp") or {}
+    queues = tcp.get("listen_queues") or {}
     for port in tcp.get("listeners") or []:
+        q = queues.get(str(port)) or {}
+        # A listener's Recv-Q: connections still in SYN-RECEIVED (the stack hands each
+        # established one to the server at once); Send-Q: the backlog, as ss shows it.
         rows.append(
             {"proto": "tcp", "state": "LISTEN", "local": f"{ip}:{port}", "remote": "*:*",
-             "recv_q": 0, "send_q": 0}
+             "recv_q": q.get("half_open", 0), "send_q": q.get("backlog", 0)}
         )  # fmt: skip
+
     for c in tcp.get("connections") or []:
         row = dict(c)
         row["proto"] = "tcp"

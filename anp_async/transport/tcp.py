@@ -355,6 +355,11 @@ class TcpLayer:
         return dict(totals) | {
             "open_connections": len(self.conns),
             "listeners": sorted(self.listeners),
+            # For anp ss: per listening port, connections in SYN-RECEIVED and the backlog.
+            "listen_queues": {
+                str(port): {"half_open": lst.half_open, "backlog": lst.backlog}
+                for port, lst in sorted(self.listeners.items())
+            },
             "connections": conns,
         }
 

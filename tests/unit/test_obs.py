@@ -71,6 +71,7 @@ def test_ss_rows_and_filters(snapshots):
     ] == ["10.0.0.2:80"]
     assert len([r for r in rows if parse_filter(["sport", "lt", ":80"])(r)]) == 3  # 7 twice, 53
     assert len([r for r in rows if parse_filter(["state", "listening"])(r)]) == 2
+    assert all(r["send_q"] == 100 and r["recv_q"] == 0 for r in listen)  # default backlog
     (u,) = [r for r in rows if r["proto"] == "udp"]
     assert u["state"] == "UNCONN" and u["local"] == "10.0.0.2:53" and u["remote"] == "*:*"
     assert [r["local"] for r in rows if parse_filter(["udp"])(r)] == ["10.0.0.2:53"]
@@ -112,6 +113,8 @@ def test_openmetrics_text(snapshots):
     assert samples['anp_icmp_echo_requests_total{stack="10.0.0.2"}'] == 4
     assert samples['anp_mode_info{stack="10.0.0.2",mode="poll"}'] == 1
     assert samples['anp_tcp_open_connections{stack="10.0.0.2"}'] == 2
+    assert samples['anp_tcp_listen_backlog{stack="10.0.0.2",port="80"}'] == 100
+    assert not [k for k in samples if "listen_queues" in k]
     cwnd = [k for k in samples if k.startswith("anp_tcp_sock_cwnd{")]
     assert len(cwnd) == 2 and all('state="ESTABLISHED"' in k for k in cwnd)
     # Every family is declared once, before its samples; counters end in _total.
