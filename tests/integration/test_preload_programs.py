@@ -20,9 +20,7 @@ import hashlib
 import json
 import os
 import pathlib
-import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,15 +28,23 @@ from collections.abc import Iterator
 
 import pytest
 
-from anp_async.nic.netns import Netns, unique_name, veth_pair
+from anp_async.nic.netns import Netns, veth_pair
 from tests import capps
+from tests.preloadutil import (
+    KERNEL_IP,
+    ROOT,
+    STACK_IP,
+    MiB,
+    Proc,
+    describe,
+    kernel_proc,
+    retry_in_ns,
+    run_on_stack,
+    stack_server,
+)
 
 pytestmark = [pytest.mark.root]
 
-ANP = os.path.join(os.path.dirname(sys.executable), "anp")
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-STACK_IP, KERNEL_IP = "10.0.0.2", "10.0.0.1"
-MiB = 1024 * 1024
 IO_STYLES = ["blocking", "select", "poll", "epoll"]
 MODE_FOR = {"blocking": "interrupt", "select": "coalesce", "poll": "poll", "epoll": "adaptive"}
 
@@ -47,131 +53,6 @@ MODE_FOR = {"blocking": "interrupt", "select": "coalesce", "poll": "poll", "epol
 def c_apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The C test programs compiled with gcc: {name: path}."""
     return capps.build(str(tmp_path_factory.mktemp("capps")))
-
-
-def new_tap() -> str:
-    """A TAP name of our own: its control socket (/run/anp/TAP.sock) is shared by all."""
-    return f"anppl{secrets.token_hex(3)}"
-
-
-def stack_opts(tap: str, mode: str | None = None) -> list[str]:
-    opts = ["--tap", tap, "--ip", f"{STACK_IP}/24", "--peer", f"{KERNEL_IP}/24"]
-    return opts + (["--mode", mode] if mode else [])
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(PYTHONUNBUFFERED="1", PYTHONPATH=ROOT, ANPC_TIMEOUT="60")
-    return env
-
-
-class Proc:
-    """A background process; stdout and stderr go to files we can wait on."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = argv
-        self.out = tempfile.NamedTemporaryFile("w+b", prefix="anp-pl-out-")
-        self.err = tempfile.NamedTemporaryFile("w+b", prefix="anp-pl-err-")
-        self.p = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.err, env=_env(),
-            cwd=ROOT,
-        )  # fmt: skip
-
-    def stdout(self) -> bytes:
-        with open(self.out.name, "rb") as f:
-            return f.read()
-
-    def text(self) -> str:
-        with open(self.err.name, "rb") as f:
-            err = f.read()
-        return (self.stdout() + b"\n--- stderr ---\n" + err).decode(errors="replace")
-
-    def wait_for(self, marker: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if marker in self.text():
-                return
-            if self.p.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"{marker!r} did not appear in {self.argv}; output:\n{self.text()}")
-
-    def wait(self, timeout: float = 60.0) -> int:
-        try:
-            return self.p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.argv} did not end; output:\n{self.text()}") from None
-
-    def close(self) -> None:
-        """SIGTERM (anp removes its namespace and control sockets), then SIGKILL."""
-        if self.p.poll() is None:
-            self.p.terminate()
-            try:
-                self.p.wait(10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self.out.close()
-        self.err.close()
-
-
-def describe(r: subprocess.CompletedProcess[str]) -> str:
-    return f"status {r.returncode}\n--- stdout ---\n{r.stdout}\n--- stderr ---\n{r.stderr}"
-
-
-@contextlib.contextmanager
-def kernel_proc(ns: Netns, argv: list[str], ready: str | None = "listening") -> Iterator[Proc]:
-    """A kernel-side program inside ``ns``, waited on until it prints ``ready``."""
-    proc = Proc(["ip", "netns", "exec", ns.name, *argv])
-    try:
-        if ready:
-            proc.wait_for(ready)
-        yield proc
-    finally:
-        proc.close()
-
-
-def run_on_stack(
-    ns: Netns, program: list[str], mode: str | None = None, timeout: float = 120.0
-) -> subprocess.CompletedProcess[str]:
-    """``anp run --isolate -- program`` with the stack's TAP in ``ns``, to completion."""
-    argv = [ANP, "run", *stack_opts(new_tap(), mode), "--isolate", "--", *program]
-    return ns.run(argv, timeout=timeout, env=_env(), cwd=ROOT)
-
-
-@contextlib.contextmanager
-def stack_server(
-    program: list[str], ready: str | None, mode: str | None = None
-) -> Iterator[tuple[Netns, Proc]]:
-    """``anp run --netns NEW --isolate -- program`` (a server), waited on until ``ready``."""
-    ns = Netns(unique_name("anp-pl"))
-    argv = [ANP, "run", "--netns", ns.name, *stack_opts(new_tap(), mode), "--isolate", "--",
-            *program]  # fmt: skip
-    proc = Proc(argv)
-    try:
-        if ready:
-            proc.wait_for(ready)
-        else:  # no marker: wait for the namespace (the stack comes up before the program)
-            deadline = time.monotonic() + 30
-            while not ns.exists() and time.monotonic() < deadline and proc.p.poll() is None:
-                time.sleep(0.05)
-        yield ns, proc
-    finally:
-        proc.close()
-        if ns.exists():
-            ns.delete()
-
-
-def retry_in_ns(
-    ns: Netns, argv: list[str], seconds: float = 30.0, **kw
-) -> subprocess.CompletedProcess:
-    """Run a kernel-side client until it succeeds (the stack's listener may not be up yet)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        r = ns.run(argv, timeout=60, **kw)
-        if r.returncode == 0 or time.monotonic() > deadline:
-            return r
-        time.sleep(0.2)
 
 
 # -- the C programs themselves, kernel to kernel (so a failure below is the stack's) ------
@@ -571,181 +452,3 @@ def test_loopback_stays_with_the_kernel(netns: Netns, c_apps: dict[str, str]) ->
     assert r.returncode == 0, describe(r)
     assert "connected 127.0.0.1:7000 -> 127.0.0.1:" in r.stdout, describe(r)
     assert "ok served 1 connections, 60000 bytes" in r.stdout, describe(r)
-
-
-# -- programs attached to one `anp up` stack --------------------------------------------------
-
-
-@contextlib.contextmanager
-def anp_up() -> Iterator[tuple[Netns, str, Proc]]:
-    """``anp up --netns NEW`` on a TAP of our own: (namespace, tap, process)."""
-    ns, tap = Netns(unique_name("anp-plup")), new_tap()
-    proc = Proc([ANP, "up", "--netns", ns.name, *stack_opts(tap)])
-    try:
-        proc.wait_for("anp up: tap")
-        yield ns, tap, proc
-    finally:
-        if proc.p.poll() is None:
-            proc.p.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.p.wait(20)
-        proc.close()
-        if ns.exists():
-            ns.delete()
-
-
-def attached(tap: str, program: list[str]) -> Proc:
-    return Proc([ANP, "run", "--attach", "--tap", tap, "--isolate", "--", *program])
-
-
-def tcp_stats(tap: str) -> dict:
-    r = subprocess.run([ANP, "stats", "--tap", tap, "--json"], capture_output=True, text=True,
-                       timeout=20, env=_env())  # fmt: skip
-    assert r.returncode == 0, describe(r)
-    return json.loads(r.stdout)["tcp"]
-
-
-def test_two_programs_share_a_stack_eaddrinuse(c_apps: dict[str, str]) -> None:
-    tp = c_apps["tcp_pattern"]
-    with anp_up() as (ns, tap, _up):
-        first = attached(tap, [tp, "server", STACK_IP, "6000", "blocking", "1"])
-        second = None
-        try:
-            first.wait_for("listening")
-            second = attached(tap, [tp, "server", "0.0.0.0", "6000", "poll", "1"])
-            assert second.wait(30) == 1, second.text()
-            assert "bind: EADDRINUSE" in second.text(), second.text()
-            r = ns.run([tp, "client", STACK_IP, "6000", "select", "20000", "2"], timeout=30)
-            assert r.returncode == 0, describe(r)
-            assert first.wait(20) == 0, first.text()
-        finally:
-            first.close()
-            if second is not None:
-                second.close()
-
-
-ACTIVE_CLOSER = """
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("10.0.0.2", 6000))
-s.listen(5)
-print("listening", flush=True)
-c, _ = s.accept()
-c.sendall(b"bye\\n")
-c.close()  # the stack's side closes first: its connection goes to TIME-WAIT
-s.close()
-"""
-
-
-def test_rebind_over_time_wait(c_apps: dict[str, str]) -> None:
-    """Like the kernel: a server that closed first leaves TIME-WAIT, and the next program's
-    SO_REUSEADDR bind of the same port succeeds."""
-    with anp_up() as (ns, tap, _up):
-        for _ in range(2):
-            server = attached(tap, ["python3", "-u", "-c", ACTIVE_CLOSER])
-            try:
-                server.wait_for("listening")
-                r = ns.run(["nc", "-w", "5", STACK_IP, "6000"], stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=30)  # fmt: skip
-                assert r.stdout == "bye\n", describe(r)
-                assert server.wait(20) == 0, server.text()
-            finally:
-                server.close()
-        states = [c["state"] for c in tcp_stats(tap)["connections"]]
-        assert states == ["TIME-WAIT", "TIME-WAIT"], states
-
-
-KERNEL_HOLDER = """
-import socket, sys
-mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-if mode == "server":
-    srv = socket.create_server(("0.0.0.0", port))
-    print("listening", flush=True)
-    s, _ = srv.accept()
-else:
-    s = socket.create_connection((host, port), timeout=10)
-print("connected", flush=True)
-s.settimeout(20)
-try:
-    data = s.recv(1 << 16)
-    while data:
-        data = s.recv(1 << 16)
-    print("saw EOF", flush=True)
-except ConnectionResetError:
-    print("saw RST", flush=True)
-s.close()
-"""
-
-
-def _descendant(pid: int, name: str) -> int:
-    """The pid of a descendant of ``pid`` whose executable's name is ``name``."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-    todo = list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        with contextlib.suppress(OSError):
-            if os.path.basename(os.readlink(f"/proc/{p}/exe")) == name:
-                return p
-        todo += children.get(p, [])
-    raise AssertionError(f"no process {name} under {pid}")
-
-
-def _no_connection_left(tap: str, port: int, local: bool) -> dict:
-    """Wait until the stack has no connection on ``port`` (local or remote) except in
-    TIME-WAIT and no listener on it; return the last TCP stats."""
-    deadline = time.monotonic() + 15
-    while True:
-        tcp = tcp_stats(tap)
-        side = "local" if local else "remote"
-        left = [c for c in tcp["connections"]
-                if c[side].endswith(f":{port}") and c["state"] != "TIME-WAIT"]  # fmt: skip
-        if not left and port not in tcp["listeners"]:
-            return tcp
-        if time.monotonic() > deadline:
-            raise AssertionError(f"connections left on the stack: {left}, {tcp['listeners']}")
-        time.sleep(0.2)
-
-
-def test_killed_program_leaves_no_connection(c_apps: dict[str, str]) -> None:
-    """SIGKILL a client and a server (with an accepted connection) mid-connection: the
-    kernel peer sees the connection end, and the stack keeps nothing of theirs."""
-    tp = c_apps["tcp_pattern"]
-    with anp_up() as (ns, tap, _up):
-        # a client on the stack waits for an echo that never comes
-        with kernel_proc(ns, ["python3", "-u", "-c", KERNEL_HOLDER, "server", "-", "5000"]) as k:
-            client = attached(tap, [tp, "client", KERNEL_IP, "5000", "blocking", "1000", "1"])
-            try:
-                client.wait_for("connected")
-                k.wait_for("connected")
-                assert any(
-                    c["remote"] == f"{KERNEL_IP}:5000" for c in tcp_stats(tap)["connections"]
-                )
-                os.kill(_descendant(client.p.pid, "tcp_pattern"), signal.SIGKILL)
-                k.wait_for("saw", 20)
-                client.wait(20)
-            finally:
-                client.close()
-            _no_connection_left(tap, 5000, local=False)
-        # a server on the stack with one accepted connection
-        server = attached(tap, [tp, "server", STACK_IP, "6000", "blocking", "1"])
-        try:
-            server.wait_for("listening")
-            with kernel_proc(ns, ["python3", "-u", "-c", KERNEL_HOLDER, "client", STACK_IP,
-                                  "6000"], "connected") as k:  # fmt: skip
-                server.wait_for(f"connected {STACK_IP}:6000")
-                os.kill(_descendant(server.p.pid, "tcp_pattern"), signal.SIGKILL)
-                k.wait_for("saw", 20)
-                server.wait(20)
-        finally:
-            server.close()
-        tcp = _no_connection_left(tap, 6000, local=True)
-        assert tcp["open_connections"] == sum(
-            c["state"] == "TIME-WAIT" for c in tcp["connections"]
-        ), tcp["connections"]
