@@ -117,11 +117,14 @@ class UdpSink(asyncio.DatagramProtocol):
     ``work_us`` is the application's real work per datagram: it hashes the datagram over
     and over (BLAKE2b) until that many microseconds of CPU have passed, as a server that
     parses and answers requests would spend them. With it, the receive path and the
-    application compete for the one CPU the event loop runs on.
+    application compete for the one CPU the event loop runs on, and the application
+    gives the loop a turn after every ``slice_us`` of work (a scheduler's time slice), so
+    a receive path that takes every turn it gets can starve it (``bench/hardirq.py``).
     """
 
-    def __init__(self, work_us: int = 0) -> None:
+    def __init__(self, work_us: int = 0, slice_us: int = 1000) -> None:
         self.work_us = work_us
+        self.slice_us = slice_us
         self.queue: collections.deque[bytes] = collections.deque()
         self.wake = asyncio.Event()
         self.received = 0
@@ -146,6 +149,7 @@ class UdpSink(asyncio.DatagramProtocol):
         while True:
             await self.wake.wait()
             self.wake.clear()
+            slice_end = clock() + self.slice_us * 1000
             while q:
                 d = q.popleft()
                 if len(d) < SEQ.size:
@@ -156,6 +160,10 @@ class UdpSink(asyncio.DatagramProtocol):
                     while clock() < end:
                         h = blake(h).digest()
                 self.consumed += 1
+                if self.work_us and clock() >= slice_end:
+                    # The end of a scheduler time slice: the receive path gets its turn.
+                    await asyncio.sleep(0)
+                    slice_end = clock() + self.slice_us * 1000
 
     def counters(self) -> dict[str, int]:
         return {

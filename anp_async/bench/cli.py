@@ -98,9 +98,15 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
         b = sub.add_parser(name, help=text, description=text)
         b.add_argument(
             "--modes",
-            type=_csv(MODES),
+            type=_csv(MODES + ("hardirq",) if name == "livelock" else MODES),
             default=list(MODES),
-            help="receive modes (default: all four)",
+            help="receive modes (default: all four)"
+            + (
+                "; hardirq models interrupts that preempt the application "
+                "(anp_async/bench/hardirq.py)"
+                if name == "livelock"
+                else ""
+            ),
         )
         b.add_argument("--quick", action="store_true", help="small run, under a minute")
         b.add_argument("--out", type=Path, help="results folder (default bench/results/...)")

@@ -15,7 +15,7 @@ from typing import Any
 
 from .procs import REPO
 
-SETUP_ORDER = ("interrupt", "coalesce", "poll", "adaptive", "asyncio", "kernel")
+SETUP_ORDER = ("hardirq", "interrupt", "coalesce", "poll", "adaptive", "asyncio", "kernel")
 COLORS = {
     "interrupt": "tab:red",
     "coalesce": "tab:blue",
@@ -23,6 +23,7 @@ COLORS = {
     "adaptive": "tab:green",
     "asyncio": "tab:purple",
     "kernel": "black",
+    "hardirq": "tab:brown",
 }
 
 #: What identifies a summary (for --compare) and which numbers are compared, per benchmark.

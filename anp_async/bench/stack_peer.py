@@ -105,11 +105,15 @@ async def _main(args: argparse.Namespace, nic: Any) -> int:
         nic=nic,
         ip=args.ip,
         mac=args.mac,
-        mode=args.mode,
+        mode="interrupt" if args.mode == "hardirq" else args.mode,
         mode_params=json.loads(args.mode_params),
         tcp=TcpConfig(nodelay=True),  # the kernel peers and asyncio set TCP_NODELAY too
     )
     async with Stack(cfg) as stack:
+        if args.mode == "hardirq":  # the livelock experiment's model of preempting IRQs
+            from .hardirq import HardIrqMode
+
+            stack.set_mode(HardIrqMode())
         _, sink = await start_servers(stack, stack.ip)
         emit(
             {

@@ -49,12 +49,12 @@ def test_latency_sweep_with_repeats(tmp_path: Path, capsys) -> None:
 
 def test_livelock_app_work(tmp_path: Path) -> None:
     argv = [
-        "livelock", "--modes", "interrupt", "--rates", "400", "--duration", "0.3",
+        "livelock", "--modes", "hardirq", "--rates", "400", "--duration", "0.3",
         "--drain", "0.2", "--app-work-us", "200", "--repeat", "2", "--seed", "7",
     ]  # fmt: skip
     doc = _run(argv, tmp_path)
     (r,) = doc["summaries"]
-    assert r["runs"] == 2 and r["app_work_us"] == 200
+    assert r["runs"] == 2 and r["app_work_us"] == 200 and r["setup"] == "hardirq"
     assert r["delivered_pps_min"] <= r["delivered_pps"] <= r["delivered_pps_max"]
     # The application spun 200 us of thread CPU per datagram it consumed: the stack
     # process's CPU covers at least that.
