@@ -195,6 +195,10 @@ class Stack:
         self.loop = asyncio.get_running_loop()
         self._mode = make_mode(self.config.mode, **self.config.mode_params)
         self._mode.start(self.loop, self.nic, self._rx_batch)
+        log.info(
+            "stack %s/%d mac %s up, mode %s %s",
+            self.ip, self.prefix_len, self.mac, self._mode.name, self._mode.params(),
+        )  # fmt: skip
 
     async def close(self, linger: float = 2.0) -> None:
         """Stop the stack: let closing connections deliver (up to ``linger`` seconds),
@@ -209,6 +213,7 @@ class Stack:
         while self.loop is not None and self.tcp.busy() and self.now() < deadline:
             await asyncio.sleep(0.01)
         self._closed = True
+        log.info("stack %s closing, %d TCP connections to abort", self.ip, len(self.tcp.conns))
         self.tcp.close_all()
         self.udp.close_all()
         # Let connection_lost callbacks scheduled by the aborts run.
@@ -259,6 +264,9 @@ class Stack:
         if self._mode is not None:
             self._mode.stop()
             self._retired_mode_stats(self._mode)
+        if self._mode is not None:
+            log.info("mode %s %s -> %s %s", self._mode.name, self._mode.params(),
+                     new.name, new.params())  # fmt: skip
         self._mode = new
         self.config.mode = new.name
         self.config.mode_params = new.params() if isinstance(name, RxMode) else dict(params)
