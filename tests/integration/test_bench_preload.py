@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(240)]
 def test_preload_bench_quick(tmp_path: Path) -> None:
     before = created_namespaces()
     argv = ["preload", "--quick", "--count", "50", "--warmup", "5", "--bytes", "1M",
-            "--out", str(tmp_path)]  # fmt: skip
+            "--rounds", "2", "--out", str(tmp_path)]  # fmt: skip
     assert run_bench(parse_args(argv)) == 0
     assert created_namespaces() <= before
     doc = json.loads((tmp_path / "results.json").read_text())
@@ -57,6 +57,11 @@ def test_preload_bench_quick(tmp_path: Path) -> None:
         cost = by[("ipc_cost", "interrupt", d)]
         assert cost["anp_cpu_us_per_req_preload"] == by[("tcp_rr", pre, d)]["stack_cpu_us_per_req"]
         assert cost["p50_ratio_preload_to_kernel"] > 0
+    # two interleaved rounds; each summary is one of its setup's rounds, whole
+    measured = [r for r in rows if r["test"] != "ipc_cost"]
+    assert len(doc["rounds"]) == 2 * len(measured)
+    assert {r["round"] for r in doc["rounds"]} == {0, 1}
+    assert all(r in doc["rounds"] for r in measured)
     with open(tmp_path / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     samples = json.loads((tmp_path / "samples.json").read_text())
