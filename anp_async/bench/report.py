@@ -321,6 +321,13 @@ def plot_livelock(out: Path, rows: list[dict]) -> list[str]:
         )  # fmt: skip
         top = max([top, *xs])
     ax.plot([0, top], [0, top], ":", color="gray", label="delivered = offered")
+    # Past the knee, delivered is a few percent of offered: scale the axes to what was
+    # delivered (the diagonal leaves the plot) and spread the rates, so a collapse shows.
+    most = max((r.get("delivered_pps_max", r["delivered_pps"]) for r in rows), default=1.0)
+    ax.set_ylim(0, most * 1.3 or 1.0)
+    if len({r["offered_pps"] for r in rows}) > 2:
+        ax.set_xscale("log")
+        ax2.set_xscale("log")
     ax.set_xlabel("offered rate (datagrams/s)")
     ax.set_ylabel("delivered to the application (datagrams/s)")
     work = rows[0].get("app_work_us", 0) if rows else 0
