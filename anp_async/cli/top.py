@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from ..obs.rates import GAUGES, ModeRates, deltas, flatten, mode_rates
+from ..obs.rates import ModeRates, deltas, flatten, is_gauge, mode_rates
 from .base import CliError, Command
 from .ctl import _ctl_call
 
@@ -155,7 +155,7 @@ def stats_interval(args: argparse.Namespace) -> int:
             changed = {
                 k: v for k, v in deltas(prev, cur).items()
                 if not k.startswith("mode.params")
-                and (cur[k] != prev.get(k) if k in GAUGES else v != 0)
+                and (cur[k] != prev.get(k) if is_gauge(k) else v != 0)
             }  # fmt: skip
             mode = cur_stats.get("mode", {}).get("name", "?")
             if args.json:

@@ -44,12 +44,17 @@ def is_drop(name: str) -> bool:
     return any(w in leaf for w in DROP_WORDS)
 
 
+def is_gauge(name: str) -> bool:
+    """Is ``name`` a level (connections open, a queue's length) rather than a count?"""
+    return name in GAUGES or name.startswith(("mode.params", "tcp.listen_queues."))
+
+
 def deltas(prev: dict[str, float], cur: dict[str, float]) -> dict[str, float]:
     """``cur - prev`` for every counter of ``cur`` (gauges keep their current value);
     a counter that went down (the stack restarted, a mode switched) counts from zero."""
     out: dict[str, float] = {}
     for k, v in cur.items():
-        if k in GAUGES or k.startswith(("mode.params", "tcp.listen_queues.")):
+        if is_gauge(k):
             out[k] = v
             continue
         p = prev.get(k, 0)
