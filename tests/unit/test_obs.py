@@ -149,3 +149,19 @@ def test_every_command_takes_v():
     for name, p in sub.choices.items():
         opts = {o for a in p._actions for o in a.option_strings}
         assert {"-v", "--log-level"} <= opts, name
+
+
+def test_top_screen_renders(snapshots):
+    import io
+
+    from rich.console import Console
+
+    from anp_async.cli.top import _render
+
+    s0, s1 = snapshots
+    r = mode_rates(s0, s1, 1.0)
+    out = io.StringIO()
+    Console(file=out, width=160).print(_render(r, {"poll budget=16": r}, "anptap0"))
+    text = out.getvalue()
+    assert "anp top" in text and "mode poll" in text and "frames/batch" in text
+    assert "per receive mode" in text and "budget=16" in text
