@@ -73,13 +73,15 @@ class Recorder:
         self.deviation = note_id
 
 
-@pytest.fixture(params=["stack", "linux"])
+@pytest.fixture(params=["stack", "stack-offload", "linux"])
 async def target(
     request: pytest.FixtureRequest, stack_ns: Netns, linux_env: LinuxEnv
 ) -> AsyncIterator[Target]:
     t: StackTarget | LinuxTarget
     if request.param == "stack":
         t = StackTarget(stack_ns)
+    elif request.param == "stack-offload":
+        t = StackTarget(stack_ns, offload=True)
     else:
         t = LinuxTarget(linux_env)
     await t.start()

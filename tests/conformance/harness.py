@@ -132,17 +132,91 @@ class Seen:
     pkt: Any
 
 
-class PacketWire:
-    """The fake host's link: a raw packet socket on one interface inside a namespace."""
+#: ``setsockopt(SOL_PACKET, PACKET_VNET_HDR)``: frames carry a ``struct virtio_net_hdr``.
+SOL_PACKET = 263
+PACKET_VNET_HDR = 15
+_VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+_VNET_NEEDS_CSUM = 0x01
+_VNET_GSO_TCPV4 = 1
 
-    def __init__(self, ns: Any, ifname: str, my_ip: str, target_ip: str, target_mac: str) -> None:
+
+def _csum_fold(data: bytes) -> int:
+    """The ones' complement sum of ``data`` (not complemented), folded to 16 bits."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def wire_frames(vnet: bytes, frame: bytes) -> list[bytes]:
+    """What a wire carries for a frame handed over with a virtio-net header: the checksum
+    the sender left partial completed, and a TCP super-segment (TSO) cut at ``gso_size``,
+    as the kernel's software GSO cuts it before a device without offloads."""
+    flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = _VNET.unpack(vnet)
+    if gso_type & 0x7F == _VNET_GSO_TCPV4 and gso_size:
+        ihl = (frame[14] & 0x0F) * 4
+        l4 = 14 + ihl
+        thl = (frame[l4 + 12] >> 4) * 4
+        payload = frame[l4 + thl :]
+        ident = struct.unpack_from("!H", frame, 18)[0]
+        seq = struct.unpack_from("!I", frame, l4 + 4)[0]
+        flags_byte = frame[l4 + 13]
+        out = []
+        for i, off in enumerate(range(0, len(payload), gso_size)):
+            chunk = payload[off : off + gso_size]
+            last = off + gso_size >= len(payload)
+            ip = bytearray(frame[14:l4])
+            struct.pack_into("!HH", ip, 2, ihl + thl + len(chunk), (ident + i) & 0xFFFF)
+            struct.pack_into("!H", ip, 10, 0)
+            struct.pack_into("!H", ip, 10, ~_csum_fold(bytes(ip)) & 0xFFFF)
+            tcp = bytearray(frame[l4 : l4 + thl])
+            struct.pack_into("!I", tcp, 4, (seq + off) & MASK)
+            # FIN and PSH go with the last segment only, CWR with the first (as Linux GSO).
+            tcp[13] = flags_byte & ~(0x09 if not last else 0) & ~(0x80 if i else 0)
+            struct.pack_into("!H", tcp, 16, 0)
+            pseudo = bytes(ip[12:20]) + struct.pack("!BBH", 0, 6, thl + len(chunk))
+            struct.pack_into("!H", tcp, 16, ~_csum_fold(pseudo + bytes(tcp) + chunk) & 0xFFFF)
+            out.append(frame[:14] + bytes(ip) + bytes(tcp) + chunk)
+        return out
+    if flags & _VNET_NEEDS_CSUM:
+        buf = bytearray(frame)
+        # The field holds the pseudo-header sum; the checksum covers csum_start to the end.
+        csum = ~_csum_fold(bytes(buf[csum_start:])) & 0xFFFF
+        struct.pack_into("!H", buf, csum_start + csum_offset, csum)
+        return [bytes(buf)]
+    return [frame]
+
+
+class PacketWire:
+    """The fake host's link: a raw packet socket on one interface inside a namespace.
+
+    ``vnet``: the target writes its frames with a virtio-net header (a TAP with offloads).
+    The socket then gets that header too (``PACKET_VNET_HDR``) and turns each frame into
+    what a wire would carry (:func:`wire_frames`), so every case sees real segments.
+    """
+
+    def __init__(
+        self,
+        ns: Any,
+        ifname: str,
+        my_ip: str,
+        target_ip: str,
+        target_mac: str,
+        *,
+        vnet: bool = False,
+    ) -> None:
         with ns.enter():
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             try:
+                if vnet:
+                    sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
                 sock.bind((ifname, ETH_P_ALL))
             except BaseException:
                 sock.close()
                 raise
+        self.vnet = vnet
         sock.setblocking(False)
         self.sock = sock
         self.my_ip = my_ip
@@ -173,21 +247,32 @@ class PacketWire:
                 return
             except OSError:
                 return
-            if addr[2] == PACKET_OUTGOING or len(data) < 14:
+            if addr[2] == PACKET_OUTGOING:
                 continue
-            etype = int.from_bytes(data[12:14], "big")
-            if etype == ETH_P_ARP:
-                self._on_arp(data)
-                continue
-            if etype != ETH_P_IP or data[0:6] != self._my_mac_b:
-                continue
-            pkt = Ether(data)
-            if IP not in pkt or pkt[IP].src != self.target_ip:
-                continue
-            seen = Seen(time.monotonic(), pkt[IP])
-            self.pending.append(seen)
-            self.log.append(seen)
-            self._changed.set()
+            frames = [data]
+            if self.vnet:
+                if len(data) < _VNET.size + 14:
+                    continue
+                frames = wire_frames(data[: _VNET.size], data[_VNET.size :])
+            for frame in frames:
+                self._on_frame(frame)
+
+    def _on_frame(self, data: bytes) -> None:
+        if len(data) < 14:
+            return
+        etype = int.from_bytes(data[12:14], "big")
+        if etype == ETH_P_ARP:
+            self._on_arp(data)
+            return
+        if etype != ETH_P_IP or data[0:6] != self._my_mac_b:
+            return
+        pkt = Ether(data)
+        if IP not in pkt or pkt[IP].src != self.target_ip:
+            return
+        seen = Seen(time.monotonic(), pkt[IP])
+        self.pending.append(seen)
+        self.log.append(seen)
+        self._changed.set()
 
     def _on_arp(self, frame: bytes) -> None:
         arp = Ether(frame)
@@ -203,7 +288,7 @@ class PacketWire:
     def _send_frame(self, frame: bytes) -> None:
         self.sent += 1
         assert self.sent < 20000, "runaway sending loop in a conformance case"
-        self.sock.send(frame)
+        self.sock.send(bytes(_VNET.size) + frame if self.vnet else frame)
 
     def send(self, ip_pkt: Any) -> None:
         """Send one IPv4 packet (scapy ``IP`` layer, or its bytes) to the target."""

@@ -107,18 +107,34 @@ class StackTarget(Target):
     mac = STACK_MAC
     peer_ip = STACK_PEER_IP
 
-    def __init__(self, ns: Netns) -> None:
+    def __init__(self, ns: Netns, *, offload: bool = False) -> None:
         self.ns = ns
         self.conns: list[StackConn] = []
+        #: The TAP with its virtio-net header (checksum offload, TSO), and a batching
+        #: receive mode: the configuration a new user gets from ``anp up``, where every
+        #: rule of the plain TAP must still hold on the wire.
+        self.offload = offload
+        if offload:
+            self.name = "stack-offload"
 
     async def start(self) -> None:
-        tap = TapNic.open(TAP, peer=STACK_KERNEL_CIDR, netns=self.ns)
+        tap = TapNic.open(TAP, peer=STACK_KERNEL_CIDR, netns=self.ns, vnet_hdr=self.offload)
+        mode, params = (
+            ("coalesce", {"rx_frames": 8, "rx_usecs": 100}) if self.offload else ("interrupt", {})
+        )
         self.stack = Stack(
-            StackConfig(nic=tap, ip=f"{STACK_IP}/24", mac=STACK_MAC, tcp=stack_tcp_config())
+            StackConfig(
+                nic=tap,
+                ip=f"{STACK_IP}/24",
+                mac=STACK_MAC,
+                tcp=stack_tcp_config(),
+                mode=mode,
+                mode_params=params,
+            )
         )
         self.stack.start()
         self.stack.arp.add_static(socket.inet_aton(STACK_PEER_IP), bytes.fromhex("020000000003"))
-        self.wire = PacketWire(self.ns, TAP, STACK_PEER_IP, STACK_IP, STACK_MAC)
+        self.wire = PacketWire(self.ns, TAP, STACK_PEER_IP, STACK_IP, STACK_MAC, vnet=self.offload)
 
     async def listen(
         self, port: int, *, reading: bool = True, rcvbuf: int | None = None, backlog: int = 16

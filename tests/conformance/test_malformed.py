@@ -79,7 +79,7 @@ async def _malformed_option_case(
     await target.listen(port)
     before = target.counters()
     sport, iss = await _syn_raw(target, port, options=options, data_offset=data_offset)
-    if target.name == "stack":
+    if target.name.startswith("stack"):
         await target.wire.expect_none(_from(target, sport), within=0.4)
         counted = _grew(before, target.counters(), "tcp.tcp_bad_option")
         record(f"segment dropped, counted {counted}")
@@ -117,7 +117,7 @@ async def test_rfc9293_3_1_data_offset_beyond_segment(target: Target, record: Re
     await target.wire.expect_none(_from(target, sport), within=0.4)
     counted = _grew(before, target.counters(), "tcp.tcp_bad_offset", "Tcp.InErrs")
     record(f"no answer{'; counted ' + counted if counted else ''}")
-    if target.name == "stack":
+    if target.name.startswith("stack"):
         assert counted
     await _listener_still_answers(target, 8006)
 
