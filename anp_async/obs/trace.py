@@ -360,7 +360,7 @@ class Tracer:
         self._child: list[int] = []  # time spent in nested layers, per open layer
         self._ep_frame: dict[int, _Frame] = {}  # id(endpoint) -> frame that touched it
         self._flush_frame: _Frame | None = None
-        self._wakeups0 = 0
+        self._wake: dict[str, Any] | None = None  # the batch's wake-up line
 
     # -- attaching ----------------------------------------------------------------------
 
@@ -455,6 +455,10 @@ class Tracer:
 
     def _emit_batch(self) -> None:
         frames, self._batch = self._batch, []
+        if self._wake is not None and frames:
+            self._wake["frames"] = len(frames)
+            self._wake["text"] += f", {len(frames)} frame{'s' if len(frames) > 1 else ''}"
+        self._wake = None
         for fr in frames:
             self._deliver(fr)
         if self.done and self.attached:
@@ -474,7 +478,7 @@ class Tracer:
             mode = stack._mode
             ms = mode.stats if mode is not None else None
             wake = ms.wakeups if ms is not None else 0
-            self._rec(
+            self._wake = self._rec(
                 "wake", f"batch {self._batch_no}: mode {stack.mode_name}"
                 + (f" ({','.join(f'{k}={v}' for k, v in stack.mode_params.items())})"
                    if stack.mode_params else "")

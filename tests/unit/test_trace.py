@@ -45,6 +45,7 @@ async def test_ping_is_traced_layer_by_layer():
         assert _layers(recs) == ["wake", "eth", "ip", "icmp", "tx"], recs
         wake, eth, ip, icmp, tx = recs
         assert "mode interrupt" in wake["text"] and wake["frame"] == eth["frame"] == 1
+        assert wake["frames"] == 1 and wake["text"].endswith(", 1 frame")
         assert ip["src"] == "10.0.0.1" and ip["dst"] == "10.0.0.2" and ip["proto"] == "icmp"
         assert "echo-request" in icmp["text"] and icmp["counters"] == {"icmp.echo_replies_sent": 1}
         assert icmp["rules"] == ["RFC 792 / RFC 1122 3.2.2.6: echo request answered"]
