@@ -1,99 +1,146 @@
-"""TSO against a kernel that announces a small MSS (``ip route ... advmss``), as a new user
-meets it: the stack's super-segments must be cut at what the kernel announced, never at
-the stack's own MSS. The kernel's ``ss -ti`` shows the segment size it received
-(``rcvmss``: from the gso_size of our frames), in both directions of the open."""
+"""TSO against a kernel path that announces a small MSS (``ip route ... advmss``), as a new
+user meets it. The stack's super-segments leave the TAP with a gso_size; a kernel that
+forwards them to a device without offloads cuts them there, so what a wire carries is
+visible one hop further: a veth with TSO/GSO off into a second namespace, where tcpdump
+reads the real segment sizes. They must fit the MSS the far end announced, never the
+stack's own 1460.
+
+    stack 10.0.0.2 --TAP-- [ns R: 10.0.0.1, forwarding, 10.0.1.1] --veth-- [ns H: 10.0.1.2]
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import fcntl
 import re
+import socket
+import struct
 from collections.abc import Iterator
 
 import pytest
 
 from anp_async import Stack, StackConfig
-from anp_async.nic.netns import Netns
+from anp_async.nic.netns import Netns, veth_pair
 from anp_async.nic.tap import TapNic
 from tests.netutil import KERNEL_CIDR, KERNEL_IP, STACK_CIDR, STACK_IP, STACK_MAC
 from tests.stackutil import fast_tcp, run_in_ns
 
 TAP = "anpmss0"
+FAR_IP = "10.0.1.2"
 ADVMSS = 500
-#: What each segment may carry: the announced MSS less the timestamp option (RFC 6691).
-EXPECTED_MSS = ADVMSS - 12
+#: Data per segment: the announced MSS less the timestamp option (RFC 6691).
+EXPECTED = ADVMSS - 12
+NBYTES = 400_000
 
+SERVER = f"""
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{FAR_IP}", 9001)); s.listen(1); s.settimeout(30); print("ready", flush=True)
+c, _ = s.accept(); c.settimeout(30); n = 0
+while (d := c.recv(1 << 20)): n += len(d)
+print(n, flush=True)
+"""
 CLIENT = f"""
-import socket, subprocess, sys
-c = socket.create_connection(("{STACK_IP}", 9000), timeout=30); n = 0; shown = False
-while True:
-    d = c.recv(1 << 20)
-    if not d: break
-    n += len(d)
-    if n > 300000 and not shown:
-        shown = True
-        print(subprocess.run(["ss", "-tin"], capture_output=True, text=True).stdout, flush=True)
-print("got", n, flush=True)
+import socket
+c = socket.create_connection(("{STACK_IP}", 9000), timeout=30); n = 0
+while (d := c.recv(1 << 20)): n += len(d)
+print(n, flush=True)
 """
 
 
+def segmentation_offloads_off(ns: Netns, ifname: str) -> None:
+    """``ethtool -K IF tso off gso off`` inside ``ns`` (SIOCETHTOOL; no ethtool binary)."""
+    with ns.enter(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for cmd in (0x1F, 0x24):  # ETHTOOL_STSO, ETHTOOL_SGSO
+            val = ctypes.create_string_buffer(struct.pack("II", cmd, 0))
+            ifr = struct.pack("16sP", ifname.encode(), ctypes.addressof(val))
+            fcntl.ioctl(s.fileno(), 0x8946, ifr + bytes(40 - len(ifr)))  # SIOCETHTOOL
+
+
 @pytest.fixture
-def mss_tap(netns: Netns) -> Iterator[tuple[Netns, TapNic]]:
-    tap = TapNic.open(TAP, peer=KERNEL_CIDR, netns=netns, vnet_hdr=True)
+def routed(netns: Netns) -> Iterator[tuple[Netns, TapNic]]:
+    far = Netns.create()
+    tap: TapNic | None = None
     try:
-        # The kernel announces MSS 500 on this route, as a path with a small MTU would.
-        netns.run(
-            ["ip", "route", "change", "10.0.0.0/24", "dev", TAP, "advmss", str(ADVMSS),
-             "proto", "kernel", "scope", "link", "src", KERNEL_IP],
+        tap = TapNic.open(TAP, peer=KERNEL_CIDR, netns=netns, vnet_hdr=True)
+        veth_pair(netns, far, "10.0.1.1/24", f"{FAR_IP}/24", "mssr", "mssh")
+        netns.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+        segmentation_offloads_off(netns, "mssr")  # the forwarding kernel cuts: a wire
+        # The far host announces MSS 500 toward the stack (a path with a small MTU would).
+        far.run(
+            ["ip", "route", "add", "10.0.0.0/24", "via", "10.0.1.1", "advmss", str(ADVMSS)],
             check=True,
-        )  # fmt: skip
-        yield netns, tap
+        )
+        yield far, tap
     finally:
-        tap.close()
+        if tap is not None:
+            tap.close()
+        far.delete()
 
 
-def rcvmss(ss_output: str) -> int:
-    m = re.search(r"rcvmss:(\d+)", ss_output)
-    assert m, ss_output
-    return int(m.group(1))
+async def sizes_seen(far: Netns, transfer: asyncio.Future[None]) -> list[int]:
+    """Data segment sizes from the stack that tcpdump sees on the far host's veth."""
+    dump = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", far.name, "tcpdump", "-i", "mssh", "-n", "-l", "-c", "300",
+        f"tcp and src host {STACK_IP} and greater 200",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.sleep(0.5)  # tcpdump is listening
+    transfer.set_result(None)
+    try:
+        out, _ = await asyncio.wait_for(dump.communicate(), 20)
+    finally:
+        if dump.returncode is None:
+            dump.kill()
+            await dump.wait()
+    return [int(m) for m in re.findall(r"length (\d+)", out.decode())]
 
 
-async def test_tso_cuts_at_the_mss_the_kernel_announced(mss_tap: tuple[Netns, TapNic]) -> None:
-    ns, tap = mss_tap
-    cfg = StackConfig(nic=tap, ip=STACK_CIDR, mac=STACK_MAC.hex(":"), tcp=fast_tcp())
+async def test_tso_segments_on_the_wire_fit_the_mss_the_far_end_announced(
+    routed: tuple[Netns, TapNic],
+) -> None:
+    far, tap = routed
+    cfg = StackConfig(
+        nic=tap, ip=STACK_CIDR, mac=STACK_MAC.hex(":"), gateway=KERNEL_IP, tcp=fast_tcp()
+    )
+    loop = asyncio.get_running_loop()
     async with Stack(cfg) as stack:
-        # Passive open: the kernel connects (SYN with MSS 500) and receives.
-        async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            assert w.get_extra_info("stack_tcp_info")["mss"] == EXPECTED_MSS
-            w.write(b"p" * 1_000_000)
-            await w.drain()
-            w.close()
-
-        srv = await stack.start_server(handler, STACK_IP, 9000)
-        rc, out, err = await run_in_ns(ns, ["python3", "-c", CLIENT], timeout=60)
-        assert rc == 0 and "got 1000000" in out, err
-        passive = rcvmss(out)
-        srv.close()
-        # Active open: the stack connects (SYN-ACK with MSS 500) and sends.
+        # Active open: the stack connects (the SYN-ACK says MSS 500) and sends.
         proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", ns.name, "python3", "-c",
-            "import socket; s = socket.socket(); s.bind(('', 9001)); s.listen(1); "
-            "print('ready', flush=True); c, _ = s.accept(); import time; n = 0\n"
-            "while (d := c.recv(1 << 20)): n += len(d)\nprint(n, flush=True)",
+            "ip", "netns", "exec", far.name, "python3", "-c", SERVER,
             stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         assert proc.stdout is not None
         assert b"ready" in await asyncio.wait_for(proc.stdout.readline(), 10)
-        r, w = await stack.open_connection(KERNEL_IP, 9001)
-        assert w.get_extra_info("stack_tcp_info")["mss"] == EXPECTED_MSS
-        w.write(b"a" * 1_000_000)
+        go: asyncio.Future[None] = loop.create_future()
+        seen = asyncio.ensure_future(sizes_seen(far, go))
+        await go
+        _r, w = await stack.open_connection(FAR_IP, 9001)
+        assert w.get_extra_info("stack_tcp_info")["mss"] == EXPECTED
+        w.write(b"a" * NBYTES)
         await w.drain()
-        _, ss_out, _ = await run_in_ns(ns, ["ss", "-tin", "sport", "= :9001"])
-        active = rcvmss(ss_out)
         w.close()
-        got = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert int(await asyncio.wait_for(proc.stdout.readline(), 30)) == NBYTES
         await proc.wait()
-        assert int(got) == 1_000_000
+        active = await seen
+
+        # Passive open: the far host connects (its SYN says MSS 500) and receives.
+        async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(b"p" * NBYTES)
+            await w.drain()
+            w.close()
+
+        srv = await stack.start_server(handler, STACK_IP, 9000)
+        go = loop.create_future()
+        seen = asyncio.ensure_future(sizes_seen(far, go))
+        await go
+        rc, out, err = await run_in_ns(far, ["python3", "-c", CLIENT], timeout=60)
+        assert rc == 0 and int(out) == NBYTES, err
+        passive = await seen
+        srv.close()
         tso = stack.stats()["tcp"]["tso_segments_sent"]
-    print(f"kernel rcvmss: passive open {passive}, active open {active}; {tso} super-segments")
-    assert tso > 10
-    assert passive == EXPECTED_MSS and active == EXPECTED_MSS
+    print(f"on the wire: active open max {max(active)}, passive open max {max(passive)} "
+          f"({len(active)}+{len(passive)} segments seen, {tso} super-segments sent)")  # fmt: skip
+    assert tso > 10  # the stack really handed the TAP super-segments
+    assert max(active) == EXPECTED and max(passive) == EXPECTED
