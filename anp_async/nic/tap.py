@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import ipaddress
 import os
 import struct
 import threading
@@ -128,8 +129,7 @@ class TapNic(Nic):
         With ``vnet_hdr`` the kernel may hand over 64 KiB TCP frames (TSO) and leave
         checksums partial; each frame then starts with a virtio-net header.
         """
-        if len(name.encode()) > 15:
-            raise ValueError(f"interface name {name!r} longer than 15 bytes")
+        _check_open_args(name, peer, mtu)
         ns = _netns_handle(netns)
 
         def create() -> tuple[int, bytes]:
@@ -216,6 +216,42 @@ class TapNic(Nic):
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)
+
+
+#: Largest MTU a TAP takes (the kernel's limit for tun devices).
+MAX_MTU = 65535
+#: Smallest MTU IPv4 allows (RFC 791: every host takes 68-byte datagrams).
+MIN_MTU = 68
+
+
+def _check_open_args(name: object, peer: object, mtu: object) -> None:
+    """Refuse what the kernel would refuse later (or accept wrongly), before any device
+    is touched: ValueError with a sentence that says what is wrong."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"TAP name must be a non-empty string, got {name!r}")
+    raw = name.encode(errors="replace")
+    # Linux's dev_valid_name(): 1-15 bytes, not "." or "..", no '/', ':' or whitespace.
+    if len(raw) > 15:
+        raise ValueError(f"interface name {name!r} longer than 15 bytes")
+    if name in (".", "..") or any(c in name for c in "/:") or any(c.isspace() for c in name):
+        raise ValueError(f"{name!r} is not a valid interface name (no '/', ':' or spaces)")
+    if not name.isprintable():
+        raise ValueError(f"{name!r} is not a valid interface name (unprintable characters)")
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not MIN_MTU <= mtu <= MAX_MTU:
+        raise ValueError(f"mtu must be an integer from {MIN_MTU} to {MAX_MTU}, got {mtu!r}")
+    if peer is not None:
+        if not isinstance(peer, str):
+            raise ValueError(f"peer must be an address/prefix string, got {peer!r}")
+        try:
+            iface = ipaddress.IPv4Interface(peer)
+        except ValueError:
+            raise ValueError(
+                f"peer {peer!r} is not an IPv4 address with prefix length like 10.0.0.1/24"
+            ) from None
+        net = iface.network
+        broadcast = net.prefixlen < 31 and iface.ip == net.broadcast_address
+        if iface.ip.is_multicast or iface.ip.is_unspecified or broadcast:
+            raise ValueError(f"peer {peer!r} cannot be an interface address")
 
 
 def _open_tun(name: str, vnet_hdr: bool) -> int:
