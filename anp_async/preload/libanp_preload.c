@@ -20,7 +20,9 @@
  * - A non-blocking connect must not poll writable before the handshake ends: before asking
  *   the stack to connect, the library shrinks the socket's send buffer and fills it, so the
  *   descriptor is not writable; when the handshake ends (or fails) the anp process drains the
- *   filler and restores the buffer, and the program sees POLLOUT, then SO_ERROR.
+ *   filler, the program sees POLLOUT, then SO_ERROR, and the library gives the buffer its
+ *   size back at the program's next call on it. A listening socket is filled the same way
+ *   for good: the kernel never reports a listener writable.
  * - UDP sockets are SOCK_SEQPACKET pairs; each datagram carries an 8-byte address header that
  *   the library adds on send and strips on receive.
  * - Loopback destinations (and binds) turn the socket back into a kernel socket; AF_UNIX and
@@ -40,6 +42,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -70,7 +73,7 @@ enum {
     OP_BIND = 2,     /* data sockaddr_in                                                  */
     OP_LISTEN = 3,   /* a0 backlog                                                        */
     OP_ACCEPT = 4,   /* -> sid of the new socket, data peer + local sockaddr_in; fd       */
-    OP_CONNECT = 5,  /* data sockaddr_in, a0 filler bytes, a1 send buffer to restore; fd  */
+    OP_CONNECT = 5,  /* data sockaddr_in, a0 filler bytes                                */
     OP_NAME = 6,     /* a0 0 = sockname, 1 = peername -> data sockaddr_in                 */
     OP_SETOPT = 7,   /* a0 level, a1 name, data value (len)                              */
     OP_GETOPT = 8,   /* a0 level, a1 name -> data value (len)                            */
@@ -104,6 +107,7 @@ struct anp_sock {
     int state;
     int v6only;
     int eof_asked;
+    int sndbuf_restore; /* the send buffer size to give back after a connect's filler */
     int udp_connected;
     struct sockaddr_in udp_peer;
     int nopts;
@@ -518,6 +522,8 @@ static int to_kernel(int fd, struct anp_sock *s)
     return 0;
 }
 
+static int fill_send_buffer(int fd, int *sndbuf);
+
 /* ------------------------------------------------------------------ bind, listen, accept */
 
 int bind(int fd, const struct sockaddr *addr, socklen_t len)
@@ -567,6 +573,10 @@ int listen(int fd, int backlog)
     LOG("listen(%d, %d) = %d", fd, backlog, rc);
     if (rc < 0)
         return fail(-rc);
+    if (s->state != ST_LISTENING) {
+        int unused;
+        fill_send_buffer(fd, &unused); /* never POLLOUT, like a kernel listener */
+    }
     s->state = ST_LISTENING;
     return 0;
 }
@@ -661,6 +671,16 @@ static int fill_send_buffer(int fd, int *sndbuf)
     return total;
 }
 
+/* The connect's filler is gone (the handshake ended): the send buffer gets its size back. */
+static inline void restore_send_buffer(int fd, struct anp_sock *s)
+{
+    if (__builtin_expect(s->sndbuf_restore > 0, 0)) {
+        int v = s->sndbuf_restore / 2; /* setsockopt doubles it (socket(7)) */
+        s->sndbuf_restore = 0;
+        real_setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+    }
+}
+
 static int wait_writable(int fd)
 {
     struct pollfd p = {fd, POLLOUT, 0};
@@ -682,7 +702,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     struct anp_sock *s;
     struct sockaddr_in a;
     struct anp_msg req, rep;
-    int lo, e, rc, dupfd = -1, sndbuf = 0, filler = 0, err;
+    int lo, e, rc, sndbuf = 0, filler = 0, err;
     ensure_real();
     s = lookup(fd);
     if (!s)
@@ -714,19 +734,21 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
         s->udp_peer = a;
         return 0;
     }
+    if (s->state == ST_LISTENING)
+        return fail(EISCONN);
     if (s->state == ST_NEW) {
         filler = fill_send_buffer(fd, &sndbuf);
-        dupfd = real_fcntl(fd, F_DUPFD_CLOEXEC, 0);
         req.a[0] = filler;
-        req.a[1] = sndbuf;
     }
-    rc = ctl_call(&req, dupfd, &rep, NULL);
-    if (dupfd >= 0)
-        real_close(dupfd);
+    rc = ctl_call(&req, -1, &rep, NULL);
     LOG("connect(%d, %s:%d) = %d", fd, inet_ntoa(a.sin_addr), ntohs(a.sin_port), rc);
+    if (s->state == ST_NEW)
+        s->sndbuf_restore = sndbuf; /* the anp process drained the filler or will */
     if (rc < 0) {
         if (rc == -EISCONN)
             s->state = ST_CONNECTED;
+        else if (s->state == ST_NEW)
+            restore_send_buffer(fd, s); /* refused at once: the filler is drained */
         return fail(-rc);
     }
     s->state = ST_CONNECTING;
@@ -735,6 +757,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     if (wait_writable(fd) < 0)
         return -1;
     err = so_error(s);
+    restore_send_buffer(fd, s);
     if (err)
         return fail(err);
     s->state = ST_CONNECTED;
@@ -889,11 +912,12 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
     rc = ctl_call(&req, -1, &rep, NULL);
     if (rc < 0)
         return fail(-rc);
-    if (level == SOL_SOCKET && name == SO_ERROR) {
+    if (level == SOL_SOCKET && name == SO_ERROR && s->state == ST_CONNECTING) {
         int v;
         memcpy(&v, rep.data, sizeof v);
-        if (v == 0 && s->state == ST_CONNECTING)
+        if (v == 0)
             s->state = ST_CONNECTED;
+        restore_send_buffer(fd, s);
     }
     if (rep.len < *len)
         *len = rep.len;
@@ -917,6 +941,29 @@ static ssize_t stream_end(struct anp_sock *s)
     if (rc == -ENETDOWN)
         return fail(ECONNRESET); /* the stack went away */
     return rc < 0 ? fail(-rc) : 0;
+}
+
+/* Data calls on a TCP socket that is not connected: the kernel's answers (a listener or a
+ * socket never connected has no stream; its pair must not carry bytes either). */
+static int stream_unconnected(struct anp_sock *s)
+{
+    return s->state == ST_NEW || s->state == ST_LISTENING;
+}
+
+static ssize_t send_unconnected(int flags)
+{
+    if (!(flags & MSG_NOSIGNAL))
+        raise(SIGPIPE);
+    return fail(EPIPE);
+}
+
+/* The first data call after a connect ends gives the send buffer its size back. */
+static inline ssize_t stream_send_ready(int fd, struct anp_sock *s, int flags)
+{
+    if (stream_unconnected(s))
+        return send_unconnected(flags);
+    restore_send_buffer(fd, s);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ UDP data */
@@ -1058,6 +1105,8 @@ ssize_t read(int fd, void *buf, size_t n)
         return real_read(fd, buf, n);
     if (s->type == SOCK_DGRAM)
         return udp_recv1(fd, s, buf, n, 0, NULL, NULL);
+    if (stream_unconnected(s))
+        return fail(ENOTCONN);
     r = real_read(fd, buf, n);
     return (r == 0 && n > 0) ? stream_end(s) : r;
 }
@@ -1079,6 +1128,8 @@ ssize_t recv(int fd, void *buf, size_t n, int flags)
         return real_recv(fd, buf, n, flags);
     if (s->type == SOCK_DGRAM)
         return udp_recv1(fd, s, buf, n, flags, NULL, NULL);
+    if (stream_unconnected(s))
+        return fail(ENOTCONN);
     r = real_recv(fd, buf, n, flags);
     return (r == 0 && n > 0 && !(flags & MSG_PEEK)) ? stream_end(s) : r;
 }
@@ -1100,6 +1151,8 @@ ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *from, 
         return real_recvfrom(fd, buf, n, flags, from, fl);
     if (s->type == SOCK_DGRAM)
         return udp_recv1(fd, s, buf, n, flags, from, fl);
+    if (stream_unconnected(s))
+        return fail(ENOTCONN);
     r = real_recv(fd, buf, n, flags);
     if (fl)
         *fl = 0; /* a connected TCP socket gives no address */
@@ -1125,6 +1178,8 @@ ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
         return real_recvmsg(fd, msg, flags);
     if (s->type == SOCK_DGRAM)
         return udp_recv(fd, s, msg, flags);
+    if (stream_unconnected(s))
+        return fail(ENOTCONN);
     {
         struct msghdr m = *msg;
         m.msg_name = NULL;
@@ -1160,6 +1215,8 @@ ssize_t readv(int fd, const struct iovec *iov, int cnt)
         m.msg_iovlen = (size_t)cnt;
         return udp_recv(fd, s, &m, 0);
     }
+    if (stream_unconnected(s))
+        return fail(ENOTCONN);
     r = real_readv(fd, iov, cnt);
     for (i = 0; i < cnt; i++)
         want += iov[i].iov_len;
@@ -1171,9 +1228,13 @@ ssize_t write(int fd, const void *buf, size_t n)
     struct anp_sock *s;
     ensure_real();
     s = lookup(fd);
-    if (!s || s->type == SOCK_STREAM)
+    if (!s)
         return real_write(fd, buf, n);
-    return udp_send1(fd, s, buf, n, 0, NULL, 0);
+    if (s->type == SOCK_DGRAM)
+        return udp_send1(fd, s, buf, n, 0, NULL, 0);
+    if (stream_send_ready(fd, s, 0) < 0)
+        return -1;
+    return real_write(fd, buf, n);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
@@ -1182,8 +1243,13 @@ ssize_t writev(int fd, const struct iovec *iov, int cnt)
     struct msghdr m;
     ensure_real();
     s = lookup(fd);
-    if (!s || s->type == SOCK_STREAM)
+    if (!s)
         return real_writev(fd, iov, cnt);
+    if (s->type == SOCK_STREAM) {
+        if (stream_send_ready(fd, s, 0) < 0)
+            return -1;
+        return real_writev(fd, iov, cnt);
+    }
     if (cnt < 0)
         return fail(EINVAL);
     memset(&m, 0, sizeof m);
@@ -1197,9 +1263,13 @@ ssize_t send(int fd, const void *buf, size_t n, int flags)
     struct anp_sock *s;
     ensure_real();
     s = lookup(fd);
-    if (!s || s->type == SOCK_STREAM)
+    if (!s)
         return real_send(fd, buf, n, flags);
-    return udp_send1(fd, s, buf, n, flags, NULL, 0);
+    if (s->type == SOCK_DGRAM)
+        return udp_send1(fd, s, buf, n, flags, NULL, 0);
+    if (stream_send_ready(fd, s, flags) < 0)
+        return -1;
+    return real_send(fd, buf, n, flags);
 }
 
 ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *to,
@@ -1210,8 +1280,11 @@ ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockad
     s = lookup(fd);
     if (!s)
         return real_sendto(fd, buf, n, flags, to, tolen);
-    if (s->type == SOCK_STREAM)
+    if (s->type == SOCK_STREAM) {
+        if (stream_send_ready(fd, s, flags) < 0)
+            return -1;
         return real_send(fd, buf, n, flags); /* TCP ignores the address, as Linux does */
+    }
     return udp_send1(fd, s, buf, n, flags, to, tolen);
 }
 
@@ -1224,6 +1297,8 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
         return real_sendmsg(fd, msg, flags);
     if (s->type == SOCK_STREAM) {
         struct msghdr m = *msg;
+        if (stream_send_ready(fd, s, flags) < 0)
+            return -1;
         m.msg_name = NULL;
         m.msg_namelen = 0;
         m.msg_control = NULL;

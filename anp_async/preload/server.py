@@ -346,21 +346,8 @@ class SocketApi:
         except OSError:
             self._tcp_bound[rec.bound[1]] = rec
             raise
-        rec.listener = listener
-        self.watcher.unwatch(rec.fd)
-        # The program never writes to a listening socket: readable means it closed it.
-        self.loop.add_reader(rec.fd, self._listener_readable, rec)
+        rec.listener = listener  # the hang-up watcher still tells when the program closes it
         return Message(req.op)
-
-    def _listener_readable(self, rec: StreamSocket) -> None:
-        try:
-            data = rec.sock.recv(4096)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            rec.on_program_closed()
 
     def _op_accept(self, rec: SocketRecord | None, req: Message, _fd: int) -> Any:
         if not isinstance(rec, StreamSocket) or rec.listener is None:
@@ -383,8 +370,9 @@ class SocketApi:
         if isinstance(rec, DatagramSocket):
             return self._connect_udp(rec, req)
         assert isinstance(rec, StreamSocket)
-        program_end = socket.socket(fileno=fd) if fd >= 0 else None
-        filler, sndbuf = req.a[0], req.a[1]
+        if fd >= 0:
+            os.close(fd)  # CONNECT carries no descriptor
+        filler = req.a[0]
         state = rec.lib_state()
         refusal = {
             LibState.CONNECTING: errno.EALREADY,
@@ -398,15 +386,13 @@ class SocketApi:
         if refusal is None and not req.data:
             refusal = errno.EINVAL
         if refusal is not None:
-            self._restore_send_buffer(rec, filler, sndbuf, program_end)
+            _drain_filler(rec, filler)
             return _err(req.op, refusal)
         ip, port = unpack_sockaddr(req.data)
         if port == 0 or self.stack.iface.next_hop(socket.inet_aton(ip)) is None:
-            self._restore_send_buffer(rec, filler, sndbuf, program_end)
+            _drain_filler(rec, filler)
             return _err(req.op, errno.ECONNREFUSED if port == 0 else errno.ENETUNREACH)
-        rec.connecting = self.loop.create_task(
-            self._connect(rec, ip, port, filler, sndbuf, program_end)
-        )
+        rec.connecting = self.loop.create_task(self._connect(rec, ip, port, filler))
         self.counters["connects"] += 1
         return Message(req.op)
 
@@ -416,8 +402,6 @@ class SocketApi:
         ip: str,
         port: int,
         filler: int,
-        sndbuf: int,
-        program_end: socket.socket | None,
     ) -> None:
         local = (self.stack.ip, rec.bound[1]) if rec.bound is not None else None
         err = 0
@@ -426,21 +410,17 @@ class SocketApi:
             _, pump = await self.stack.create_connection(
                 lambda: StreamPump(rec), ip, port, local_addr=local, tcp_config=self._config(rec)
             )
-        except asyncio.CancelledError:
-            if program_end is not None:
-                program_end.close()
-            raise
         except OSError as e:
             err = errno_of(e)
         finally:
             rec.connecting = None
         if rec.bound is not None:
             self.unbind_tcp(rec.bound[1], rec)  # the connection holds the port now
-        self._restore_send_buffer(rec, filler, sndbuf, program_end)
         if rec.closed:
             if pump is not None and pump.transport is not None:
                 pump.transport.abort()
             return
+        _drain_filler(rec, filler)  # the program's descriptor polls writable now
         if err:
             rec.pending_error = rec.end_errno = err
             with contextlib.suppress(OSError):
@@ -463,37 +443,16 @@ class SocketApi:
             overrides["user_timeout"] = timeout_ms / 1000.0
         return self.stack.tcp.host.conn_config(**overrides)
 
-    def _restore_send_buffer(
-        self, rec: StreamSocket, filler: int, sndbuf: int, program_end: socket.socket | None
-    ) -> None:
-        """Drain the library's filler and give the program's end its send buffer back: the
-        program's descriptor polls writable now, as the kernel's does when a connect ends."""
-        left = filler
-        while left > 0:
-            try:
-                got = rec.sock.recv(min(left, 65536))
-            except (BlockingIOError, OSError):
-                break
-            if not got:
-                break
-            left -= len(got)
-        if program_end is not None:
-            if sndbuf > 0:
-                with contextlib.suppress(OSError):
-                    # setsockopt doubles the value (socket(7)); the library read the doubled one.
-                    program_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf // 2)
-            program_end.close()
-
     async def _connect_udp(self, rec: DatagramSocket, req: Message) -> Message:
         if not req.data:
-            rec.peer = None  # connect(AF_UNSPEC): dissolve the association
+            rec.associate(None)  # connect(AF_UNSPEC): dissolve the association
             return Message(req.op)
         ip, port = unpack_sockaddr(req.data)
         if self.stack.iface.next_hop(socket.inet_aton(ip)) is None:
             return _err(req.op, errno.ENETUNREACH)
         if rec.transport is None:
             await rec.bind("0.0.0.0", 0)
-        rec.peer = (ip, port)
+        rec.associate((ip, port))
         return Message(req.op)
 
     def _op_name(self, rec: SocketRecord | None, req: Message, _fd: int) -> Message:
@@ -533,6 +492,21 @@ class SocketApi:
         return Message(
             req.op, sid=rec.sid, res=rec.sid, a=(rec.lib_type, int(rec.lib_state()), rec.family, 0)
         )
+
+
+def _drain_filler(rec: StreamSocket, filler: int) -> None:
+    """Read away the bytes the library filled the program's send buffer with before
+    connect(): its descriptor polls writable again, as the kernel's does when a connect
+    ends (the library gives the buffer its size back at the program's next call)."""
+    left = filler
+    while left > 0:
+        try:
+            got = rec.sock.recv(min(left, 65536))
+        except OSError:
+            break
+        if not got:
+            break
+        left -= len(got)
 
 
 def _raise_fd_limit() -> None:

@@ -533,6 +533,12 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
     def peername(self) -> tuple[str, int] | None:
         return self.peer
 
+    def associate(self, peer: tuple[str, int] | None) -> None:
+        """connect() on UDP: the peer alone is heard, and its ICMP errors are reported."""
+        self.peer = peer
+        if self.transport is not None:
+            self.transport.connect(peer)  # type: ignore[attr-defined]
+
     async def bind(self, ip: str, port: int) -> None:
         if self.transport is not None:
             raise OSError(errno.EINVAL, "already bound")
@@ -612,9 +618,11 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
     def _send(self, payload: bytes, addr: tuple[str, int]) -> None:
         assert self.transport is not None
         try:
-            self.transport.sendto(payload, addr)
+            self.transport.sendto(payload, None if addr == self.peer else addr)
         except OSError as e:
             self.pending_error = e.errno or errno.EIO
+        except ValueError:  # another address on a connected socket
+            self.api.counters["udp_send_other_peer_dropped"] += 1
 
     def release(self) -> None:
         if self.closed:

@@ -251,6 +251,12 @@ class DatagramTransport(asyncio.DatagramTransport):
             return
         self._layer.counters.inc("tx_datagrams")
 
+    def connect(self, remote: tuple[str, int] | None) -> None:
+        """Associate with one peer, or none, as connect() on a UDP socket does (the socket
+        API of preloaded programs uses it): only that peer is heard and sent to by default,
+        and only its ICMP errors are reported."""
+        self._remote = (ip_to_bytes(remote[0]), int(remote[1])) if remote is not None else None
+
     def get_write_buffer_size(self) -> int:
         return 0
 

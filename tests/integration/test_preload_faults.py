@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
 import pytest
-from test_preload_programs import (  # the helpers of the preload tests beside this file
+
+from anp_async.nic.netns import Netns
+from tests.preloadutil import (
     KERNEL_IP,
     Proc,
     anp_up,
@@ -20,9 +23,8 @@ from test_preload_programs import (  # the helpers of the preload tests beside t
     describe,
     kernel_proc,
     run_on_stack,
+    tcp_stats,
 )
-
-from anp_async.nic.netns import Netns
 
 pytestmark = [pytest.mark.root]
 
@@ -123,3 +125,31 @@ def test_stack_going_away_gives_reset_and_epipe_never_a_hang(probe: str) -> None
     assert out[0] == "connected", out
     assert out[1] in ("read: ECONNRESET", "read: 0"), out
     assert out[2:] == ["send-nosignal: EPIPE", "alive"], out
+
+
+CLOSE_WHILE_CONNECTING = (
+    "import socket, time; s = socket.socket(); s.setblocking(False); "
+    "print('connect', s.connect_ex(('10.0.0.99', 80)), flush=True); s.close(); "
+    "print('closed', flush=True); time.sleep(5)"
+)
+
+
+def test_close_during_connect_ends_the_connection_at_once() -> None:
+    """close() in SYN-SENT (10.0.0.99 never answers ARP, which gives up after 3 s): the
+    stack forgets the connection as the kernel does, not when ARP gives up."""
+    with anp_up() as (_ns, tap, _up):
+        prog = attached(tap, ["python3", "-c", CLOSE_WHILE_CONNECTING])
+        try:
+            prog.wait_for("closed")
+            deadline = time.monotonic() + 1.0
+            while True:
+                left = [c for c in tcp_stats(tap)["connections"] if c["remote"] == "10.0.0.99:80"]
+                if not left or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert prog.p.poll() is None, prog.text()  # still asleep: the close did it
+            out = prog.text()
+        finally:
+            prog.close()
+    assert "connect 115" in out, out  # EINPROGRESS
+    assert left == [], left

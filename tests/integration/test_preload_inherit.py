@@ -9,7 +9,8 @@ asks the anp process which inherited descriptors are its sockets (by inode).
 from __future__ import annotations
 
 import pytest
-from test_preload_programs import KERNEL_IP, STACK_IP, describe, retry_in_ns, stack_server
+
+from tests.preloadutil import KERNEL_IP, STACK_IP, describe, retry_in_ns, stack_server
 
 pytestmark = [pytest.mark.root]
 
