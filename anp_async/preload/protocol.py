@@ -14,8 +14,8 @@ LISTEN         a0 backlog                                           res 0
 ACCEPT         --                                                   sid of the new socket, data:
                                                                     peer + local sockaddr_in; fd:
                                                                     the program's end of its pair
-CONNECT        data: sockaddr_in, a0 filler bytes, a1 send buffer   res 0 = started (TCP) or done
-               to restore; fd: a copy of the program's end          (UDP); AF_UNSPEC: disconnect
+CONNECT        data: sockaddr_in, a0 filler bytes (TCP); no data:   res 0 = started (TCP) or done
+               UDP disconnect                                       (UDP)
 NAME           a0 0 = sockname, 1 = peername                        data: sockaddr_in
 SETOPT         a0 level, a1 name, data[:len] value                  res 0
 GETOPT         a0 level, a1 name, a2 room                           data[:len] value
