@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 
 from .base import CliError, Command, reason
 from .options import open_stack_from_args, parse_size
@@ -61,6 +62,7 @@ def _configure_echo_client(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=parse_size, default=1 << 20, help="bytes per echo (64K, 1M ...)")
     p.add_argument("--count", type=int, default=1, help="echoes, one connection each")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per echo")
+    p.add_argument("--json", action="store_true", help="one JSON object per echo and a summary")
 
 
 async def cmd_echo_client(args: argparse.Namespace) -> int:
@@ -71,6 +73,10 @@ async def cmd_echo_client(args: argparse.Namespace) -> int:
         raise CliError("--count must be at least 1")
 
     def report(r: EchoResult) -> None:
+        if args.json:
+            print(json.dumps({"echo": r.index, "bytes": r.size, "ok": r.ok, "error": r.error,
+                              "seconds": r.seconds, "mb_per_s": r.mb_per_s}), flush=True)  # fmt: skip
+            return
         status = "ok" if r.ok else f"FAILED: {r.error}"
         print(
             f"echo {r.index}/{args.count}: {r.size} bytes {status} in "
@@ -88,7 +94,11 @@ async def cmd_echo_client(args: argparse.Namespace) -> int:
         )
     good = sum(r.ok for r in results)
     total = sum(r.seconds for r in results)
-    print(f"{good}/{len(results)} echoes matched, {args.size} bytes each, {total:.3f} s in total")
+    if args.json:
+        print(json.dumps({"matched": good, "echoes": len(results), "bytes": args.size,
+                          "seconds": total}))  # fmt: skip
+    else:
+        print(f"{good}/{len(results)} echoes matched, {args.size} bytes each, {total:.3f} s in total")
     return 0 if good == len(results) else 1
 
 

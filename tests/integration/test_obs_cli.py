@@ -168,14 +168,20 @@ def test_trace_json_follows_an_http_request(up):
     )
 
 
-def test_ping_with_trace_option():
+def test_ping_with_trace_option_and_json():
     ns = f"anp-{secrets.token_hex(4)}"
     tap = "anpt" + secrets.token_hex(3)
     try:
         r = anp("ping", "10.0.0.1", "-c", "1", "--netns", ns, "--tap", tap, "--trace", timeout=30)
+        j = anp("ping", "10.0.0.1", "-c", "2", "-i", "0.1", "--json", "--netns", ns + "j",
+                "--tap", tap, timeout=30)  # fmt: skip
     finally:
-        if Netns(ns).exists():
-            Netns(ns).delete()
+        for name in (ns, ns + "j"):
+            if Netns(name).exists():
+                Netns(name).delete()
+    recs = [json.loads(line) for line in j.stdout.splitlines()]
+    assert [x.get("seq") for x in recs[:2]] == [1, 2] and all(x["rtt_ms"] > 0 for x in recs[:2])
+    assert recs[2]["transmitted"] == recs[2]["received"] == 2 and recs[2]["mode"] == "interrupt"
     assert r.returncode == 0, r.stderr
     assert "ARP who-has 10.0.0.1 tell 10.0.0.2" in r.stderr
     assert "echo-reply" in r.stderr and "stack.ping() returns" in r.stderr
