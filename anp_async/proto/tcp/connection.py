@@ -867,6 +867,10 @@ class TcpConnection:
             self.counters["dropped_bad_ack"] += 1
             return False
         self.snd_una = ack
+        # A simultaneous open rewound SND.NXT to send the SYN again: the ACK of the first
+        # SYN may come before output() ran (found by anp sim).
+        if self.snd_nxt < ack:
+            self.snd_nxt = ack
         self._sample_timed_rtt(ack, now)
         self._rtx_at = None if ack >= self.snd_max else now + self.rtt.rto
         self.snd_wnd = seg.window << self.snd_wscale
