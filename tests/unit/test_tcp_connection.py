@@ -764,8 +764,8 @@ def test_rst_in_last_ack() -> None:
     assert c.take_events() == [Closed("normal")]
 
 
-def test_rst_exact_in_time_wait_closes() -> None:
-    c = established()
+def test_rst_exact_in_time_wait_closes_without_rfc1337() -> None:
+    c = established(plain(rfc1337=False))
     c.shutdown(1.0)
     c.output(1.0)
     c.on_segment(rseg(RISS + 1, ISS + 2, FIN | ACK), 1.01)
@@ -854,3 +854,25 @@ def test_shutdown_before_connected_sends_fin_after_handshake() -> None:
     c.on_segment(rseg(RISS, ISS + 1, SYN | ACK, 30000, options=TcpOptions(mss=1460)), 0.01)
     assert c.state is TcpState.FIN_WAIT_1
     assert c.output(0.01) == [lseg(ISS + 1, RISS + 1, FIN | PSH | ACK, payload=b"req")]
+
+
+def test_rfc1337_time_wait_ignores_rst_by_default() -> None:
+    """RFC 1337: a RST (in window or not) does not end TIME-WAIT; 2*MSL still runs out."""
+    c = established()
+    c.shutdown(1.0)
+    assert c.output(1.0) == [lseg(ISS + 1, RISS + 1, FIN | ACK)]
+    c.on_segment(rseg(RISS + 1, ISS + 2, FIN | ACK), 1.01)
+    assert c.state is TcpState.TIME_WAIT
+    assert c.output(1.01) == [lseg(ISS + 2, RISS + 2, window=WIN - 1)]
+    c.take_events()
+    c.on_segment(rseg(RISS + 2, 0, RST), 1.1)  # exact RCV.NXT: would assassinate
+    c.on_segment(rseg(RISS + 2 + 100, 0, RST), 1.2)  # in window, not exact
+    assert c.state is TcpState.TIME_WAIT
+    assert c.output(1.2) == []  # ignored: no challenge ACK either
+    assert c.counters["time_wait_rst_ignored"] == 2
+    # A retransmitted FIN is still answered; the wait ends at 2*MSL as usual.
+    c.on_segment(rseg(RISS + 1, ISS + 2, FIN | ACK), 1.3)
+    assert c.output(1.3) == [lseg(ISS + 2, RISS + 2, window=WIN - 1)]
+    c.on_timer(1.3 + 2.0)
+    assert c.state is TcpState.CLOSED
+    assert c.take_events() == []

@@ -50,6 +50,10 @@ class TcpConfig:
     # TSO: largest segment output() builds, cut into MSS-sized ones by the NIC (0: off;
     # the stack sets it when the NIC offers segmentation offload).
     tso_max: int = 0
+    # RFC 1337 (TIME-WAIT assassination): a connection in TIME-WAIT ignores RST, so an old
+    # duplicate RST cannot end TIME-WAIT early and let old segments into a new incarnation
+    # (Linux's net.ipv4.tcp_rfc1337=1). False: a RST ends TIME-WAIT (RFC 9293's text).
+    rfc1337: bool = True
 
     def __post_init__(self) -> None:
         self.mss = max(88, min(int(self.mss), 65495))

@@ -115,6 +115,7 @@ _COUNTER_NAMES = (
     "dropped_no_ack",
     "dropped_ooo_full",
     "rst_received",
+    "time_wait_rst_ignored",
     "rst_sent",
     "challenge_acks",
     "challenge_acks_suppressed",
@@ -816,6 +817,11 @@ class TcpConnection:
         """RFC 9293 (3.10.7.4) second, with RFC 5961 (3.2): reset only on an exact match
         of RCV.NXT, else send a challenge ACK."""
         self.counters["rst_received"] += 1
+        if self.state is TIME_WAIT and self.cfg.rfc1337:
+            # RFC 1337 (TIME-WAIT assassination): ignore RST in TIME-WAIT, so an old
+            # duplicate cannot cut the 2*MSL wait short (as Linux's tcp_rfc1337=1).
+            self.counters["time_wait_rst_ignored"] += 1
+            return
         if arr.d != 0:
             self._challenge_ack(now)
             return
