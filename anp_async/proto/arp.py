@@ -244,17 +244,7 @@ class ArpTable:
         learnable = sender_ip != _ZERO_IP and not (sender_mac[0] & 1) and sender_ip[0] < 224
         if not learnable:
             counters["bogus_sender"] += 1
-        # RFC 826: "If the pair <protocol type, sender protocol address> is already in my
-        # translation table, update the sender hardware address field ... set Merge_flag"
-        merged = False
-        entry = self._entries.get(sender_ip)
-        if learnable and entry is not None:
-            merged = True
-            if not entry.static:
-                if entry.mac != sender_mac:
-                    counters["entries_updated"] += 1
-                entry.mac = sender_mac
-                entry.expires = now + self.ttl
+        merged = learnable and self._merge(sender_ip, sender_mac, now)
         for_me = pkt.target_ip == self.my_ip
         pending = self._pending.get(sender_ip) if learnable else None
         # RFC 826: "Am I the target protocol address? ... If Merge_flag is false, add the
@@ -271,23 +261,29 @@ class ArpTable:
         # hardware address on the same hardware on which the request was received"
         if for_me and pkt.op == OP_REQUEST:
             counters["replies_sent"] += 1
-            frames.append(
-                (
-                    sender_mac,
-                    _pack(
-                        HTYPE_ETHERNET,
-                        PTYPE_IPV4,
-                        6,
-                        4,
-                        OP_REPLY,
-                        self.my_mac,
-                        self.my_ip,
-                        sender_mac,
-                        sender_ip,
-                    ),
-                )
-            )
+            frames.append((sender_mac, self._reply(sender_mac, sender_ip)))
         return frames, released
+
+    def _merge(self, ip: bytes, mac: bytes, now: float) -> bool:
+        """RFC 826: "If the pair <protocol type, sender protocol address> is already in my
+        translation table, update the sender hardware address field ... set Merge_flag"
+        (a static entry keeps its address). Returns Merge_flag."""
+        entry = self._entries.get(ip)
+        if entry is None:
+            return False
+        if not entry.static:
+            if entry.mac != mac:
+                self.counters["entries_updated"] += 1
+            entry.mac = mac
+            entry.expires = now + self.ttl
+        return True
+
+    def _reply(self, target_mac: bytes, target_ip: bytes) -> bytes:
+        """Our ARP reply to a request from ``target_ip`` (RFC 826: swap, fill in our MAC)."""
+        return _pack(
+            HTYPE_ETHERNET, PTYPE_IPV4, 6, 4, OP_REPLY, self.my_mac, self.my_ip, target_mac,
+            target_ip,
+        )  # fmt: skip
 
     def resolve(self, ip: bytes, packet: object, now: float) -> list[tuple[bytes, bytes]]:
         """Hold ``packet`` until ``ip`` is resolved; returns ARP requests to send.

@@ -323,32 +323,47 @@ class Reassembler:
         """Add one fragment; returns the whole datagram's data once complete, else None.
 
         A datagram that is not a fragment is returned as is (copied); callers normally
-        test ``hdr.is_fragment`` first and skip the copy.
+        test ``hdr.is_fragment`` first and skip the copy. Every fragment dropped is
+        counted under the reason.
         """
         if not hdr.is_fragment:
             return bytes(payload)
-        counters = self.counters
-        counters["fragments"] += 1
-        offset = hdr.frag_offset
-        length = len(payload)
-        end = offset + length
-        more = hdr.flags & FLAG_MF
-        # RFC 791 (3.2): every fragment but the last carries a multiple of 8 data octets
-        if more and (length == 0 or length & 7):
-            counters["bad_fragment"] += 1
-            return None
+        self.counters["fragments"] += 1
         key = (hdr.src, hdr.dst, hdr.proto, hdr.ident)
-        partial = self._partials.get(key)
+        if not self._acceptable(key, hdr, len(payload)):
+            return None
+        partial = self._partial_for(key, hdr, now)
+        end = hdr.frag_offset + len(payload)
+        if not self._total_consistent(key, partial, bool(hdr.flags & FLAG_MF), end):
+            return None
+        if payload and not self._insert(key, partial, hdr.frag_offset, payload):
+            return None
+        if partial.received == partial.total:
+            return self._complete(key, partial)
+        return None
+
+    def _acceptable(self, key: _Key, hdr: IPv4Header, length: int) -> bool:
+        """Checks of the fragment alone: size rules of RFC 791 and the memory bound."""
+        counters = self.counters
+        # RFC 791 (3.2): every fragment but the last carries a multiple of 8 data octets
+        if hdr.flags & FLAG_MF and (length == 0 or length & 7):
+            counters["bad_fragment"] += 1
+            return False
         # RFC 791: a datagram is at most 65535 octets, header included
-        if end + hdr.header_len > MAX_DATAGRAM:
-            if partial is not None:
+        if hdr.frag_offset + length + hdr.header_len > MAX_DATAGRAM:
+            if key in self._partials:
                 self._drop(key, "too_big")
             else:
                 counters["too_big"] += 1
-            return None
+            return False
         if length > self.max_bytes:
             counters["no_memory"] += 1
-            return None
+            return False
+        return True
+
+    def _partial_for(self, key: _Key, hdr: IPv4Header, now: float) -> _Partial:
+        """The datagram this fragment belongs to, started (evicting the oldest) if new."""
+        partial = self._partials.get(key)
         if partial is None:
             while len(self._partials) >= self.max_datagrams:
                 self._drop(next(iter(self._partials)), "evicted")
@@ -356,56 +371,70 @@ class Reassembler:
             # by later ones, so a trickle of fragments cannot hold memory forever
             partial = _Partial(now + self.timeout, hdr.header_len)
             self._partials[key] = partial
-        elif offset == 0:
+        elif hdr.frag_offset == 0:
             partial.header_len = hdr.header_len
+        return partial
+
+    def _total_consistent(self, key: _Key, partial: _Partial, more: bool, end: int) -> bool:
+        """The last fragment fixes the total length; nothing may lie beyond it."""
         if not more:
             if partial.total >= 0 and partial.total != end:
                 self._drop(key, "inconsistent")
-                return None
+                return False
             partial.total = end
         elif partial.total >= 0 and end > partial.total:
             self._drop(key, "inconsistent")
-            return None
+            return False
         offsets = partial.offsets
-        pieces = partial.pieces
         if partial.total >= 0 and offsets:
             last = offsets[-1]
-            if last + len(pieces[last]) > partial.total:
+            if last + len(partial.pieces[last]) > partial.total:
                 self._drop(key, "inconsistent")
-                return None
-        if length:
-            existing = pieces.get(offset)
-            if existing is not None and len(existing) == length:
-                counters["duplicates"] += 1
-                return None
-            i = bisect_left(offsets, offset)
-            if i > 0:
-                before = offsets[i - 1]
-                if before + len(pieces[before]) > offset:
-                    self._drop(key, "overlaps")
-                    return None
-            if i < len(offsets) and offsets[i] < end:
+                return False
+        return True
+
+    def _insert(self, key: _Key, partial: _Partial, offset: int, payload: Buffer) -> bool:
+        """Store the fragment's data: an exact duplicate is ignored, an overlap drops the
+        datagram (as RFC 5722 requires for IPv6 and Linux does for IPv4), and memory is
+        made oldest first."""
+        length = len(payload)
+        end = offset + length
+        offsets = partial.offsets
+        pieces = partial.pieces
+        existing = pieces.get(offset)
+        if existing is not None and len(existing) == length:
+            self.counters["duplicates"] += 1
+            return False
+        i = bisect_left(offsets, offset)
+        if i > 0:
+            before = offsets[i - 1]
+            if before + len(pieces[before]) > offset:
                 self._drop(key, "overlaps")
-                return None
-            # make room, oldest first; if only this datagram is left, it goes
-            while self._bytes + length > self.max_bytes:
-                oldest = next(iter(self._partials))
-                self._drop(oldest, "no_memory" if oldest == key else "evicted")
-                if oldest == key:
-                    return None
-            offsets.insert(i, offset)
-            pieces[offset] = bytes(payload)
-            partial.received += length
-            self._bytes += length
-        if partial.received == partial.total:
-            del self._partials[key]
-            self._bytes -= partial.received
-            if partial.header_len + partial.total > MAX_DATAGRAM:
-                counters["too_big"] += 1
-                return None
-            counters["reassembled"] += 1
-            return b"".join([pieces[o] for o in offsets])
-        return None
+                return False
+        if i < len(offsets) and offsets[i] < end:
+            self._drop(key, "overlaps")
+            return False
+        # make room, oldest first; if only this datagram is left, it goes
+        while self._bytes + length > self.max_bytes:
+            oldest = next(iter(self._partials))
+            self._drop(oldest, "no_memory" if oldest == key else "evicted")
+            if oldest == key:
+                return False
+        offsets.insert(i, offset)
+        pieces[offset] = bytes(payload)
+        partial.received += length
+        self._bytes += length
+        return True
+
+    def _complete(self, key: _Key, partial: _Partial) -> bytes | None:
+        """Every byte is here: the datagram's data (None if it came out too big)."""
+        del self._partials[key]
+        self._bytes -= partial.received
+        if partial.header_len + partial.total > MAX_DATAGRAM:
+            self.counters["too_big"] += 1
+            return None
+        self.counters["reassembled"] += 1
+        return b"".join([partial.pieces[o] for o in partial.offsets])
 
     def poll(self, now: float) -> int:
         """Discard datagrams whose reassembly timer expired; returns how many.
