@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 #: The reassembler's drop counters, reported in ``stats()["ip"]`` as ``reassembly_<name>``
 #: (its other counters are the stack's own ``reassembled`` and ``reassembly_timeouts``).
 _REASSEMBLY_DROPS = (
@@ -91,6 +90,49 @@ class StackConfig:
     pcap: str | None = None
     #: Send ICMP port unreachable for datagrams to closed UDP ports (RFC 1122 4.1.3.1).
     icmp_port_unreachable: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every field (the NIC's presence excepted); ValueError saying what is wrong.
+
+        :class:`Stack` calls it again, so a config changed after construction is checked
+        before anything is opened.
+        """
+        if not isinstance(self.ip, str):
+            raise ValueError(f"ip must be a string like '10.0.0.2/24', got {self.ip!r}")
+        addr, sep, prefix = self.ip.partition("/")
+        ip_b = ip_proto.ip_to_bytes(addr)
+        if sep and not (prefix.isdigit() and 0 <= int(prefix) <= 32):
+            raise ValueError(f"ip {self.ip!r}: the prefix length must be 0..32")
+        if ip_b[0] >= 224 or ip_b == bytes(4):
+            raise ValueError(f"ip {self.ip!r} cannot be an interface address")
+        if self.mac is not None:
+            if not isinstance(self.mac, str | bytes):
+                raise ValueError(f"mac must be a string like '02:00:00:00:00:02', got {self.mac!r}")
+            if mac_to_bytes(self.mac)[0] & 1:
+                raise ValueError(f"mac {self.mac!r} is a multicast address, not a station's")
+        if self.gateway is not None:
+            if not isinstance(self.gateway, str):
+                raise ValueError(f"gateway must be an address string, got {self.gateway!r}")
+            ip_proto.ip_to_bytes(self.gateway)
+        if self.mtu is not None and (
+            isinstance(self.mtu, bool)
+            or not isinstance(self.mtu, int)
+            or not 68 <= self.mtu <= 65535
+        ):
+            # RFC 791: every IPv4 host takes 68-byte datagrams; 65535 is the largest datagram.
+            raise ValueError(f"mtu must be an integer from 68 to 65535, got {self.mtu!r}")
+        if not isinstance(self.mode, str):
+            raise ValueError(f"mode must be a receive-mode name, got {self.mode!r}")
+        if not isinstance(self.mode_params, dict):
+            raise ValueError(f"mode_params must be a dict, got {self.mode_params!r}")
+        make_mode(self.mode, **self.mode_params)  # ValueError for a bad name or value
+        if not isinstance(self.tcp, TcpConfig):
+            raise ValueError(f"tcp must be a TcpConfig, got {self.tcp!r}")
+        if self.pcap is not None and not isinstance(self.pcap, str):
+            raise ValueError(f"pcap must be a file name, got {self.pcap!r}")
 
 
 _PING_PATTERN = bytes(range(256)) * 256  # 64 KiB of 0, 1, ..., 255, ...
@@ -129,6 +171,9 @@ class Stack:
     def __init__(self, config: StackConfig) -> None:
         if config.nic is None:
             raise ValueError("StackConfig.nic is required (a TapNic, a Wire end, ...)")
+        if not isinstance(config.nic, Nic):
+            raise ValueError(f"StackConfig.nic must be a Nic, got {config.nic!r}")
+        config.validate()
         self.config = config
         nic: Nic = config.nic
         if config.pcap:

@@ -56,6 +56,7 @@ class TcpConfig:
     rfc1337: bool = True
 
     def __post_init__(self) -> None:
+        self._check()
         self.mss = max(88, min(int(self.mss), 65495))
         self.send_buffer = max(MIN_BUFFER, min(int(self.send_buffer), MAX_BUFFER))
         self.recv_buffer = max(MIN_BUFFER, min(int(self.recv_buffer), MAX_BUFFER))
@@ -63,6 +64,38 @@ class TcpConfig:
         self.delayed_ack = max(0.0, min(float(self.delayed_ack), 0.5))
         # One IPv4 datagram (65535 bytes) must hold it with IP and TCP headers at their largest.
         self.tso_max = max(0, min(int(self.tso_max), 65535 - 20 - 60))
+
+    def _check(self) -> None:
+        """ValueError for values no connection can work with (sizes are clamped instead)."""
+        for name in ("rto_initial", "rto_min", "rto_max", "msl", "keepalive_idle",
+                     "keepalive_interval"):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+                raise ValueError(
+                    f"TcpConfig.{name} must be a positive number of seconds, got {v!r}"
+                )
+        if self.rto_max < self.rto_min:
+            raise ValueError(
+                f"TcpConfig.rto_max ({self.rto_max}) is below rto_min ({self.rto_min})"
+            )
+        if self.user_timeout is not None and not (
+            isinstance(self.user_timeout, int | float) and self.user_timeout > 0
+        ):
+            raise ValueError(
+                f"TcpConfig.user_timeout must be None or > 0, got {self.user_timeout!r}"
+            )
+        for name, lo in (("syn_retries", 0), ("max_retries", 1), ("keepalive_count", 1),
+                         ("initial_cwnd_segments", 1), ("challenge_ack_limit", 1),
+                         ("challenge_ack_global_limit", 1)):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"TcpConfig.{name} must be an integer >= {lo}, got {v!r}")
+        if not isinstance(self.congestion, str) or self.congestion.strip().lower() not in (
+            "newreno", "cubic",
+        ):  # fmt: skip
+            raise ValueError(
+                f"TcpConfig.congestion must be 'newreno' or 'cubic', got {self.congestion!r}"
+            )
 
 
 class ChallengeAckLimiter:
