@@ -37,6 +37,9 @@ TUNSETVNETHDRSZ = 0x400454D8
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
+IFF_MULTI_QUEUE = 0x0100
+#: Most queues one TAP takes (the kernel's MAX_TAP_QUEUES is 256).
+MAX_QUEUES = 256
 TUN_F_CSUM = 0x01
 TUN_F_TSO4 = 0x02
 TUN_F_TSO6 = 0x04
@@ -154,6 +157,67 @@ class TapNic(Nic):
             vnet_hdr=vnet_hdr,
         )
 
+    @classmethod
+    def open_queues(
+        cls,
+        name: str,
+        queues: int,
+        *,
+        peer: str | None = None,
+        netns: Netns | str | None = None,
+        mtu: int = 1500,
+        vnet_hdr: bool = False,
+        steering: bool = True,
+    ) -> list[TapNic]:
+        """A multi-queue TAP (``IFF_MULTI_QUEUE``): one :class:`TapNic` per queue.
+
+        Queue ``i`` is the ``i``-th descriptor attached. The kernel sends each frame to one
+        queue (:mod:`.steering` explains how it chooses); with ``steering`` the choice is
+        the known function of :data:`.steering.STEERING_PROGRAM` instead of automq's
+        secret-keyed hash. Every queue may send any frame. The device disappears when the
+        last queue is closed.
+        """
+        _check_open_args(name, peer, mtu)
+        if isinstance(queues, bool) or not isinstance(queues, int):
+            raise ValueError(f"queues must be an integer, got {queues!r}")
+        if not 1 <= queues <= MAX_QUEUES:
+            raise ValueError(f"queues must be 1..{MAX_QUEUES}, got {queues}")
+        ns = _netns_handle(netns)
+
+        def create() -> tuple[list[int], bytes]:
+            fds: list[int] = []
+            with ns.enter() if ns is not None else nullcontext():
+                try:
+                    for _ in range(queues):
+                        fds.append(_open_tun(name, vnet_hdr, multi_queue=True))
+                    if steering:
+                        from .steering import attach, load_program
+
+                        prog = load_program()
+                        try:
+                            attach(fds[0], prog)
+                        finally:
+                            os.close(prog)
+                    return fds, _configure(name, peer, mtu)
+                except BaseException:
+                    for fd in fds:
+                        os.close(fd)
+                    raise
+
+        fds, kernel_mac = _in_plain_thread(create) if _loop_running() else create()
+        return [
+            cls(
+                fd,
+                name,
+                peer=peer,
+                netns_name=ns.name if ns is not None else None,
+                mtu=mtu,
+                kernel_mac=kernel_mac,
+                vnet_hdr=vnet_hdr,
+            )
+            for fd in fds
+        ]
+
     def fileno(self) -> int:
         if self._fd < 0:
             raise ValueError("TapNic is closed")
@@ -254,7 +318,7 @@ def _check_open_args(name: object, peer: object, mtu: object) -> None:
             raise ValueError(f"peer {peer!r} cannot be an interface address")
 
 
-def _open_tun(name: str, vnet_hdr: bool) -> int:
+def _open_tun(name: str, vnet_hdr: bool, *, multi_queue: bool = False) -> int:
     """Open /dev/net/tun and attach it to TAP ``name`` (created in the thread's netns)."""
     try:
         fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -266,6 +330,8 @@ def _open_tun(name: str, vnet_hdr: bool) -> int:
         ) from None
     try:
         flags = IFF_TAP | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+        if multi_queue:
+            flags |= IFF_MULTI_QUEUE
         try:
             fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(name.encode(), flags))
         except PermissionError:

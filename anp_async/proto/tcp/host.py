@@ -135,6 +135,9 @@ class TcpHost(Generic[E]):
         self.listeners: dict[int, Listener] = {}
         self.counters = Counters()
         self.max_connections = 65536
+        #: Which (local port, remote port) pairs :meth:`pick_port` may take; None: any.
+        #: A worker of a multi-queue host takes only those its NIC queue receives.
+        self.port_ok: Callable[[int, int], bool] | None = None
         self.isn = IsnGenerator(secret[:16])
         # RFC 4987 (3.6): stateless SYN-ACKs once a SYN queue is full.
         self.cookies = SynCookies(secret[16:48])
@@ -372,12 +375,13 @@ class TcpHost(Generic[E]):
 
     def pick_port(self, remote: bytes, rport: int) -> int:
         """A random ephemeral port whose 4-tuple is free; OSError(EADDRNOTAVAIL) if none."""
+        ok = self.port_ok
         for _ in range(128):
             port = self._choice(EPHEMERAL_PORTS)
-            if self.port_free(remote, rport, port):
+            if self.port_free(remote, rport, port) and (ok is None or ok(port, rport)):
                 return port
         for port in EPHEMERAL_PORTS:
-            if self.port_free(remote, rport, port):
+            if self.port_free(remote, rport, port) and (ok is None or ok(port, rport)):
                 return port
         raise _oserror(errno.EADDRNOTAVAIL)
 

@@ -1,0 +1,48 @@
+"""What the supervisor tells a worker process (JSON on its command line)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+#: The line a worker prints on stdout once it serves (the supervisor waits for it).
+READY = "ready"
+
+
+@dataclass
+class WorkerSpec:
+    """Everything one worker needs (JSON on its command line)."""
+
+    index: int
+    queues: int
+    tap: str
+    tap_fd: int
+    ip: str
+    mac: str
+    kernel_mac: str = ""
+    netns: str | None = None
+    peer: str | None = None
+    gateway: str | None = None
+    mtu: int = 1500
+    vnet_hdr: bool = True
+    mode: str = "interrupt"
+    mode_params: dict[str, int] = field(default_factory=dict)
+    congestion: str = "newreno"
+    pcap: str | None = None
+    control: str | None = None
+    #: TCP echo (and UDP echo) port, TCP discard (sink) port, HTTP port; None: off.
+    echo: int | None = None
+    sink: int | None = None
+    http: int | None = None
+    #: "module:function": ``async function(stack, index)`` run once the stack is up.
+    setup: str | None = None
+    #: Descriptor this worker reads relayed ARP replies from, and the siblings' to send to.
+    relay_in: int = -1
+    relay_out: list[int] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        return cls(**json.loads(text))

@@ -1,0 +1,196 @@
+"""One worker of a multi-queue host: a whole stack on one queue of a multi-queue TAP.
+
+The supervisor (:mod:`.host`) opens the TAP's queues and starts one worker process per
+queue with ``python -m anp_async.mq.worker SPEC`` (SPEC is a JSON :class:`WorkerSpec`; the
+queue's descriptor and the ARP relay sockets are inherited). A worker has its own event
+loop, receive mode, connections and control socket; it shares only the addresses (IP and
+MAC) with its siblings. What makes N such stacks look like one host:
+
+- the NIC steers each flow to one queue (:mod:`anp_async.nic.steering`); connections this
+  worker opens take ports (and pings identifiers) that the steering function maps to its
+  own queue, so the replies come back here;
+- every worker answers the ARP and ICMP requests that reach it, and runs the same
+  listeners (like SO_REUSEPORT): a kernel client's connection is served by whichever
+  worker its flow is steered to;
+- an ARP reply reaches one queue, but any worker may be waiting for it: the worker that
+  receives one relays a copy to its siblings over a Unix datagram socket (the only thing
+  the workers exchange).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from ..nic.steering import steer_icmp, steer_queue
+from ..nic.tap import TapNic
+from ..nic.vnet import VNET_HDR_LEN
+from .spec import READY, WorkerSpec
+
+log = logging.getLogger("anp_async.mq")
+
+def _is_arp_reply(frame: bytes, off: int) -> bool:
+    # Ethernet type 0x0806 (ARP), operation 2 (reply): RFC 826.
+    return frame[off + 12 : off + 14] == b"\x08\x06" and frame[off + 20 : off + 22] == b"\x00\x02"
+
+
+class QueueNic(TapNic):
+    """One queue of a multi-queue TAP; copies every ARP reply it receives to the siblings."""
+
+    relay_out: list[int]
+
+    def recv_batch(self, max_frames: int = 64) -> list[bytes]:
+        frames = super().recv_batch(max_frames)
+        if self.relay_out:
+            off = VNET_HDR_LEN if self.vnet_hdr else 0
+            for f in frames:
+                if _is_arp_reply(f, off):
+                    for fd in self.relay_out:
+                        with contextlib.suppress(OSError):
+                            os.write(fd, f)
+        return frames
+
+
+class EchoProtocol(asyncio.Protocol):
+    """TCP echo (RFC 862) as a Protocol: every byte straight back (no stream layers)."""
+
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too
+
+
+class SinkProtocol(asyncio.Protocol):
+    """TCP discard (RFC 863): read and drop; close when the peer has sent everything."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def eof_received(self) -> bool | None:
+        return False
+
+
+def own_ports(index: int, queues: int) -> Any:
+    """The ``TcpHost.port_ok`` of worker ``index``: ports whose replies reach its queue."""
+
+    def ok(lport: int, rport: int) -> bool:
+        return steer_queue(lport, rport, queues) == index
+
+    return ok
+
+
+async def _serve(spec: WorkerSpec) -> None:
+    from ..control import ControlServer
+    from ..proto.tcp.config import TcpConfig
+    from ..stack import Stack, StackConfig
+
+    nic = QueueNic(
+        spec.tap_fd,
+        spec.tap,
+        peer=spec.peer,
+        netns_name=spec.netns,
+        mtu=spec.mtu,
+        kernel_mac=bytes.fromhex(spec.kernel_mac),
+        vnet_hdr=spec.vnet_hdr,
+    )
+    nic.relay_out = list(spec.relay_out)
+    cfg = StackConfig(
+        nic=nic,
+        ip=spec.ip,
+        mac=spec.mac,
+        gateway=spec.gateway,
+        mtu=spec.mtu,
+        mode=spec.mode,
+        mode_params=dict(spec.mode_params),
+        pcap=spec.pcap,
+        tcp=TcpConfig(congestion=spec.congestion),
+    )
+    stack = Stack(cfg)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with stack:
+        if spec.queues > 1:
+            stack.tcp.host.port_ok = own_ports(spec.index, spec.queues)
+            # ICMP echo identifiers are steered like ports (nic/steering.py).
+            ident = stack._ping_ident
+            while steer_icmp(ident, spec.queues) != spec.index:
+                ident = (ident + 1) & 0xFFFF
+            stack._ping_ident = ident
+        if spec.relay_in >= 0:
+            relay = socket.socket(fileno=spec.relay_in)
+            relay.setblocking(False)
+
+            def on_relay() -> None:
+                frames = []
+                with contextlib.suppress(BlockingIOError):
+                    for _ in range(64):
+                        frames.append(relay.recv(65536))
+                if frames:
+                    stack._rx_batch(frames)  # as if this queue had received them
+
+            loop.add_reader(relay.fileno(), on_relay)
+        closers: list[Any] = []
+        host = stack.ip
+        if spec.echo is not None:
+            from ..apps.echo import UdpEchoProtocol
+
+            udp, _ = await stack.create_datagram_endpoint(UdpEchoProtocol, local_addr=(host, spec.echo))
+            closers.append(udp)
+            closers.append(await stack.create_server(EchoProtocol, host, spec.echo))
+        if spec.sink is not None:
+            closers.append(await stack.create_server(SinkProtocol, host, spec.sink))
+        if spec.http is not None:
+            from ..apps.http import http_handler
+
+            closers.append(await stack.start_server(http_handler, host, spec.http))
+        if spec.setup:
+            import importlib
+
+            mod, _, fn = spec.setup.partition(":")
+            await getattr(importlib.import_module(mod), fn)(stack, spec.index)
+        info = {"tap": spec.tap, "netns": spec.netns, "peer": spec.peer, "prefix": spec.ip,
+                "worker": spec.index, "queues": spec.queues}  # fmt: skip
+        ctl = ControlServer(stack, spec.control, info) if spec.control else None
+        if ctl is not None:
+            await ctl.start()
+        try:
+            print(READY, flush=True)
+            await stop.wait()
+        finally:
+            if ctl is not None:
+                await ctl.close()
+            for c in closers:
+                c.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of a worker process: ``python -m anp_async.mq.worker SPEC_JSON``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m anp_async.mq.worker SPEC_JSON", file=sys.stderr)
+        return 2
+    spec = WorkerSpec.from_json(args[0])
+    logging.basicConfig(level=logging.WARNING, format=f"worker {spec.index}: %(message)s")
+    asyncio.run(_serve(spec))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
