@@ -42,10 +42,12 @@ from .proto.ethernet import (
     mac_to_str,
     parse_ethernet,
 )
+from .proto.ipv6 import IPv6Header, ip6_to_bytes
 from .proto.numbers import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from .proto.tcp.config import TcpConfig
 from .proto.tcp.segment import TcpSegment, build_tcp_header, build_tcp_header_partial
-from .transport.resolve import resolve_ipv4
+from .stack_ipv6 import Ipv6Layer, parse_prefix6
+from .transport.resolve import resolve_ip
 from .transport.tcp import TcpLayer
 from .transport.udp import UdpLayer
 
@@ -83,6 +85,13 @@ class StackConfig:
     ip: str = "10.0.0.2/24"
     mac: str | None = None
     gateway: str | None = None
+    #: An IPv6 address with prefix length (``"fd00::2/64"``): the stack speaks both
+    #: families; a link-local address from the MAC comes with it.
+    ip6: str | None = None
+    #: The IPv6 default router (else one learnt from Router Advertisements).
+    gateway6: str | None = None
+    #: Duplicate Address Detection probes per IPv6 address (RFC 4862; 0 skips DAD).
+    dad_transmits: int = 1
     mtu: int | None = None
     mode: str = "interrupt"
     mode_params: dict[str, int] = field(default_factory=dict)
@@ -131,6 +140,12 @@ class StackConfig:
         make_mode(self.mode, **self.mode_params)  # ValueError for a bad name or value
         if not isinstance(self.tcp, TcpConfig):
             raise ValueError(f"tcp must be a TcpConfig, got {self.tcp!r}")
+        if self.ip6 is not None:
+            if not isinstance(self.ip6, str):
+                raise ValueError(f"ip6 must be a string like 'fd00::2/64', got {self.ip6!r}")
+            parse_prefix6(self.ip6)
+        if self.gateway6 is not None:
+            ip6_to_bytes(self.gateway6)
         if self.pcap is not None and not isinstance(self.pcap, str):
             raise ValueError(f"pcap must be a file name, got {self.pcap!r}")
 
@@ -220,6 +235,10 @@ class Stack:
         tcp_cfg = config.tcp
         if self.offload.tso_max and not tcp_cfg.tso_max:
             tcp_cfg = dataclasses.replace(tcp_cfg, tso_max=self.offload.tso_max)
+        #: The IPv6 side (None without an IPv6 address).
+        self.v6: Ipv6Layer | None = None
+        if config.ip6:
+            self.v6 = Ipv6Layer(self, config.ip6, config.gateway6, dad_transmits=config.dad_transmits)
         self.udp = UdpLayer(self)
         self.tcp = TcpLayer(self, tcp_cfg)
         #: True while a receive batch is processed (TCP output waits for its end).
@@ -240,6 +259,8 @@ class Stack:
         self.loop = asyncio.get_running_loop()
         self._mode = make_mode(self.config.mode, **self.config.mode_params)
         self._mode.start(self.loop, self.nic, self._rx_batch)
+        if self.v6 is not None:
+            self.v6.start()
         log.info(
             "stack %s/%d mac %s up, mode %s %s",
             self.ip, self.prefix_len, self.mac, self._mode.name, self._mode.params(),
@@ -271,6 +292,8 @@ class Stack:
         for pending in self._pings.values():
             if not pending.future.done():
                 pending.future.cancel()
+        if self.v6 is not None:
+            self.v6.cancel_pings()
         self.nic.close()
 
     def now(self) -> float:
@@ -355,7 +378,9 @@ class Stack:
         except ParseError as e:
             self.eth_counters.inc(e.reason)
             return
-        if dst != self.mac_b and dst != BROADCAST_MAC:
+        if dst != self.mac_b and dst != BROADCAST_MAC and not (
+            self.v6 is not None and self.v6.accepts_mac(dst)
+        ):
             self.eth_counters.inc("not_for_us")
             return
         self.eth_counters.inc("rx_frames")
@@ -364,7 +389,10 @@ class Stack:
         elif ethertype == ETH_P_ARP:
             self._rx_arp(payload)
         elif ethertype == ETH_P_IPV6:
-            self.eth_counters.inc("ipv6_ignored")
+            if self.v6 is not None:
+                self.v6.input(payload, src, dst[0] & 1 == 1)
+            else:
+                self.eth_counters.inc("ipv6_ignored")
         else:
             self.eth_counters.inc("unknown_ethertype")
 
@@ -478,6 +506,14 @@ class Stack:
         """
         payload = seg.payload
         off = self.offload
+        if len(dst) == 16:
+            # IPv6: full checksum, no TSO6 yet (the virtio-net header stays plain)
+            v6 = self.v6
+            if v6 is None:
+                raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+            hdr = build_tcp_header(seg, v6.ip_b, dst)
+            v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
+            return False
         if off.enabled:
             hdr = build_tcp_header_partial(seg, self.ip_b, dst)
             vnet, tso = off.tcp_header(len(hdr), len(payload), mss)
@@ -502,7 +538,14 @@ class Stack:
         the MTU is fragmented (TCP never needs it: its segments fit the MSS), unless
         ``vnet`` is given: then it is a virtio-net header (only for a NIC with
         ``vnet_hdr``) asking the kernel to segment it (TSO) or finish its checksum.
+        A 16-byte ``dst`` goes out as IPv6 (``ttl`` is then the hop limit).
         """
+        if len(dst) == 16:
+            if self.v6 is None:
+                self.ip_counters.inc("no_route")
+                raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+            self.v6.send(dst, proto, parts, hop_limit=ttl, vnet=vnet)
+            return
         length = 0
         for p in parts:
             length += len(p)
@@ -595,7 +638,15 @@ class Stack:
         Raises TimeoutError when no reply comes within ``timeout`` and
         OSError(EHOSTUNREACH) when ARP cannot resolve the next hop.
         """
-        dst = ip_proto.ip_to_bytes(await resolve_ipv4(host))
+        addr = await resolve_ip(host)
+        if ":" in addr:
+            if self.v6 is None:
+                raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+            payload = _ping_payload(size)
+            return await self.v6.ping(
+                ip6_to_bytes(addr), self._ping_ident, timeout=timeout, payload=payload
+            )
+        dst = ip_proto.ip_to_bytes(addr)
         assert self.loop is not None
         self._ping_seq = (self._ping_seq + 1) & 0xFFFF
         key = (self._ping_ident, self._ping_seq)
@@ -620,6 +671,30 @@ class Stack:
                 pending.future.set_exception(
                     OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))
                 )
+
+    def next_hop(self, dst: bytes) -> bytes | None:
+        """The neighbour a packet to ``dst`` (4 or 16 bytes) goes to, None if unreachable."""
+        if len(dst) == 16:
+            return self.v6.next_hop(dst) if self.v6 is not None else None
+        return self.iface.next_hop(dst)
+
+    @property
+    def ip6_b(self) -> bytes | None:
+        """The stack's IPv6 address (16 bytes), None without one."""
+        return self.v6.ip_b if self.v6 is not None else None
+
+    @property
+    def ip6(self) -> str | None:
+        """The stack's IPv6 address as text, None without one."""
+        return self.v6.ip if self.v6 is not None else None
+
+    def send_icmp6_error(
+        self, hdr: IPv6Header, packet: Buffer, payload: Buffer, type_: int, code: int
+    ) -> bool:
+        """Answer a received IPv6 packet with an ICMPv6 error where RFC 4443 (2.4) allows."""
+        if self.v6 is None:
+            return False
+        return self.v6.send_error(hdr, packet, payload, type_, code)
 
     def add_unreachable_listener(self, cb: Callable[[bytes], None]) -> None:
         """Register ``cb(next_hop)`` to be called when ARP gives up on a next hop."""
@@ -698,4 +773,5 @@ class Stack:
             "udp": self.udp.stats(),
             "tcp": self.tcp.stats(),
             "offload": self.offload.stats(),
+            **({"ipv6": self.v6.stats()} if self.v6 is not None else {}),
         }

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..proto.ipv4 import Interface
+from ..proto.ipv6 import IPv6Header
 from ..proto.tcp.segment import TcpSegment
 
 if TYPE_CHECKING:
@@ -34,6 +35,17 @@ class NetStack(Protocol):
     @property
     def ip_b(self) -> bytes:
         """The stack's address, 4 bytes."""
+
+    @property
+    def ip6(self) -> str | None:
+        """The stack's IPv6 address as text, None without one."""
+
+    @property
+    def ip6_b(self) -> bytes | None:
+        """The stack's IPv6 address, 16 bytes, None without one."""
+
+    def next_hop(self, dst: bytes) -> bytes | None:
+        """The neighbour a packet to ``dst`` (4 or 16 bytes) goes to; None: unreachable."""
 
     @property
     def mtu(self) -> int:
@@ -63,13 +75,19 @@ class NetStack(Protocol):
         """The stack's clock in seconds."""
 
     def send_ip(self, dst: bytes, proto: int, parts: list[Buffer], *, ttl: int = 64) -> None:
-        """Send one IPv4 datagram (OSError(ENETUNREACH) when no route leads to ``dst``)."""
+        """Send one IP datagram, IPv6 for a 16-byte ``dst`` (OSError(ENETUNREACH) when no
+        route leads to ``dst``)."""
 
     def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> bool:
         """Send one TCP segment; True when the NIC cuts it into ``mss``-sized ones (TSO)."""
 
     def add_unreachable_listener(self, cb: Callable[[bytes], None]) -> None:
-        """Call ``cb(next_hop)`` when ARP gives up on a next hop."""
+        """Call ``cb(next_hop)`` when ARP (or IPv6 Neighbor Discovery) gives up on a next hop."""
+
+    def send_icmp6_error(
+        self, hdr: IPv6Header, packet: Buffer, payload: Buffer, type_: int, code: int
+    ) -> bool:
+        """Answer a received IPv6 packet with an ICMPv6 error where RFC 4443 (2.4) allows."""
 
 
 class SocketStack(Protocol):

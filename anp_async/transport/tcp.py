@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..counters import Counters
 from ..proto.errors import ParseError
-from ..proto.ipv4 import IPv4Header, ip_to_bytes, ip_to_str
+from ..proto.ipv4 import IPv4Header
+from ..proto.ipv6 import IPv6Header
 from ..proto.tcp.config import ChallengeAckLimiter, TcpConfig
 from ..proto.tcp.connection import TcpConnection, TcpState
 from ..proto.tcp.events import (
@@ -45,7 +46,7 @@ from ..proto.tcp.host import Key, Listener, TcpHost
 from ..proto.tcp.isn import IsnGenerator
 from ..proto.tcp.segment import TcpSegment, parse_tcp
 from ..proto.tcp.syncookies import SynCookies
-from .resolve import resolve_ipv4
+from .resolve import addr_to_bytes, addr_to_str, resolve_ip, sockaddr
 from .sockobj import StackSocket
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class TcpLayer:
         self.host: TcpHost[TcpEndpoint] = TcpHost(
             stack.ip_b, config, stack.mtu, self._new_endpoint, secret=os.urandom(48)
         )
+        self.host.local_ip6 = stack.ip6_b
         self.dirty: dict[TcpEndpoint, None] = {}
         #: Per-connection counters of connections already gone, so totals survive them.
         self._closed_conn_counters = Counters()
@@ -150,7 +152,7 @@ class TcpLayer:
 
     # ----------------------------------------------------------------- input
 
-    def input(self, hdr: IPv4Header, data: memoryview) -> None:
+    def input(self, hdr: IPv4Header | IPv6Header, data: memoryview) -> None:
         """One TCP segment from the IP layer."""
         host = self.host
         try:
@@ -180,7 +182,9 @@ class TcpLayer:
             self.counters["tso_segments_sent"] += 1
         self.counters["tx_segments"] += 1
 
-    def icmp_error(self, type_: int, code: int, quoted: IPv4Header, first8: memoryview) -> None:
+    def icmp_error(
+        self, type_: int, code: int, quoted: IPv4Header | IPv6Header, first8: memoryview
+    ) -> None:
         """An ICMP error quoting one of our segments (the host checks it, RFC 5927)."""
         ep = self.host.icmp_error(type_, code, quoted.dst, first8)
         if ep is not None:
@@ -203,7 +207,7 @@ class TcpLayer:
             ep.flush()
 
     def _host_unreachable(self, next_hop: bytes) -> None:
-        for ep in self.host.opening_via(next_hop, self.stack.iface.next_hop):
+        for ep in self.host.opening_via(next_hop, self.stack.next_hop):
             ep.fail(CloseReason.UNREACHABLE)
 
     # ------------------------------------------------------------- opening
@@ -233,9 +237,9 @@ class TcpLayer:
         if host is None or port is None:
             raise ValueError("host and port must be given")
         stack = self.stack
-        rip = ip_to_bytes(await resolve_ipv4(host))
+        rip = addr_to_bytes(await resolve_ip(host))
         rport = int(port)
-        if stack.iface.next_hop(rip) is None:
+        if stack.next_hop(rip) is None:
             raise _oserror(errno.ENETUNREACH)
         if local_addr is not None and local_addr[1]:
             lport = int(local_addr[1])
@@ -244,7 +248,7 @@ class TcpLayer:
         else:
             lport = self.pick_port(rip, rport)
         overrides = {"nodelay": bool(nodelay)} if nodelay is not None else {}
-        cfg = tcp_config or self.host.conn_config(**overrides)
+        cfg = tcp_config or self.host.conn_config(remote=rip, **overrides)
         conn = self.host.connect(rip, rport, lport, stack.now(), cfg)
         ep = TcpEndpoint(self, (rip, rport, lport), conn)
         assert stack.loop is not None
@@ -297,8 +301,9 @@ class TcpLayer:
         stack = self.stack
         if isinstance(host, (list, tuple)):
             host = host[0] if host else None
-        addr = await resolve_ipv4(host)
-        if addr not in ("0.0.0.0", stack.ip):
+        addr = await resolve_ip(host)
+        # one listener per port takes both families (as a kernel socket on :: does)
+        if addr not in ("0.0.0.0", "::", stack.ip, stack.ip6):
             raise _oserror(errno.EADDRNOTAVAIL)
         port = int(port or 0)
         if port == 0:
@@ -344,8 +349,11 @@ class TcpLayer:
         conns = []
         for ep in list(self.conns.values())[:1000]:
             info = dict(ep.conn.info())
-            info["local"] = f"{self.stack.ip}:{ep.key[2]}"
-            info["remote"] = f"{ip_to_str(ep.key[0])}:{ep.key[1]}"
+            v6 = len(ep.key[0]) == 16
+            info["local"] = f"[{self.stack.ip6}]:{ep.key[2]}" if v6 else f"{self.stack.ip}:{ep.key[2]}"
+            info["remote"] = (
+                f"[{addr_to_str(ep.key[0])}]:{ep.key[1]}" if v6 else f"{addr_to_str(ep.key[0])}:{ep.key[1]}"
+            )
             conns.append({k: (v.name if hasattr(v, "name") else v) for k, v in info.items()})
         totals = Counters(self.counters)
         for ep in self.conns.values():
@@ -611,8 +619,10 @@ class TcpTransport(asyncio.Transport):
         self._started = False
         stack = ep.layer.stack
         self._extra: dict[str, Any] = {
-            "peername": (ip_to_str(ep.key[0]), ep.key[1]),
-            "sockname": (stack.ip, ep.key[2]),
+            "peername": sockaddr(ep.key[0], ep.key[1]),
+            "sockname": sockaddr(stack.ip6_b or b"", ep.key[2])
+            if len(ep.key[0]) == 16
+            else (stack.ip, ep.key[2]),
         }
         self._extra["socket"] = StackSocket(self, "tcp")
         ep.transport = self

@@ -14,15 +14,17 @@ import errno
 import os
 import random
 from collections.abc import Callable
+from socket import AF_INET6
 from typing import TYPE_CHECKING, Any, cast
 
 from ..counters import Counters
 from ..proto import icmp
 from ..proto import udp as udp_proto
 from ..proto.errors import ParseError
-from ..proto.ipv4 import IPv4Header, ip_to_bytes, ip_to_str
+from ..proto.ipv4 import IPv4Header
+from ..proto.ipv6 import IPv6Header
 from ..proto.numbers import IPPROTO_ICMP, IPPROTO_UDP
-from .resolve import resolve_ipv4, resolve_ipv4_sync
+from .resolve import addr_to_bytes, addr_to_str, resolve_ip, resolve_ip_sync, sockaddr
 from .sockobj import StackSocket
 
 if TYPE_CHECKING:
@@ -50,7 +52,7 @@ class UdpLayer:
             {
                 "state": "ESTABLISHED" if ep._remote is not None else "UNCONN",
                 "local": f"{ip}:{port}",
-                "remote": f"{ip_to_str(ep._remote[0])}:{ep._remote[1]}" if ep._remote else "*:*",
+                "remote": f"{addr_to_str(ep._remote[0])}:{ep._remote[1]}" if ep._remote else "*:*",
             }
             for port, ep in list(self.bindings.items())[:1000]
         ]
@@ -85,24 +87,32 @@ class UdpLayer:
         port = 0
         if local_addr is not None:
             host, port = local_addr[0], int(local_addr[1])
-            addr = await resolve_ipv4(host)
-            if addr not in ("0.0.0.0", self.stack.ip):
+            addr = await resolve_ip(host, family)
+            if addr not in ("0.0.0.0", "::", self.stack.ip, self.stack.ip6):
                 raise _oserror(errno.EADDRNOTAVAIL)
+            if ":" in addr:
+                family = AF_INET6
         if port == 0:
             port = self.pick_port()
         elif port in self.bindings:
             raise _oserror(errno.EADDRINUSE)
         remote: tuple[bytes, int] | None = None
         if remote_addr is not None:
-            rhost = await resolve_ipv4(remote_addr[0])
-            remote = (ip_to_bytes(rhost), int(remote_addr[1]))
+            rhost = await resolve_ip(remote_addr[0], family)
+            remote = (addr_to_bytes(rhost), int(remote_addr[1]))
+            if len(remote[0]) == 16:
+                family = AF_INET6
         protocol = protocol_factory()
-        transport = DatagramTransport(self, port, remote, protocol, bool(allow_broadcast))
+        transport = DatagramTransport(
+            self, port, remote, protocol, bool(allow_broadcast), family == AF_INET6
+        )
         self.bindings[port] = transport
         protocol.connection_made(transport)
         return transport, protocol
 
-    def input(self, hdr: IPv4Header, data: memoryview, ip_packet: memoryview) -> None:
+    def input(
+        self, hdr: IPv4Header | IPv6Header, data: memoryview, ip_packet: memoryview
+    ) -> None:
         """One UDP datagram from the IP layer (``ip_packet`` is kept for ICMP quoting)."""
         try:
             sport, dport, payload = udp_proto.parse_udp(
@@ -115,6 +125,12 @@ class UdpLayer:
         if ep is None:
             self.counters.inc("no_port")
             stack = self.stack
+            if isinstance(hdr, IPv6Header):
+                # RFC 4443 (3.1): port unreachable, code 4, where RFC 4443 (2.4) allows
+                if stack.icmp_port_unreachable and hdr.dst == stack.ip6_b:
+                    if stack.send_icmp6_error(hdr, ip_packet, data, 1, 4):
+                        self.counters.inc("port_unreachable_sent")
+                return
             if stack.icmp_port_unreachable and hdr.dst == stack.ip_b:
                 # RFC 1122 3.2.2.1 / 4.1.3.1: a datagram to a closed port gets a port
                 # unreachable -- unless RFC 1122 3.2.2 forbids an error about it (a source
@@ -131,9 +147,11 @@ class UdpLayer:
             self.counters.inc("not_from_connected_peer")
             return
         self.counters.inc("rx_datagrams")
-        ep._deliver(bytes(payload), (ip_to_str(hdr.src), sport))
+        ep._deliver(bytes(payload), sockaddr(hdr.src, sport))
 
-    def icmp_error(self, type_: int, code: int, quoted: IPv4Header, first8: memoryview) -> None:
+    def icmp_error(
+        self, type_: int, code: int, quoted: IPv4Header | IPv6Header, first8: memoryview
+    ) -> None:
         """An ICMP error quoting one of our datagrams: reported to connected endpoints."""
         if len(first8) < 4:
             return
@@ -167,6 +185,7 @@ class DatagramTransport(asyncio.DatagramTransport):
         remote: tuple[bytes, int] | None,
         protocol: asyncio.DatagramProtocol,
         allow_broadcast: bool,
+        family6: bool = False,
     ) -> None:
         super().__init__()
         self._layer = layer
@@ -178,8 +197,8 @@ class DatagramTransport(asyncio.DatagramTransport):
         self._lost = False
         stack = layer.stack
         self._extra: dict[str, Any] = {
-            "sockname": (stack.ip, port),
-            "peername": (ip_to_str(remote[0]), remote[1]) if remote else None,
+            "sockname": sockaddr(stack.ip6_b or bytes(16), port) if family6 else (stack.ip, port),
+            "peername": sockaddr(remote[0], remote[1]) if remote else None,
         }
         self._extra["socket"] = StackSocket(self, "udp")
 
@@ -230,20 +249,21 @@ class DatagramTransport(asyncio.DatagramTransport):
                 )
             dst, dport = self._remote
         else:
-            dst, dport = ip_to_bytes(resolve_ipv4_sync(addr[0])), int(addr[1])
+            dst, dport = addr_to_bytes(resolve_ip_sync(addr[0])), int(addr[1])
             if self._remote is not None and (dst, dport) != self._remote:
                 raise ValueError(
                     f"Invalid address: must be None or {self.get_extra_info('peername')}"
                 )
         stack = self._layer.stack
-        if stack.iface.is_broadcast(dst) and not self._allow_broadcast:
+        if len(dst) == 4 and stack.iface.is_broadcast(dst) and not self._allow_broadcast:
             self._protocol.error_received(_oserror(errno.EACCES))
             return
         payload = bytes(data) if not isinstance(data, bytes) else data
         if len(payload) > udp_proto.MAX_PAYLOAD - 20:
             self._protocol.error_received(_oserror(errno.EMSGSIZE))
             return
-        hdr = udp_proto.build_udp_header(self._port, dport, stack.ip_b, dst, payload)
+        src = stack.ip_b if len(dst) == 4 else (stack.ip6_b or bytes(16))
+        hdr = udp_proto.build_udp_header(self._port, dport, src, dst, payload)
         try:
             stack.send_ip(dst, IPPROTO_UDP, [hdr, payload])
         except OSError as exc:
@@ -255,11 +275,11 @@ class DatagramTransport(asyncio.DatagramTransport):
         """Associate with one peer, or none, as connect() on a UDP socket does (the socket
         API of preloaded programs uses it): only that peer is heard and sent to by default,
         and only its ICMP errors are reported."""
-        self._remote = (ip_to_bytes(remote[0]), int(remote[1])) if remote is not None else None
+        self._remote = (addr_to_bytes(remote[0]), int(remote[1])) if remote is not None else None
 
     def get_write_buffer_size(self) -> int:
         return 0
 
-    def _deliver(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _deliver(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
         if not self._closing:
             self._protocol.datagram_received(data, addr)

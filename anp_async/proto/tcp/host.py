@@ -128,6 +128,8 @@ class TcpHost(Generic[E]):
         if len(secret) < 48:
             raise ValueError("TcpHost needs a secret of at least 48 bytes")
         self.local_ip = local_ip
+        #: Our IPv6 address, if any: connections with 16-byte peers use it.
+        self.local_ip6: bytes | None = None
         self.config = config
         self.mtu = mtu
         self._new_entry = new_entry
@@ -169,7 +171,7 @@ class TcpHost(Generic[E]):
             self.counters["time_wait_reopened"] += 1
             self.remove(entry)
             self.retired.append(entry)
-        if dst != self.local_ip:
+        if dst != self._local(src):
             self.counters["to_broadcast_dropped"] += 1
             return None
         listener = self.listeners.get(seg.dst_port)
@@ -217,10 +219,10 @@ class TcpHost(Generic[E]):
                 # retries.
                 self.counters["listen_overflow"] += 1
             return None
-        lip = self.local_ip
+        lip = self._local(src)
         iss = self.isn.isn(lip, seg.dst_port, src, seg.src_port, now)
         conn = TcpConnection.accept_syn(
-            self.conn_config(), lip, seg.dst_port, src, seg.src_port, seg, iss, now
+            self.conn_config(remote=src), lip, seg.dst_port, src, seg.src_port, seg, iss, now
         )
         self.counters["passive_opens"] += 1
         return self._open_for(listener, (src, seg.src_port, seg.dst_port), conn)
@@ -239,9 +241,9 @@ class TcpHost(Generic[E]):
         o = seg.options
         peer_mss = o.mss if o is not None and o.mss else 536
         cookie, _ = self.cookies.make(
-            src, seg.src_port, self.local_ip, seg.dst_port, seg.seq, peer_mss, now
+            src, seg.src_port, self._local(src), seg.dst_port, seg.seq, peer_mss, now
         )
-        opts = TcpOptions(mss=self._mss())
+        opts = TcpOptions(mss=self._mss(src))
         ts = o.timestamp if o is not None else None
         if o is not None and ts is not None and cfg.timestamps:
             # Window scale and SACK-permitted travel in the low bits of our TSval (as
@@ -274,7 +276,7 @@ class TcpHost(Generic[E]):
         # stray ACKs cannot open connections the rest of the time.
         if not self.config.syncookies or sent is None or now - sent > SLOT * MAX_AGE_SLOTS:
             return False, None
-        lip = self.local_ip
+        lip = self._local(src)
         iss = (seg.ack - 1) & MASK
         mss = self.cookies.check(
             src, seg.src_port, lip, seg.dst_port, (seg.seq - 1) & MASK, iss, now
@@ -294,7 +296,7 @@ class TcpHost(Generic[E]):
                 wscale = None
             sack = sack and self.config.sack
         conn = TcpConnection.from_cookie(
-            self.conn_config(), lip, seg.dst_port, src, seg.src_port, seg, iss, mss, now,
+            self.conn_config(remote=src), lip, seg.dst_port, src, seg.src_port, seg, iss, mss, now,
             wscale, sack,
         )  # fmt: skip
         self.counters["syncookies_ok"] += 1
@@ -358,15 +360,23 @@ class TcpHost(Generic[E]):
 
     # ---------------------------------------------------------------- opening
 
-    def _mss(self) -> int:
-        return max(88, min(self.config.mss, self.mtu - 40))
+    def _local(self, remote: bytes) -> bytes:
+        """Our address in the family of ``remote``."""
+        if len(remote) == 16 and self.local_ip6 is not None:
+            return self.local_ip6
+        return self.local_ip
 
-    def conn_config(self, **overrides: Any) -> TcpConfig:
+    def _mss(self, remote: bytes = b"") -> int:
+        # RFC 9293 (3.7.1) / RFC 8200 (8.3): MTU less the IP header (20 or 40) and TCP's 20
+        ip_len = 40 if len(remote) == 16 else 20
+        return max(88, min(self.config.mss, self.mtu - ip_len - 20))
+
+    def conn_config(self, *, remote: bytes = b"", **overrides: Any) -> TcpConfig:
         """The configuration of a new connection: the host's, with the MSS the MTU allows
-        and the shared challenge-ACK budget."""
+        (over IPv6 when ``remote`` is 16 bytes) and the shared challenge-ACK budget."""
         cfg = self.config
         fields = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
-        fields.update(mss=self._mss(), challenge_limiter=self.challenge_limiter, **overrides)
+        fields.update(mss=self._mss(remote), challenge_limiter=self.challenge_limiter, **overrides)
         return TcpConfig(**fields)
 
     def port_free(self, remote: bytes, rport: int, lport: int) -> bool:
@@ -390,9 +400,10 @@ class TcpHost(Generic[E]):
     ) -> TcpConnection:
         """A connection actively opened to ``remote:rport`` from ``lport`` (not yet in the
         table: :meth:`add` its entry)."""
-        iss = self.isn.isn(self.local_ip, lport, remote, rport, now)
+        lip = self._local(remote)
+        iss = self.isn.isn(lip, lport, remote, rport, now)
         conn = TcpConnection.connect(
-            cfg or self.conn_config(), self.local_ip, lport, remote, rport, iss, now
+            cfg or self.conn_config(remote=remote), lip, lport, remote, rport, iss, now
         )
         self.counters["active_opens"] += 1
         return conn

@@ -1,0 +1,146 @@
+"""Two stacks speaking IPv6 over the in-memory wire: ND, DAD, ping, TCP, UDP, fragments."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+from collections.abc import AsyncIterator
+
+import pytest
+
+from anp_async import Stack, StackConfig
+from anp_async.nic.wire import Wire
+from anp_async.proto import nd
+from anp_async.proto.ipv6 import ip6_to_bytes
+from tests.stackutil import fast_tcp
+
+
+@contextlib.asynccontextmanager
+async def v6_stacks(dad: int = 1, mtu: int = 1500) -> AsyncIterator[tuple[Stack, Stack]]:
+    nic_a, nic_b = Wire.pair()
+    nic_a.mtu = nic_b.mtu = mtu
+    a = StackConfig(
+        nic=nic_a, ip="10.0.0.1/24", ip6="fd00::1/64", dad_transmits=dad, tcp=fast_tcp()
+    )
+    b = StackConfig(
+        nic=nic_b, ip="10.0.0.2/24", ip6="fd00::2/64", dad_transmits=dad, tcp=fast_tcp()
+    )
+    async with Stack(a) as sa, Stack(b) as sb:
+        yield sa, sb
+
+
+async def _ready(*stacks: Stack) -> None:
+    for _ in range(300):
+        if all(s.v6 is not None and s.v6.ready for s in stacks):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("DAD did not finish")
+
+
+async def test_dad_then_ping_both_ways_and_neighbour_states() -> None:
+    async with v6_stacks() as (a, b):
+        assert a.v6 is not None and b.v6 is not None
+        assert not a.v6.ready  # tentative for RetransTimer (RFC 4862)
+        await _ready(a, b)
+        assert a.v6.counters["dad_done"] == 2  # link-local and fd00::1
+        rtt = await a.ping("fd00::2", timeout=1.0)
+        assert 0 < rtt < 1.0
+        assert await b.ping("fd00::1", timeout=1.0) > 0
+        assert await b.ping(str(a.v6.stats()["link_local"]), timeout=1.0) > 0
+        assert a.v6.neighbors.state(ip6_to_bytes("fd00::2")) == nd.REACHABLE
+        # b learnt a from its solicitation (STALE), then used it
+        assert b.v6.neighbors.state(ip6_to_bytes("fd00::1")) in (nd.STALE, nd.DELAY, nd.REACHABLE)
+        assert a.stats()["ipv6"]["icmp"]["echo_requests"] >= 1
+        # IPv4 still works beside it
+        assert await a.ping("10.0.0.2", timeout=1.0) > 0
+
+
+async def test_duplicate_address_detected() -> None:
+    nic_a, nic_b = Wire.pair()
+    a = StackConfig(nic=nic_a, ip="10.0.0.1/24", ip6="fd00::5/64", dad_transmits=0)
+    b = StackConfig(nic=nic_b, ip="10.0.0.2/24", ip6="fd00::5/64", dad_transmits=1)
+    async with Stack(a) as sa, Stack(b) as sb:
+        await asyncio.sleep(1.3)
+        assert sa.v6 is not None and sb.v6 is not None
+        assert sa.v6.ready and not sb.v6.ready
+        assert sb.v6.stats()["duplicates"] == ["fd00::5"]
+
+
+async def test_tcp_echo_over_ipv6_and_peername() -> None:
+    async with v6_stacks(dad=0) as (a, b):
+        seen: list[object] = []
+
+        async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            seen.append(w.get_extra_info("peername"))
+            w.write(await r.read())
+            await w.drain()
+            w.close()
+
+        server = await b.start_server(echo, "::", 7)
+        reader, writer = await a.open_connection("fd00::2", 7)
+        assert writer.get_extra_info("peername") == ("fd00::2", 7, 0, 0)
+        assert writer.get_extra_info("sockname")[0] == "fd00::1"
+        data = bytes(range(256)) * 400  # 100 KiB: many segments
+        writer.write(data)
+        writer.write_eof()
+        got = await asyncio.wait_for(reader.read(), 10)
+        assert got == data
+        assert seen[0][0] == "fd00::1" and len(seen[0]) == 4
+        # MSS from the IPv6 MTU: 1500 - 40 - 20
+        conn = next(iter(a.tcp.conns.values())).conn
+        assert conn.cfg.mss == 1440
+        writer.close()
+        # the same listener takes IPv4 (one listener per port, both families)
+        r4, w4 = await a.open_connection("10.0.0.2", 7)
+        w4.write(b"v4")
+        w4.write_eof()
+        assert await asyncio.wait_for(r4.read(), 5) == b"v4"
+        server.close()
+
+
+async def test_tcp_refused_over_ipv6() -> None:
+    async with v6_stacks(dad=0) as (a, _b):
+        with pytest.raises(ConnectionRefusedError):
+            await a.open_connection("fd00::2", 9)
+
+
+async def test_udp_fragments_and_port_unreachable() -> None:
+    async with v6_stacks(dad=0) as (a, b):
+        got: asyncio.Queue[tuple[bytes, object]] = asyncio.Queue()
+        errors: list[Exception] = []
+
+        class P(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                got.put_nowait((data, addr))
+
+            def error_received(self, exc: Exception) -> None:
+                errors.append(exc)
+
+        tb, _ = await b.create_datagram_endpoint(P, local_addr=("::", 5000))
+        assert tb.get_extra_info("sockname") == ("fd00::2", 5000, 0, 0)
+        ta, _ = await a.create_datagram_endpoint(P, remote_addr=("fd00::2", 5000))
+        big = bytes(range(256)) * 16  # 4 KiB: fragmented by the source (RFC 8200 (5))
+        ta.sendto(big)
+        data, addr = await asyncio.wait_for(got.get(), 5)
+        assert data == big and addr[0] == "fd00::1" and len(addr) == 4
+        assert a.stats()["ipv6"]["ip"]["fragmented"] == 1
+        assert b.stats()["ipv6"]["ip"]["reassembly_reassembled"] == 1
+        # a connected endpoint hears the port unreachable as ConnectionRefusedError
+        tc, _ = await a.create_datagram_endpoint(P, remote_addr=("fd00::2", 5999))
+        tc.sendto(b"x")
+        for _ in range(100):
+            if errors:
+                break
+            await asyncio.sleep(0.01)
+        assert isinstance(errors[0], ConnectionRefusedError)
+
+
+async def test_unreachable_neighbour_and_no_route() -> None:
+    async with v6_stacks(dad=0) as (a, _b):
+        with pytest.raises(OSError) as e:
+            await a.ping("fd00::99", timeout=5.0)
+        assert e.value.errno == errno.EHOSTUNREACH
+        with pytest.raises(OSError) as e:
+            await a.ping("2001:db8::1", timeout=1.0)
+        assert e.value.errno == errno.ENETUNREACH
