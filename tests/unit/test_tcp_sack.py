@@ -22,7 +22,8 @@ MSS = 1000
 
 
 def cfg(**kw) -> TcpConfig:
-    base = dict(timestamps=False, sack=True, window_scale=False, mss=MSS, rto_min=0.2)
+    # RFC 6675 on its own: RACK-TLP (on by default) is tested in test_tcp_rack.py.
+    base = dict(timestamps=False, sack=True, window_scale=False, mss=MSS, rto_min=0.2, rack=False)
     base.update(kw)
     return TcpConfig(**base)
 
@@ -200,8 +201,10 @@ def test_rto_go_back_n_skips_sacked_data() -> None:
 # ------------------------------------------------------------------ two engines
 
 
-def _transfer(sack: bool, drop_idx: set[int], n: int = 400_000, cong: str = "newreno"):
-    conf = TcpConfig(sack=sack, mss=1460, rto_min=0.2, congestion=cong)
+def _transfer(
+    sack: bool, drop_idx: set[int], n: int = 400_000, cong: str = "newreno", rack: bool = False
+):
+    conf = TcpConfig(sack=sack, mss=1460, rto_min=0.2, congestion=cong, rack=rack)
 
     def drop(direction: str, seg: TcpSegment, idx: int) -> bool:
         return direction == "ab" and idx in drop_idx

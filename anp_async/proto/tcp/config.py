@@ -54,6 +54,9 @@ class TcpConfig:
     # duplicate RST cannot end TIME-WAIT early and let old segments into a new incarnation
     # (Linux's net.ipv4.tcp_rfc1337=1). False: a RST ends TIME-WAIT (RFC 9293's text).
     rfc1337: bool = True
+    # RFC 8985 RACK-TLP: time-based loss detection and tail loss probes on SACK connections
+    # (Linux's net.ipv4.tcp_recovery=1, on by default). False: RFC 6675 DupThresh only.
+    rack: bool = True
 
     def __post_init__(self) -> None:
         self._check()

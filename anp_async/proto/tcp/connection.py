@@ -138,6 +138,11 @@ _COUNTER_NAMES = (
     "sack_retransmits",
     "sack_reneging",
     "rto_zero_window_probes",
+    "rack_recoveries",
+    "rack_reo_timeouts",
+    "tlp_probes",
+    "tlp_recoveries",
+    "dsack_sent",
 )
 
 
@@ -642,12 +647,18 @@ class TcpConnection:
             mss -= TS_OPTION_LEN
         self.snd_mss = max(mss, 64)
         self._rcv_mss = min(DEFAULT_MSS, self.snd_mss)
+        # RFC 8985 (2.2): RACK-TLP needs SACK.
+        self.recovery.enable_rack(cfg.rack and self.sack_ok)
 
     def _become_established(self, now: float) -> None:
         self.state = ESTABLISHED
         # RFC 6928 (2) / RFC 5681 (3.1): after a lost SYN or SYN-ACK the initial window
         # is one segment.
         iw = 1 if self.counters["retransmits"] else self.cfg.initial_cwnd_segments
+        if self.counters["retransmits"]:
+            # RFC 6298 (5.7): after a lost SYN (or SYN-ACK) and no RTT sample, the RTO
+            # for the data is 3 s.
+            self.rtt.syn_fallback()
         self.cc = make_congestion(self.cfg.congestion, self.snd_mss, iw)
         self._retries = 0
         self._emit(Connected())
@@ -915,6 +926,9 @@ class TcpConnection:
                 snd_una, self.snd_max, self.sack_ok, self.snd_mss, self.cc, now
             )
         self._update_snd_wnd(win, arr.seq, ack)
+        if new_sack > 0 and self.recovery.rack is not None:
+            self._rack_ack(opts.timestamp if (opts is not None and self.ts_ok) else None, now,
+                           False)  # fmt: skip
         return True
 
     def _update_ts_recent(self, ts: tuple[int, int] | None, seq: int, now: float) -> None:
@@ -1065,6 +1079,8 @@ class TcpConnection:
         else:
             self._rtx_at = now + self.rtt.rto
         self._update_snd_wnd(seg.window << self.snd_wscale, seq, ack)
+        if self.recovery.rack is not None:
+            self._rack_ack(ts, now, True)
 
     def _sample_timed_rtt(self, ack: int, now: float) -> bool:
         """RFC 6298 (3) with Karn's rule: ``ack`` covers the timed segment, which was never
@@ -1231,6 +1247,11 @@ class TcpConnection:
         ka = self._keepalive_at()
         if ka is not None and (best is None or ka < best):
             best = ka
+        rack = self.recovery.rack
+        if rack is not None and self.state.sends:
+            for t in (rack.reo_at, rack.pto_at):
+                if t is not None and (best is None or t < best):
+                    best = t
         return best
 
     def _keepalive_at(self) -> float | None:
@@ -1247,6 +1268,8 @@ class TcpConnection:
             self._tw_at = None
             self.state = CLOSED
             return
+        if self.recovery.rack is not None and self.state.sends:
+            self._rack_timers(now)  # before the RTO: a due probe re-arms it (RFC 8985 7.3)
         if self._rtx_at is not None and now >= self._rtx_at:
             self._on_rto(now)
             if self.state is CLOSED:
@@ -1419,9 +1442,13 @@ class TcpConnection:
             flags=flags, window=window, payload=payload, options=opts,
         )  # fmt: skip
 
-    def _note_retransmit(self, n: int, now: float) -> None:
-        """Bookkeeping of a retransmission of ``n`` bytes: Karn's rule (untime the RTT
-        sample), RFC 7323 (4.1) (remember its TSval), and a running timer (RFC 6298 5.1)."""
+    def _note_retransmit(self, n: int, now: float, seq: int) -> None:
+        """Bookkeeping of a retransmission of ``n`` bytes at ``seq``: Karn's rule (untime the
+        RTT sample), RFC 7323 (4.1) (remember its TSval), RACK's transmit time (RFC 8985
+        6.1) and a running timer (RFC 6298 5.1)."""
+        rack = self.recovery.rack
+        if rack is not None:
+            rack.on_sent(seq, seq + n, now, True)
         self.counters["retransmits"] += 1
         self.bytes_retrans += n
         self.bytes_sent += n
@@ -1497,6 +1524,8 @@ class TcpConnection:
             # Keep the segment within the MTU when SACK blocks take option space.
             mss -= 4 + 8 * len(opts.sack_blocks)
         rec = self.recovery
+        if rec.rack is not None and rec.rack.tlp_due:
+            self._send_tlp(now, out, window, ack_wire, opts, mss)
         room = 0
         if rec.sack_rec:
             room = self._sack_retransmit(now, out, window, ack_wire, opts, mss)
@@ -1519,6 +1548,8 @@ class TcpConnection:
                 if una == snd_max:
                     self._una_since = now
                 self._arm_rtx(now)
+            if nxt > snd_max and rec.rack is not None:
+                self._rack_arm_pto(now)  # RFC 8985 (7.2): after sending new data
         if self.snd_wnd == 0 or self._persist_at is not None:
             self._update_persist(now)
 
@@ -1549,7 +1580,7 @@ class TcpConnection:
             flags |= FIN
         payload = self._sbuf.view(una - base, n) if n else b""
         out.append(self._segment(una, ack_wire, flags, window, payload, opts))
-        self._note_retransmit(n, now)
+        self._note_retransmit(n, now, una)
 
     def _send_limit(self, mss: int, sack_room: int) -> int:
         """The sequence number new transmissions must stay below: the smaller of the
@@ -1669,6 +1700,9 @@ class TcpConnection:
     def _note_sent(self, nxt: int, end: int, n: int, now: float) -> None:
         """Bookkeeping of ``n`` bytes sent from ``nxt``: retransmission (Karn) or the
         segment to time for the RTT (RFC 6298 3)."""
+        rack = self.recovery.rack
+        if rack is not None:
+            rack.on_sent(nxt, end, now, nxt < self.snd_max)  # RFC 8985 (6.1)
         self.bytes_sent += n
         if nxt < self.snd_max:
             self.counters["retransmits"] += 1
@@ -1724,8 +1758,124 @@ class TcpConnection:
             flags = ACK | FIN if fin else ACK
             out.append(self._segment(s, ack_wire, flags, window, payload, opts))
             self.counters["sack_retransmits"] += 1
-            self._note_retransmit(n, now)
+            self._note_retransmit(n, now, s)
         return room
+
+    # ------------------------------------------------------------------ RACK-TLP hooks
+
+    def _rack_ack(self, ts: tuple[int, int] | None, now: float, advanced: bool) -> None:
+        """RFC 8985 (6.2) on an ACK that advanced SND.UNA or SACKed new data: RACK loss
+        detection, TLP episode accounting (7.4), and the probe timer (7.2)."""
+        rec = self.recovery
+        rack = rec.rack
+        assert rack is not None
+        sb = rec.sb
+        dsack = sb.dsack != rack.dsack_seen
+        rack.dsack_seen = sb.dsack
+        echo_at = None
+        if ts is not None and ts[1]:
+            echo_at = now - ((self._ts_val(now) - ts[1]) & MASK) / 1000.0
+        una = self.snd_una
+        rack.on_ack(una, sb, now, echo_at, dsack, self.snd_nxt, rec.in_recovery, self.rtt.srtt)
+        if rack.on_tlp_ack(una, dsack):
+            rec.tlp_loss(una, self.snd_max, self.cc, now)
+        if rack.lost_bytes:
+            rec.rack_loss(una, self.snd_max, self.cc, now)
+        if advanced or rec.in_recovery:
+            self._rack_arm_pto(now)
+
+    def _rack_arm_pto(self, now: float) -> None:
+        """RFC 8985 (7.2): (re)arm the probe timeout while data is in flight, the
+        connection is not recovering (fast recovery or RTO) and not probing a zero window."""
+        rack = self.recovery.rack
+        assert rack is not None
+        una = self.snd_una
+        snd_max = self.snd_max
+        if (
+            una >= snd_max
+            or self.recovery.in_recovery
+            or self._retries
+            or self.snd_nxt < snd_max
+            or self.snd_wnd == 0
+            or not self.state.sends
+        ):
+            rack.pto_at = None
+            return
+        rack.schedule_pto(now, self.rtt.srtt, snd_max - una, self.snd_mss, self._rtx_at)
+
+    def _rack_timers(self, now: float) -> None:
+        """The RACK reordering timer (RFC 8985 6.2 step 5) and the probe timer (7.3)."""
+        rec = self.recovery
+        rack = rec.rack
+        assert rack is not None
+        if rack.reo_at is not None and now >= rack.reo_at:
+            rack.reo_at = None
+            self.counters["rack_reo_timeouts"] += 1
+            rack.detect_loss(now, rec.in_recovery, self.rtt.srtt)
+            if rack.lost_bytes:
+                rec.rack_loss(self.snd_una, self.snd_max, self.cc, now)
+                rack.pto_at = None
+        if rack.pto_at is not None and now >= rack.pto_at:
+            rack.pto_at = None
+            una = self.snd_una
+            if una >= self.snd_max or rec.in_recovery or self._retries:
+                return
+            if rack.tlp_end is not None:
+                if una < rack.tlp_end:
+                    return  # RFC 8985 (7.3): one probe per episode; the RTO stays armed
+                # The ACK passed the last probe with no D-SACK since: it repaired a loss.
+                rack.tlp_end = None
+                rec.tlp_loss(una, self.snd_max, self.cc, now)
+            rack.tlp_due = True
+            # RFC 8985 (7.3): the probe replaces this RTO; the timer restarts after it.
+            self._arm_rtx(now)
+
+    def _send_tlp(
+        self,
+        now: float,
+        out: list[TcpSegment],
+        window: int,
+        ack_wire: int,
+        opts: TcpOptions | None,
+        mss: int,
+    ) -> None:
+        """RFC 8985 (7.3): the loss probe, one segment regardless of cwnd: new data if the
+        peer's window allows, else the last segment sent again."""
+        rack = self.recovery.rack
+        assert rack is not None
+        rack.tlp_due = False
+        una = self.snd_una
+        nxt = self.snd_nxt
+        snd_max = self.snd_max
+        if una >= snd_max or nxt < snd_max:
+            return
+        base = self._sbuf_base
+        data_end = base + len(self._sbuf)
+        fin_abs = self._fin_abs
+        edge = una + self.snd_wnd
+        rack.tlp_is_retrans = False
+        if (nxt < data_end or (fin_abs is not None and nxt == fin_abs)) and nxt < edge:
+            limit = nxt + mss if nxt + mss < edge else edge
+            new = self._send_new(now, out, window, ack_wire, opts, mss, limit)
+            if new > nxt:
+                self.snd_nxt = self.snd_max = new
+        if self.snd_max == snd_max:
+            fin = fin_abs is not None and snd_max > fin_abs
+            top = snd_max - 1 if fin else snd_max
+            if top > data_end:
+                top = data_end
+            s = top - mss if top - mss > una else una
+            n = top - s if top > s else 0
+            if n == 0 and not fin:
+                return
+            payload = self._sbuf.view(s - base, n) if n else b""
+            flags = ACK | FIN if fin else ACK
+            out.append(self._segment(s, ack_wire, flags, window, payload, opts))
+            self._note_retransmit(n, now, s)
+            rack.tlp_is_retrans = True
+        rack.tlp_end = self.snd_max
+        self.counters["tlp_probes"] += 1
+        self._arm_rtx(now)
 
     # ------------------------------------------------------------------ introspection
 

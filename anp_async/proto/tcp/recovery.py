@@ -7,12 +7,17 @@ does to it and to the congestion controller. It never builds a segment: the conn
 asks it *what* to retransmit (:attr:`LossRecovery.rtx_one` for NewReno,
 :meth:`LossRecovery.sack_picks` for RFC 6675) and sends it. Sequence numbers are the
 connection's absolute ones (0 = our SYN).
+
+With RACK-TLP (RFC 8985, :mod:`.rack`) enabled on a SACK connection, RACK decides what is
+lost (by time, not by DupThresh) and when a recovery starts; the RFC 6675 machinery here
+still paces the retransmissions by cwnd - pipe, with RACK's pipe and lost ranges.
 """
 
 from __future__ import annotations
 
 from ...counters import Counters
 from .congestion import CongestionControl
+from .rack import Rack
 from .sack import DUP_THRESH, SackScoreboard
 
 #: At most this many retransmissions chosen from the scoreboard per output() call.
@@ -23,7 +28,7 @@ class LossRecovery:
     """Fast retransmit and loss recovery state; counts into the connection's counters."""
 
     __slots__ = ("counters", "dupacks", "in_recovery", "recover", "rtx_one", "sb", "sack_rec",
-                 "high_rxt")  # fmt: skip
+                 "high_rxt", "rack")  # fmt: skip
 
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
@@ -41,6 +46,12 @@ class LossRecovery:
         self.sb = SackScoreboard()
         self.sack_rec = False
         self.high_rxt = 0
+        #: RFC 8985 RACK-TLP state; None when off (not configured, or no SACK).
+        self.rack: Rack | None = None
+
+    def enable_rack(self, on: bool) -> None:
+        """Use RACK-TLP for this connection (it needs SACK: RFC 8985 (2.2))."""
+        self.rack = Rack() if on else None
 
     # ------------------------------------------------------------------- ACKs
 
@@ -56,6 +67,8 @@ class LossRecovery:
                     self.in_recovery = False
                     self.sack_rec = False
                     cc.on_recovery_exit(now)
+                    if self.rack is not None:
+                        self.rack.on_recovery_exit()
                 elif self.sack_rec:
                     # RFC 6675 (5) step (C): a partial ACK changes nothing but the
                     # scoreboard; output() sends what pipe allows (holes first).
@@ -85,6 +98,10 @@ class LossRecovery:
         self.dupacks += 1
         if cc is None:
             return
+        if self.rack is not None and sack_ok:
+            # RFC 8985 (6): with RACK, DupThresh does not start a recovery (RACK's reo_wnd
+            # of 0 once DupThresh segments are SACKed plays its part).
+            return
         if self.in_recovery:
             if not self.sack_rec:
                 # RFC 5681 (3.2 step 4): each further duplicate ACK inflates cwnd by one
@@ -112,6 +129,28 @@ class LossRecovery:
             self.counters["fast_retransmits"] += 1
             self.counters["recoveries"] += 1
 
+    def rack_loss(self, snd_una: int, snd_max: int, cc: CongestionControl | None, now: float) -> None:
+        """RACK marked segments lost: start a recovery (RFC 8985 (6.2), then RFC 6675 (5)
+        pacing) unless one runs or a timeout's go-back-N is still below its recovery point."""
+        if cc is None or self.in_recovery or snd_una < self.recover:
+            return
+        self.in_recovery = True
+        self.sack_rec = True
+        self.recover = snd_max
+        self.high_rxt = snd_una
+        cc.on_loss_fast(snd_max - snd_una, now)
+        self.rtx_one = True  # RFC 6675 (5) step (4.3): the first retransmission goes at once
+        self.counters["rack_recoveries"] += 1
+        self.counters["recoveries"] += 1
+
+    def tlp_loss(self, snd_una: int, snd_max: int, cc: CongestionControl | None, now: float) -> None:
+        """RFC 8985 (7.4.2): a TLP retransmission repaired a loss: one congestion response
+        (cwnd = ssthresh, as at the end of a fast recovery), no retransmission."""
+        self.counters["tlp_recoveries"] += 1
+        if cc is not None and not self.in_recovery:
+            cc.on_loss_fast(max(snd_max - snd_una, cc.cwnd), now)
+            cc.on_recovery_exit(now)
+
     # --------------------------------------------------------------- timeouts
 
     def on_timeout(self, snd_una: int, snd_max: int, retries: int) -> None:
@@ -124,6 +163,8 @@ class LossRecovery:
         self.recover = snd_max
         self.dupacks = 0
         self.rtx_one = False
+        if self.rack is not None:
+            self.rack.on_rto(snd_una)
         # The scoreboard is kept across a timeout (RFC 6675 (5.1): keep using the SACK
         # information; Linux does the same) so go-back-N skips SACKed data. RFC 2018 (8):
         # the receiver may renege, so a second timeout without progress forgets it.
@@ -150,6 +191,8 @@ class LossRecovery:
         goes regardless of pipe (step 4.3). Returns ``(start, length, with_fin)`` for each
         retransmission and the cwnd room left for new data (rule 2).
         """
+        if self.rack is not None:
+            return self._rack_picks(una, snd_max, cwnd, mss, data_end, fin_abs)
         sb = self.sb
         high_rxt = self.high_rxt if self.high_rxt > una else una
         pipe = sb.pipe(una, snd_max, high_rxt, mss)
@@ -179,5 +222,42 @@ class LossRecovery:
             pipe += n
             force = False
         self.high_rxt = high_rxt
+        room = cwnd - pipe
+        return picks, (room if room > 0 else 0)
+
+    def _rack_picks(
+        self, una: int, snd_max: int, cwnd: int, mss: int, data_end: int, fin_abs: int | None
+    ) -> tuple[list[tuple[int, int, bool]], int]:
+        """RFC 8985 (6) with RFC 6675 (5) pacing: resend what RACK deems lost, lowest first,
+        while cwnd - pipe >= 1 SMSS (the first one regardless); the rest is room for new data.
+        A retransmission is in flight again, so RACK can find it lost again by time."""
+        rack = self.rack
+        assert rack is not None
+        pipe = rack.pipe()
+        force = self.rtx_one
+        self.rtx_one = False
+        picks: list[tuple[int, int, bool]] = []
+        for a, b in rack.lost_ranges(una):
+            s = a
+            while s < b and len(picks) < MAX_SACK_PICKS:
+                if not force and cwnd - pipe < mss:
+                    break
+                e = s + mss if s + mss < b else b
+                n = (e if e < data_end else data_end) - s
+                if n < 0:
+                    n = 0
+                fin = fin_abs is not None and s + n == fin_abs and snd_max > fin_abs
+                if not fin and n == 0:
+                    break
+                picks.append((s, n, fin))
+                pipe += n
+                force = False
+                s = e
+            else:
+                continue
+            break
+        if picks:
+            last_s, last_n, last_fin = picks[-1]
+            self.high_rxt = max(self.high_rxt, last_s + last_n + (1 if last_fin else 0))
         room = cwnd - pipe
         return picks, (room if room > 0 else 0)

@@ -21,6 +21,8 @@ ALPHA = 1.0 / 8.0
 BETA = 1.0 / 4.0
 # RFC 6298 (2.2)/(2.3): RTO = SRTT + max(G, K * RTTVAR).
 K = 4.0
+# RFC 6298 (5.7): the RTO once data flows after the SYN timed out with RTO < 3 s.
+SYN_FALLBACK_RTO = 3.0
 
 
 class RttEstimator:
@@ -122,6 +124,17 @@ class RttEstimator:
 
     def reset_backoff(self) -> None:
         """Forget the backoff: RTO is again computed from SRTT/RTTVAR (or the initial RTO)."""
+        self._backoff_count = 0
+        self._rto = self._base_rto
+
+    def syn_fallback(self, rto: float = SYN_FALLBACK_RTO) -> None:
+        """RFC 6298 (5.7): the SYN (or SYN-ACK) was retransmitted and no RTT was measured:
+        data starts with RTO = 3 s (Linux's TCP_TIMEOUT_FALLBACK) if it was lower."""
+        if self._srtt is not None:
+            return
+        r = min(max(rto, self.rto_min), self.rto_max)
+        if self._base_rto < r:
+            self._base_rto = r
         self._backoff_count = 0
         self._rto = self._base_rto
 

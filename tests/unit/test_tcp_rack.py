@@ -1,0 +1,241 @@
+"""RACK-TLP (RFC 8985): crafted ACKs at chosen times, exact retransmissions and deadlines.
+
+The connection is the passive end of a SACK handshake (RTT 10 ms); data segments are 1000
+bytes (``seg_no(i)`` is the wire sequence number of segment ``i``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from anp_async.proto.tcp import ACK, SYN, TcpConfig, TcpConnection, TcpOptions, TcpSegment
+from anp_async.proto.tcp.rack import TLP_WCDELACKT, Rack
+from anp_async.proto.tcp.sack import SackScoreboard
+
+LIP = bytes([10, 0, 0, 2])
+RIP = bytes([10, 0, 0, 1])
+LPORT, RPORT = 80, 49500
+ISS, RISS = 1000, 5000
+M = 0xFFFFFFFF
+MSS = 1000
+
+
+def cfg(**kw) -> TcpConfig:
+    base = dict(timestamps=False, sack=True, window_scale=False, mss=MSS, rto_min=0.2)
+    base.update(kw)
+    return TcpConfig(**base)
+
+
+def rseg(ack: int, sack=(), dsack=None) -> TcpSegment:
+    blocks = ([dsack] if dsack else []) + list(sack)
+    opts = TcpOptions(sack_blocks=tuple((a & M, b & M) for a, b in blocks)) if blocks else None
+    return TcpSegment(RPORT, LPORT, (RISS + 1) & M, ack & M, ACK, 65535, b"", opts)
+
+
+def established(c: TcpConfig | None = None) -> TcpConnection:
+    syn = TcpSegment(RPORT, LPORT, RISS, 0, SYN, 65535, b"", TcpOptions(mss=MSS, sack_permitted=True))
+    conn = TcpConnection.accept_syn(c or cfg(), LIP, LPORT, RIP, RPORT, syn, ISS, 0.0)
+    conn.output(0.0)
+    conn.on_segment(rseg(ISS + 1), 0.01)
+    conn.take_events()
+    return conn
+
+
+def seg_no(i: int) -> int:
+    return ISS + 1 + i * MSS
+
+
+def sent(out: list[TcpSegment]) -> list[int]:
+    return [(s.seq - ISS - 1) // MSS for s in out if s.payload]
+
+
+def test_rack_needs_sack_and_config() -> None:
+    assert established().recovery.rack is not None
+    assert established(cfg(rack=False)).recovery.rack is None
+    assert established(cfg(sack=False)).recovery.rack is None
+
+
+def test_reordering_window_waits_then_marks_lost() -> None:
+    c = established()
+    c.send(b"a" * 4 * MSS, 1.0)
+    assert sent(c.output(1.0)) == [0, 1, 2, 3]
+    c.on_segment(rseg(seg_no(1)), 1.05)  # segment 0: RACK.rtt = min_RTT = 50 ms
+    # Segment 2 SACKed, 1 missing: sent before a delivered segment, but within
+    # RACK.rtt + reo_wnd (min_RTT / 4 = 12.5 ms) of it: not lost yet, the timer is armed.
+    c.on_segment(rseg(seg_no(1), sack=[(seg_no(2), seg_no(3))]), 1.06)
+    assert sent(c.output(1.06)) == []
+    rack = c.recovery.rack
+    assert rack is not None and rack.reo_at == pytest.approx(1.0 + 0.06 + 0.0125)
+    assert c.next_deadline() == pytest.approx(rack.reo_at)
+    # The reordering timer fires: segment 1 is lost, recovery starts and resends it.
+    t = rack.reo_at
+    c.on_timer(t)
+    assert sent(c.output(t)) == [1]
+    assert c.counters["rack_recoveries"] == 1 and c.counters["rack_reo_timeouts"] == 1
+    assert c.counters["timeouts"] == 0
+
+
+def test_reordered_segment_arriving_in_the_window_is_not_resent() -> None:
+    c = established()
+    c.send(b"a" * 4 * MSS, 1.0)
+    c.output(1.0)
+    c.on_segment(rseg(seg_no(1)), 1.05)
+    c.on_segment(rseg(seg_no(1), sack=[(seg_no(2), seg_no(3))]), 1.06)
+    c.on_segment(rseg(seg_no(3)), 1.065)  # segment 1 was only late
+    assert sent(c.output(1.065)) == []
+    rack = c.recovery.rack
+    # RFC 8985 (6.2 step 3): 1 was delivered below RACK.fack, never retransmitted.
+    assert rack is not None and rack.reordering_seen
+    assert rack.reo_at is None and c.counters["retransmits"] == 0
+
+
+def test_three_sacked_segments_need_no_wait() -> None:
+    # RFC 8985 (6.2 step 4): no reordering seen and DupThresh segments SACKed: reo_wnd = 0.
+    c = established()
+    c.send(b"a" * 5 * MSS, 1.0)
+    c.output(1.0)
+    c.on_segment(rseg(seg_no(1)), 1.05)
+    c.on_segment(rseg(seg_no(1), sack=[(seg_no(2), seg_no(5))]), 1.06)
+    assert sent(c.output(1.06)) == [1]
+
+
+def test_tail_loss_probe_after_two_srtt_retransmits_the_last_segment() -> None:
+    c = established()
+    c.send(b"b" * 3 * MSS, 1.0)
+    c.output(1.0)
+    c.on_segment(rseg(seg_no(1)), 1.05)  # then segments 1 and 2 (the tail) are lost
+    srtt = c.rtt.srtt
+    assert srtt is not None
+    pto = 1.05 + 2 * srtt  # two segments in flight: no delayed-ACK allowance
+    assert c.next_deadline() == pytest.approx(pto)
+    assert pto < c._rtx_at  # type: ignore[operator]
+    c.on_timer(pto)
+    out = c.output(pto)
+    assert sent(out) == [2] and c.counters["tlp_probes"] == 1
+    assert c._rtx_at == pytest.approx(pto + c.rtt.rto)  # RFC 8985 (7.3): RTO re-armed
+    # The probe's ACK SACKs segment 2: segment 1, sent more than RACK.rtt + reo_wnd
+    # before it, is lost; recovery resends it at once.
+    t = pto + 0.05
+    c.on_segment(rseg(seg_no(1), sack=[(seg_no(2), seg_no(3))]), t)
+    assert sent(c.output(t)) == [1]
+    c.on_segment(rseg(seg_no(3)), t + 0.05)
+    assert c.counters["timeouts"] == 0 and c.snd_una == c.snd_max
+
+
+def test_probe_sends_new_data_when_there_is_some() -> None:
+    c = established(cfg(initial_cwnd_segments=2))
+    c.send(b"c" * 4 * MSS, 1.0)
+    assert sent(c.output(1.0)) == [0, 1]  # cwnd-limited
+    t = c.next_deadline()
+    assert t is not None and t == pytest.approx(1.0 + 2 * c.rtt.srtt)  # type: ignore[operator]
+    c.on_timer(t)
+    assert sent(c.output(t)) == [2]  # RFC 8985 (7.3): a new segment, beyond cwnd
+    rack = c.recovery.rack
+    assert rack is not None and rack.tlp_is_retrans is False and rack.tlp_end == c.snd_max
+
+
+def test_lone_segment_pto_includes_delayed_ack_allowance_capped_by_rto() -> None:
+    c = established(cfg(rto_min=1.0))
+    c.send(b"d" * 100, 1.0)
+    c.output(1.0)
+    srtt = c.rtt.srtt
+    assert srtt is not None
+    assert c.next_deadline() == pytest.approx(1.0 + 2 * srtt + TLP_WCDELACKT)
+    c2 = established(cfg(rto_min=0.2))
+    c2.send(b"d" * 100, 1.0)
+    c2.output(1.0)
+    # 2 SRTT + 200 ms is after the RTO: the probe goes when the RTO would, instead of it.
+    assert c2.next_deadline() == pytest.approx(1.0 + c2.rtt.rto)
+    cwnd = c2.cc.cwnd  # type: ignore[union-attr]
+    c2.on_timer(1.0 + c2.rtt.rto)
+    out = c2.output(1.0 + c2.rtt.rto)
+    assert len(out) == 1 and len(out[0].payload) == 100
+    assert c2.counters["tlp_probes"] == 1 and c2.counters["timeouts"] == 0
+    assert c2.cc.cwnd == cwnd  # type: ignore[union-attr]
+
+
+def test_lost_probe_falls_back_to_the_rto() -> None:
+    c = established()
+    c.send(b"e" * 2 * MSS, 1.0)
+    c.output(1.0)
+    pto = c.next_deadline()
+    assert pto is not None
+    c.on_timer(pto)
+    assert sent(c.output(pto)) == [1]
+    rto_at = c.next_deadline()  # the probe is lost too: no second probe, the RTO fires
+    assert rto_at == pytest.approx(pto + c.rtt.rto)
+    c.on_timer(rto_at)  # type: ignore[arg-type]
+    assert sent(c.output(rto_at)) == [0]  # type: ignore[arg-type]
+    assert c.counters["timeouts"] == 1 and c.counters["tlp_probes"] == 1
+
+
+def test_probe_that_repaired_a_loss_reduces_cwnd_once() -> None:
+    c = established()
+    c.send(b"f" * 4 * MSS, 1.0)
+    c.output(1.0)
+    c.on_segment(rseg(seg_no(3)), 1.05)  # segment 3 lost
+    pto = c.next_deadline()
+    assert pto is not None
+    c.on_timer(pto)
+    assert sent(c.output(pto)) == [3]
+    c.on_segment(rseg(seg_no(4)), pto + 0.05)  # the probe repaired the tail
+    cwnd = c.cc.cwnd  # type: ignore[union-attr]
+    c.send(b"g" * MSS, pto + 0.06)
+    c.output(pto + 0.06)
+    c.on_segment(rseg(seg_no(5)), pto + 0.11)  # ACK passes the episode, no D-SACK came
+    assert c.counters["tlp_recoveries"] == 1
+    assert c.cc.cwnd < cwnd  # type: ignore[union-attr]
+
+
+def test_dsack_for_the_probe_means_no_loss() -> None:
+    c = established()
+    c.send(b"f" * 4 * MSS, 1.0)
+    c.output(1.0)
+    c.on_segment(rseg(seg_no(3)), 1.05)
+    pto = c.next_deadline()
+    assert pto is not None
+    c.on_timer(pto)
+    c.output(pto)
+    c.on_segment(rseg(seg_no(4)), pto + 0.01)  # the original segment 3 was only slow
+    c.on_segment(rseg(seg_no(4), dsack=(seg_no(3), seg_no(4))), pto + 0.05)  # D-SACK: probe
+    cwnd = c.cc.cwnd  # type: ignore[union-attr]
+    c.send(b"g" * MSS, pto + 0.06)
+    c.output(pto + 0.06)
+    c.on_segment(rseg(seg_no(5)), pto + 0.11)
+    assert c.counters["tlp_recoveries"] == 0 and c.counters["dsack_rx"] == 1
+    assert c.cc.cwnd >= cwnd  # type: ignore[union-attr]
+    rack = c.recovery.rack
+    assert rack is not None and rack.reo_wnd_mult == 2  # RFC 8985 (6.2 step 4)
+
+
+def test_lost_retransmission_is_found_by_time_not_by_rto() -> None:
+    c = established()
+    c.send(b"h" * 13 * MSS, 1.0)
+    assert sent(c.output(1.0)) == list(range(10))
+    c.on_segment(rseg(seg_no(1)), 1.05)
+    c.on_segment(rseg(seg_no(1), sack=[(seg_no(2), seg_no(5))]), 1.05)
+    assert sent(c.output(1.05)) == [1]  # RACK: 1 lost; cwnd 4500 < pipe: nothing new
+    c.on_segment(rseg(seg_no(1), sack=[(seg_no(2), seg_no(10))]), 1.06)
+    assert sent(c.output(1.06)) == [10, 11, 12]  # pipe = the retransmission of 1
+    # New data sent after the retransmission of 1 is SACKed, 1 is not: it was lost again.
+    c.on_segment(rseg(seg_no(1), sack=[(seg_no(2), seg_no(13))]), 1.12)
+    assert sent(c.output(1.12)) == [1]
+    assert c.counters["timeouts"] == 0 and c.counters["rack_recoveries"] == 1
+
+
+def test_rack_log_splits_and_counts() -> None:
+    r = Rack()
+    r.on_sent(1, 4001, 1.0, False)  # one TSO super-segment
+    sb = SackScoreboard()
+    sb.update([(2001, 3001)], 1, 4001)
+    r.on_ack(1, sb, 1.05, None, False, 4001)
+    assert [(s.start, s.end, s.sacked) for s in r.segs] == [
+        (1, 2001, False), (2001, 3001, True), (3001, 4001, False)
+    ]
+    assert r.pipe() == 3000
+    r.on_rto(1)
+    assert r.lost_ranges(1) == [(1, 2001), (3001, 4001)] and r.pipe() == 0
+    r.on_sent(1, 1001, 2.0, True)
+    assert r.lost_bytes == 2000 and r.n_rtx == 1
+    r.on_ack(4001, SackScoreboard(), 2.05, None, False, 4001)
+    assert r.segs == [] and r.lost_bytes == 0 and r.n_rtx == 0 and r.n_sacked == 0
