@@ -39,6 +39,7 @@ DEFAULTS: dict[str, dict[str, tuple[Any, Any]]] = {
         "warmup": (200, 20),
     },
     "throughput": {"bytes": (64 << 20, 4 << 20)},
+    "burst": {"conns": ([100, 1000], [100]), "size": (64 << 10, 64 << 10), "rounds": (10, 2)},
     "livelock": {
         "rates": ([5000, 10000, 20000, 40000, 80000, 160000], [5000, 20000, 80000]),
         "duration": (2.0, 0.5),
@@ -73,15 +74,17 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
     """Arguments of ``anp bench`` (the parser of the ``bench`` subcommand)."""
     sub = p.add_subparsers(
         dest="bench",
-        metavar="{latency,throughput,livelock,tcp-compare,preload,trace-cost}",
+        metavar="{latency,throughput,livelock,burst,tcp-compare,preload,trace-cost,scale}",
         required=True,
     )
-    from . import preload, tcp_compare, trace_cost
+    from . import preload, scale, tcp_compare, trace_cost
 
     pl = sub.add_parser("preload", help=preload.HELP, description=preload.HELP)
     preload.configure(pl)
     trc = sub.add_parser("trace-cost", help=trace_cost.HELP, description=trace_cost.HELP)
     trace_cost.configure(trc)
+    sc = sub.add_parser("scale", help=scale.HELP, description=scale.HELP)
+    scale.configure(sc)
 
     tc = sub.add_parser(
         "tcp-compare",
@@ -93,14 +96,16 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
         "latency": "request/response latency per mode and size, with kernel baselines",
         "throughput": "bulk TCP transfer each direction per mode, with the kernel baseline",
         "livelock": "offered vs delivered UDP rate per mode (receive livelock)",
+        "burst": "N connections at once, each echoing B bytes: stack vs asyncio on kernel sockets",
     }
     for name, text in helps.items():
         b = sub.add_parser(name, help=text, description=text)
         b.add_argument(
             "--modes",
             type=_csv(MODES + ("hardirq",) if name == "livelock" else MODES),
-            default=list(MODES),
-            help="receive modes (default: all four)"
+            default=["interrupt", "adaptive"] if name == "burst" else list(MODES),
+            help=("receive modes (default: interrupt,adaptive)" if name == "burst" else
+                  "receive modes (default: all four)")
             + (
                 "; hardirq models interrupts that preempt the application "
                 "(anp_async/bench/hardirq.py)"
@@ -152,6 +157,13 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
             b.add_argument("--warmup", type=int, help="warm-up requests per phase (excluded)")
         elif name == "throughput":
             b.add_argument("--bytes", type=_size, help="bytes per transfer (e.g. 64M)")
+        elif name == "burst":
+            b.add_argument(
+                "--conns", type=_csv(conv=int), metavar="N[,N...]",
+                help="connections opened at once (default 100,1000; --quick 100)",
+            )  # fmt: skip
+            b.add_argument("--size", type=_size, help="bytes each connection echoes (64K)")
+            b.add_argument("--rounds", type=int, help="rounds per count (default 10; --quick 2)")
         else:
             b.add_argument("--rates", type=_csv(conv=int), help="offered datagrams/s")
             b.add_argument("--duration", type=float, help="seconds per rate")
@@ -262,6 +274,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from . import preload
 
         return preload.run(args)
+    if args.bench == "scale":  # stack workers on a multi-queue TAP vs the kernel
+        from . import scale
+
+        return scale.run(args)
     if args.bench == "trace-cost":  # two stacks on the in-memory wire: no root needed
         from . import trace_cost
 
@@ -288,6 +304,8 @@ def run_bench(args: argparse.Namespace) -> int:
     console.print(report.summary_table(args.bench, doc["summaries"]))
     for line in report.warning_lines(doc["summaries"]):
         console.print(f"[yellow]warning:[/] {line}")
+    for line in report.asyncio_ratio_lines(args.bench, doc["summaries"]):
+        console.print(line)
     console.print(f"results: {doc['out']}")
     if doc.get("plots"):
         console.print("plots: " + ", ".join(str(Path(doc["out"]) / p) for p in doc["plots"]))

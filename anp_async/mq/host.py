@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from ..nic.netns import Netns
 from ..nic.tap import TapNic
@@ -124,9 +123,7 @@ class MultiQueueHost:
     ``on_death(death)`` is called (in the supervisor's loop) for every worker that dies.
     """
 
-    def __init__(
-        self, config: HostConfig, on_death: Callable[[Death], None] | None = None
-    ) -> None:
+    def __init__(self, config: HostConfig, on_death: Callable[[Death], None] | None = None) -> None:
         if not isinstance(config.queues, int) or isinstance(config.queues, bool):
             raise ValueError(f"queues must be an integer, got {config.queues!r}")
         if not 1 <= config.queues <= 256:
@@ -200,9 +197,7 @@ class MultiQueueHost:
                     http=cfg.http,
                     setup=cfg.setup,
                     relay_in=self._relay[i][0].fileno() if cfg.queues > 1 else -1,
-                    relay_out=[
-                        self._relay[j][1].fileno() for j in range(cfg.queues) if j != i
-                    ]
+                    relay_out=[self._relay[j][1].fileno() for j in range(cfg.queues) if j != i]
                     if cfg.queues > 1
                     else [],
                 )

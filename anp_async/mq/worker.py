@@ -35,6 +35,7 @@ from .spec import READY, WorkerSpec
 
 log = logging.getLogger("anp_async.mq")
 
+
 def _is_arp_reply(frame: bytes, off: int) -> bool:
     # Ethernet type 0x0806 (ARP), operation 2 (reply): RFC 826.
     return frame[off + 12 : off + 14] == b"\x08\x06" and frame[off + 20 : off + 22] == b"\x00\x02"
@@ -151,7 +152,9 @@ async def _serve(spec: WorkerSpec) -> None:
         if spec.echo is not None:
             from ..apps.echo import UdpEchoProtocol
 
-            udp, _ = await stack.create_datagram_endpoint(UdpEchoProtocol, local_addr=(host, spec.echo))
+            udp, _ = await stack.create_datagram_endpoint(
+                UdpEchoProtocol, local_addr=(host, spec.echo)
+            )
             closers.append(udp)
             closers.append(await stack.create_server(EchoProtocol, host, spec.echo))
         if spec.sink is not None:
