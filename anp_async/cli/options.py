@@ -9,7 +9,7 @@ import contextlib
 import ipaddress
 import re
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import CliError, reason
 
@@ -44,14 +44,30 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
 
 
+class _FamilyAddress(argparse.Action):
+    """``--ip``/``--peer`` given once per family: an IPv6 value (it has a ':') goes to
+    ``ip6``/``peer6``, an IPv4 one replaces the IPv4 default."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, ns: argparse.Namespace, value: Any, opt: Any = None
+    ) -> None:
+        setattr(ns, self.dest + "6" if ":" in str(value) else self.dest, value)
+
+
 def add_stack_options(p: argparse.ArgumentParser) -> None:
     """The options every stack-running command shares (TAP, addresses, mode, pcap, loop)."""
     g = p.add_argument_group("stack")
     g.add_argument("--tap", default="anptap0", help="TAP device name (default %(default)s)")
-    g.add_argument("--ip", default="10.0.0.2/24", help="stack address/prefix (%(default)s)")
     g.add_argument(
-        "--peer", default="10.0.0.1/24", help="kernel-side TAP address/prefix (%(default)s)"
-    )
+        "--ip", default="10.0.0.2/24", action=_FamilyAddress,
+        help="stack address/prefix (%(default)s); give it again with an IPv6 address "
+        "(--ip fd00::2/64) for a dual-stack stack",
+    )  # fmt: skip
+    g.add_argument(
+        "--peer", default="10.0.0.1/24", action=_FamilyAddress,
+        help="kernel-side TAP address/prefix (%(default)s); again for IPv6 (--peer fd00::1/64)",
+    )  # fmt: skip
+    p.set_defaults(ip6=None, peer6=None)
     g.add_argument(
         "--netns",
         metavar="NAME",
@@ -147,6 +163,18 @@ def _check_stack_args(args: argparse.Namespace) -> None:
         args.peer = _check_interface(args.peer, "--peer")
         if args.peer.split("/")[0] == args.ip.split("/")[0]:
             raise CliError(f"--ip and --peer are the same address {args.ip.split('/')[0]}")
+    for what in ("ip6", "peer6"):
+        text = getattr(args, what, None)
+        if text is not None:
+            try:
+                iface6 = ipaddress.IPv6Interface(text)
+            except ValueError:
+                raise CliError(f"--{what[:-1]} {text!r} is not an IPv6 address/prefix") from None
+            if "/" not in text:
+                setattr(args, what, f"{iface6.ip}/64")
+    if getattr(args, "ip6", None) and getattr(args, "peer6", None):
+        if args.ip6.split("/")[0] == args.peer6.split("/")[0]:
+            raise CliError(f"--ip and --peer are the same address {args.ip6.split('/')[0]}")
     if args.gateway:
         try:
             ipaddress.IPv4Address(args.gateway)
@@ -195,6 +223,7 @@ async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]
                 netns=ns,
                 mtu=args.mtu or 1500,
                 vnet_hdr=getattr(args, "offload", True),
+                peer6=getattr(args, "peer6", None),
             )
         except PermissionError:
             raise CliError(
@@ -205,6 +234,7 @@ async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]
         cfg = StackConfig(
             nic=nic,
             ip=args.ip,
+            ip6=getattr(args, "ip6", None),
             mac=args.mac,
             gateway=args.gateway,
             mtu=args.mtu,

@@ -49,6 +49,11 @@ _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name + flags, padded to 40 by
 #: One read never returns more than one frame; this covers any frame the kernel sends (a
 #: 64 KiB GSO datagram plus Ethernet and virtio-net headers), so nothing is truncated.
 READ_SIZE = 65536 + 14 + VNET_HDR_LEN
+#: Frames the kernel may queue for us before it drops (the TAP's txqueuelen; tun's default
+#: is 500). A burst of connections (1,000 handshakes, then each one's first window as one
+#: 64 KiB TSO frame) must fit while the stack catches up, or it turns into retransmission
+#: timeouts; bounded by the senders' socket buffers, like any NIC ring.
+TX_QUEUE_LEN = 4096
 
 
 def _loop_running() -> bool:
@@ -124,22 +129,30 @@ class TapNic(Nic):
         netns: Netns | str | None = None,
         mtu: int = 1500,
         vnet_hdr: bool = False,
+        peer6: str | None = None,
     ) -> TapNic:
         """Create (or attach to) TAP ``name``, configure its kernel end and bring it up.
 
-        ``peer`` is the kernel side's address with prefix length, e.g. ``"10.0.0.1/24"``.
+        ``peer`` is the kernel side's address with prefix length, e.g. ``"10.0.0.1/24"``;
+        ``peer6`` its IPv6 address (``"fd00::1/64"``): IPv6 stays on for the device then,
+        and is turned off otherwise.
         ``netns`` is the namespace the device is created in (None: the calling thread's).
         With ``vnet_hdr`` the kernel may hand over 64 KiB TCP frames (TSO) and leave
         checksums partial; each frame then starts with a virtio-net header.
         """
         _check_open_args(name, peer, mtu)
+        if peer6 is not None:
+            try:
+                ipaddress.IPv6Interface(peer6)
+            except ValueError:
+                raise ValueError(f"peer6 {peer6!r} is not an IPv6 address/prefix") from None
         ns = _netns_handle(netns)
 
         def create() -> tuple[int, bytes]:
             with ns.enter() if ns is not None else nullcontext():
                 fd = _open_tun(name, vnet_hdr)
                 try:
-                    return fd, _configure(name, peer, mtu)
+                    return fd, _configure(name, peer, mtu, peer6)
                 except BaseException:
                     os.close(fd)
                     raise
@@ -356,25 +369,35 @@ def _open_tun(name: str, vnet_hdr: bool, *, multi_queue: bool = False) -> int:
     return fd
 
 
-def _configure(name: str, peer: str | None, mtu: int) -> bytes:
-    """Inside the device's namespace: IPv6 off, MTU, kernel-side address, link up.
+def _configure(name: str, peer: str | None, mtu: int, peer6: str | None = None) -> bytes:
+    """Inside the device's namespace: IPv6 off (unless ``peer6``), MTU, kernel-side
+    addresses, link up.
 
     Returns the kernel end's MAC address.
     """
     from pyroute2 import IPRoute
 
-    # IPv6 off before link up, so the kernel sends no router solicitation / MLD frames.
-    write_sysctl_inside(f"net.ipv6.conf.{name}.disable_ipv6", "1")
+    if peer6 is None:
+        # IPv6 off before link up, so the kernel sends no router solicitation / MLD frames.
+        write_sysctl_inside(f"net.ipv6.conf.{name}.disable_ipv6", "1")
+    else:
+        write_sysctl_inside(f"net.ipv6.conf.{name}.disable_ipv6", "0")
+        # the stack is a host, never our router; the address is usable at once (no DAD
+        # wait: the stack's own DAD still checks its addresses against it)
+        write_sysctl_inside(f"net.ipv6.conf.{name}.accept_ra", "0")
+        write_sysctl_inside(f"net.ipv6.conf.{name}.accept_dad", "0")
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=name)
         if not found:
             raise OSError(errno.ENODEV, f"TAP {name} not found after TUNSETIFF")
         idx = found[0]
-        ipr.link("set", index=idx, mtu=mtu)
-        if peer:
-            ip, _, plen = peer.partition("/")
+        ipr.link("set", index=idx, mtu=mtu, txqlen=TX_QUEUE_LEN)
+        for addr, default_len in ((peer, 32), (peer6, 64)):
+            if not addr:
+                continue
+            ip, _, plen = addr.partition("/")
             try:
-                ipr.addr("add", index=idx, address=ip, prefixlen=int(plen or 32))
+                ipr.addr("add", index=idx, address=ip, prefixlen=int(plen or default_len))
             except Exception as e:  # pyroute2 NetlinkError: EEXIST when re-attaching
                 if getattr(e, "code", None) != errno.EEXIST:
                     raise
