@@ -7,12 +7,12 @@ import asyncio
 import json
 
 from .base import CliError, Command, reason
-from .options import open_stack_from_args, parse_size
+from .options import open_stack_from_args, parse_host, parse_port, parse_size, positive_float
 from .serving import ConnectionHandlers, control_server, ensure_no_stack_on
 
 
 def _configure_echo_server(p: argparse.ArgumentParser) -> None:
-    p.add_argument("port", type=int, help="TCP port to serve on")
+    p.add_argument("port", type=parse_port, help="TCP port to serve on")
     p.add_argument("--socket", metavar="PATH", help="control socket (default /run/anp/TAP.sock)")
 
 
@@ -57,11 +57,11 @@ async def cmd_echo_server(args: argparse.Namespace) -> int:
 
 
 def _configure_echo_client(p: argparse.ArgumentParser) -> None:
-    p.add_argument("host", help="server address")
-    p.add_argument("port", type=int, help="server TCP port")
+    p.add_argument("host", type=parse_host, help="server address")
+    p.add_argument("port", type=parse_port, help="server TCP port")
     p.add_argument("--size", type=parse_size, default=1 << 20, help="bytes per echo (64K, 1M ...)")
     p.add_argument("--count", type=int, default=1, help="echoes, one connection each")
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed per echo")
+    p.add_argument("--timeout", type=positive_float, default=60.0, help="seconds allowed per echo")
     p.add_argument("--json", action="store_true", help="one JSON object per echo and a summary")
 
 
@@ -98,7 +98,9 @@ async def cmd_echo_client(args: argparse.Namespace) -> int:
         print(json.dumps({"matched": good, "echoes": len(results), "bytes": args.size,
                           "seconds": total}))  # fmt: skip
     else:
-        print(f"{good}/{len(results)} echoes matched, {args.size} bytes each, {total:.3f} s in total")
+        print(
+            f"{good}/{len(results)} echoes matched, {args.size} bytes each, {total:.3f} s in total"
+        )
     return 0 if good == len(results) else 1
 
 

@@ -9,13 +9,18 @@ import contextlib
 import errno
 import importlib
 import inspect
+import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from .base import CliError, Command, commands, reason, run_async
 from .logs import add_log_options, configure_logging
 from .options import add_stack_options
+
+log = logging.getLogger(__name__)
 
 #: Modules that register extra commands when imported (e.g. the benchmark's ``anp bench``).
 EXTRA_COMMAND_MODULES: tuple[str, ...] = (
@@ -36,13 +41,23 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return None
 
 
+class ArgParser(argparse.ArgumentParser):
+    """argparse with anp's error format: one line on stderr saying what was wrong, exit
+    status 2 (argparse prints its usage block first; ``--help`` still shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        cmd = self.prog.removeprefix("anp").strip()
+        where = f"{cmd}: " if cmd else ""
+        hint = f" (anp {cmd} --help)" if cmd else " (anp --help)"
+        print(f"anp: error: {where}{message.rstrip('.')}{hint}.", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``anp`` argument parser with every registered command."""
     for mod in EXTRA_COMMAND_MODULES:
         importlib.import_module(mod)
-    parser = argparse.ArgumentParser(
-        prog="anp", description="anp-async: a userspace TCP/IP stack on asyncio"
-    )
+    parser = ArgParser(prog="anp", description="anp-async: a userspace TCP/IP stack on asyncio")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for cmd in commands():
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
@@ -85,16 +100,16 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except socket.gaierror as e:
+        return _error(f"cannot resolve a host name: {e.strerror or e}")
     except OSError as e:
-        if e.errno in (
-            errno.EADDRINUSE,
-            errno.EBUSY,
-            errno.EEXIST,
-            errno.ENODEV,
-            errno.EHOSTUNREACH,
-            errno.EACCES,
-            errno.EPERM,
-            errno.ENOENT,
-        ):
-            return _error(reason(e))
-        raise
+        # What the system refused (a file, an address, a device, a peer): one line, the
+        # traceback only with --log-level debug.
+        log.debug("OSError", exc_info=True)
+        name = f" ({errno.errorcode[e.errno]})" if e.errno and e.errno in errno.errorcode else ""
+        where = f": {e.filename}" if e.filename else ""
+        return _error(f"{reason(e)}{where}{name}")
+    except ValueError as e:
+        # A value the library refused that the command did not check first.
+        log.debug("ValueError", exc_info=True)
+        return _error(str(e) or "invalid value")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from .base import CliError, reason
 
 if TYPE_CHECKING:
+    from ..proto.tcp.config import TcpConfig
     from ..stack import Stack
 
 MODES = ("interrupt", "coalesce", "poll", "adaptive")
@@ -42,6 +43,43 @@ def parse_size(text: str) -> int:
     if not m:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 4096, 64K, 1M, 64MiB)")
     return int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
+
+
+def parse_port(text: str) -> int:
+    """A TCP/UDP port, 1..65535 (argparse type)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is outside 1..65535")
+    return port
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def parse_host(text: str) -> str:
+    """An IPv4 address, or a host name made of valid labels (argparse type)."""
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        pass
+    labels = text.rstrip(".").split(".")
+    if len(text) > 253 or not all(_LABEL.fullmatch(x) for x in labels) or labels[-1].isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address or host name")
+    return text
+
+
+def positive_float(text: str) -> float:
+    """A number of seconds > 0 (argparse type)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    return v
 
 
 class _FamilyAddress(argparse.Action):
@@ -94,6 +132,13 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
         choices=("newreno", "cubic"),
         default="newreno",
         help="TCP congestion control of the stack's connections (default newreno)",
+    )
+    g.add_argument(
+        "--recovery",
+        choices=("rack", "sack", "newreno"),
+        default="rack",
+        help="TCP loss recovery: rack = SACK + RACK-TLP (RFC 8985, default, as Linux), "
+        "sack = RFC 6675 DupThresh only, newreno = no SACK (RFC 6582)",
     )
     m = p.add_argument_group("receive mode")
     m.add_argument(
@@ -186,6 +231,14 @@ def _check_stack_args(args: argparse.Namespace) -> None:
         raise CliError(f"--mac {args.mac!r} is not a MAC address like 02:00:00:00:00:02")
 
 
+def tcp_config_from_args(args: argparse.Namespace) -> TcpConfig:
+    """The TcpConfig the shared options ask for (--congestion, --recovery)."""
+    from ..proto.tcp.config import RECOVERY_MODES, TcpConfig
+
+    sack, rack = RECOVERY_MODES[getattr(args, "recovery", "rack")]
+    return TcpConfig(congestion=getattr(args, "congestion", "newreno"), sack=sack, rack=rack)
+
+
 @contextlib.asynccontextmanager
 async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]:
     """Create the namespace (``--netns``), the TAP and the stack; remove them all on exit.
@@ -198,7 +251,6 @@ async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]
     mode, params = mode_from_args(args)
     from ..nic.netns import Netns
     from ..nic.tap import TapNic
-    from ..proto.tcp.config import TcpConfig
     from ..stack import Stack, StackConfig
 
     ns = None
@@ -241,7 +293,7 @@ async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]
             mode=mode,
             mode_params=params,
             pcap=args.pcap,
-            tcp=TcpConfig(congestion=getattr(args, "congestion", "newreno")),
+            tcp=tcp_config_from_args(args),
         )
         try:
             stack = Stack(cfg)

@@ -41,8 +41,16 @@ def ping_summary(host: str, sent: int, rtts: list[float], elapsed: float) -> lis
 
 async def cmd_ping(args: argparse.Namespace) -> int:
     """``anp ping``: exit 0 when every request was answered, 1 otherwise (like ping -c)."""
-    if args.count < 1 or args.interval < 0 or args.timeout <= 0 or not 0 <= args.size <= 65000:
+    finite = math.isfinite(args.interval) and math.isfinite(args.timeout)
+    if (
+        not finite
+        or args.count < 1
+        or args.interval < 0
+        or args.timeout <= 0
+        or not 0 <= args.size <= 65000
+    ):
         raise CliError("-c must be >= 1, -i >= 0, -W > 0 and -s within 0..65000")
+
     def out(text: str, obj: dict[str, object]) -> None:
         print(json.dumps(obj) if args.json else text, flush=True)
 

@@ -7,7 +7,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from .base import CliError, Command, reason
-from .options import open_stack_from_args
+from .options import open_stack_from_args, parse_port
 from .serving import ConnectionHandlers, control_server, ensure_no_stack_on
 
 if TYPE_CHECKING:
@@ -15,14 +15,14 @@ if TYPE_CHECKING:
 
 
 def _configure_up(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--echo", type=int, metavar="PORT", help="serve UDP and TCP echo on PORT")
+    p.add_argument("--echo", type=parse_port, metavar="PORT", help="serve UDP and TCP echo on PORT")
     p.add_argument(
-        "--http", type=int, metavar="PORT",
+        "--http", type=parse_port, metavar="PORT",
         help="serve the tiny HTTP responder (GET /pattern/N, POST /echo) on PORT",
     )  # fmt: skip
     p.add_argument("--socket", metavar="PATH", help="control socket (default /run/anp/TAP.sock)")
     p.add_argument(
-        "--metrics", type=int, metavar="PORT",
+        "--metrics", type=parse_port, metavar="PORT",
         help="serve OpenMetrics/Prometheus text (GET /metrics) on the stack's address, PORT",
     )  # fmt: skip
 
