@@ -6,7 +6,15 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["ChallengeAckLimiter", "TcpConfig"]
+__all__ = ["ChallengeAckLimiter", "RECOVERY_MODES", "TcpConfig"]
+
+#: ``--recovery`` names -> (sack, rack): RACK-TLP needs SACK (RFC 8985 (2.2)); NewReno
+#: (RFC 6582) is what is left without SACK.
+RECOVERY_MODES: dict[str, tuple[bool, bool]] = {
+    "rack": (True, True),
+    "sack": (True, False),
+    "newreno": (False, False),
+}
 
 # Hard upper bounds so a user setting can never make a connection unbounded.
 MAX_BUFFER = 64 * 1024 * 1024
