@@ -22,6 +22,10 @@ def _configure_up(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--socket", metavar="PATH", help="control socket (default /run/anp/TAP.sock)")
     p.add_argument(
+        "--queues", type=int, default=1, metavar="N",
+        help="multi-queue TAP with one stack worker process per queue (default 1)",
+    )  # fmt: skip
+    p.add_argument(
         "--metrics", type=parse_port, metavar="PORT",
         help="serve OpenMetrics/Prometheus text (GET /metrics) on the stack's address, PORT",
     )  # fmt: skip
@@ -54,6 +58,12 @@ def _close_server(server: Any) -> None:
 
 async def cmd_up(args: argparse.Namespace) -> int:
     """``anp up``: run a stack until SIGINT/SIGTERM."""
+    if getattr(args, "queues", 1) != 1:
+        if args.queues < 1:
+            raise CliError(f"--queues {args.queues}: at least 1")
+        from ..mq.cli import run_up
+
+        return await run_up(args)
     from ..preload.run import api_socket_path
     from ..preload.server import serve_socket_api
 

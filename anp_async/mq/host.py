@@ -28,10 +28,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from ..nic.netns import Netns
 from ..nic.tap import TapNic
 from .spec import READY, WorkerSpec
+
+if TYPE_CHECKING:
+    from .fanout import FanoutControl
 
 log = logging.getLogger("anp_async.mq")
 
@@ -136,6 +140,7 @@ class MultiQueueHost:
         self._on_death = on_death
         self._closing = False
         self._relay: list[tuple[socket.socket, socket.socket]] = []
+        self._control: FanoutControl | None = None
 
     @property
     def ip(self) -> str:
@@ -203,6 +208,11 @@ class MultiQueueHost:
                 )
                 self.workers.append(_Worker(spec))
             await asyncio.gather(*(self._spawn(w) for w in self.workers))
+            if cfg.control:
+                from .fanout import FanoutControl
+
+                self._control = FanoutControl(self, cfg.control)
+                await self._control.start()
         except BaseException:
             await self.close()
             raise
@@ -271,6 +281,9 @@ class MultiQueueHost:
     async def close(self) -> None:
         """Stop every worker (SIGTERM, then SIGKILL after 5 s) and close the TAP."""
         self._closing = True
+        if self._control is not None:
+            await self._control.close()
+            self._control = None
         procs = [w.proc for w in self.workers if w.proc is not None and w.alive]
         for p in procs:
             with contextlib.suppress(ProcessLookupError):

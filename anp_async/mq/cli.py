@@ -1,0 +1,85 @@
+"""``anp up --queues N``: a multi-queue host from the shared stack options."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from ..cli.base import CliError, reason
+from ..cli.options import _check_stack_args, mode_from_args
+from ..cli.serving import control_path, ensure_no_stack_on
+from .host import Death, HostConfig, MultiQueueHost
+
+
+def _report(death: Death) -> None:
+    print(f"anp up: {death.describe()}; its connections are gone, the other workers keep "
+          "serving", file=sys.stderr, flush=True)  # fmt: skip
+
+
+async def run_up(args: argparse.Namespace) -> int:
+    """Run ``args.queues`` workers until SIGINT/SIGTERM (the caller cancels this task)."""
+    _check_stack_args(args)
+    mode, params = mode_from_args(args)
+    if getattr(args, "trace", None) is not None:
+        raise CliError("--trace with --queues > 1: use anp trace (it covers every worker)")
+    if getattr(args, "metrics", None) is not None:
+        raise CliError("--metrics with --queues > 1 is not supported yet")
+    ensure_no_stack_on(args)
+    from ..nic.netns import Netns
+
+    ns = None
+    if args.netns:
+        try:
+            ns = Netns.create(args.netns)
+        except FileExistsError:
+            raise CliError(f"network namespace {args.netns} already exists") from None
+        except OSError as e:
+            raise CliError(f"cannot create network namespace {args.netns}: {e}") from None
+    try:
+        cfg = HostConfig(
+            tap=args.tap,
+            queues=args.queues,
+            ip=args.ip,
+            peer=args.peer,
+            netns=ns,
+            mac=args.mac,
+            gateway=args.gateway,
+            mtu=args.mtu or 1500,
+            vnet_hdr=getattr(args, "offload", True),
+            mode=mode,
+            mode_params=params,
+            congestion=getattr(args, "congestion", "newreno"),
+            pcap=args.pcap,
+            control=control_path(args),
+            echo=args.echo,
+            http=args.http,
+        )
+        try:
+            host = MultiQueueHost(cfg, on_death=_report)
+            await host.start()
+        except (OSError, RuntimeError, ValueError) as e:
+            raise CliError(
+                f"cannot start {args.queues} workers on TAP {args.tap}: {reason(e)}"
+            ) from None
+        try:
+            where = f" in netns {args.netns}" if args.netns else ""
+            serves = "".join(
+                f", {name} port {port}"
+                for name, port in (("echo udp+tcp", args.echo), ("http", args.http))
+                if port is not None
+            )
+            print(
+                f"anp up: tap {args.tap}{where}, {args.queues} queues, workers (pids) "
+                f"{', '.join(str(p) for p in host.pids())}, stack {args.ip} mac {host.mac}, "
+                f"kernel side {args.peer}, mode {mode}{serves}, control {cfg.control} "
+                "(every worker; TAP.wN.sock for one) (SIGINT/SIGTERM to stop)",
+                flush=True,
+            )
+            await asyncio.Event().wait()
+        finally:
+            await host.close()
+    finally:
+        if ns is not None:
+            ns.delete()
+    return 0
