@@ -215,6 +215,9 @@ def _check_stack_args(args: argparse.Namespace) -> None:
                 iface6 = ipaddress.IPv6Interface(text)
             except ValueError:
                 raise CliError(f"--{what[:-1]} {text!r} is not an IPv6 address/prefix") from None
+            ip6 = iface6.ip
+            if ip6.is_multicast or ip6.is_unspecified or ip6.is_loopback or ip6.ipv4_mapped:
+                raise CliError(f"--{what[:-1]} {text!r} cannot be an interface address")
             if "/" not in text:
                 setattr(args, what, f"{iface6.ip}/64")
     if getattr(args, "ip6", None) and getattr(args, "peer6", None):

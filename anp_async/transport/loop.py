@@ -45,7 +45,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .resolve import HOSTS_FILE, resolve_ipv4_sync
+from .resolve import HOSTS_FILE, resolve_ip_sync
 
 if TYPE_CHECKING:
     from .netstack import SocketStack as Stack
@@ -287,15 +287,9 @@ class StackLoopMixin(_LoopBase):
         try:
             addr = ipaddress.ip_address(host)
         except ValueError:
-            addr = ipaddress.ip_address(self._anp_map(resolve_ipv4_sync(host)))
-        if addr.version == 6:
-            if addr.is_loopback:
-                return self._anp_kernel(str(addr), what)
-            if addr.is_unspecified and passive:
-                return STACK, "0.0.0.0"
-            raise socket.gaierror(
-                socket.EAI_FAMILY, f"anp: {host!r} is IPv6; the stack speaks IPv4 only"
-            )
+            addr = ipaddress.ip_address(self._anp_map(resolve_ip_sync(host)))
+        if addr.version == 6 and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped  # ::ffff:a.b.c.d is the IPv4 address
         if addr.is_loopback:
             return self._anp_kernel(str(addr), what)
         return STACK, str(addr)
@@ -517,7 +511,8 @@ class StackLoopMixin(_LoopBase):
             )
         stack = await self._anp_get_stack()
         ips = {ip for _, ip in routes}
-        ip = "0.0.0.0" if "0.0.0.0" in ips or len(ips) > 1 else ips.pop()
+        # one stack listener per port takes both families
+        ip = "0.0.0.0" if {"0.0.0.0", "::"} & ips or len(ips) > 1 else ips.pop()
         return await stack.create_server(
             protocol_factory,
             ip,
@@ -654,26 +649,30 @@ class StackLoopMixin(_LoopBase):
         proto: int = 0,
         flags: int = 0,
     ) -> list[tuple[Any, ...]]:
-        """Numeric IPv4 and /etc/hosts names only (the stack sends no DNS); IPv4 results."""
-        if family not in (0, socket.AF_INET):
-            raise socket.gaierror(
-                socket.EAI_FAMILY, "anp: the stack speaks IPv4 only (family must be AF_INET)"
-            )
+        """Numeric addresses and /etc/hosts names only (the stack sends no DNS); results of
+        family AF_INET6 (4-tuple addresses) for IPv6 addresses, AF_INET for IPv4."""
+        if family not in (0, socket.AF_INET, socket.AF_INET6):
+            raise socket.gaierror(socket.EAI_FAMILY, "anp: family must be AF_INET or AF_INET6")
         host = _host_str(host)
         if host is None:
-            ip = "0.0.0.0" if flags & socket.AI_PASSIVE else "127.0.0.1"
+            v6 = family == socket.AF_INET6
+            if flags & socket.AI_PASSIVE:
+                ip = "::" if v6 else "0.0.0.0"
+            else:
+                ip = "::1" if v6 else "127.0.0.1"
         else:
             host = self._anp_map(host)
             try:
-                addr = ipaddress.ip_address(host)
+                ip = str(ipaddress.ip_address(host.split("%", 1)[0]))
             except ValueError:
-                ip = self._anp_map(resolve_ipv4_sync(host))
+                ip = self._anp_map(resolve_ip_sync(host, family))
             else:
-                if addr.version != 4:
+                want = {socket.AF_INET: 4, socket.AF_INET6: 6}.get(socket.AddressFamily(family))
+                if want is not None and ipaddress.ip_address(ip).version != want:
                     raise socket.gaierror(
-                        socket.EAI_FAMILY, f"anp: {host!r} is IPv6; the stack speaks IPv4 only"
+                        socket.EAI_ADDRFAMILY, f"anp: {host!r} is not of the family asked for"
                     )
-                ip = str(addr)
+        fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
         kinds = [
             (socket.SOCK_STREAM, socket.IPPROTO_TCP),
             (socket.SOCK_DGRAM, socket.IPPROTO_UDP),
@@ -684,7 +683,10 @@ class StackLoopMixin(_LoopBase):
         for t, p in kinds:
             if (type and t != type) or (proto and p != proto):
                 continue
-            out.append((socket.AF_INET, t, p, canon, (ip, _port_number(port, t))))
+            sa: tuple[Any, ...] = (ip, _port_number(port, t))
+            if fam == socket.AF_INET6:
+                sa += (0, 0)
+            out.append((fam, t, p, canon, sa))
         if not out:
             raise socket.gaierror(socket.EAI_SOCKTYPE, "anp: unsupported socket type")
         return out

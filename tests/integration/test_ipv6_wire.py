@@ -144,3 +144,53 @@ async def test_unreachable_neighbour_and_no_route() -> None:
         with pytest.raises(OSError) as e:
             await a.ping("2001:db8::1", timeout=1.0)
         assert e.value.errno == errno.ENETUNREACH
+
+
+async def test_unmodified_asyncio_program_over_ipv6() -> None:
+    """The stack's event loop (``anp run --inprocess``): plain asyncio calls with IPv6."""
+    import socket
+
+    from anp_async.install import installed
+
+    async with v6_stacks(dad=0) as (a, b):
+        loop = asyncio.get_running_loop()
+
+        async def upper(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write((await r.read()).upper())
+            await w.drain()
+            w.close()
+
+        with installed(b):
+            server = await asyncio.start_server(upper, "::", 8080)
+        with installed(a):
+            infos = await loop.getaddrinfo("fd00::2", 8080, type=socket.SOCK_STREAM)
+            assert infos == [(socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("fd00::2", 8080, 0, 0))]
+            reader, writer = await asyncio.open_connection("fd00::2", 8080)
+            assert writer.get_extra_info("peername") == ("fd00::2", 8080, 0, 0)
+            writer.write(b"dual stack")
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 5) == b"DUAL STACK"
+            writer.close()
+            got: asyncio.Future[tuple[bytes, object]] = loop.create_future()
+
+            class Client(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, addr: object) -> None:
+                    got.set_result((data, addr))
+
+        with installed(b):
+
+            class Echo(asyncio.DatagramProtocol):
+                def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                    self.t = transport
+
+                def datagram_received(self, data: bytes, addr: object) -> None:
+                    self.t.sendto(data[::-1], addr)  # type: ignore[attr-defined]
+
+            echo_t, _ = await loop.create_datagram_endpoint(Echo, local_addr=("::", 5353))
+        with installed(a):
+            t, _ = await loop.create_datagram_endpoint(Client, remote_addr=("fd00::2", 5353))
+            t.sendto(b"abc")
+            assert await asyncio.wait_for(got, 5) == (b"cba", ("fd00::2", 5353, 0, 0))
+            t.close()
+        echo_t.close()
+        server.close()
