@@ -86,6 +86,8 @@ def test_reassembly_in_order_delivery_and_overlaps() -> None:
     assert r.pop_ready(0) == []
     assert b"".join(bytes(x) for x in r.pop_ready(8)) == b"ijklmnopq"
     assert len(r) == 1
+    # RFC 2883: the D-SACK block (the first part already held, 10..15) goes first, once.
+    assert r.sack_blocks(4) == [(10, 15), (20, 23)]
     assert r.sack_blocks(4) == [(20, 23)]
 
 

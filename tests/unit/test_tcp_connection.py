@@ -261,7 +261,9 @@ def test_ooo_reassembly_and_sack_blocks() -> None:
     assert c.output(1.2) == [lseg(ISS + 1, base + 300, window=WIN - 300, options=sack3)]
     # Overlapping retransmission: old, new and already-held bytes at once.
     c.on_segment(piece(250, 450), 1.3)
-    assert c.output(1.3) == [lseg(ISS + 1, base + 500, window=WIN - 500)]
+    # RFC 2883 (4.1.1): the bytes below RCV.NXT (250..300) come back in a D-SACK block.
+    dsack = TcpOptions(sack_blocks=((base + 250, base + 300),))
+    assert c.output(1.3) == [lseg(ISS + 1, base + 500, window=WIN - 500, options=dsack)]
     assert c.recv() == data[:500]
     assert c.counters["ooo_segments"] == 2
 

@@ -239,3 +239,74 @@ def test_rack_log_splits_and_counts() -> None:
     assert r.lost_bytes == 2000 and r.n_rtx == 1
     r.on_ack(4001, SackScoreboard(), 2.05, None, False, 4001)
     assert r.segs == [] and r.lost_bytes == 0 and r.n_rtx == 0 and r.n_sacked == 0
+
+
+# ------------------------------------------------------------------ D-SACK (RFC 2883)
+
+
+def data(seq_off: int, n: int) -> TcpSegment:
+    """``n`` bytes from the peer at offset ``seq_off`` of its stream (0 = first byte)."""
+    return TcpSegment(RPORT, LPORT, (RISS + 1 + seq_off) & M, ISS + 1, ACK, 65535, b"x" * n)
+
+
+def blocks(out: list[TcpSegment]) -> list[tuple[int, int]]:
+    (ack,) = out
+    assert ack.options is not None
+    return [((a - RISS - 1) & M, (b - RISS - 1) & M) for a, b in ack.options.sack_blocks]
+
+
+def test_dsack_reports_a_duplicate_below_rcv_nxt_once() -> None:
+    c = established()
+    c.on_segment(data(0, 100), 1.0)
+    c.output(1.0)
+    c.on_segment(data(0, 100), 1.1)  # a spurious retransmission
+    assert blocks(c.output(1.1)) == [(0, 100)]
+    assert c.counters["dsack_sent"] == 1
+    c.on_segment(data(100, 100), 1.2)
+    c.on_timer(1.3)
+    out = c.output(1.3)
+    assert len(out) == 1 and out[0].options is None  # reported once
+
+
+def test_dsack_for_a_partial_overlap_and_an_out_of_order_duplicate() -> None:
+    c = established()
+    c.on_segment(data(0, 100), 1.0)
+    c.output(1.0)
+    c.on_segment(data(50, 100), 1.1)  # 50..100 again, 100..150 new
+    assert blocks(c.output(1.1)) == [(50, 100)]
+    c.on_segment(data(300, 100), 1.2)  # out of order
+    assert blocks(c.output(1.2)) == [(300, 400)]
+    c.on_segment(data(300, 100), 1.3)  # the same again: D-SACK first, then the SACK block
+    assert blocks(c.output(1.3)) == [(300, 400), (300, 400)]
+
+
+def test_no_dsack_without_sack() -> None:
+    c = established(cfg(sack=False))
+    c.on_segment(data(0, 100), 1.0)
+    c.output(1.0)
+    c.on_segment(data(0, 100), 1.1)
+    (ack,) = c.output(1.1)
+    assert ack.options is None
+
+
+# ------------------------------------------------------------------ RFC 6298 (5.7)
+
+
+def test_rto_is_three_seconds_after_a_lost_syn() -> None:
+    c = TcpConnection.connect(cfg(rack=False), LIP, LPORT, RIP, RPORT, ISS, 0.0)
+    assert c.output(0.0)[0].flags == SYN
+    c.on_timer(1.0)  # the SYN is lost: RTO 1 s
+    assert c.output(1.0)[0].flags == SYN
+    synack = TcpSegment(
+        RPORT, LPORT, RISS, ISS + 1, SYN | ACK, 65535, b"", TcpOptions(mss=MSS, sack_permitted=True)
+    )
+    c.on_segment(synack, 1.05)
+    assert c.rtt.srtt is None and c.rtt.rto == 3.0
+    c.send(b"z" * 10, 1.1)
+    c.output(1.1)
+    assert c.next_deadline() == pytest.approx(4.1)
+    # Without the lost SYN the handshake gives an RTT sample and the usual RTO.
+    c2 = TcpConnection.connect(cfg(rack=False), LIP, LPORT, RIP, RPORT, ISS, 0.0)
+    c2.output(0.0)
+    c2.on_segment(synack, 0.05)
+    assert c2.rtt.srtt == pytest.approx(0.05) and c2.rtt.rto == 0.2

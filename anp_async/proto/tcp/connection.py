@@ -794,6 +794,9 @@ class TcpConnection:
             return None
         if d < 0:
             self.counters["dup_segments"] += 1
+            if arr.plen and self.sack_ok:
+                # RFC 2883 (4.1.1): report the duplicate in a D-SACK block.
+                self._ooo.note_duplicate(arr.seq, arr.seq + arr.plen)
         else:
             self.counters["dropped_unacceptable"] += 1
         if st is TIME_WAIT and fin:
@@ -813,6 +816,9 @@ class TcpConnection:
             if cut:
                 arr.payload = arr.payload[cut:]
                 arr.plen -= cut
+                if self.sack_ok:
+                    # RFC 2883 (4.1.1): the part already received is a D-SACK block.
+                    self._ooo.note_duplicate(rcv_nxt - cut, rcv_nxt)
             arr.seq = rcv_nxt
         if arr.plen and arr.seq + arr.plen > rcv_nxt + arr.wnd:
             keep = rcv_nxt + arr.wnd - arr.seq
@@ -1459,8 +1465,11 @@ class TcpConnection:
 
     def _data_options(self, now: float) -> TcpOptions | None:
         sack: tuple[tuple[int, int], ...] = ()
-        if self.sack_ok and self._ooo:
+        ooo = self._ooo
+        if self.sack_ok and (ooo or ooo.dsack is not None):
             # RFC 2018 (3): up to 4 blocks, 3 when timestamps also take option space.
+            if ooo.dsack is not None:
+                self.counters["dsack_sent"] += 1  # RFC 2883: it goes first, once
             irs = self.irs
             sack = tuple(
                 ((irs + a) & MASK, (irs + b) & MASK)

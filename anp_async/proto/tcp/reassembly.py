@@ -17,7 +17,7 @@ __all__ = ["Reassembler"]
 class Reassembler:
     """Sorted, non-overlapping out-of-order ranges with their data and arrival order."""
 
-    __slots__ = ("max_segments", "_starts", "items", "_stamp", "_bytes", "dropped")
+    __slots__ = ("max_segments", "_starts", "items", "_stamp", "_bytes", "dropped", "dsack")
     # ``items`` (read-only for callers): (start, end, data, stamp) tuples in order; its
     # truthiness is the cheapest "anything held?" test on the receive fast path.
 
@@ -28,6 +28,14 @@ class Reassembler:
         self._stamp = 0
         self._bytes = 0
         self.dropped = 0  # segments refused because the queue was full
+        # RFC 2883: the duplicate range to report in the next ACK's first SACK block.
+        self.dsack: tuple[int, int] | None = None
+
+    def note_duplicate(self, start: int, end: int) -> None:
+        """RFC 2883 (4): ``[start, end)`` arrived again; the next ACK reports it first
+        (only the latest duplicate is reported, as Linux does)."""
+        if start < end:
+            self.dsack = (start, end)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -60,14 +68,20 @@ class Reassembler:
         pieces: list[tuple[int, int]] = []
         cur = s
         j = i
+        dup: tuple[int, int] | None = None
         while j < len(items) and cur < e:
             a, b = items[j][0], items[j][1]
             if a >= e:
                 break
             if a > cur:
                 pieces.append((cur, a))
+            if dup is None and b > cur:
+                # RFC 2883 (4.2): the first part already held is the duplicate reported.
+                dup = (a if a > cur else cur, b if b < e else e)
             cur = max(cur, b)
             j += 1
+        if dup is not None:
+            self.dsack = dup
         if cur < e:
             pieces.append((cur, e))
         if not pieces:
@@ -117,6 +131,7 @@ class Reassembler:
         self._starts.clear()
         self.items.clear()
         self._bytes = 0
+        self.dsack = None
 
     def blocks(self) -> list[tuple[int, int, int]]:
         """Contiguous held ranges as (start, end, most recent arrival stamp), in order."""
@@ -130,7 +145,15 @@ class Reassembler:
         return out
 
     def sack_blocks(self, max_blocks: int) -> list[tuple[int, int]]:
-        """RFC 2018 (4): SACK blocks, the one holding the latest arrival first, then by recency."""
+        """RFC 2018 (4): SACK blocks, the one holding the latest arrival first, then by recency.
+
+        RFC 2883 (4): a pending D-SACK block goes first (and is reported once).
+        """
         blocks = self.blocks()
         blocks.sort(key=lambda t: t[2], reverse=True)
-        return [(a, b) for a, b, _ in blocks[:max_blocks]]
+        out = [(a, b) for a, b, _ in blocks]
+        dsack = self.dsack
+        if dsack is not None:
+            self.dsack = None
+            out.insert(0, dsack)
+        return out[:max_blocks]
