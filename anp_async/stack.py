@@ -507,10 +507,14 @@ class Stack:
         payload = seg.payload
         off = self.offload
         if len(dst) == 16:
-            # IPv6: full checksum, no TSO6 yet (the virtio-net header stays plain)
             v6 = self.v6
             if v6 is None:
                 raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+            if off.enabled:  # checksum offload and TSO6, as for IPv4
+                hdr = build_tcp_header_partial(seg, v6.ip_b, dst)
+                vnet, tso = off.tcp_header(len(hdr), len(payload), mss, v6=True)
+                v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], vnet=vnet)
+                return tso
             hdr = build_tcp_header(seg, v6.ip_b, dst)
             v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
             return False

@@ -14,7 +14,7 @@ import asyncio
 import errno
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .counters import Counters
 from .nic.base import Buffer
@@ -381,7 +381,8 @@ class Ipv6Layer:
             self._arm()
             return
         for pkt in packets:
-            for s in self.neighbors.resolve(hop, pkt, now):
+            # held with its virtio-net header (a TSO6 super-segment stays one)
+            for s in self.neighbors.resolve(hop, (pkt, vnet), now):
                 self._send_ns(s.target, s.dst_ip, s.dst_mac)
         self._arm()
 
@@ -425,9 +426,9 @@ class Ipv6Layer:
         self.icmp_counters.inc("rs_sent")
 
     def _release(self, released: list[tuple[bytes, object]]) -> None:
-        for mac, packet in released:
-            parts: list[Buffer] = packet  # type: ignore[assignment]
-            self.stack._send_frame(mac, ETH_P_IPV6, parts)
+        for mac, held in released:
+            parts, vnet = cast("tuple[list[Buffer], bytes | None]", held)
+            self.stack._send_frame(mac, ETH_P_IPV6, parts, vnet)
 
     # ---------------------------------------------------------------- timers
 

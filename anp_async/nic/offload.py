@@ -19,6 +19,8 @@ from .vnet import (
     VNET_HDR_LEN,
     build_tcp4_csum_header,
     build_tcp4_gso_header,
+    build_tcp6_csum_header,
+    build_tcp6_gso_header,
 )
 
 #: Largest TCP payload of one super-segment with TSO: the IPv4 total length is 16 bits,
@@ -36,14 +38,15 @@ _GSO_CACHE_MAX = 256
 class VnetOffload:
     """The offload decisions of one NIC (``enabled``: it carries the virtio-net header)."""
 
-    __slots__ = ("enabled", "counters", "_csum", "_gso")
+    __slots__ = ("enabled", "counters", "_csum", "_csum6", "_gso")
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
         self.counters = Counters()
         #: The header of a TCP segment whose checksum the kernel completes.
         self._csum = build_tcp4_csum_header()
-        self._gso: dict[tuple[int, int], bytes] = {}
+        self._csum6 = build_tcp6_csum_header()
+        self._gso: dict[tuple[int, int, bool], bytes] = {}
 
     @property
     def tso_max(self) -> int:
@@ -64,23 +67,26 @@ class VnetOffload:
 
     # --------------------------------------------------------------- transmit
 
-    def tcp_header(self, tcp_header_len: int, payload_len: int, mss: int) -> tuple[bytes, bool]:
-        """The virtio-net header for a TCP/IPv4 segment whose checksum is left partial,
-        and whether the kernel is to cut it (TSO). ``mss`` is the connection's (0: never
-        cut)."""
+    def tcp_header(
+        self, tcp_header_len: int, payload_len: int, mss: int, v6: bool = False
+    ) -> tuple[bytes, bool]:
+        """The virtio-net header for a TCP segment (over IPv4, or IPv6 with ``v6``) whose
+        checksum is left partial, and whether the kernel is to cut it (TSO, TSO6).
+        ``mss`` is the connection's (0: never cut)."""
         if mss:
             # RFC 6691: the MSS counts data behind a 20-byte header; options take their
             # bytes out of it, so each cut segment fits the peer's MSS.
             gso_size = mss + 20 - tcp_header_len
             if payload_len > gso_size:
-                return self._gso_header(tcp_header_len, gso_size), True
-        return self._csum, False
+                return self._gso_header(tcp_header_len, gso_size, v6), True
+        return (self._csum6 if v6 else self._csum), False
 
-    def _gso_header(self, tcp_header_len: int, gso_size: int) -> bytes:
-        key = (tcp_header_len, gso_size)
+    def _gso_header(self, tcp_header_len: int, gso_size: int, v6: bool = False) -> bytes:
+        key = (tcp_header_len, gso_size, v6)
         vnet = self._gso.get(key)
         if vnet is None:
-            vnet = build_tcp4_gso_header(tcp_header_len, gso_size)
+            build = build_tcp6_gso_header if v6 else build_tcp4_gso_header
+            vnet = build(tcp_header_len, gso_size)
             if len(self._gso) < _GSO_CACHE_MAX:
                 self._gso[key] = vnet
         return vnet

@@ -51,6 +51,7 @@ _HDR = struct.Struct("<BBHHHHH")
 
 ETH_LEN = 14
 IPV4_LEN = 20  # the stack never sends IP options
+IPV6_LEN = 40  # nor IPv6 extension headers with TCP
 TCP_CSUM_OFFSET = 16  # offset of the checksum field inside the TCP header
 
 #: The header of a frame that needs nothing done: no GSO, checksums complete.
@@ -65,6 +66,27 @@ def build_tcp4_csum_header() -> bytes:
     """Header for one TCP/IPv4 segment with a partial checksum (the pseudo-header sum in
     the checksum field): the kernel sums from the TCP header to the end and stores it."""
     return _TCP4_CSUM
+
+
+_TCP6_CSUM = _HDR.pack(F_NEEDS_CSUM, GSO_NONE, 0, 0, ETH_LEN + IPV6_LEN, TCP_CSUM_OFFSET, 0)
+
+
+def build_tcp6_csum_header() -> bytes:
+    """As :func:`build_tcp4_csum_header`, for TCP over IPv6 (no extension headers)."""
+    return _TCP6_CSUM
+
+
+def build_tcp6_gso_header(tcp_header_len: int, gso_size: int) -> bytes:
+    """As :func:`build_tcp4_gso_header`, for a TCP/IPv6 super-segment (TSO6)."""
+    return _HDR.pack(
+        F_NEEDS_CSUM,
+        GSO_TCPV6,
+        ETH_LEN + IPV6_LEN + tcp_header_len,
+        gso_size,
+        ETH_LEN + IPV6_LEN,
+        TCP_CSUM_OFFSET,
+        0,
+    )
 
 
 def build_tcp4_gso_header(tcp_header_len: int, gso_size: int) -> bytes:

@@ -417,3 +417,20 @@ def test_router_list():
     msg.mtu = 9000  # above the link MTU: ignored
     r.on_advert(LL_R, msg, 7.0)
     assert r.mtu == 1400
+
+
+def test_tso6_virtio_header() -> None:
+    """TSO6: GSO_TCPV6, headers through TCP, checksum from the TCP header (40-byte IPv6)."""
+    import struct
+
+    from anp_async.nic.offload import VnetOffload
+    from anp_async.nic.vnet import GSO_NONE, GSO_TCPV6
+
+    off = VnetOffload(True)
+    vnet, tso = off.tcp_header(32, 10000, 1440, v6=True)
+    flags, gso, hdr_len, gso_size, csum_start, csum_off, _ = struct.unpack("<BBHHHHH", vnet)
+    assert tso and gso == GSO_TCPV6 and flags & 1
+    assert (hdr_len, gso_size, csum_start, csum_off) == (14 + 40 + 32, 1440 + 20 - 32, 54, 16)
+    vnet, tso = off.tcp_header(20, 100, 1440, v6=True)
+    assert not tso and struct.unpack("<BBHHHHH", vnet)[1] == GSO_NONE
+    assert struct.unpack("<BBHHHHH", vnet)[4] == 54
