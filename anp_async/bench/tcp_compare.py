@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import hashlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -126,15 +127,29 @@ def format_table(results: dict[str, dict[str, Any]], nbytes: int, loss: float) -
 def _size(text: str) -> int:
     mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     t = text.strip().lower().rstrip("ib").rstrip("b")
-    if t and t[-1] in mult:
-        return int(float(t[:-1]) * mult[t[-1]])
-    return int(t)
+    try:
+        n = int(float(t[:-1]) * mult[t[-1]]) if t and t[-1] in mult else int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 4M, 65536)") from None
+    if not 1 <= n <= 1 << 32:
+        raise argparse.ArgumentTypeError(f"{text!r}: bytes must be from 1 to 4G")
+    return n
+
+
+def _loss(text: str) -> float:
+    try:
+        p = float(text)
+    except ValueError:
+        p = -1.0
+    if not 0.0 <= p < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a loss probability in [0, 1)")
+    return p
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     """Arguments of ``anp bench tcp-compare`` / ``python -m anp_async.bench.tcp_compare``."""
     p.add_argument("--bytes", type=_size, default=4 << 20, help="bytes each way (default 4M)")
-    p.add_argument("--loss", type=float, default=0.05, help="loss per frame (default 0.05)")
+    p.add_argument("--loss", type=_loss, default=0.05, help="loss per frame (default 0.05)")
     p.add_argument("--seeds", default="1,2,3,4,5", help="fault-injector seeds (median over them)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="configurations to compare")
     p.add_argument("--json", default=None, help="also write the raw results here")
@@ -142,8 +157,22 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the comparison and print its table."""
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    configs = {k: CONFIGS[k] for k in args.configs.split(",") if k.strip()}
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--seeds {args.seeds!r} is not a comma-separated list of integers"
+        ) from None
+    names = [k.strip() for k in args.configs.split(",") if k.strip()]
+    unknown = [k for k in names if k not in CONFIGS]
+    if unknown or not names or not seeds:
+        raise ValueError(
+            f"--configs {args.configs!r} / --seeds {args.seeds!r}: name configurations from "
+            f"{', '.join(CONFIGS)} and at least one seed"
+        )
+    if args.json and not os.access(os.path.dirname(os.path.abspath(args.json)), os.W_OK):
+        raise ValueError(f"--json {args.json!r}: its folder does not exist or is not writable")
+    configs = {k: CONFIGS[k] for k in names}
     results = asyncio.run(compare(args.bytes, args.loss, seeds, configs))
     print(format_table(results, args.bytes, args.loss))
     if args.json:

@@ -49,8 +49,14 @@ class ArgParser(argparse.ArgumentParser):
         cmd = self.prog.removeprefix("anp").strip()
         where = f"{cmd}: " if cmd else ""
         hint = f" (anp {cmd} --help)" if cmd else " (anp --help)"
-        print(f"anp: error: {where}{message.rstrip('.')}{hint}.", file=sys.stderr)
+        print(f"anp: error: {where}{_one_line(message).rstrip('.')}{hint}.", file=sys.stderr)
         sys.exit(2)
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (a value the
+    user typed may hold them), so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(msg: str) -> int:
-    msg = msg.rstrip(".")
+    msg = _one_line(msg).rstrip(".")
     print(f"anp: error: {msg}.", file=sys.stderr)
     return 2
 
