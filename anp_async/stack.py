@@ -518,13 +518,17 @@ class Stack:
             hdr = build_tcp_header(seg, v6.ip_b, dst)
             v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
             return False
+        # RFC 3168 (5): the connection chose the ECN field (ECT(0) on new data).
+        tos = seg.ecn
         if off.enabled:
             hdr = build_tcp_header_partial(seg, self.ip_b, dst)
             vnet, tso = off.tcp_header(len(hdr), len(payload), mss)
-            self.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], vnet=vnet)
+            self.send_ip(
+                dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], vnet=vnet, tos=tos
+            )
             return tso
         hdr = build_tcp_header(seg, self.ip_b, dst)
-        self.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
+        self.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], tos=tos)
         return False
 
     def send_ip(
@@ -535,6 +539,7 @@ class Stack:
         *,
         ttl: int = 64,
         vnet: bytes | None = None,
+        tos: int = 0,
     ) -> None:
         """Send one IPv4 datagram whose payload is the concatenation of ``parts``.
 
@@ -569,13 +574,14 @@ class Stack:
             datagrams: list[list[Buffer]] = [
                 [h, p]
                 for h, p in ip_proto.fragment(
-                    payload, self.mtu, src=self.ip_b, dst=dst, proto=proto, ident=ident, ttl=ttl
-                )
+                    payload, self.mtu, src=self.ip_b, dst=dst, proto=proto, ident=ident, ttl=ttl,
+                    tos=tos,
+                )  # fmt: skip
             ]
             self.ip_counters.inc("fragmented")
         else:
             hdr = ip_proto.build_ipv4_header(
-                self.ip_b, dst, proto, length, self.ip_ids.next(), ttl=ttl
+                self.ip_b, dst, proto, length, self.ip_ids.next(), ttl=ttl, tos=tos
             )
             datagrams = [[hdr, *parts]]
         self.ip_counters.inc("tx_packets", len(datagrams))

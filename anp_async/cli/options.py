@@ -140,6 +140,13 @@ def add_stack_options(p: argparse.ArgumentParser) -> None:
         help="TCP loss recovery: rack = SACK + RACK-TLP (RFC 8985, default, as Linux), "
         "sack = RFC 6675 DupThresh only, newreno = no SACK (RFC 6582)",
     )
+    g.add_argument(
+        "--ecn",
+        choices=("off", "on"),
+        default="off",
+        help="ECN (RFC 3168): on = ask for it on the stack's SYNs (off by default, as on "
+        "Linux clients; a peer's request is always accepted)",
+    )
     m = p.add_argument_group("receive mode")
     m.add_argument(
         "--mode",
@@ -235,11 +242,14 @@ def _check_stack_args(args: argparse.Namespace) -> None:
 
 
 def tcp_config_from_args(args: argparse.Namespace) -> TcpConfig:
-    """The TcpConfig the shared options ask for (--congestion, --recovery)."""
+    """The TcpConfig the shared options ask for (--congestion, --recovery, --ecn)."""
     from ..proto.tcp.config import RECOVERY_MODES, TcpConfig
 
     sack, rack = RECOVERY_MODES[getattr(args, "recovery", "rack")]
-    return TcpConfig(congestion=getattr(args, "congestion", "newreno"), sack=sack, rack=rack)
+    return TcpConfig(
+        congestion=getattr(args, "congestion", "newreno"), sack=sack, rack=rack,
+        ecn=getattr(args, "ecn", "off") == "on",
+    )  # fmt: skip
 
 
 @contextlib.asynccontextmanager

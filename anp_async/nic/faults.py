@@ -6,7 +6,7 @@ from one ``random.Random(seed)``: the same seed and the same traffic give the sa
 so a failing test can be replayed. Every injected fault is counted in ``fault_stats``.
 
 Transmit path (``send``), per frame, in this order (netem's order):
-link flap (down: dropped) -> loss -> corruption -> duplication -> rate limit (token
+link flap (down: dropped) -> loss -> CE mark -> corruption -> duplication -> rate limit (token
 bucket, bounded queue) -> reorder (held back ``reorder_delay``) or delay/jitter -> the
 wrapped NIC. Asymmetric impairment: give each end of a wire its own config.
 
@@ -63,9 +63,12 @@ class FaultConfig:
     direction: Direction = "both"
     flap_every: float = 0.0
     flap_down: float = 0.0
+    # RFC 3168 (5): probability that an ECN-capable (ECT) IPv4 packet is marked CE instead
+    # of being dropped, as an AQM router does; Not-ECT packets pass unchanged (transmit).
+    ce_mark: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("loss", "duplicate", "reorder", "corrupt"):
+        for name in ("loss", "duplicate", "reorder", "corrupt", "ce_mark"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
@@ -84,7 +87,7 @@ class FaultConfig:
 def _fault_counters() -> Counters:
     return Counters.zeros(
         ("dropped", "duplicated", "corrupted", "reordered", "delayed", "rate_dropped",
-         "flap_dropped")
+         "flap_dropped", "ce_marked")
     )  # fmt: skip
 
 
@@ -224,6 +227,32 @@ class FaultyNic(Nic):
             buf[i] ^= self._rng.randrange(1, 256)
         return bytes(buf)
 
+    def _ce_marked(self, frame: bytes) -> bytes | None:
+        """``frame`` with its IPv4 ECN field set to CE, if it was ECT; else None.
+
+        What a router does to the IP header (RFC 3168 (5)): the two low bits of the TOS
+        byte become 11 and the header checksum is updated incrementally (RFC 1624 (3)).
+        """
+        off = ETH_HEADER_LEN + (_VNET_HDR_LEN if self.vnet_hdr else 0)
+        if len(frame) < off + 20 or frame[off - 2 : off] != b"\x08\x00":  # IPv4 only
+            return None
+        tos = frame[off + 1]
+        if tos & 3 == 0 or tos & 3 == 3:
+            return None  # Not-ECT is never marked; CE stays CE
+        buf = bytearray(frame)
+        old = (buf[off] << 8) | tos
+        new = old | 3
+        buf[off + 1] = tos | 3
+        csum = (buf[off + 10] << 8) | buf[off + 11]
+        # RFC 1624 (3): HC' = ~(~HC + ~m + m')
+        s = (~csum & 0xFFFF) + (~old & 0xFFFF) + new
+        s = (s & 0xFFFF) + (s >> 16)
+        s = (s & 0xFFFF) + (s >> 16)
+        csum = ~s & 0xFFFF
+        buf[off + 10] = csum >> 8
+        buf[off + 11] = csum & 0xFF
+        return bytes(buf)
+
     # -- transmit ----------------------------------------------------------------------
 
     def send(self, parts: Sequence[Buffer]) -> None:
@@ -241,6 +270,12 @@ class FaultyNic(Nic):
             fs["dropped"] += 1
             return
         frame: Buffer | None = None  # the frame as one buffer once we had to copy it
+        if cfg.ce_mark and rng.random() < cfg.ce_mark:
+            marked = self._ce_marked(b"".join(parts))
+            if marked is not None:
+                fs["ce_marked"] += 1
+                frame = marked
+                parts = (marked,)
         if cfg.corrupt and rng.random() < cfg.corrupt and not self._is_arp(parts):
             fs["corrupted"] += 1
             if self.vnet_hdr:

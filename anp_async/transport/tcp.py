@@ -160,6 +160,10 @@ class TcpLayer:
         except ParseError as e:
             host.counters[e.reason] += 1
             return
+        # RFC 3168 (5): the IP header's ECN field travels with the segment.
+        ecn = (hdr.tos if isinstance(hdr, IPv4Header) else hdr.traffic_class) & 3
+        if ecn:
+            seg.ecn = ecn
         ep = host.input(hdr.src, hdr.dst, seg, self.stack.now())
         if host.retired:
             for old in host.take_retired():

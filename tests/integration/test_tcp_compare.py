@@ -62,6 +62,32 @@ async def test_lossy_transfer_intact(sack: bool, congestion: str) -> None:
         assert (conn_stats.get("conn_sack_recoveries", 0) > 0) is sack
 
 
+@pytest.mark.parametrize("recovery", ["rack", "sack"])
+async def test_lossy_transfer_intact_rack_on_and_off(recovery: str) -> None:
+    faults = FaultConfig(loss=0.05, seed=12)
+    tcp = fast_tcp(rack=recovery == "rack")
+    async with wire_stacks("interrupt", faults=faults, tcp=tcp) as (a, b):
+        info = await asyncio.wait_for(transfer(a, b, N, 9210), 120)
+        assert info["rack"] is (recovery == "rack")
+        st = a.stats()["tcp"]
+        assert (st.get("conn_rack_recoveries", 0) > 0) is (recovery == "rack")
+
+
+async def test_ecn_marks_instead_of_loss() -> None:
+    # A router marking CE instead of dropping (RFC 3168): the IPv4 ECN field carries ECT
+    # out and CE back; the receiver echoes ECE, the sender halves cwnd and sends CWR,
+    # and nothing is retransmitted.
+    faults = FaultConfig(ce_mark=0.02, seed=13)
+    async with wire_stacks("interrupt", faults=faults, tcp=fast_tcp(ecn=True)) as (a, b):
+        info = await asyncio.wait_for(transfer(a, b, N, 9220), 120)
+        assert info["ecn"] is True
+        assert info["bytes_retrans"] == 0
+        sa, sb = a.stats()["tcp"], b.stats()["tcp"]
+        assert sb.get("conn_ecn_ce_rx", 0) > 0
+        assert sa.get("conn_ecn_reductions", 0) > 0 and sa.get("conn_ecn_cwr_sent", 0) > 0
+        assert a.nic.fault_stats["ce_marked"] > 0  # type: ignore[attr-defined]
+
+
 async def test_sockopts_map_onto_the_connection() -> None:
     async with wire_stacks("interrupt") as (a, b):
         server = await b.start_server(lambda r, w: None, "10.0.0.2", 9300)

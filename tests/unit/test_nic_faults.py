@@ -341,3 +341,26 @@ def test_corruption_spares_arp_frames() -> None:
     assert fa.fault_stats["corrupted"] == 1
     fa.close()
     b.close()
+
+
+def test_ce_marking_sets_ce_on_ect_ipv4_only_with_a_valid_checksum() -> None:
+    from anp_async.proto.ipv4 import build_ipv4_header, parse_ipv4_header
+
+    def ip_frame(tos: int) -> bytes:
+        src, dst = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+        return ETH + build_ipv4_header(src, dst, 6, 20, 7, tos=tos) + bytes(20)
+
+    a, b = Wire.pair()
+    fa = FaultyNic(a, FaultConfig(ce_mark=1.0))
+    for tos in (0x00, 0x02, 0x01, 0x03, 0xB8 | 0x02):
+        fa.send([ip_frame(tos)])
+    fa.send([frame(1)])  # not IP-shaped enough: untouched
+    got = drain(b)
+    tos_out = [parse_ipv4_header(memoryview(f)[ETH_HEADER_LEN:]).tos for f in got[:5]]
+    # RFC 3168 (5): Not-ECT passes, ECT(0)/ECT(1) become CE, DSCP bits are kept;
+    # parse_ipv4 verifies the header checksum (RFC 1624 incremental update).
+    assert tos_out == [0x00, 0x03, 0x03, 0x03, 0xBB]
+    assert got[5] == frame(1)
+    assert fa.fault_stats["ce_marked"] == 3
+    fa.close()
+    b.close()

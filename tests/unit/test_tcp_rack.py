@@ -11,6 +11,7 @@ import pytest
 from anp_async.proto.tcp import ACK, SYN, TcpConfig, TcpConnection, TcpOptions, TcpSegment
 from anp_async.proto.tcp.rack import TLP_WCDELACKT, Rack
 from anp_async.proto.tcp.sack import SackScoreboard
+from anp_async.proto.tcp.segment import CE, CWR, ECE, ECT_0, NOT_ECT
 
 LIP = bytes([10, 0, 0, 2])
 RIP = bytes([10, 0, 0, 1])
@@ -310,3 +311,78 @@ def test_rto_is_three_seconds_after_a_lost_syn() -> None:
     c2.output(0.0)
     c2.on_segment(synack, 0.05)
     assert c2.rtt.srtt == pytest.approx(0.05) and c2.rtt.rto == 0.2
+
+
+# ------------------------------------------------------------------ ECN (RFC 3168)
+
+
+def _ecn_pair_syn(c_cfg: TcpConfig) -> TcpConnection:
+    """Active open with ``c_cfg``; returns the connection after an ECN-setup SYN-ACK."""
+    c = TcpConnection.connect(c_cfg, LIP, LPORT, RIP, RPORT, ISS, 0.0)
+    (syn,) = c.output(0.0)
+    assert syn.flags == SYN | ECE | CWR  # RFC 3168 (6.1.1): an ECN-setup SYN
+    synack = TcpSegment(
+        RPORT, LPORT, RISS, ISS + 1, SYN | ACK | ECE, 65535, b"", TcpOptions(mss=MSS)
+    )
+    c.on_segment(synack, 0.01)
+    return c
+
+
+def test_ecn_negotiation_both_ways() -> None:
+    c = _ecn_pair_syn(cfg(ecn=True))
+    assert c.ecn_ok
+    # Off by default: a plain SYN; and a SYN-ACK with ECE and CWR is no ECN-setup SYN-ACK.
+    plain_c = TcpConnection.connect(cfg(), LIP, LPORT, RIP, RPORT, ISS, 0.0)
+    assert plain_c.output(0.0)[0].flags == SYN
+    # Passive side: answers an ECN-setup SYN with ECE (not CWR) when ecn_accept allows.
+    syn = TcpSegment(RPORT, LPORT, RISS, 0, SYN | ECE | CWR, 65535, b"", TcpOptions(mss=MSS))
+    p = TcpConnection.accept_syn(cfg(), LIP, LPORT, RIP, RPORT, syn, ISS, 0.0)
+    assert p.ecn_ok and p.output(0.0)[0].flags == SYN | ACK | ECE
+    q = TcpConnection.accept_syn(cfg(ecn_accept=False), LIP, LPORT, RIP, RPORT, syn, ISS, 0.0)
+    assert not q.ecn_ok and q.output(0.0)[0].flags == SYN | ACK
+
+
+def test_ect_on_new_data_only_and_ce_echoed_until_cwr() -> None:
+    c = _ecn_pair_syn(cfg(ecn=True))
+    (ack,) = c.output(0.01)
+    assert ack.ecn == NOT_ECT  # RFC 3168 (6.1.4): pure ACKs are not ECT
+    c.send(b"d" * 2 * MSS, 0.02)
+    out = c.output(0.02)
+    assert [s.ecn for s in out] == [ECT_0, ECT_0]
+    # A CE-marked data segment from the peer: every ACK carries ECE until its CWR.
+    ce = TcpSegment(RPORT, LPORT, RISS + 1, ISS + 1, ACK, 65535, b"x" * 100, ecn=CE)
+    c.on_segment(ce, 0.05)
+    (a1,) = c.output(0.05)
+    assert a1.flags & ECE and c.counters["ecn_ce_rx"] == 1
+    c.on_segment(TcpSegment(RPORT, LPORT, RISS + 101, ISS + 1, ACK, 65535, b"y" * 100), 0.06)
+    c.on_timer(0.2)
+    (a2,) = c.output(0.2)
+    assert a2.flags & ECE
+    cwr = TcpSegment(RPORT, LPORT, RISS + 201, ISS + 1, ACK | CWR, 65535, b"z" * 100)
+    c.on_segment(cwr, 0.3)
+    c.on_timer(0.5)
+    (a3,) = c.output(0.5)
+    assert not a3.flags & ECE
+    # A retransmission is not ECT (RFC 3168 6.1.5).
+    t = c.next_deadline()
+    assert t is not None
+    c.on_timer(t)
+    rtx = [s for s in c.output(t) if s.payload]
+    assert rtx and all(s.ecn == NOT_ECT for s in rtx)
+
+
+def test_ece_reduces_cwnd_once_per_window_and_sets_cwr() -> None:
+    c = _ecn_pair_syn(cfg(ecn=True, rack=False))
+    c.send(b"d" * 20 * MSS, 0.02)
+    assert len(c.output(0.02)) == 10
+    cwnd = c.cc.cwnd  # type: ignore[union-attr]
+    ece = TcpSegment(RPORT, LPORT, RISS + 1, seg_no(8), ACK | ECE, 65535)
+    c.on_segment(ece, 0.05)
+    assert c.counters["ecn_reductions"] == 1
+    reduced = c.cc.cwnd  # type: ignore[union-attr]
+    assert reduced < cwnd
+    out = [s for s in c.output(0.05) if s.payload]
+    assert out and out[0].flags & CWR and not any(s.flags & CWR for s in out[1:])
+    # More ECEs for the same window: no second reduction; no retransmission either.
+    c.on_segment(TcpSegment(RPORT, LPORT, RISS + 1, seg_no(9), ACK | ECE, 65535), 0.06)
+    assert c.counters["ecn_reductions"] == 1 and c.counters["retransmits"] == 0

@@ -65,6 +65,10 @@ class TcpConfig:
     # RFC 8985 RACK-TLP: time-based loss detection and tail loss probes on SACK connections
     # (Linux's net.ipv4.tcp_recovery=1, on by default). False: RFC 6675 DupThresh only.
     rack: bool = True
+    # RFC 3168 ECN: ask for it on our SYNs (Linux's tcp_ecn=1; off by default as on Linux
+    # clients). ``ecn_accept``: agree when a peer's SYN asks (Linux's default tcp_ecn=2).
+    ecn: bool = False
+    ecn_accept: bool = True
 
     def __post_init__(self) -> None:
         self._check()

@@ -29,7 +29,7 @@ from .reassembly import Reassembler
 from .recovery import LossRecovery
 from .rtt import RttEstimator
 from .sack import SackScoreboard
-from .segment import ACK, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
+from .segment import ACK, CE, CWR, ECE, ECT_0, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
 from .sendbuf import SendBuffer
 
 __all__ = ["CloseReason", "TcpConnection", "TcpState"]
@@ -143,6 +143,10 @@ _COUNTER_NAMES = (
     "tlp_probes",
     "tlp_recoveries",
     "dsack_sent",
+    "ecn_ce_rx",
+    "ecn_ece_rx",
+    "ecn_reductions",
+    "ecn_cwr_sent",
 )
 
 
@@ -246,8 +250,13 @@ class TcpConnection:
         "_timed_seq",
         "_timed_at",
         "_rtx_tsval",
-        # loss recovery (NewReno / RFC 6675)
+        # loss recovery (NewReno / RFC 6675 / RACK-TLP)
         "recovery",
+        # ECN (RFC 3168)
+        "ecn_ok",
+        "_ece_pending",
+        "_cwr_pending",
+        "_ecn_high",
         # challenge ACK rate limit
         "_chal_second",
         "_chal_count",
@@ -340,6 +349,10 @@ class TcpConnection:
         self._rtx_tsval: int | None = None  # our TSval on the latest retransmission
 
         self.recovery = LossRecovery(self.counters)
+        self.ecn_ok = False  # RFC 3168 (6.1.1): both SYNs agreed on ECN
+        self._ece_pending = False  # a CE arrived: ECE on our ACKs until the peer's CWR
+        self._cwr_pending = False  # we reduced cwnd for an ECE: CWR on the next new data
+        self._ecn_high = 0  # SND.MAX at the last ECE reduction (once per window)
 
         self._chal_second = -1
         self._chal_count = 0
@@ -392,6 +405,8 @@ class TcpConnection:
         conn.irs = syn.seq & MASK
         conn.rcv_nxt = 1
         conn._negotiate(syn.options, now, passive=True)
+        # RFC 3168 (6.1.1): an ECN-setup SYN carries ECE and CWR.
+        conn.ecn_ok = cfg.ecn_accept and syn.flags & (ECE | CWR) == ECE | CWR
         # RFC 7323 (2.2): the window in a SYN is never scaled.
         conn.snd_wnd = syn.window
         conn.max_snd_wnd = syn.window
@@ -713,6 +728,8 @@ class TcpConnection:
         """
         st = self.state
         self.counters["segments_in"] += 1
+        if self.ecn_ok and (seg.ecn == CE or seg.flags & (ECE | CWR)):
+            self._ecn_input(seg, now)
         if st is ESTABLISHED and seg.flags & _FAST_MASK == ACK and not self._ooo.items:
             if self._fast_path(seg, now):
                 return
@@ -1215,6 +1232,8 @@ class TcpConnection:
         self.rcv_adv = 1 + self._syn_window
         self._ack_now = True
         if ack_ok:
+            # RFC 3168 (6.1.1): an ECN-setup SYN-ACK carries ECE but not CWR.
+            self.ecn_ok = self.cfg.ecn and flags & (ECE | CWR) == ECE
             self.snd_una = 1
             if self.snd_nxt < 1:
                 self.snd_nxt = 1
@@ -1443,10 +1462,66 @@ class TcpConnection:
         opts: TcpOptions | None,
     ) -> TcpSegment:
         """A segment of this connection starting at absolute sequence number ``seq``."""
+        if self.ecn_ok:
+            return self._ecn_segment(seq, ack_wire, flags, window, payload, opts)
         return TcpSegment(
             self.local_port, self.remote_port, seq=(self.iss + seq) & MASK, ack=ack_wire,
             flags=flags, window=window, payload=payload, options=opts,
         )  # fmt: skip
+
+    # ------------------------------------------------------------------ ECN (RFC 3168)
+
+    def _ecn_segment(
+        self,
+        seq: int,
+        ack_wire: int,
+        flags: int,
+        window: int,
+        payload: bytes | memoryview,
+        opts: TcpOptions | None,
+    ) -> TcpSegment:
+        """A segment of an ECN connection: ECE while echoing a CE (RFC 3168 6.1.3); new
+        data is ECT(0) (6.1.2), with CWR on the first after a reduction; retransmissions,
+        pure ACKs and probes are not ECT (6.1.5, 6.1.6)."""
+        ecn = 0
+        if self._ece_pending:
+            flags |= ECE
+        if payload and seq >= self.snd_max:
+            ecn = ECT_0
+            if self._cwr_pending:
+                self._cwr_pending = False
+                flags |= CWR
+                self.counters["ecn_cwr_sent"] += 1
+        return TcpSegment(
+            self.local_port, self.remote_port, seq=(self.iss + seq) & MASK, ack=ack_wire,
+            flags=flags, window=window, payload=payload, options=opts, ecn=ecn,
+        )  # fmt: skip
+
+    def _ecn_input(self, seg: TcpSegment, now: float) -> None:
+        """RFC 3168 (6.1.2, 6.1.3): CE and CWR on data we receive, ECE on ACKs."""
+        flags = seg.flags
+        if flags & SYN:
+            return  # a retransmitted SYN or SYN-ACK repeats the negotiation
+        if flags & CWR:
+            self._ece_pending = False  # the sender reacted: stop echoing
+        if seg.ecn == CE:
+            self.counters["ecn_ce_rx"] += 1
+            self._ece_pending = True
+            self._ack_now = True  # tell the sender at once (Linux's quick ACK on CE)
+        if flags & ECE and flags & ACK and self.cc is not None:
+            self.counters["ecn_ece_rx"] += 1
+            a = _signed(seg.ack - self.iss - self.snd_una)
+            ack = self.snd_una + a
+            if a < 0 or ack > self.snd_max or ack <= self._ecn_high:
+                return  # not an acceptable ACK, or this window was reduced already
+            if self.recovery.in_recovery:
+                return  # RFC 3168 (6.1.2): a loss recovery reduced this window already
+            # RFC 3168 (6.1.2): react as to a loss, once per window, without retransmitting.
+            self._ecn_high = self.snd_max
+            self.cc.on_loss_fast(self.snd_max - self.snd_una, now)
+            self.cc.on_recovery_exit(now)
+            self._cwr_pending = True
+            self.counters["ecn_reductions"] += 1
 
     def _note_retransmit(self, n: int, now: float, seq: int) -> None:
         """Bookkeeping of a retransmission of ``n`` bytes at ``seq``: Karn's rule (untime the
@@ -1491,14 +1566,15 @@ class TcpConnection:
             if self.ts_ok:
                 opts.timestamp = (self._ts_val(now), self.ts_recent)
             ack = (self.irs + self.rcv_nxt) & MASK
-            flags = SYN | ACK
+            flags = SYN | ACK | ECE if self.ecn_ok else SYN | ACK  # RFC 3168 (6.1.1)
         else:
             opts.wscale = self._rcv_wscale_offer
             opts.sack_permitted = cfg.sack
             if cfg.timestamps:
                 opts.timestamp = (self._ts_val(now), 0)
             ack = 0
-            flags = SYN
+            # RFC 3168 (6.1.1): ask for ECN with ECE and CWR.
+            flags = SYN | ECE | CWR if cfg.ecn else SYN
         retrans = self.snd_max > 0
         out.append(self._segment(0, ack, flags, self._syn_window, b"", opts))
         self.counters["segments_out"] += 1
@@ -1918,6 +1994,8 @@ class TcpConnection:
             "rcv_wscale": self.rcv_wscale,
             "sack": self.sack_ok,
             "timestamps": self.ts_ok,
+            "ecn": self.ecn_ok,
+            "rack": self.recovery.rack is not None,
             "in_recovery": self.recovery.in_recovery,
             "sack_recovery": self.recovery.sack_rec,
             "sacked_bytes": self.recovery.sb.sacked,

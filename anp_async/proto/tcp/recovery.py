@@ -141,6 +141,7 @@ class LossRecovery:
         cc.on_loss_fast(snd_max - snd_una, now)
         self.rtx_one = True  # RFC 6675 (5) step (4.3): the first retransmission goes at once
         self.counters["rack_recoveries"] += 1
+        self.counters["sack_recoveries"] += 1  # a SACK-based recovery, started by RACK
         self.counters["recoveries"] += 1
 
     def tlp_loss(self, snd_una: int, snd_max: int, cc: CongestionControl | None, now: float) -> None:

@@ -24,6 +24,10 @@ __all__ = [
     "URG",
     "ECE",
     "CWR",
+    "NOT_ECT",
+    "ECT_1",
+    "ECT_0",
+    "CE",
     "TcpOptions",
     "TcpSegment",
     "parse_tcp",
@@ -43,6 +47,12 @@ ACK = 0x10
 URG = 0x20
 ECE = 0x40
 CWR = 0x80
+
+# RFC 3168 (5): the ECN codepoints of the IP header's two low TOS bits.
+NOT_ECT = 0
+ECT_1 = 1
+ECT_0 = 2
+CE = 3
 
 HEADER_LEN = 20
 MAX_OPTIONS_LEN = 40
@@ -94,6 +104,9 @@ class TcpSegment:
     payload: bytes | memoryview = b""
     options: TcpOptions | None = None
     urg: int = 0
+    # RFC 3168 (5): the ECN field of the IP header that carries (or carried) the segment:
+    # 0 Not-ECT, ECT_1, ECT_0, CE. Not part of the TCP header; the IP layer sets/reads it.
+    ecn: int = 0
 
     @property
     def seg_len(self) -> int:
@@ -115,7 +128,8 @@ class TcpSegment:
 def flags_str(flags: int) -> str:
     """Short tcpdump-like flag string, e.g. 'SA' or 'FPA'."""
     out = []
-    for bit, ch in ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U")):
+    for bit, ch in ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (ACK, "A"), (URG, "U"),
+                    (ECE, "E"), (CWR, "W")):  # fmt: skip
         if flags & bit:
             out.append(ch)
     return "".join(out) or "."
