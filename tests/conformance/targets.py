@@ -29,6 +29,7 @@ STACK_IP = "10.0.0.2"
 STACK_MAC = "02:00:00:00:00:02"
 STACK_KERNEL_CIDR = "10.0.0.1/24"
 STACK_PEER_IP = "10.0.0.3"
+STACK_IP6 = "fd00::2"
 TAP = "anptap0"
 
 LINUX_IP = "10.0.1.2"
@@ -126,6 +127,9 @@ class StackTarget(Target):
             StackConfig(
                 nic=tap,
                 ip=f"{STACK_IP}/24",
+                # IPv6 beside IPv4 (test_ipv6_nd.py); DAD skipped, a fresh TAP per case
+                ip6=f"{STACK_IP6}/64",
+                dad_transmits=0,
                 mac=STACK_MAC,
                 tcp=stack_tcp_config(),
                 mode=mode,
