@@ -104,8 +104,11 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
             "--modes",
             type=_csv(MODES + ("hardirq",) if name == "livelock" else MODES),
             default=["interrupt", "adaptive"] if name == "burst" else list(MODES),
-            help=("receive modes (default: interrupt,adaptive)" if name == "burst" else
-                  "receive modes (default: all four)")
+            help=(
+                "receive modes (default: interrupt,adaptive)"
+                if name == "burst"
+                else "receive modes (default: all four)"
+            )
             + (
                 "; hardirq models interrupts that preempt the application "
                 "(anp_async/bench/hardirq.py)"
@@ -260,6 +263,33 @@ def execute(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
     return doc
 
 
+def _check_result_folders(args: argparse.Namespace) -> str | None:
+    """Before a run of many minutes: --compare must hold a run of the same benchmark, and
+    --out must not hold another benchmark's results (they would be mixed)."""
+    from . import report
+
+    for opt, path, must_exist in (
+        ("--compare", getattr(args, "compare", None), True),
+        ("--out", getattr(args, "out", None), False),
+    ):
+        if path is None:
+            continue
+        p = Path(path)
+        results = p / "results.json" if p.is_dir() or not str(p).endswith(".json") else p
+        if not results.exists():
+            if must_exist:
+                return f"{opt} {path}: no results.json there (a results folder or its json)"
+            continue
+        try:
+            old = report.load_results(results)
+        except (OSError, ValueError) as e:
+            return f"{opt} {path}: cannot read its results ({e})"
+        bench = old.get("benchmark") if isinstance(old, dict) else None
+        if bench != args.bench:
+            return f"{opt} {path} holds a {bench} run, not {args.bench}"
+    return None
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """``anp bench ...``: run, print the table (and the comparison), return the exit status."""
     from rich.console import Console
@@ -285,6 +315,10 @@ def run_bench(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # piped into a file: do not squeeze the table to 80 columns
         console = Console(width=170)
+    problem = _check_result_folders(args)
+    if problem:
+        print(f"anp: error: {problem}.", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print(
             "anp: error: anp bench needs root (network namespaces, /dev/net/tun).", file=sys.stderr

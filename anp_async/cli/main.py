@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except PermissionError as e:
-        return _error(f"permission denied: {reason(e)}")
+        where = f" ({e.filename})" if e.filename else ""
+        return _error(f"permission denied{where}: {reason(e)}")
     except BrokenPipeError:
         # Output piped into `head` and closed early: not an error worth a traceback.
         with contextlib.suppress(OSError):

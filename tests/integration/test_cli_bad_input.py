@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -175,3 +178,21 @@ def test_bench_tcp_compare_checks_its_own_options() -> None:
         assert r is not None and r.returncode == 2
         check_clean(argv, r)
         assert says in r.stderr
+
+
+def test_bench_refuses_result_folders_of_another_benchmark() -> None:
+    """Checked before a run of many minutes, not after it."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="anp-bad-input-"))  # readable by nobody
+    os.chmod(tmp_path, 0o755)
+    folder = tmp_path / "throughput-run"
+    folder.mkdir()
+    (folder / "results.json").write_text('{"benchmark": "throughput", "summaries": []}')
+    for opt, says in (("--compare", "holds a throughput run, not latency"),
+                      ("--out", "holds a throughput run, not latency")):  # fmt: skip
+        r = anp_as_nobody(["bench", "latency", opt, str(folder)])
+        assert r is not None and r.returncode == 2
+        check_clean([opt], r)
+        assert says in r.stderr
+    r = anp_as_nobody(["bench", "latency", "--compare", str(tmp_path / "none")])
+    assert r is not None and r.returncode == 2 and "no results.json" in r.stderr
+    shutil.rmtree(tmp_path)
