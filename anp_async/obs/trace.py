@@ -21,6 +21,7 @@ the RFC rule behind each).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 import types
@@ -129,6 +130,16 @@ def _moved(prefix: str, before: dict[str, int], after: dict[str, int]) -> dict[s
 def rules_for(moved: dict[str, int]) -> list[str]:
     """The rules behind the counters that moved (in the table's order)."""
     return [COUNTER_RULES[k] for k in moved if k in COUNTER_RULES]
+
+
+def _addr(b: Any) -> str:
+    """An IPv4 or IPv6 address from its 4 or 16 bytes."""
+    return str(ipaddress.ip_address(bytes(b)))
+
+
+def _hp(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # ---------------------------------------------------------------------------- filter
@@ -586,6 +597,8 @@ class Tracer:
             sport, dport = int.from_bytes(data[0:2], "big"), int.from_bytes(data[2:4], "big")
             desc = f"{sport} > {dport} len {int.from_bytes(data[4:6], 'big')}"
             fields = {"sport": sport, "dport": dport}
+            if len(hdr.src) == 16:  # IPv6: no ip line before this one names the hosts
+                fields |= {"src": _addr(hdr.src), "dst": _addr(hdr.dst)}
         else:
             desc = f"{len(data)} B: shorter than a UDP header"
         before = dict(udp.counters)
@@ -614,6 +627,8 @@ class Tracer:
             desc = (f"{seg.src_port} > {seg.dst_port} [{flags_str(seg.flags)}] seq {seg.seq}"
                     f" ack {seg.ack} win {seg.window} len {len(seg.payload)}")  # fmt: skip
             fields = {"sport": seg.src_port, "dport": seg.dst_port}
+            if len(hdr.src) == 16:  # IPv6: no ip line before this one names the hosts
+                fields |= {"src": _addr(hdr.src), "dst": _addr(hdr.dst)}
             key = (bytes(hdr.src), seg.src_port, seg.dst_port)
         except ParseError as e:
             desc = f"unparsable ({e.reason})"
@@ -667,7 +682,7 @@ class Tracer:
 
     def _app_calls(self, ep: Any, b: dict[str, Any]) -> None:
         a = self._ep_snapshot(ep)
-        who = f"{ip_to_str(ep.key[0])}:{ep.key[1]} <-> :{ep.key[2]}"
+        who = f"{_hp(_addr(ep.key[0]), ep.key[1])} <-> :{ep.key[2]}"
         if b["waiter"] and not a["waiter"]:
             self._rec(
                 "app", f"connect completes: open_connection()/create_connection() returns ({who})"
@@ -718,27 +733,33 @@ class Tracer:
                 return f"{text} {size} B", {"proto": "arp"}
             except ParseError:
                 return f"ARP {size} B", {"proto": "arp"}
-        if ethertype != ETH_P_IP or len(head) < 20:
+        if ethertype == ETH_P_IPV6 and len(head) >= 40:
+            # The fixed IPv6 header; extension headers are not followed here.
+            proto = PROTO_NAMES.get(head[6], "icmp6" if head[6] == 58 else str(head[6]))
+            src, dst = _addr(head[8:24]), _addr(head[24:40])
+            ihl, family = 40, "IPv6"
+        elif ethertype == ETH_P_IP and len(head) >= 20:
+            proto = PROTO_NAMES.get(head[9], str(head[9]))
+            src, dst = ip_to_str(head[12:16]), ip_to_str(head[16:20])
+            ihl, family = (head[0] & 0xF) * 4, "IPv4"
+        else:
             return f"ethertype {hex(ethertype)} {size} B", {}
-        proto = PROTO_NAMES.get(head[9], str(head[9]))
-        src, dst = ip_to_str(head[12:16]), ip_to_str(head[16:20])
         fields: dict[str, Any] = {"src": src, "dst": dst, "proto": proto}
-        ihl = (head[0] & 0xF) * 4
         l4 = head[ihl:]
         if len(l4) < ihl + 4 and len(parts) > 1:
             l4 = (head + bytes(parts[1][:40]))[ihl:]
-        text = f"IPv4 {src} > {dst} {proto} {size} B"
+        text = f"{family} {src} > {dst} {proto} {size} B"
         if proto == "tcp" and len(l4) >= 20:
             sp, dp = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
             seq, ack = int.from_bytes(l4[4:8], "big"), int.from_bytes(l4[8:12], "big")
             hl = (l4[12] >> 4) * 4
             plen = sum(len(p) for p in parts) - ihl - hl
-            text = (f"TCP {src}:{sp} > {dst}:{dp} [{flags_str(l4[13])}] seq {seq} ack {ack}"
+            text = (f"TCP {_hp(src, sp)} > {_hp(dst, dp)} [{flags_str(l4[13])}] seq {seq} ack {ack}"
                     f" win {int.from_bytes(l4[14:16], 'big')} len {plen}")  # fmt: skip
             fields |= {"sport": sp, "dport": dp}
         elif proto == "udp" and len(l4) >= 8:
             sp, dp = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
-            text = f"UDP {src}:{sp} > {dst}:{dp} len {int.from_bytes(l4[4:6], 'big')}"
+            text = f"UDP {_hp(src, sp)} > {_hp(dst, dp)} len {int.from_bytes(l4[4:6], 'big')}"
             fields |= {"sport": sp, "dport": dp}
         elif proto == "icmp" and len(l4) >= 8:
             name = ICMP_TYPES.get(l4[0], f"type {l4[0]}")

@@ -165,3 +165,32 @@ async def test_trace_cost_bench_leaves_nothing_behind():
     # Per request the traced server records: wake, eth, ip, udp, app, tx.
     assert res["records_per_request"] == 6.0
     assert set(res["us_per_request"]) == {"never", "control", "off", "on"}
+
+
+async def test_tcp_over_ipv6_is_traced_with_its_addresses():
+    from anp_async import Stack, StackConfig
+    from anp_async.nic.wire import Wire
+    from tests.stackutil import fast_tcp
+
+    na, nb = Wire.pair()
+    ca = StackConfig(nic=na, ip="10.0.0.1/24", ip6="fd00::1/64", dad_transmits=0, tcp=fast_tcp())
+    cb = StackConfig(nic=nb, ip="10.0.0.2/24", ip6="fd00::2/64", dad_transmits=0, tcp=fast_tcp())
+    async with Stack(ca) as a, Stack(cb) as b:
+        await b.start_server(_echo, "::", 7)
+        assert await a.ping("fd00::2", timeout=1.0) > 0  # neighbours known
+        recs: list[dict] = []
+        t = Tracer(b, recs.append, filter="tcp and host fd00::1").attach()
+        r, w = await a.open_connection("fd00::2", 7)
+        w.write(b"six")
+        assert await r.readexactly(3) == b"six"
+        w.close()
+        await w.wait_closed()
+        await asyncio.sleep(0.05)
+        t.detach()
+        tcp = [x for x in recs if x["layer"] == "tcp"]
+        assert tcp and all(x["src"] == "fd00::1" for x in tcp)
+        assert tuple(tcp[0]["state"]) == ("LISTEN", "SYN-RECEIVED")
+        tx = [x["text"] for x in recs if x["layer"] == "tx"]
+        assert any(x.startswith("TCP [fd00::2]:7 > [fd00::1]:") for x in tx), tx
+        app = [x["text"] for x in recs if x["layer"] == "app"]
+        assert any("data_received(3 B) ([fd00::1]:" in x for x in app), app
