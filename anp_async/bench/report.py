@@ -31,11 +31,13 @@ KEYS = {
     "latency": ("proto", "setup", "size", "direction"),
     "throughput": ("setup", "direction"),
     "livelock": ("setup", "target_pps"),
+    "burst": ("setup", "conns", "size"),
 }
 METRICS = {
     "latency": ("mean_us", "p50_us", "p99_us", "rate_rps", "cpu_s_per_req"),
     "throughput": ("mbps", "cpu_s_per_mb"),
     "livelock": ("offered_pps", "delivered_pps", "cpu_util"),
+    "burst": ("seconds", "failed", "cpu_s_per_conn"),
 }
 
 
@@ -354,6 +356,8 @@ def make_plots(out: Path, bench: str, rows: list[dict], samples: dict) -> list[s
         return plot_latency(out, rows, samples) + plot_sweep(out, rows)
     if bench == "throughput":
         return plot_throughput(out, rows)
+    if bench == "burst":
+        return []  # the table says it all
     return plot_livelock(out, rows)
 
 
@@ -460,6 +464,14 @@ def summary_table(bench: str, rows: list[dict]) -> Any:
                 _f(r["cpu_s"], 3),
                 _f(r["cpu_s_per_mb"] * 1e3, 2),
             )
+    elif bench == "burst":
+        from .burst import SUMMARY_COLUMNS, summary_rows
+
+        for c in SUMMARY_COLUMNS:
+            t.add_column(c, justify="left" if c in ("setup", "errors") else "right")
+        for row in summary_rows(rows):
+            t.add_row(*row)
+        t.caption = "x asyncio: the same figure for asyncio on kernel sockets, same run"
     else:
         for c in (
             "mode",
@@ -485,6 +497,30 @@ def summary_table(bench: str, rows: list[dict]) -> Any:
                 _f(r["cpu_util"] * 100, 0),
             )
     return t
+
+
+def asyncio_ratio_lines(bench: str, rows: list[dict]) -> list[str]:
+    """The stack's CPU per request (latency) or per MB (throughput) as a multiple of
+    asyncio on kernel sockets' in the same run: the issue 11 yardstick."""
+    keys: tuple[str, ...]
+    if bench == "latency":
+        metric, unit, scale, keys = "cpu_s_per_req", "µs/req", 1e6, ("proto", "size", "direction")
+    elif bench == "throughput":
+        metric, unit, scale, keys = "cpu_s_per_mb", "ms/MB", 1e3, ("direction",)
+    else:
+        return []
+    base = {tuple(r[k] for k in keys): r for r in rows if r["setup"] == "asyncio"}
+    lines = []
+    for r in rows:
+        b = base.get(tuple(r[k] for k in keys))
+        if r["setup"] in ("asyncio", "kernel") or b is None or not b.get(metric):
+            continue
+        what = " ".join(str(r[k]) for k in keys)
+        lines.append(
+            f"{r['setup']} {what}: stack cpu {r[metric] * scale:.2f} {unit} = "
+            f"{r[metric] / b[metric]:.2f}x asyncio on kernel sockets ({b[metric] * scale:.2f})"
+        )
+    return lines
 
 
 # --------------------------------------------------------------------------- compare

@@ -369,3 +369,13 @@ PLANS: dict[str, Callable[[Any], list]] = {
     "livelock": lambda a: [(st, r) for st in stack_setups(a) for r in a.rates] * _times(a),
 }
 RUNNERS = {"latency": run_latency, "throughput": run_throughput, "livelock": run_livelock}
+
+
+def _register_burst() -> None:
+    from .burst import burst_plan, run_burst
+
+    PLANS["burst"] = burst_plan
+    RUNNERS["burst"] = run_burst
+
+
+_register_burst()

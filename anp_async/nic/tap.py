@@ -53,7 +53,7 @@ READ_SIZE = 65536 + 14 + VNET_HDR_LEN
 #: is 500). A burst of connections (1,000 handshakes, then each one's first window as one
 #: 64 KiB TSO frame) must fit while the stack catches up, or it turns into retransmission
 #: timeouts; bounded by the senders' socket buffers, like any NIC ring.
-TX_QUEUE_LEN = 4096
+TX_QUEUE_LEN = 65536
 
 
 def _loop_running() -> bool:

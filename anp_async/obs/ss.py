@@ -67,8 +67,9 @@ Pred = Callable[[Row], bool]
 
 
 def _split(addr: str) -> tuple[str, int]:
+    """``"10.0.0.1:80"`` or ``"[fd00::1]:80"`` -> (host, port)."""
     host, _, port = addr.rpartition(":")
-    return host, int(port) if port.isdigit() else 0
+    return host.strip("[]"), int(port) if port.isdigit() else 0
 
 
 def sockets(stats: dict[str, Any]) -> list[Row]:
@@ -161,7 +162,7 @@ def parse_filter(words: Iterable[str]) -> Pred:
         elif t in ("src", "dst"):
             if i >= len(toks):
                 raise FilterError(f"'{t}' needs an address, e.g. {t} 10.0.0.1")
-            host, _, port = toks[i].partition(":")
+            host, port = _host_port(toks[i])
             i += 1
             preds.append(_addr_is("local" if t == "src" else "remote", host, port))
         else:
@@ -196,6 +197,17 @@ def _tokens(word: str) -> list[str]:
     return [word]
 
 
+def _host_port(text: str) -> tuple[str, str]:
+    """A filter's ``ADDR[:PORT]``: ``10.0.0.1:80``, ``[fd00::1]:80`` or a bare address."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, rest.lstrip(":")
+    if text.count(":") > 1:  # a bare IPv6 address
+        return text, ""
+    host, _, port = text.partition(":")
+    return host, port
+
+
 def _port(text: str) -> int:
     t = text.lstrip(":")
     if not t.isdigit() or not 0 <= int(t) <= 65535:
@@ -205,7 +217,7 @@ def _port(text: str) -> int:
 
 def _addr_match(addr: str, host: str, port: str) -> bool:
     h, p = _split(addr)
-    if host not in ("", "*") and h != host:
+    if host not in ("", "*") and h != host.strip("[]"):
         return False
     return not port or port == "*" or str(p) == port.lstrip(":")
 

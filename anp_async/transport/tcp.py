@@ -433,16 +433,18 @@ class TcpEndpoint:
         conn = self.conn
         rip = self.key[0]
         try:
+            # Events first, then one output pass: what the application writes from its
+            # callbacks leaves in the same pass, carrying the ACK the receive batch owes.
+            events = conn.take_events()
             for _ in range(16):
-                self._again = False
-                now = stack.now()
-                cfg = conn.cfg
-                mss = (conn.peer_mss if conn.peer_mss < cfg.mss else cfg.mss) if cfg.tso_max else 0
-                for seg in conn.output(now):
-                    layer._transmit(rip, seg, mss)
-                events = conn.take_events()
                 for ev in events:
                     self._dispatch(ev)
+                self._again = False
+                cfg = conn.cfg
+                mss = (conn.peer_mss if conn.peer_mss < cfg.mss else cfg.mss) if cfg.tso_max else 0
+                for seg in conn.output(stack.now()):
+                    layer._transmit(rip, seg, mss)
+                events = conn.take_events()
                 if not events and not self._again:
                     break
         finally:

@@ -77,6 +77,14 @@ def test_ss_rows_and_filters(snapshots):
     assert [r["local"] for r in rows if parse_filter(["udp"])(r)] == ["10.0.0.2:53"]
     assert len([r for r in rows if parse_filter(["dst", "10.0.0.1"])(r)]) == 2
     assert len([r for r in rows if parse_filter(["sport=:7", "and", "state", "connected"])(r)]) == 1
+    v6 = {
+        "proto": "tcp",
+        "state": "ESTABLISHED",
+        "local": "[fd00::2]:7",
+        "remote": "[fd00::1]:5555",
+    }
+    assert parse_filter(["dst", "fd00::1"])(v6) and parse_filter(["dst", "[fd00::1]:5555"])(v6)
+    assert parse_filter(["sport", "=", ":7"])(v6) and not parse_filter(["src", "fd00::1"])(v6)
     with pytest.raises(FilterError):
         parse_filter(["state", "sleepy"])
     with pytest.raises(FilterError):

@@ -27,6 +27,7 @@ from .congestion import CongestionControl, make_congestion
 from .events import Closed, CloseReason, Connected, DataReceived, EofReceived, SendSpace, TcpEvent
 from .reassembly import Reassembler
 from .recovery import LossRecovery
+from .recvbuf import RecvBuffer
 from .rtt import RttEstimator
 from .sack import SackScoreboard
 from .segment import ACK, CE, CWR, ECE, ECT_0, FIN, PSH, RST, SYN, TcpOptions, TcpSegment
@@ -313,7 +314,7 @@ class TcpConnection:
         self.rcv_adv = 0
         self.rcv_wscale = 0
         self._rcv_wscale_offer = _window_shift(cfg.recv_buffer) if cfg.window_scale else None
-        self._rbuf = bytearray()
+        self._rbuf = RecvBuffer()
         self._ooo = Reassembler(cfg.max_ooo_segments)
         self._rcv_fin_abs: int | None = None
         self._rcv_mss = DEFAULT_MSS
@@ -505,20 +506,9 @@ class TcpConnection:
 
     def recv(self, max_bytes: int | None = None) -> bytes:
         """Take up to ``max_bytes`` (all if None) from the receive buffer; reopens the window."""
-        rb = self._rbuf
-        n = len(rb)
-        if max_bytes is not None and max_bytes < n:
-            n = max(0, max_bytes)
-        if n == 0:
-            return b""
-        if n == len(rb):
-            data = bytes(rb)
-            rb.clear()
-        else:
-            with memoryview(rb) as mv:
-                data = mv[:n].tobytes()
-            del rb[:n]
-        self._maybe_window_update()
+        data = self._rbuf.take(max_bytes)
+        if data:
+            self._maybe_window_update()
         return data
 
     def shutdown(self, now: float) -> None:
@@ -1146,13 +1136,13 @@ class TcpConnection:
         rcv_nxt = self.rcv_nxt
         ooo = self._ooo
         if seq == rcv_nxt:
-            self._rbuf += payload
+            self._rbuf.append(payload)
             rcv_nxt += plen
             got = plen
             if ooo.items:
                 # RFC 5681 (4.2): ACK at once when a segment fills (part of) a gap.
                 for chunk in ooo.pop_ready(rcv_nxt):
-                    self._rbuf += chunk
+                    self._rbuf.append(chunk)
                     rcv_nxt += len(chunk)
                     got += len(chunk)
                 self._ack_now = True
@@ -1400,6 +1390,8 @@ class TcpConnection:
 
     def output(self, now: float) -> list[TcpSegment]:
         """Segments to transmit now (see module docstring)."""
+        if self.state is ESTABLISHED and self._nothing_due(now):
+            return []  # the common case after a receive batch: the ACK is delayed
         out: list[TcpSegment] = []
         if self._rst_queue:
             out.extend(self._rst_queue)
@@ -1451,6 +1443,23 @@ class TcpConnection:
             self._last_ack_sent = self.rcv_nxt
             self.counters["segments_out"] += len(out) - n_before
         return out
+
+    def _nothing_due(self, now: float) -> bool:
+        """True when ``output`` would send nothing and change nothing (ESTABLISHED):
+        header prediction's other half (RFC 9293 3.10.7.4 note, Van Jacobson's fast path),
+        checked with a few attribute reads before any segment or option is built."""
+        if self._ack_now or self._probe_due or self._rst_queue or self._dupacks_owed:
+            return False
+        if self._ack_due and self._delack_at is not None and now >= self._delack_at:
+            return False
+        rec = self.recovery
+        if rec.sack_rec or rec.rtx_one or (rec.rack is not None and rec.rack.tlp_due):
+            return False
+        nxt = self.snd_nxt
+        if nxt < self._sbuf_base + len(self._sbuf) or nxt == self._fin_abs:
+            return False  # data (or a FIN) waits: the windows decide in _output_data
+        # The persist timer is looked after in _output_data.
+        return self.snd_wnd != 0 and self._persist_at is None
 
     def _segment(
         self,

@@ -1,0 +1,223 @@
+"""``anp bench burst``: many connections at once, the stack against asyncio on kernel sockets.
+
+Each round, one asyncio client process in the kernel's namespace opens ``--conns N``
+connections at the same moment; each writes ``--size B`` bytes, reads them back, checks
+them byte for byte and closes. The same round runs against the stack (per receive mode,
+over the TAP) and against the same asyncio echo server on kernel sockets (over the veth),
+in the same run. Reported per setup and connection count: the median round's time, the
+connections that failed in all rounds (by exception), and the server process's CPU per
+connection -- which should stay flat as N grows (no per-segment scans of all
+connections) -- plus, for the stack, the SYN cookies it sent and the frames the TAP
+queue dropped.
+
+The client (``python -m anp_async.bench.burst client ...``) is bounded: N connections,
+one write each, and a time limit per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import functools
+import hashlib
+import resource
+import statistics
+import sys
+import time
+from typing import Any
+
+from .apps import BenchError
+from .common import ECHO_PORT, emit, proc_cpu_ns
+from .procs import STACK_IP, VETH_C_IP, BenchEnv, Peer
+
+#: Upper bounds of one client run, whatever the options ask.
+MAX_CONNS = 10_000
+MAX_SIZE = 16 << 20
+DEFAULT_TIME_LIMIT = 60.0
+
+
+def _payload(i: int, size: int) -> bytes:
+    """Connection ``i``'s bytes: a SHA-256 stream, so a misplaced chunk is noticed."""
+    seed = hashlib.sha256(i.to_bytes(4, "big")).digest()
+    reps = -(-size // len(seed))
+    return (seed * reps)[:size]
+
+
+async def _one(host: str, i: int, size: int, timeout: float) -> None:
+    data = _payload(i, size)
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, ECHO_PORT), timeout)
+    try:
+        writer.write(data)
+        got = await asyncio.wait_for(reader.readexactly(size), timeout)
+        if got != data:
+            raise BenchError(f"connection {i}: echo differs")
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), timeout)
+
+
+async def run_client(host: str, conns: int, size: int, time_limit: float) -> dict[str, Any]:
+    """Open ``conns`` connections at once, echo ``size`` bytes on each; time and failures."""
+    conns = max(1, min(conns, MAX_CONNS))
+    size = max(1, min(size, MAX_SIZE))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, conns + 256)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    t0 = time.perf_counter()
+    tasks = [asyncio.ensure_future(_one(host, i, size, time_limit)) for i in range(conns)]
+    done, pending = await asyncio.wait(tasks, timeout=time_limit)
+    for t in pending:
+        t.cancel()
+    secs = time.perf_counter() - t0
+    errors: collections.Counter[str] = collections.Counter()
+    for t in done:
+        exc = t.exception()
+        if exc is not None:
+            errors[type(exc).__name__] += 1
+    if pending:
+        errors["NotDoneInTime"] += len(pending)
+        await asyncio.wait(pending, timeout=5)
+    failed = sum(errors.values())
+    return {"seconds": secs, "ok": conns - failed, "failed": failed, "errors": dict(errors)}
+
+
+# ------------------------------------------------------------------------ the runner
+
+
+def burst_plan(args: Any) -> list[tuple[str, int]]:
+    setups = [*args.modes, "asyncio"]
+    return [(s, n) for s in setups for n in args.conns]
+
+
+def _client_round(
+    env: BenchEnv, host: str, conns: int, size: int, time_limit: float, cpu_pid: int
+) -> dict[str, Any]:
+    assert env.ns_k is not None
+    argv = env.in_ns(
+        env.ns_k, "anp_async.bench.burst", "client", "--host", host, "--conns", str(conns),
+        "--size", str(size), "--time-limit", str(time_limit),
+    )  # fmt: skip
+    job = Peer(f"burst_{conns}", argv, env.log_dir)
+    env.peers.append(job)
+    cpu0 = proc_cpu_ns(cpu_pid)
+    try:
+        ev = job.read_event(time_limit + 30)
+    finally:
+        env.stop(job)
+    ev["server_cpu_ns"] = proc_cpu_ns(cpu_pid) - cpu0
+    return ev
+
+
+def _stack_counters(peer: Peer) -> dict[str, int]:
+    tcp = peer.request({"cmd": "stats"}, 30).get("tcp", {})
+    names = ("syncookies_sent", "syncookies_ok", "syncookies_failed", "conn_retransmits",
+             "listen_ack_reset", "listen_overflow")  # fmt: skip
+    return {n: int(tcp.get(n, 0)) for n in names}
+
+
+def _summarize(setup: str, conns: int, size: int, rounds: list[dict[str, Any]]) -> dict:
+    secs = [r["seconds"] for r in rounds]
+    cpu = [r["server_cpu_ns"] / 1e9 for r in rounds]
+    errors: collections.Counter[str] = collections.Counter()
+    for r in rounds:
+        errors.update(r.get("errors", {}))
+    med = statistics.median(secs)
+    row = {
+        "bench": "burst", "setup": setup, "conns": conns, "size": size, "rounds": len(rounds),
+        "seconds": med, "seconds_max": max(secs), "failed": sum(r["failed"] for r in rounds),
+        "errors": dict(errors), "cpu_s": statistics.median(cpu),
+        "cpu_s_per_conn": statistics.median(cpu) / conns,
+    }  # fmt: skip
+    for k in ("syncookies_sent", "syncookies_failed", "conn_retransmits", "tap_dropped"):
+        if k in rounds[0]:
+            row[k] = sum(r[k] for r in rounds)
+    return row
+
+
+def run_burst(env: BenchEnv, args: Any, progress: Any) -> tuple[list[dict], dict]:
+    """Every mode, then asyncio on kernel sockets; each connection count ``args.rounds``
+    times."""
+    from .runner import _peer
+
+    out: list[dict] = []
+    limit = args.phase_time
+    for mode in args.modes:
+        with _peer(env, functools.partial(env.stack_peer, mode)) as sp:
+            for n in args.conns:
+                rounds = []
+                for _ in range(args.rounds):
+                    c0, d0 = _stack_counters(sp), env.tap_counter("tx_dropped")
+                    ev = _client_round(env, STACK_IP, n, args.size, limit, sp.pid)
+                    c1, d1 = _stack_counters(sp), env.tap_counter("tx_dropped")
+                    for k in ("syncookies_sent", "syncookies_failed", "conn_retransmits"):
+                        ev[k] = c1[k] - c0[k]
+                    ev["tap_dropped"] = d1 - d0 if d0 >= 0 and d1 >= 0 else -1
+                    rounds.append(ev)
+                out.append(_summarize(mode, n, args.size, rounds))
+                progress(f"{mode} {n} conns")
+    with _peer(env, env.asyncio_peer) as ap:
+        for n in args.conns:
+            rounds = [
+                _client_round(env, VETH_C_IP, n, args.size, limit, ap.pid)
+                for _ in range(args.rounds)
+            ]
+            out.append(_summarize("asyncio", n, args.size, rounds))
+            progress(f"asyncio {n} conns")
+    return out, {}
+
+
+def summary_rows(rows: list[dict]) -> list[list[str]]:
+    """The table's rows (report.py draws the table), with each setup's ratios to asyncio's
+    figure at the same connection count."""
+    base = {r["conns"]: r for r in rows if r["setup"] == "asyncio"}
+    table = []
+    for r in rows:
+        b = base.get(r["conns"])
+        t_ratio = r["seconds"] / b["seconds"] if b and b["seconds"] else float("nan")
+        c_ratio = (
+            r["cpu_s_per_conn"] / b["cpu_s_per_conn"] if b and b["cpu_s_per_conn"] else float("nan")
+        )
+        errs = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "-"
+        table.append([
+            r["setup"], str(r["conns"]), str(r["size"]), str(r["rounds"]),
+            f"{r['seconds']:.3f}", f"{r['seconds_max']:.3f}", f"{t_ratio:.2f}",
+            str(r["failed"]), errs, f"{r['cpu_s_per_conn'] * 1e6:.0f}", f"{c_ratio:.2f}",
+            str(r.get("syncookies_sent", "-")), str(r.get("tap_dropped", "-")),
+        ])  # fmt: skip
+    return table
+
+
+SUMMARY_COLUMNS = (
+    "setup", "conns", "size", "rounds", "seconds (median)", "max", "x asyncio", "failed",
+    "errors", "cpu µs/conn", "cpu x asyncio", "cookies", "tap drops",
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------------ the client
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m anp_async.bench.burst client --host H --conns N --size B``."""
+    p = argparse.ArgumentParser(prog="anp_async.bench.burst")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("client")
+    c.add_argument("--host", default=STACK_IP)
+    c.add_argument("--conns", type=int, default=1000)
+    c.add_argument("--size", type=int, default=64 << 10)
+    c.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT)
+    a = p.parse_args(argv)
+    try:
+        res = asyncio.run(run_client(a.host, a.conns, a.size, a.time_limit))
+    except Exception as e:  # report, do not hang the harness
+        emit({"event": "error", "message": f"{type(e).__name__}: {e}"})
+        return 1
+    emit({"event": "result", **res})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
