@@ -193,10 +193,13 @@ def render_table(rows: list[ModeRow], title: str) -> Any:
     return t
 
 
-async def run_demo(use_kernel: bool | None = None, console: Any = None) -> int:
+async def run_demo(
+    use_kernel: bool | None = None, console: Any = None, json_out: bool = False
+) -> int:
     """Run the demo and print its table; 0 when every arping and ping was answered.
 
-    ``use_kernel`` None means "the kernel if we are root, the in-memory wire otherwise".
+    ``use_kernel`` None means "the kernel if we are root, the in-memory wire otherwise";
+    ``json_out`` prints one JSON object per mode instead of the table.
     """
     from rich.console import Console
 
@@ -204,7 +207,7 @@ async def run_demo(use_kernel: bool | None = None, console: Any = None) -> int:
     console = console or Console(width=None if sys.stdout.isatty() else 120)
     if use_kernel is None:
         use_kernel = os.geteuid() == 0
-    progress = console.print if console.is_terminal else (lambda *_: None)
+    progress = console.print if console.is_terminal and not json_out else (lambda *_: None)
     if use_kernel:
         rows = await _kernel_rows(progress)
         title = (
@@ -212,17 +215,26 @@ async def run_demo(use_kernel: bool | None = None, console: Any = None) -> int:
             f"arping -c {ARPING_COUNT}, ping -c {PING_COUNT} -i {PING_INTERVAL}"
         )
     else:
-        console.print(
-            "Not running as root (or --wire given): no TAP and no namespace, so two stacks "
-            "joined by the in-memory wire ping each other instead of the kernel."
-        )
+        if not json_out:
+            console.print(
+                "Not running as root (or --wire given): no TAP and no namespace, so two stacks "
+                "joined by the in-memory wire ping each other instead of the kernel."
+            )
         rows = await _wire_rows(progress)
         title = (
             f"anp-async stack ({KERNEL_IP}) -> anp-async stack ({STACK_IP}) on the "
             f"in-memory wire: {PING_COUNT} pings"
         )
-    console.print(render_table(rows, title))
     bad = [r.mode for r in rows if not r.ok]
+    if json_out:
+        import json
+        from dataclasses import asdict
+
+        for r in rows:
+            rec = {k: v for k, v in asdict(r).items() if k != "tool_output"}
+            print(json.dumps({"setup": "kernel" if use_kernel else "wire", **rec, "ok": r.ok}))
+        return 1 if bad else 0
+    console.print(render_table(rows, title))
     if bad:
         for r in rows:
             if not r.ok and r.tool_output:

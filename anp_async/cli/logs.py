@@ -57,4 +57,3 @@ def configure_logging(args: argparse.Namespace) -> None:
         h.setFormatter(logging.Formatter(FORMAT))
         setattr(h, _HANDLER_FLAG, True)
         pkg.addHandler(h)
-        pkg.propagate = False  # no second copy through the root logger

@@ -173,3 +173,21 @@ def test_top_screen_renders(snapshots):
     text = out.getvalue()
     assert "anp top" in text and "mode poll" in text and "frames/batch" in text
     assert "per receive mode" in text and "budget=16" in text
+
+
+def test_demo_json_on_the_wire(capsys):
+    import json
+
+    from anp_async.cli.main import main
+
+    pkg = logging.getLogger("anp_async")
+    handlers, level = list(pkg.handlers), pkg.level
+    try:
+        assert main(["demo", "--wire", "--json"]) == 0
+        assert len(pkg.handlers) == len(handlers) + 1 and pkg.propagate  # the -v handler
+    finally:
+        pkg.handlers[:] = handlers
+        pkg.setLevel(level)
+    recs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["mode"] for r in recs] == ["interrupt", "coalesce", "poll", "adaptive"]
+    assert all(r["ok"] and r["ping_received"] == r["ping_sent"] for r in recs)
