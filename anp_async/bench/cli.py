@@ -88,8 +88,8 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
 
     tc = sub.add_parser(
         "tcp-compare",
-        help="SACK vs no SACK, NewReno vs CUBIC through loss on the fault-injected wire",
-        description="SACK vs no SACK, NewReno vs CUBIC through loss on the fault-injected wire",
+        help="NewReno, SACK, SACK+RACK-TLP and ECN marking through the seeded fault injector",
+        description=tcp_compare.__doc__.split("\n")[0] if tcp_compare.__doc__ else None,
     )
     tcp_compare.configure(tc)
     helps = {

@@ -140,3 +140,24 @@ async def test_icmp_error_checked_against_quoted_sequence() -> None:
         assert writer.transport._conn.state.name == "ESTABLISHED"
         writer.close()
         server.close()
+
+
+def test_bench_tcp_compare_tables_on_the_virtual_clock(capsys: pytest.CaptureFixture[str]) -> None:
+    # Virtual time: the figures are the same on every machine and every run.
+    from anp_async.bench import tcp_compare
+
+    argv = ["--seeds", "1-2", "--short", "10x15k", "--bulk", "256k"]
+    assert tcp_compare.main(argv) == 0
+    first = capsys.readouterr().out
+    assert tcp_compare.main(argv) == 0
+    assert capsys.readouterr().out == first
+    args = __import__("argparse").Namespace(
+        seeds="1-2", loss=0.03, bulk_loss=0.01, rate=20e6, delay=0.01, bulk=256 << 10,
+        short_n=10, short_size=15 << 10,
+    )  # fmt: skip
+    runs = [tcp_compare.run_one(c, s, args) for c in ("sack", "rack", "rack+ecn") for s in (1, 2)]
+    summary = tcp_compare.summarize(runs, 0.02)
+    # Tail losses: SACK alone waits for RTOs, RACK-TLP probes instead.
+    assert summary["rack"]["short_tlp_probes"] > 0 and summary["sack"]["short_tlp_probes"] == 0
+    assert summary["rack"]["short_timeouts"] < summary["sack"]["short_timeouts"]
+    assert summary["rack+ecn"]["bulk_ecn_reductions"] > 0
