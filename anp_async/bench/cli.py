@@ -154,6 +154,10 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
                 help="skip the kernel and asyncio-on-kernel-sockets baselines",
             )  # fmt: skip
             b.add_argument("--sizes", type=_csv(conv=_size), help="message sizes (bytes)")
+            b.add_argument(
+                "--family", type=int, choices=(4, 6), default=4,
+                help="IP version the peers talk (6: the stack is dual-stack, IPv6 used)",
+            )  # fmt: skip
             b.add_argument("--protos", type=_csv(PROTOS), default=list(PROTOS))
             b.add_argument("--directions", type=_csv(DIRECTIONS), default=list(DIRECTIONS))
             b.add_argument("--count", type=int, help="measured requests per phase")
@@ -244,7 +248,7 @@ def execute(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
         def progress(what: str) -> None:
             prog.update(task, advance=1, description=f"{args.bench}: {what}")
 
-        with BenchEnv(logs, loop=args.loop) as env:
+        with BenchEnv(logs, loop=args.loop, family=getattr(args, "family", 4)) as env:
             rows, samples = RUNNERS[args.bench](env, args, progress)
     doc: dict[str, Any] = {
         "benchmark": args.bench,

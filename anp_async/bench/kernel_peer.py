@@ -113,17 +113,22 @@ def _udp_echo(sock: socket.socket) -> None:
             return
 
 
+def _family(host: str) -> socket.AddressFamily:
+    """AF_INET6 for an IPv6 address (``::`` serves both families), else AF_INET."""
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def serve(host: str) -> int:
     """Kernel echo/sink servers until stdin reaches EOF."""
     socks = []
     for port, handler in ((ECHO_PORT, _tcp_echo_conn), (SINK_PORT, _tcp_sink_conn)):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s = socket.socket(_family(host), socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host, port))
         s.listen(64)
         socks.append(s)
         threading.Thread(target=_accept_loop, args=(s, handler), daemon=True).start()
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u = socket.socket(_family(host), socket.SOCK_DGRAM)
     u.bind((host, ECHO_PORT))
     socks.append(u)
     threading.Thread(target=_udp_echo, args=(u,), daemon=True).start()
@@ -199,7 +204,7 @@ def tcp_client(host: str, size: int, count: int, warmup: int, seed: int, time_li
 
 def udp_client(host: str, size: int, count: int, warmup: int, seed: int, time_limit: float) -> dict[str, Any]:
     src = payload_source(seed, size)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(_family(host), socket.SOCK_DGRAM)
     sock.connect((host, ECHO_PORT))
     sock.settimeout(DATAGRAM_TIMEOUT)
     rbuf = bytearray(size + 1)
@@ -245,6 +250,8 @@ def icmp_client(host: str, size: int, count: int, warmup: int, seed: int, time_l
     payload = payload_source(seed, size)[:size]
     psum = _word_sum(payload)
     ident = random.Random(seed).getrandbits(16) ^ (os.getpid() & 0xFFFF)
+    if _family(host) == socket.AF_INET6:
+        return _icmp6_client(host, payload, ident, count, warmup, time_limit)
     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     sock.settimeout(DATAGRAM_TIMEOUT)
     rbuf = bytearray(65536 + 64)
@@ -272,6 +279,43 @@ def icmp_client(host: str, size: int, count: int, warmup: int, seed: int, time_l
         b = perf()
         if rseq != seq or n - ihl - 8 != size or rview[ihl + 8 : n] != payload:
             raise PeerError(f"icmp echo mismatch at request {i} (size {size})")
+        return b - a
+
+    with sock:
+        return _run_requests(one, count, warmup, time_limit)
+
+
+def _icmp6_client(
+    host: str, payload: bytes, ident: int, count: int, warmup: int, time_limit: float
+) -> dict[str, Any]:
+    """ICMPv6 echo (RFC 4443 4.1) on a raw socket; the kernel fills in the checksum of an
+    ICMPv6 raw socket (RFC 3542 3.1) and hands over the message without the IPv6 header."""
+    size = len(payload)
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    sock.settimeout(DATAGRAM_TIMEOUT)
+    rbuf = bytearray(65536 + 64)
+    rview = memoryview(rbuf)
+    addr = (host, 0)
+    perf = time.perf_counter_ns
+
+    def one(i: int) -> int:
+        seq = i & 0xFFFF
+        hdr = _ICMP_HDR.pack(128, 0, 0, ident, seq)
+        a = perf()
+        sock.sendmsg([hdr, payload], [], 0, addr)
+        while True:
+            try:
+                n = sock.recv_into(rbuf)
+            except TimeoutError:
+                raise PeerError(f"icmp6 echo {i} (size {size}) lost") from None
+            if n < 8:
+                continue
+            typ, _, _, rid, rseq = _ICMP_HDR.unpack_from(rbuf, 0)
+            if typ == 129 and rid == ident:  # echo reply to us
+                break
+        b = perf()
+        if rseq != seq or n - 8 != size or rview[8:n] != payload:
+            raise PeerError(f"icmp6 echo mismatch at request {i} (size {size})")
         return b - a
 
     with sock:

@@ -32,6 +32,11 @@ TAP_KERNEL_IP = "10.0.0.1"
 STACK_IP = "10.0.0.2"
 VETH_K_IP = "10.0.1.2"
 VETH_C_IP = "10.0.1.1"
+#: The same places with ``--family 6``.
+TAP_KERNEL_IP6 = "fd00::1"
+STACK_IP6 = "fd00::2"
+VETH_K_IP6 = "fd00:1::2"
+VETH_C_IP6 = "fd00:1::1"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -152,9 +157,12 @@ class Peer:
 class BenchEnv:
     """Namespaces, veth, peers; everything removed on :meth:`close` (context manager)."""
 
-    def __init__(self, log_dir: Path, loop: str = "asyncio") -> None:
+    def __init__(self, log_dir: Path, loop: str = "asyncio", family: int = 4) -> None:
         self.log_dir = log_dir
         self.loop = loop
+        #: 4, or 6: the peers talk IPv6 (the stack is dual-stack, the kernel ends get
+        #: IPv6 addresses) and :meth:`addr` gives the IPv6 addresses.
+        self.family = family
         self.peers: list[Peer] = []
         self.ns_k: Netns | None = None
         self.ns_c: Netns | None = None
@@ -171,6 +179,15 @@ class BenchEnv:
             veth_pair(
                 self.ns_c, self.ns_k, f"{VETH_C_IP}/24", f"{VETH_K_IP}/24", "veth-c", "veth-k"
             )
+            if self.family == 6:
+                for ns, dev, ip in (
+                    (self.ns_c, "veth-c", VETH_C_IP6),
+                    (self.ns_k, "veth-k", VETH_K_IP6),
+                ):
+                    ns.run(
+                        ["sysctl", "-q", "-w", f"net.ipv6.conf.{dev}.disable_ipv6=0"], check=True
+                    )
+                    ns.run(["ip", "-6", "addr", "add", f"{ip}/64", "dev", dev, "nodad"], check=True)
         except BaseException:
             self.close()
             raise
@@ -211,10 +228,23 @@ class BenchEnv:
         """The kernel echo/sink servers in K (one for the whole run)."""
         if self._kernel_server is None:
             assert self.ns_k is not None
+            args = ("serve", "--host", "::") if self.family == 6 else ("serve",)
             self._kernel_server = self._start(
-                "kernel_server", self.in_ns(self.ns_k, "anp_async.bench.kernel_peer", "serve")
+                "kernel_server", self.in_ns(self.ns_k, "anp_async.bench.kernel_peer", *args)
             )
         return self._kernel_server
+
+    def addr(self, where: str) -> str:
+        """The address of ``where`` (``stack``, ``tap-kernel``, ``veth-k``, ``veth-c``,
+        ``any``) in the run's family."""
+        v6 = self.family == 6
+        return {
+            "stack": STACK_IP6 if v6 else STACK_IP,
+            "tap-kernel": TAP_KERNEL_IP6 if v6 else TAP_KERNEL_IP,
+            "veth-k": VETH_K_IP6 if v6 else VETH_K_IP,
+            "veth-c": VETH_C_IP6 if v6 else VETH_C_IP,
+            "any": "::" if v6 else "0.0.0.0",
+        }[where]
 
     def stack_peer(self, mode: str, params: dict[str, int] | None = None) -> Peer:
         """The stack in ``mode`` on the TAP (in K), in its own process in the root ns."""
@@ -225,14 +255,16 @@ class BenchEnv:
             "--peer", f"{TAP_KERNEL_IP}/24", "--mode", mode,
             "--mode-params", json.dumps(params or {}), "--loop", self.loop,
         ]  # fmt: skip
+        if self.family == 6:
+            argv += ["--ip6", f"{STACK_IP6}/64", "--peer6", f"{TAP_KERNEL_IP6}/64"]
         return self._start(f"stack_{mode}", argv)
 
     def asyncio_peer(self) -> Peer:
         """The same asyncio apps on kernel sockets, in C (10.0.1.1)."""
         assert self.ns_c is not None
         argv = self.in_ns(
-            self.ns_c, "anp_async.bench.stack_peer", "--net", "kernel", "--ip", f"{VETH_C_IP}/24",
-            "--loop", self.loop,
+            self.ns_c, "anp_async.bench.stack_peer", "--net", "kernel",
+            "--ip", f"{self.addr('veth-c')}/{64 if self.family == 6 else 24}", "--loop", self.loop,
         )  # fmt: skip
         return self._start("asyncio", argv)
 

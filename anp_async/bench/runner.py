@@ -172,14 +172,14 @@ def _latency_once(
                 if setup != st.label:
                     continue
                 if direction == "stack-server":
-                    ev = _kernel_client(env, env.ns_k, sp.pid, proto, size, STACK_IP, args)
+                    ev = _kernel_client(env, env.ns_k, sp.pid, proto, size, env.addr("stack"), args)
                 else:
-                    ev = _peer_client(sp, proto, size, TAP_KERNEL_IP, args)
+                    ev = _peer_client(sp, proto, size, env.addr("tap-kernel"), args)
                 record(st.label, direction, proto, size, ev)
     for setup, direction, proto, size in plan:
         if setup == "kernel":
             assert ks is not None
-            ev = _kernel_client(env, env.ns_c, ks.pid, proto, size, VETH_K_IP, args)
+            ev = _kernel_client(env, env.ns_c, ks.pid, proto, size, env.addr("veth-k"), args)
             record(setup, direction, proto, size, ev)
     if any(p[0] == "asyncio" for p in plan):
         with _peer(env, env.asyncio_peer) as ap:
@@ -187,9 +187,9 @@ def _latency_once(
                 if setup != "asyncio":
                     continue
                 if direction == "stack-server":
-                    ev = _kernel_client(env, env.ns_k, ap.pid, proto, size, VETH_C_IP, args)
+                    ev = _kernel_client(env, env.ns_k, ap.pid, proto, size, env.addr("veth-c"), args)
                 else:
-                    ev = _peer_client(ap, proto, size, VETH_K_IP, args)
+                    ev = _peer_client(ap, proto, size, env.addr("veth-k"), args)
                 record(setup, direction, proto, size, ev)
 
 

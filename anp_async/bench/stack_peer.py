@@ -38,6 +38,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--netns", help="namespace the TAP is created in")
     p.add_argument("--ip", default="10.0.0.2/24", help="our address (stack) / bind address")
     p.add_argument("--peer", default="10.0.0.1/24", help="kernel end of the TAP")
+    p.add_argument("--ip6", help="the stack's IPv6 address/prefix (dual stack)")
+    p.add_argument("--peer6", help="IPv6 address/prefix of the TAP's kernel end")
     p.add_argument("--mac", default="02:00:00:00:be:02")
     p.add_argument("--mode", default="interrupt")
     p.add_argument("--mode-params", default="{}", help="JSON object of mode parameters")
@@ -104,6 +106,7 @@ async def _main(args: argparse.Namespace, nic: Any) -> int:
     cfg = StackConfig(
         nic=nic,
         ip=args.ip,
+        ip6=args.ip6,
         mac=args.mac,
         mode="interrupt" if args.mode == "hardirq" else args.mode,
         mode_params=json.loads(args.mode_params),
@@ -115,6 +118,11 @@ async def _main(args: argparse.Namespace, nic: Any) -> int:
 
             stack.set_mode(HardIrqMode())
         _, sink = await start_servers(stack, stack.ip)
+        if stack.v6 is not None:  # ready once DAD is done (RFC 4862), else SYNs are dropped
+            for _ in range(500):
+                if stack.v6.ready:
+                    break
+                await asyncio.sleep(0.01)
         emit(
             {
                 "event": "ready",
@@ -140,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         from anp_async.nic.tap import TapNic
 
         # Opened before the loop starts: pyroute2's synchronous IPRoute runs its own loop.
-        nic = TapNic.open(args.tap, peer=args.peer, netns=args.netns, vnet_hdr=args.offload)
+        nic = TapNic.open(
+            args.tap, peer=args.peer, netns=args.netns, vnet_hdr=args.offload, peer6=args.peer6
+        )
     try:
         if args.loop == "uvloop":
             import uvloop
