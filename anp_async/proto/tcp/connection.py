@@ -1958,12 +1958,18 @@ class TcpConnection:
             top = snd_max - 1 if fin else snd_max
             if top > data_end:
                 top = data_end
+            # RFC 8985 (7.3): the highest-sequence segment sent (at most one SMSS of it).
             s = top - mss if top - mss > una else una
+            recs = rack.segs
+            if recs and recs[-1].end == top and recs[-1].start > s:
+                s = recs[-1].start
             n = top - s if top > s else 0
             if n == 0 and not fin:
                 return
             payload = self._sbuf.view(s - base, n) if n else b""
-            flags = ACK | FIN if fin else ACK
+            flags = ACK | PSH if top == data_end else ACK
+            if fin:
+                flags |= FIN
             out.append(self._segment(s, ack_wire, flags, window, payload, opts))
             self._note_retransmit(n, now, s)
             rack.tlp_is_retrans = True
