@@ -74,10 +74,10 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
     """Arguments of ``anp bench`` (the parser of the ``bench`` subcommand)."""
     sub = p.add_subparsers(
         dest="bench",
-        metavar="{latency,throughput,livelock,burst,tcp-compare,preload,trace-cost,scale}",
+        metavar="{latency,throughput,livelock,burst,tcp-compare,preload,trace-cost,scale,soak}",
         required=True,
     )
-    from . import preload, scale, tcp_compare, trace_cost
+    from . import preload, scale, soak, tcp_compare, trace_cost
 
     pl = sub.add_parser("preload", help=preload.HELP, description=preload.HELP)
     preload.configure(pl)
@@ -85,6 +85,8 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
     trace_cost.configure(trc)
     sc = sub.add_parser("scale", help=scale.HELP, description=scale.HELP)
     scale.configure(sc)
+    sk = sub.add_parser("soak", help=soak.HELP, description=soak.HELP)
+    soak.configure(sk)
 
     tc = sub.add_parser(
         "tcp-compare",
@@ -312,6 +314,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from . import scale
 
         return scale.run(args)
+    if args.bench == "soak":  # mixed traffic with the kernel over a TAP, for minutes
+        from . import soak
+
+        return soak.run(args)
     if args.bench == "trace-cost":  # two stacks on the in-memory wire: no root needed
         from . import trace_cost
 
