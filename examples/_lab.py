@@ -34,7 +34,8 @@ async def lab(mode: str = "interrupt", **mode_params: int) -> AsyncIterator[tupl
     """A started stack on a TAP in a fresh namespace; everything removed afterwards."""
     if os.geteuid() != 0:
         raise SystemExit("this example needs root (network namespaces, /dev/net/tun)")
-    ns = Netns.create(unique_name("anp-ex"))
+    # ANP_EXAMPLE_NETNS names the namespace (the examples test checks it is gone after).
+    ns = Netns.create(os.environ.get("ANP_EXAMPLE_NETNS") or unique_name("anp-ex"))
     try:
         nic = await asyncio.to_thread(TapNic.open, "anpex0", peer=f"{KERNEL_IP}/24", netns=ns)
         cfg = StackConfig(nic=nic, ip=f"{STACK_IP}/24", mode=mode, mode_params=mode_params)

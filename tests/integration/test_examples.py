@@ -3,11 +3,14 @@ its own that it removes) and prints what it promises."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from anp_async.nic.netns import Netns, unique_name
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(90)]
 
@@ -27,13 +30,6 @@ EXPECT = {
 }
 
 
-def _namespaces() -> set[str]:
-    """The examples' namespaces (``anp-ex-*``) that exist now (other tests make their own)."""
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    names = {line.split()[0] for line in out.splitlines() if line.strip()}
-    return {n for n in names if n.startswith("anp-ex")}
-
-
 def test_every_example_is_tested() -> None:
     found = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
     assert found == set(EXPECT)
@@ -41,12 +37,13 @@ def test_every_example_is_tested() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECT))
 def test_example_runs(name: str) -> None:
-    before = _namespaces()
+    ns = unique_name("anp-ex")
+    env = {**os.environ, "ANP_EXAMPLE_NETNS": ns}
     r = subprocess.run(
-        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=60
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=60, env=env
     )
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr
     for want in EXPECT[name]:
         assert want in r.stdout, (want, r.stdout)
-    assert _namespaces() <= before  # the example removed its own
+    assert not Netns(ns).exists()  # the example removed its namespace
