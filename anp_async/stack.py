@@ -42,7 +42,7 @@ from .proto.ethernet import (
     mac_to_str,
     parse_ethernet,
 )
-from .proto.ipv6 import IPv6Header, ip6_to_bytes
+from .proto.ipv6 import NH_ICMPV6, IPv6Header, ip6_to_bytes
 from .proto.numbers import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from .proto.tcp.config import TcpConfig
 from .proto.tcp.segment import TcpSegment, build_tcp_header, build_tcp_header_partial
@@ -513,10 +513,10 @@ class Stack:
             if off.enabled:  # checksum offload and TSO6, as for IPv4
                 hdr = build_tcp_header_partial(seg, v6.ip_b, dst)
                 vnet, tso = off.tcp_header(len(hdr), len(payload), mss, v6=True)
-                v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], vnet=vnet)
+                v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], src=v6.ip_b, vnet=vnet)
                 return tso
             hdr = build_tcp_header(seg, v6.ip_b, dst)
-            v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr])
+            v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], src=v6.ip_b)
             return False
         # RFC 3168 (5): the connection chose the ECN field (ECT(0) on new data).
         tos = seg.ecn
@@ -553,7 +553,9 @@ class Stack:
             if self.v6 is None:
                 self.ip_counters.inc("no_route")
                 raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
-            self.v6.send(dst, proto, parts, hop_limit=ttl, vnet=vnet)
+            # TCP and UDP checksums were computed with our configured address
+            src = None if proto == NH_ICMPV6 else self.v6.ip_b
+            self.v6.send(dst, proto, parts, hop_limit=ttl, src=src, vnet=vnet)
             return
         length = 0
         for p in parts:

@@ -11,6 +11,7 @@ sends the packets of those layers, resolving next hops with the neighbour cache
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import time
@@ -78,6 +79,9 @@ class Ipv6Layer:
         self._ident = int.from_bytes(os.urandom(4), "big")
         self._pings: dict[tuple[int, int], tuple[asyncio.Future[float], bytes, float]] = {}
         self._ping_seq = 0
+        #: Packets from an address still in DAD, sent once it is ours (RFC 4862 (5.4):
+        #: a tentative address is not used as a source); bounded.
+        self._tentative_hold: list[tuple[bytes, int, list[Buffer], int, bytes, bytes | None]] = []
         # groups we listen to: all-nodes and the solicited-node group of each address
         self.groups = {ip6.ALL_NODES}
         for a in (self.ip_b, self.link_local):
@@ -359,6 +363,12 @@ class Ipv6Layer:
             raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
         if src is None:
             src = self._source_for(dst)
+        if self.dad.is_tentative(src):
+            if len(self._tentative_hold) >= 64:
+                self.counters.inc("tentative_hold_dropped")
+                return
+            self._tentative_hold.append((dst, proto, parts, hop_limit, src, vnet))
+            return
         length = 0
         for p in parts:
             length += len(p)
@@ -460,6 +470,14 @@ class Ipv6Layer:
         if done:
             # RFC 4861 (7.2.6) would allow unsolicited advertisements now; none are sent
             self.counters.inc("dad_done", len(done))
+        if self._tentative_hold and (done or self.dad.duplicates):
+            held, self._tentative_hold = self._tentative_hold, []
+            for dst, proto, parts, hop_limit, src, vnet in held:
+                if src in self.dad.duplicates:
+                    self.counters.inc("tentative_hold_dropped")
+                    continue
+                with contextlib.suppress(OSError):
+                    self.send(dst, proto, parts, hop_limit=hop_limit, src=src, vnet=vnet)
         if self.routers.poll(now):
             self._send_rs()
         expired = self.reassembler.poll(now)

@@ -60,14 +60,14 @@ _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 def parse_host(text: str) -> str:
-    """An IPv4 address, or a host name made of valid labels (argparse type)."""
+    """An IPv4 or IPv6 address, or a host name made of valid labels (argparse type)."""
     try:
-        return str(ipaddress.IPv4Address(text))
+        return str(ipaddress.ip_address(text))
     except ValueError:
         pass
     labels = text.rstrip(".").split(".")
     if len(text) > 253 or not all(_LABEL.fullmatch(x) for x in labels) or labels[-1].isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address or host name")
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address or host name")
     return text
 
 
@@ -320,6 +320,14 @@ async def open_stack_from_args(args: argparse.Namespace) -> AsyncIterator[Stack]
                     Tracer(stack, printer(), filter=args.trace or None).attach()
                 except TraceFilterError as e:
                     raise CliError(f"--trace: {e}") from None
+            if stack.v6 is not None:
+                # the commands start once DAD made the IPv6 addresses ours (RFC 4862 5.4)
+                for _ in range(300):
+                    if stack.v6.ready or stack.v6.dad.duplicates:
+                        break
+                    await asyncio.sleep(0.01)
+                if stack.v6.dad.duplicates:
+                    raise CliError(f"--ip {args.ip6}: the address is in use on the link (DAD)")
             yield stack
     finally:
         if nic is not None:

@@ -104,8 +104,11 @@ async def cmd_up(args: argparse.Namespace) -> int:
             where = f" in netns {args.netns}" if args.netns else ""
             params = ",".join(f"{k}={v}" for k, v in stack.mode_params.items())
             print(
-                f"anp up: tap {args.tap}{where}, stack {args.ip} mac {stack.mac}, "
-                f"kernel side {args.peer}, mode {stack.mode_name}"
+                f"anp up: tap {args.tap}{where}, stack {args.ip}"
+                + (f" {args.ip6}" if getattr(args, "ip6", None) else "")
+                + f" mac {stack.mac}, kernel side {args.peer}"
+                + (f" {args.peer6}" if getattr(args, "peer6", None) else "")
+                + f", mode {stack.mode_name}"
                 f"{'(' + params + ')' if params else ''}{echo}, control {path}, "
                 f"socket API {api_path} (anp run --attach --tap {args.tap}) "
                 "(SIGINT/SIGTERM to stop)",

@@ -42,6 +42,9 @@ async def test_dad_then_ping_both_ways_and_neighbour_states() -> None:
     async with v6_stacks() as (a, b):
         assert a.v6 is not None and b.v6 is not None
         assert not a.v6.ready  # tentative for RetransTimer (RFC 4862)
+        # a ping sent now waits for DAD: a tentative address is no source (RFC 4862 5.4)
+        assert await a.ping("fd00::2", timeout=3.0) > 0
+        assert a.v6.ready and a.v6.counters["tentative_hold_dropped"] == 0
         await _ready(a, b)
         assert a.v6.counters["dad_done"] == 2  # link-local and fd00::1
         rtt = await a.ping("fd00::2", timeout=1.0)
