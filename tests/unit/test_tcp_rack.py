@@ -340,6 +340,11 @@ def test_ecn_negotiation_both_ways() -> None:
     assert p.ecn_ok and p.output(0.0)[0].flags == SYN | ACK | ECE
     q = TcpConnection.accept_syn(cfg(ecn_accept=False), LIP, LPORT, RIP, RPORT, syn, ISS, 0.0)
     assert not q.ecn_ok and q.output(0.0)[0].flags == SYN | ACK
+    # RFC 3168 (6.1.1.1): the SYN retransmitted after a timeout is a plain SYN.
+    r = TcpConnection.connect(cfg(ecn=True), LIP, LPORT, RIP, RPORT, ISS, 0.0)
+    assert r.output(0.0)[0].flags == SYN | ECE | CWR
+    r.on_timer(1.0)
+    assert r.output(1.0)[0].flags == SYN
 
 
 def test_ect_on_new_data_only_and_ce_echoed_until_cwr() -> None:

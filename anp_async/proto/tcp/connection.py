@@ -1582,8 +1582,9 @@ class TcpConnection:
             if cfg.timestamps:
                 opts.timestamp = (self._ts_val(now), 0)
             ack = 0
-            # RFC 3168 (6.1.1): ask for ECN with ECE and CWR.
-            flags = SYN | ECE | CWR if cfg.ecn else SYN
+            # RFC 3168 (6.1.1): ask for ECN with ECE and CWR; (6.1.1.1) a retransmitted SYN
+            # goes without, in case a middlebox drops ECN-setup SYNs (Linux's ecn_fallback).
+            flags = SYN | ECE | CWR if cfg.ecn and self.snd_max == 0 else SYN
         retrans = self.snd_max > 0
         out.append(self._segment(0, ack, flags, self._syn_window, b"", opts))
         self.counters["segments_out"] += 1
