@@ -78,7 +78,10 @@ async def _run(args: argparse.Namespace, prof: cProfile.Profile | None) -> dict[
     ns = Netns.create(unique_name("anp-prof"))
     try:
         tap = TapNic.open("anpprof0", peer="10.0.0.1/24", netns=ns.name, vnet_hdr=args.offload)
-        cfg = StackConfig(nic=tap, ip="10.0.0.2/24", mode=args.mode, tcp=TcpConfig(nodelay=True))
+        tcp = TcpConfig(
+            nodelay=True, **({"recv_buffer": args.recv_buffer} if args.recv_buffer else {})
+        )
+        cfg = StackConfig(nic=tap, ip="10.0.0.2/24", mode=args.mode, tcp=tcp)
         async with Stack(cfg) as stack:
             await stack.start_server(tcp_echo_handler, "10.0.0.2", 7)
             await stack.start_server(_sink, "10.0.0.2", 9)
@@ -126,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bytes", type=parse_size, default=256 << 20, help="bytes (bulk)")
     p.add_argument("--mode", default="interrupt")
     p.add_argument("--no-offload", dest="offload", action="store_false")
+    p.add_argument(
+        "--recv-buffer", type=parse_size, help="TcpConfig.recv_buffer (default: its default)"
+    )
     p.add_argument("--cprofile", metavar="FILE", help="write cProfile stats, print the top 30")
     a = p.parse_args(argv)
     a.count = max(1, min(a.count, 1_000_000))
