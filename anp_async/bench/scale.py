@@ -177,6 +177,78 @@ def _kernel_round(exe: str, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def _handoff_echo(fd: int, count: int) -> None:
+    """The receiving worker's side, as a worker would run it: an asyncio reader callback
+    takes each frame and hands one back; exits after ``count``."""
+    import socket as _socket
+
+    sock = _socket.socket(fileno=fd)
+    sock.setblocking(False)
+    loop = asyncio.new_event_loop()
+    left = [count]
+
+    def on_frame() -> None:
+        while True:
+            try:
+                frame = sock.recv(65536)
+            except BlockingIOError:
+                return
+            sock.send(frame)
+            left[0] -= 1
+            if left[0] == 0:
+                loop.stop()
+                return
+
+    loop.add_reader(fd, on_frame)
+    loop.run_forever()
+
+
+def measure_handoff(count: int = 20000, size: int = 128) -> dict[str, float]:
+    """What handing a frame to the right worker would cost: a frame of ``size`` bytes goes
+    from one Python process to another (an asyncio reader callback there, as in a worker)
+    over a Unix datagram socketpair and back, ``count`` times. Per handoff: wall time
+    (latency added) and the CPU of both processes."""
+    import multiprocessing
+    import socket as _socket
+
+    a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_handoff_echo, args=(b.fileno(), count))
+    child.start()
+    b.close()
+    frame = bytes(size)
+    self0 = time.process_time()
+    c0 = cpu_seconds(child.pid or 0)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        a.send(frame)
+        a.recv(65536)
+    wall = time.perf_counter() - t0
+    c1 = cpu_seconds(child.pid or 0)
+    self1 = time.process_time()
+    child.join(10)
+    a.close()
+    handoffs = 2 * count
+    return {
+        "latency_us": wall / handoffs * 1e6,
+        "cpu_us": ((self1 - self0) + (c1 - c0)) / handoffs * 1e6,
+    }
+
+
+def measure_port_choice(queues: int = 2, count: int = 20000) -> float:
+    """Microseconds one port choice with the steering filter takes (TcpHost.pick_port)."""
+    from ..mq.worker import own_ports
+
+    ok = own_ports(queues - 1, queues)
+    import random as _random
+
+    t0 = time.process_time()
+    for _ in range(count):
+        while not ok(_random.randrange(32768, 61000), 7):
+            pass
+    return (time.process_time() - t0) / count * 1e6
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Median round per setup, with the rate relative to one worker."""
     out = []
@@ -244,7 +316,7 @@ def table(summary: list[dict[str, Any]]) -> str:
     """The text table printed at the end."""
     lines = [
         f"{'setup':<10} {'RR req/s':>10} {'x one':>6} {'bulk MB/s':>10} {'x one':>6} "
-        f"{'worker CPU (RR)':<20} {'client CPU':>10} {'load':>6}  rounds (req/s)",
+        f"{'worker CPU (RR)':<20} {'us CPU/req':>10} {'client CPU':>10} {'load':>6}  rounds (req/s)",
     ]
     for s in summary:
         cpu = " ".join(f"{c * 100:.0f}%" for c in s["worker_cpu"])
@@ -254,6 +326,7 @@ def table(summary: list[dict[str, Any]]) -> str:
         rounds = ", ".join(f"{r:.0f}" for r in s["rates"])
         lines.append(
             f"{s['setup']:<10} {s['rate']:>10.0f} {vs:>6} {mb:>10} {mvs:>6} {cpu:<20} "
+            f"{s.get('worker_cpu_us_per_request') or 0:>10.0f} "
             f"{s['client_cpu'] * 100:>9.0f}% {s['load']:>6.2f}  {rounds}"
         )
     return "\n".join(lines)
@@ -282,6 +355,13 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
             print(f"round {rnd + 1}: kernel: {row['rate']:.0f} req/s, "
                   f"{row.get('mbps', 0):.0f} MB/s, load {row['load']:.2f}", flush=True)  # fmt: skip
     summary = summarise(rows)
+    handoff = measure_handoff()
+    for srow in summary:
+        n = [r for r in rows if r["setup"] == srow["setup"]]
+        cpu = sum(sum(r["worker_cpu"]) for r in n) * (args.seconds + args.warmup)
+        reqs = sum(r["rate"] for r in n) * args.seconds
+        srow["worker_cpu_us_per_request"] = cpu / reqs * 1e6 if reqs else None
+    steer = {"handoff": handoff, "port_choice_us": measure_port_choice()}
     doc: dict[str, Any] = {
         "bench": "scale",
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -290,6 +370,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "rows": rows,
         "summary": summary,
+        "steering": steer,
         "out": str(out),
     }  # fmt: skip
     doc["plot"] = plot(out, summary)
@@ -308,6 +389,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"anp: error: benchmark aborted: {e}", file=sys.stderr)
         return 1
     print(table(doc["summary"]))
+    st = doc["steering"]
+    per = [s["worker_cpu_us_per_request"] for s in doc["summary"] if s["queues"] > 0]
+    print(
+        f"handing a frame to another worker (Unix datagram, Python): "
+        f"{st['handoff']['cpu_us']:.1f} us CPU and {st['handoff']['latency_us']:.1f} us "
+        f"latency per frame; choosing a steered port: {st['port_choice_us']:.2f} us per "
+        f"connection; a request costs the workers "
+        + ", ".join(f"{p:.0f}" for p in per if p)
+        + " us of CPU"
+    )
     print(f"results: {doc['out']}/results.json")
     print(f"plot: {doc['plot']}")
     return 0

@@ -85,6 +85,9 @@ class HostConfig:
     setup: str | None = None
     #: Start a fresh worker on a dead worker's queue (at most MAX_RESTARTS a minute).
     restart: bool = True
+    #: Steer flows with the known function of nic/steering.py (False: the kernel's
+    #: automq, whose secret-keyed hash the workers cannot predict -- for comparison only).
+    steering: bool = True
 
 
 @dataclass
@@ -173,6 +176,7 @@ class MultiQueueHost:
                 netns=cfg.netns,
                 mtu=cfg.mtu,
                 vnet_hdr=cfg.vnet_hdr,
+                steering=cfg.steering,
             )
             for _ in range(cfg.queues):
                 a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -182,6 +186,7 @@ class MultiQueueHost:
                 spec = WorkerSpec(
                     index=i,
                     queues=cfg.queues,
+                    steered=cfg.steering,
                     tap=cfg.tap,
                     tap_fd=nic.fileno(),
                     ip=cfg.ip,

@@ -39,6 +39,8 @@ class WorkerSpec:
     #: Descriptor this worker reads relayed ARP replies from, and the siblings' to send to.
     relay_in: int = -1
     relay_out: list[int] = field(default_factory=list)
+    #: The NIC steers with nic/steering.py's function: choose ports and identifiers by it.
+    steered: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -127,7 +127,7 @@ async def _serve(spec: WorkerSpec) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with stack:
-        if spec.queues > 1:
+        if spec.queues > 1 and spec.steered:
             stack.tcp.host.port_ok = own_ports(spec.index, spec.queues)
             # ICMP echo identifiers are steered like ports (nic/steering.py).
             ident = stack._ping_ident
@@ -183,6 +183,17 @@ async def _serve(spec: WorkerSpec) -> None:
                 c.close()
 
 
+def _die_with_parent() -> None:
+    """SIGTERM this worker when the supervisor dies (prctl PR_SET_PDEATHSIG), so no worker
+    outlives its host, even when the supervisor is killed."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the supervisor died before prctl
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of a worker process: ``python -m anp_async.mq.worker SPEC_JSON``."""
     args = sys.argv[1:] if argv is None else argv
@@ -190,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m anp_async.mq.worker SPEC_JSON", file=sys.stderr)
         return 2
     spec = WorkerSpec.from_json(args[0])
+    _die_with_parent()
     logging.basicConfig(level=logging.WARNING, format=f"worker {spec.index}: %(message)s")
     asyncio.run(_serve(spec))
     return 0
