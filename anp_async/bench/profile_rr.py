@@ -49,6 +49,24 @@ for i in range({n}):
 print((time.perf_counter() - t) / {n} * 1e6, flush=True)
 """
 
+_SINK_SERVER = """
+import socket
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(('10.0.0.1', 9))
+srv.listen(1)
+print('warm', flush=True)
+c, _ = srv.accept()
+buf = bytearray(1 << 20)
+n = 0
+while True:
+    k = c.recv_into(buf)
+    if not k:
+        break
+    n += k
+print(n, flush=True)
+"""
+
 _BULK_CLIENT = """
 import socket, time
 s = socket.create_connection(('10.0.0.2', 9), timeout=5)
@@ -86,7 +104,12 @@ async def _run(args: argparse.Namespace, prof: cProfile.Profile | None) -> dict[
             await stack.start_server(tcp_echo_handler, "10.0.0.2", 7)
             await stack.start_server(_sink, "10.0.0.2", 9)
             rr = args.what == "rr"
-            code = (_RR_CLIENT if rr else _BULK_CLIENT).format(n=args.count if rr else args.bytes)
+            if args.what == "send":
+                code = _SINK_SERVER
+            else:
+                code = (_RR_CLIENT if rr else _BULK_CLIENT).format(
+                    n=args.count if rr else args.bytes
+                )
             proc = await asyncio.create_subprocess_exec(
                 "ip", "netns", "exec", ns.name, sys.executable, "-c", code,
                 stdout=subprocess.PIPE,
@@ -97,6 +120,16 @@ async def _run(args: argparse.Namespace, prof: cProfile.Profile | None) -> dict[
                 c0, t0 = _cpu(), time.perf_counter()
                 if prof is not None:
                     prof.enable()
+                if args.what == "send":
+                    await asyncio.sleep(0.3)  # the sink listens
+                    _, w = await stack.open_connection("10.0.0.1", 9)
+                    block = bytes(range(256)) * 256
+                    left = args.bytes
+                    while left > 0:
+                        w.write(block[: min(left, len(block))])
+                        left -= len(block)
+                        await w.drain()
+                    w.close()
                 line = await asyncio.wait_for(proc.stdout.readline(), 120)
                 if prof is not None:
                     prof.disable()
@@ -113,7 +146,7 @@ async def _run(args: argparse.Namespace, prof: cProfile.Profile | None) -> dict[
                 }  # fmt: skip
             mb = args.bytes / 1e6
             return {
-                "what": "bulk-receive", "mode": args.mode, "bytes": args.bytes,
+                "what": "bulk-" + ("send" if args.what == "send" else "receive"), "mode": args.mode, "bytes": args.bytes,
                 "mbps": mb / (t1 - t0), "cpu_ms_per_mb": cpu / mb * 1e3,
             }  # fmt: skip
     finally:
@@ -124,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     from anp_async.cli import parse_size
 
     p = argparse.ArgumentParser(prog="python -m anp_async.bench.profile_rr")
-    p.add_argument("what", choices=("rr", "bulk"))
+    p.add_argument("what", choices=("rr", "bulk", "send"))
     p.add_argument("--count", type=int, default=5000, help="requests (rr)")
     p.add_argument("--bytes", type=parse_size, default=256 << 20, help="bytes (bulk)")
     p.add_argument("--mode", default="interrupt")
