@@ -391,3 +391,18 @@ def test_ece_reduces_cwnd_once_per_window_and_sets_cwr() -> None:
     # More ECEs for the same window: no second reduction; no retransmission either.
     c.on_segment(TcpSegment(RPORT, LPORT, RISS + 1, seg_no(9), ACK | ECE, 65535), 0.06)
     assert c.counters["ecn_reductions"] == 1 and c.counters["retransmits"] == 0
+
+
+def test_cli_recovery_and_ecn_options_map_onto_tcp_config() -> None:
+    import argparse
+
+    from anp_async.cli.options import add_stack_options, tcp_config_from_args
+
+    p = argparse.ArgumentParser()
+    add_stack_options(p)
+    default = tcp_config_from_args(p.parse_args([]))
+    assert (default.sack, default.rack, default.ecn) == (True, True, False)
+    sack = tcp_config_from_args(p.parse_args(["--recovery", "sack", "--ecn", "on"]))
+    assert (sack.sack, sack.rack, sack.ecn) == (True, False, True)
+    newreno = tcp_config_from_args(p.parse_args(["--recovery", "newreno"]))
+    assert (newreno.sack, newreno.rack) == (False, False)
