@@ -54,6 +54,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     p.add_argument("--mode", default="interrupt", help="the workers' receive mode")
     p.add_argument("--no-kernel", action="store_true", help="skip the kernel baseline")
+    p.add_argument(
+        "--steering-check", action="store_true",
+        help="also open connections from the workers with the kernel's automq and with the "
+        "steering program, and count those that work",
+    )  # fmt: skip
     p.add_argument("--quick", action="store_true", help="1 round, 2 s, 16 conns (smoke test)")
     p.add_argument("--out", type=Path, help="results folder (default bench/results/...)")
 
@@ -249,6 +254,73 @@ def measure_port_choice(queues: int = 2, count: int = 20000) -> float:
     return (time.process_time() - t0) / count * 1e6
 
 
+#: Connections each worker opens in the steering check.
+PROBE_CONNS = 4
+_probe_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _open_probe(stack: Any, index: int) -> None:
+    """Worker hook of :func:`steering_check`: open PROBE_CONNS connections to the kernel's
+    echo at 10.0.0.1:7, echo a line on each (3 s each), write how many worked."""
+    out = os.path.join(os.environ["ANP_SCALE_PROBE_DIR"], f"w{index}.json")
+
+    async def one(k: int) -> bool:
+        try:
+            r, w = await asyncio.wait_for(stack.open_connection("10.0.0.1", 7), 3)
+            w.write(b"probe\n")
+            ok = await asyncio.wait_for(r.readexactly(6), 3) == b"probe\n"
+            w.close()
+            return ok
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            return False
+
+    async def run() -> None:
+        oks = await asyncio.gather(*(one(k) for k in range(PROBE_CONNS)))
+        with open(out + ".tmp", "w") as f:
+            json.dump({"ok": sum(oks), "of": len(oks)}, f)
+        os.replace(out + ".tmp", out)
+
+    task = asyncio.ensure_future(run())
+    _probe_tasks.add(task)
+    task.add_done_callback(_probe_tasks.discard)
+
+
+async def _steering_round(exe: str, steering: bool, probe_dir: Path) -> dict[str, int]:
+    from ..mq import HostConfig, MultiQueueHost
+
+    with Netns.create(unique_name("anp-steer")) as ns:
+        srv = ns.popen([exe, "serve", "0.0.0.0", "7", "9", "60"], stdout=subprocess.PIPE)
+        try:
+            cfg = HostConfig(
+                tap="anpmq0", queues=2, netns=ns, steering=steering, restart=False,
+                setup="anp_async.bench.scale:_open_probe",
+            )  # fmt: skip
+            os.environ["ANP_SCALE_PROBE_DIR"] = str(probe_dir)
+            async with MultiQueueHost(cfg):
+                files = [probe_dir / f"w{i}.json" for i in range(2)]
+                deadline = time.monotonic() + 30
+                while not all(f.exists() for f in files) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                docs = [json.loads(f.read_text()) for f in files if f.exists()]
+        finally:
+            srv.kill()
+            srv.wait()
+    for f in probe_dir.glob("w*.json"):
+        f.unlink()
+    return {"ok": sum(d["ok"] for d in docs), "of": 2 * PROBE_CONNS}
+
+
+def steering_check(exe: str, out: Path) -> dict[str, dict[str, int]]:
+    """Connections the stack opens from both workers, with the kernel's automq and with
+    the steering program: how many of them work."""
+    probe_dir = out / "probe"
+    probe_dir.mkdir(exist_ok=True)
+    return {
+        name: asyncio.run(_steering_round(exe, steer, probe_dir))
+        for name, steer in (("automq", False), ("steering program", True))
+    }
+
+
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Median round per setup, with the rate relative to one worker."""
     out = []
@@ -361,7 +433,9 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         cpu = sum(sum(r["worker_cpu"]) for r in n) * (args.seconds + args.warmup)
         reqs = sum(r["rate"] for r in n) * args.seconds
         srow["worker_cpu_us_per_request"] = cpu / reqs * 1e6 if reqs else None
-    steer = {"handoff": handoff, "port_choice_us": measure_port_choice()}
+    steer: dict[str, Any] = {"handoff": handoff, "port_choice_us": measure_port_choice()}
+    if args.steering_check:
+        steer["opened_connections"] = steering_check(exe, out)
     doc: dict[str, Any] = {
         "bench": "scale",
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -399,6 +473,8 @@ def run(args: argparse.Namespace) -> int:
         + ", ".join(f"{p:.0f}" for p in per if p)
         + " us of CPU"
     )
+    for name, r in st.get("opened_connections", {}).items():
+        print(f"connections the workers opened, {name}: {r['ok']} of {r['of']} worked")
     print(f"results: {doc['out']}/results.json")
     print(f"plot: {doc['plot']}")
     return 0
