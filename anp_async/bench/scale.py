@@ -350,33 +350,39 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def plot(out: Path, summary: list[dict[str, Any]]) -> str:
-    """scale.png: aggregate RR rate (and bulk MB/s) against workers, kernel as a line."""
+    """scale.png: aggregate RR rate (and bulk MB/s) against workers: every round as a dot,
+    the median round as the line, linear scaling dotted, the kernel dashed (log scale: the
+    kernel is an order of magnitude above)."""
     plt = _plt()
     stack = [s for s in summary if s["queues"] > 0]
     kernel = next((s for s in summary if s["queues"] == 0), None)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     xs = [s["queues"] for s in stack]
-    ax.plot(xs, [s["rate"] for s in stack], "o-", label="stack workers (median round)")
+    for s in stack:
+        ax.scatter([s["queues"]] * len(s["rates"]), s["rates"], color="C0", alpha=0.4, s=12)
+    ax.plot(xs, [s["rate"] for s in stack], "o-", color="C0", label="stack workers (median)")
     if stack:
         base = next((s["rate"] for s in stack if s["queues"] == 1), stack[0]["rate"])
-        ax.plot(xs, [base * x for x in xs], ":", color="grey", label="linear")
+        ax.plot(xs, [base * x for x in xs], ":", color="grey", label="linear from 1 worker")
     if kernel:
         ax.axhline(kernel["rate"], color="C3", ls="--", label="kernel (1 epoll thread)")
+    loads = ", ".join(f"{s['setup']} {s['load']:.1f}" for s in summary)
+    ax.set_yscale("log")
     ax.set_xlabel("workers (TAP queues)")
-    ax.set_ylabel("requests/s, all connections")
-    ax.set_title("TCP request/response, aggregate")
+    ax.set_ylabel("requests/s, all connections (log)")
+    ax.set_title(f"TCP request/response, aggregate\nload avg: {loads}", fontsize=9)
     ax.set_xticks(xs)
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     if any("mbps" in s for s in stack):
-        ax2.plot(xs, [s.get("mbps", 0) for s in stack], "o-", label="stack workers")
+        ax2.plot(xs, [s.get("mbps", 0) for s in stack], "o-", label="stack workers (median)")
         if kernel and "mbps" in kernel:
             ax2.axhline(kernel["mbps"], color="C3", ls="--", label="kernel")
         ax2.set_xticks(xs)
         ax2.legend(fontsize=8)
     ax2.set_xlabel("workers (TAP queues)")
     ax2.set_ylabel("MB/s taken by the server")
-    ax2.set_title("bulk TCP into the server, aggregate")
+    ax2.set_title("bulk TCP into the server, aggregate", fontsize=9)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "scale.png", dpi=100)

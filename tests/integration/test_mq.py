@@ -259,3 +259,20 @@ def test_a_killed_worker_is_reported_and_the_others_keep_serving(host2: Host, ne
     finally:
         for s in socks:
             s.close()
+
+
+def test_bench_scale_quick_writes_table_results_and_plot(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "scale"
+    argv = [sys.executable, "-m", "anp_async.cli", "bench", "scale", "--quick", "--no-kernel",
+            "--bulk-seconds", "0", "--queues", "1,2", "--out", str(out)]  # fmt: skip
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "stack x2" in res.stdout and "handing a frame" in res.stdout
+    doc = json.loads((out / "results.json").read_text())
+    rates = {s["setup"]: s["rate"] for s in doc["summary"]}
+    assert rates["stack x1"] > 0 and rates["stack x2"] > 0
+    assert len(doc["summary"][1]["worker_cpu"]) == 2  # CPU of each worker
+    assert (out / "scale.png").stat().st_size > 0
