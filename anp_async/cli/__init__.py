@@ -15,7 +15,7 @@ Commands (``anp COMMAND --help`` for each)::
     anp echo-client HOST PORT ...     its client: patterned buffers, checked echoes
     anp demo                          kernel arping/ping against the stack      (demo.py)
     anp bench ...                     the benchmark runner        (anp_async/bench/cli.py)
-    anp run ... -- PROGRAM            an unmodified asyncio program on the stack (runner.py)
+    anp run ... -- PROGRAM            an unmodified program on the stack          (run.py)
 
 One module per command. Every command that runs a stack takes the same options
 (:func:`add_stack_options` in options.py) and opens the stack with

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 #: Modules that register extra commands when imported (e.g. the benchmark's ``anp bench``).
 EXTRA_COMMAND_MODULES: tuple[str, ...] = (
     "anp_async.bench.cli",
-    "anp_async.runner",
+    "anp_async.cli.run",
     "anp_async.sim.cli",
 )
 

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from ..preload.launch import api_socket_path
+from ..preload.server import serve_socket_api
 from .base import CliError, Command, reason
 from .options import open_stack_from_args, parse_port
 from .serving import ConnectionHandlers, control_server, ensure_no_stack_on
@@ -64,9 +66,6 @@ async def cmd_up(args: argparse.Namespace) -> int:
         from ..mq.cli import run_up
 
         return await run_up(args)
-    from ..preload.run import api_socket_path
-    from ..preload.server import serve_socket_api
-
     ensure_no_stack_on(args)
     api_path = api_socket_path(args.tap)
     async with (

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 import pytest
 
 from anp_async.cli import CliError
+from anp_async.cli.run_inprocess import parse_program
 from anp_async.install import install, installed
-from anp_async.runner import parse_program
 from anp_async.transport.loop import KERNEL, STACK, StackLoopMixin, parse_host_map
 from tests.stackutil import ALL_MODES, wire_stacks
 

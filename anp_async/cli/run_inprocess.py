@@ -1,13 +1,7 @@
-"""``anp run``: run an unmodified program with its networking on the stack.
+"""``anp run --inprocess``: a Python asyncio program inside anp, on a stack event loop.
 
-Any dynamically linked program (C, curl, nc, ``python3 app.py`` with blocking sockets or
-asyncio) runs as a child with the preload library (:mod:`anp_async.preload.run`)::
-
-    anp run [stack options] [--isolate] -- PROGRAM ARGS
-    anp run --attach --tap T [--isolate] -- PROGRAM ARGS
-
-The in-process path below (``--inprocess``; implied by ``--loop uvloop`` and ``--map-host``)
-runs a Python asyncio program inside anp's own interpreter on a stack event loop::
+(Implied by ``--loop uvloop`` and ``--map-host``; other programs go through the preload
+library, :mod:`.run`.)::
 
     anp run [stack options] [--loop asyncio|uvloop] [--map-host FROM=TO] -- python app.py ARGS
     anp run ... -- python -m package.module ARGS
@@ -39,18 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .cli import (
-    CliError,
-    Command,
-    _check_stack_args,
-    mode_from_args,
-    open_stack_from_args,
-    register_command,
-)
-from .transport.loop import StackEventLoopPolicy, StackUnavailableError, parse_host_map
+from ..transport.loop import StackEventLoopPolicy, StackUnavailableError, parse_host_map
+from .base import CliError
+from .options import _check_stack_args, mode_from_args, open_stack_from_args
 
 if TYPE_CHECKING:
-    from .stack import Stack
+    from ..stack import Stack
 
 _PYTHON_NAME = re.compile(r"python(\d+(\.\d+)*)?")
 
@@ -166,7 +154,7 @@ class CliStackProvider:
             with contextlib.suppress(Exception):
                 stack.nic.close()
         if self.args.netns:
-            from .nic.netns import Netns
+            from ..nic.netns import Netns
 
             ns = Netns(self.args.netns)
             if ns.exists():
@@ -231,86 +219,14 @@ def _run_program(prog: Program) -> int:
         sys.modules["__main__"] = main_module
 
 
-def _sigterm_exit(signum: int, frame: Any) -> None:
+def sigterm_exit(signum: int, frame: Any) -> None:
     # SIGTERM's default action would kill the process before the stack's namespace is
     # removed: exit through Python instead (programs may install their own handler).
     raise SystemExit(128 + signum)
 
 
-def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--attach",
-        action="store_true",
-        help="use the stack that `anp up --tap T` runs (several programs share it)",
-    )
-    p.add_argument(
-        "--isolate",
-        action="store_true",
-        help="start the program in an empty network namespace of its own, so a socket the "
-        "preload library does not take fails instead of reaching the host's interfaces",
-    )
-    p.add_argument(
-        "--inprocess",
-        action="store_true",
-        help="run a Python asyncio program inside anp on a stack event loop (no preload "
-        "library; implied by --loop uvloop and --map-host)",
-    )
-    p.add_argument(
-        "--map-host",
-        action="append",
-        metavar="FROM=TO",
-        help="treat host FROM (as the program writes it: an address or name) as address "
-        "TO, e.g. 127.0.0.1=10.0.0.1 for a program with a hard-coded address (repeatable)",
-    )
-    p.add_argument(
-        "program",
-        nargs=argparse.REMAINDER,
-        help="-- python app.py [args] | -- python -m module [args]",
-    )
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """``anp run``: the program's exit status (2 when the stack cannot come up)."""
-    if args.inprocess or args.loop == "uvloop" or args.map_host:
-        if args.attach or args.isolate:
-            raise CliError("--attach and --isolate run programs through the preload library, "
-                           "not --inprocess (nor --loop uvloop, --map-host)")
-        return _cmd_run_inprocess(args)
-    return _cmd_run_preloaded(args)
-
-
-def _cmd_run_preloaded(args: argparse.Namespace) -> int:
-    from .preload.run import RunError, run_attached, run_with_stack
-
-    words = list(args.program)
-    if words and words[0] == "--":
-        words = words[1:]
-    if not words:
-        raise CliError("no program given: anp run [options] -- PROGRAM [ARGS]")
-    if args.attach:
-        if args.netns:
-            raise CliError("--attach uses a running stack: --netns belongs to its anp up")
-        main = run_attached(args, words)
-    else:
-        _check_stack_args(args)
-        mode_from_args(args)
-        if args.netns:
-            from .nic.netns import Netns
-
-            if Netns(args.netns).exists():
-                raise CliError(f"network namespace {args.netns} already exists")
-        main = run_with_stack(args, words)
-    old_sigterm = signal.signal(signal.SIGTERM, _sigterm_exit)
-    try:
-        with asyncio.Runner() as runner:
-            return runner.run(main)
-    except RunError as e:
-        raise CliError(str(e)) from None
-    finally:
-        signal.signal(signal.SIGTERM, old_sigterm)
-
-
-def _cmd_run_inprocess(args: argparse.Namespace) -> int:
+def cmd_run_inprocess(args: argparse.Namespace) -> int:
+    """The in-process path of ``anp run``: the program's exit status."""
     prog = parse_program(args.program)
     _check_stack_args(args)
     mode_from_args(args)  # bad mode options fail now, not in the program's first connect
@@ -319,7 +235,7 @@ def _cmd_run_inprocess(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise CliError(f"--map-host {e}") from None
     if args.netns:
-        from .nic.netns import Netns
+        from ..nic.netns import Netns
 
         if Netns(args.netns).exists():
             raise CliError(f"network namespace {args.netns} already exists")
@@ -337,7 +253,7 @@ def _cmd_run_inprocess(args: argparse.Namespace) -> int:
     policy = StackEventLoopPolicy(provider, args.loop, host_map)
     old_policy = asyncio.get_event_loop_policy()
     old_argv, old_path0 = sys.argv[:], sys.path[0]
-    old_sigterm = signal.signal(signal.SIGTERM, _sigterm_exit)
+    old_sigterm = signal.signal(signal.SIGTERM, sigterm_exit)
     asyncio.set_event_loop_policy(policy)
     try:
         return _run_program(prog)
@@ -350,14 +266,3 @@ def _cmd_run_inprocess(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, old_sigterm)
             sys.argv[:] = old_argv
             sys.path[0] = old_path0
-
-
-register_command(
-    Command(
-        "run",
-        "run an unmodified program (C, curl, nc, Python) with its sockets on the stack",
-        _configure,
-        cmd_run,
-        stack_options=True,
-    )
-)
