@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import select
 import signal
 import socket
@@ -276,3 +277,43 @@ def test_bench_scale_quick_writes_table_results_and_plot(tmp_path: Path) -> None
     assert rates["stack x1"] > 0 and rates["stack x2"] > 0
     assert len(doc["summary"][1]["worker_cpu"]) == 2  # CPU of each worker
     assert (out / "scale.png").stat().st_size > 0
+
+
+def test_anp_up_queues_serves_reports_every_worker_and_stops_cleanly() -> None:
+    import subprocess
+    import sys
+
+    from anp_async.nic.netns import unique_name
+
+    ns_name, tap = unique_name("anp-mqup"), "anpmqup0"
+    sock = control.socket_path(tap)
+    argv = [sys.executable, "-m", "anp_async.cli", "up", "--queues", "2", "--tap", tap,
+            "--netns", ns_name, "--echo", "7"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert "2 queues" in banner, banner + (proc.stderr.read() if proc.poll() else "")
+        ping = Netns(ns_name).run(["ping", "-c", "1", "-W", "2", STACK_IP])
+        assert ping.returncode == 0, ping.stdout
+        info = _ctl(sock, {"cmd": "info"})["info"]
+        assert [w["alive"] for w in info["workers"]] == [True, True]
+        pids = [w["pid"] for w in info["workers"]]
+        assert _ctl(sock, {"cmd": "set_mode", "mode": "coalesce", "params": {"rx_frames": 4}})
+        assert [_ctl(sock, {"cmd": "mode", "worker": i})["mode"] for i in (0, 1)] == [
+            "coalesce", "coalesce"]  # fmt: skip
+        stats = _ctl(sock, {"cmd": "stats"})["stats"]
+        assert stats["icmp"]["echo_replies_sent"] == 1 and set(stats["workers"]) == {"0", "1"}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        for pid in pids:  # no worker outlives the host
+            assert (
+                not os.path.exists(f"/proc/{pid}")
+                or "zombie" in open(f"/proc/{pid}/status").read().lower()
+            )
+        assert not Netns(ns_name).exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        Netns(ns_name).delete()
