@@ -343,9 +343,19 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(s)
     one = next((s["rate"] for s in out if s["queues"] == 1), None)
     one_mb = next((s.get("mbps") for s in out if s["queues"] == 1), None)
+    ones = {r["round"]: r["rate"] for r in rows if r["queues"] == 1 and "round" in r}
     for s in out:
         s["vs_one"] = s["rate"] / one if one else None
         s["mbps_vs_one"] = s["mbps"] / one_mb if one_mb and "mbps" in s else None
+        # Each round's rate over the 1-worker rate of the same round (measured seconds
+        # apart, under about the same load from other programs): their median.
+        pairs = [
+            r["rate"] / ones[r["round"]]
+            for r in rows
+            if r["setup"] == s["setup"] and ones.get(r.get("round", -1))
+        ]
+        s["round_ratios"] = pairs
+        s["vs_one_paired"] = statistics.median(pairs) if pairs else None
     return out
 
 
@@ -393,17 +403,18 @@ def plot(out: Path, summary: list[dict[str, Any]]) -> str:
 def table(summary: list[dict[str, Any]]) -> str:
     """The text table printed at the end."""
     lines = [
-        f"{'setup':<10} {'RR req/s':>10} {'x one':>6} {'bulk MB/s':>10} {'x one':>6} "
+        f"{'setup':<10} {'RR req/s':>10} {'x one':>6} {'paired':>6} {'bulk MB/s':>10} {'x one':>6} "
         f"{'worker CPU (RR)':<20} {'us CPU/req':>10} {'client CPU':>10} {'load':>6}  rounds (req/s)",
     ]
     for s in summary:
         cpu = " ".join(f"{c * 100:.0f}%" for c in s["worker_cpu"])
         vs = f"{s['vs_one']:.2f}" if s["vs_one"] else "-"
+        pv = f"{s['vs_one_paired']:.2f}" if s.get("vs_one_paired") else "-"
         mb = f"{s['mbps']:.0f}" if "mbps" in s else "-"
         mvs = f"{s['mbps_vs_one']:.2f}" if s.get("mbps_vs_one") else "-"
         rounds = ", ".join(f"{r:.0f}" for r in s["rates"])
         lines.append(
-            f"{s['setup']:<10} {s['rate']:>10.0f} {vs:>6} {mb:>10} {mvs:>6} {cpu:<20} "
+            f"{s['setup']:<10} {s['rate']:>10.0f} {vs:>6} {pv:>6} {mb:>10} {mvs:>6} {cpu:<20} "
             f"{s.get('worker_cpu_us_per_request') or 0:>10.0f} "
             f"{s['client_cpu'] * 100:>9.0f}% {s['load']:>6.2f}  {rounds}"
         )
