@@ -110,6 +110,8 @@ async def _serve(spec: WorkerSpec) -> None:
         vnet_hdr=spec.vnet_hdr,
     )
     nic.relay_out = list(spec.relay_out)
+    for fd in nic.relay_out:  # a sibling that stopped reading must never block this one
+        os.set_blocking(fd, False)
     cfg = StackConfig(
         nic=nic,
         ip=spec.ip,
