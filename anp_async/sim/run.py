@@ -268,6 +268,7 @@ def run_seed(
         try:
             loop.run_until_complete(_shutdown(world))
             loop.run_until_complete(loop.shutdown_asyncgens())
+            world.check_wire()
         except Exception as e:
             world.fail(f"shutdown: {type(e).__name__}: {e}")
         pkg_log.removeHandler(catcher)

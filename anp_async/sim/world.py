@@ -121,6 +121,10 @@ class Host:
     incarnation: int = 0
     #: Counters of the incarnations that are gone (frames offered, faults, ...).
     retired: dict[str, int] = field(default_factory=dict)
+    #: Every incarnation's port, for the wire's accounting at the end.
+    ports: list[Port] = field(default_factory=list)
+    #: Frames put on this host's wire end by an attacker beside it (``World.inject``).
+    injected: int = 0
 
 
 def _seed_stack(stack: Stack, rng: random.Random) -> None:
@@ -201,6 +205,7 @@ class World:
         stack.start()
         self.loop.watch_fd(host.wire.fileno())  # type: ignore[attr-defined]
         host.stack, host.port, host.nic = stack, port, nic
+        host.ports.append(port)
         self.trace.log("host", f"{host.name} up #{host.incarnation} mac={host.mac} {host.mode}")
         return stack
 
@@ -240,7 +245,21 @@ class World:
     def inject(self, host: Host, frame: bytes) -> None:
         """Put a raw frame on the wire as if ``host`` sent it (an attacker beside it)."""
         self.trace.frame(f"{host.name}!", frame)
+        before = host.wire.stats.tx_frames
         host.wire.send((frame,))
+        host.injected += host.wire.stats.tx_frames - before
+
+    def check_wire(self) -> None:
+        """After the stacks are down: every frame put on one end of the wire was read at
+        the other (by a stack, thrown away while its host was off, or still waiting)."""
+        for src, dst in ((self.hosts[0], self.hosts[1]), (self.hosts[1], self.hosts[0])):
+            sent = sum(p.sent for p in src.ports) + src.injected
+            waiting = 0
+            while batch := dst.wire.recv_batch(512):
+                waiting += len(batch)
+            read = sum(p.received + p.discarded for p in dst.ports) + waiting
+            if sent != read:
+                self.fail(f"wire {src.name}>{dst.name}: {sent} frames sent, {read} arrived")
 
     def fail(self, msg: str) -> None:
         """Record an invariant violation (the run fails; the first one is reported)."""
