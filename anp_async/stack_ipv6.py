@@ -152,7 +152,8 @@ class Ipv6Layer:
                 return
             c.inc("reassembled")
             self.stack.rx_csum_trusted = False
-            hdr.proto, hdr.fragment = proto, None
+            # hdr.fragment stays: the last fragment's, which an error would have to quote
+            hdr.proto = proto
             data = memoryview(buf)[offset:]
             hdr.payload_length = hdr.header_len - ip6.HEADER_LEN + len(buf)
         proto = hdr.proto
@@ -170,9 +171,8 @@ class Ipv6Layer:
         else:
             c.inc("unknown_next_header")
             # RFC 8200 (4): an unrecognised Next Header is a Parameter Problem, code 1
-            if hdr.fragment is None and not ip6.is_multicast(dst):
-                pointer = 6 if hdr.header_len == ip6.HEADER_LEN else hdr.header_len
-                self.send_error(hdr, packet, data, icmpv6.PARAM_PROBLEM, 1, pointer)
+            if not ip6.is_multicast(dst):
+                self.send_error(hdr, packet, data, icmpv6.PARAM_PROBLEM, 1, hdr.nh_offset)
 
     def _param_problem(self, packet: memoryview, e: ip6.ParamProblem, link_mc: bool) -> None:
         try:
@@ -200,6 +200,12 @@ class Ipv6Layer:
     ) -> bool:
         """Send an ICMPv6 error about a received packet if RFC 4443 (2.4) allows it."""
         ic = self.icmp_counters
+        frag = hdr.fragment
+        if frag is not None and frag.offset != 0:
+            # a reassembled packet whose last fragment was not the first: the quote would
+            # lack the upper-layer header (as IPv4 does, RFC 1122 3.2.2)
+            ic.inc("error_suppressed")
+            return False
         if not icmpv6.error_allowed(hdr, payload, type_, link_multicast, multicast_ok):
             ic.inc("error_suppressed")
             return False

@@ -145,6 +145,9 @@ class IPv6Header:
     proto: int = NH_NONE
     header_len: int = HEADER_LEN
     fragment: Fragment | None = None
+    #: offset of the Next Header field that names ``proto`` (6, or the start of the last
+    #: extension header): where a Parameter Problem about it points (RFC 4443 (3.4))
+    nh_offset: int = 6
 
     @property
     def is_fragment(self) -> bool:
@@ -209,6 +212,14 @@ def walk_extensions(
     after it). Offsets in errors are from the start of ``buf``, which must begin with the
     IPv6 header. Raises ``ParamProblem`` where RFC 8200 wants one sent, else ``ParseError``.
     """
+    proto, upper, frag, _nh_at = _walk(buf, next_header, offset, dst_multicast)
+    return proto, upper, frag
+
+
+def _walk(
+    buf: Buffer, next_header: int, offset: int, dst_multicast: bool
+) -> tuple[int, int, Fragment | None, int]:
+    """:func:`walk_extensions`, also giving the offset of the last Next Header field."""
     view = buf if type(buf) is memoryview else memoryview(buf)
     n = len(view)
     nh = next_header
@@ -222,7 +233,7 @@ def walk_extensions(
                 raise ParseError("ip6_truncated", "fragment header")
             fnh, _res, off_m, ident = _FRAG.unpack_from(view, offset)
             frag = Fragment(fnh, off_m & 0xFFF8, bool(off_m & 1), ident, offset)
-            return fnh, offset + 8, frag
+            return fnh, offset + 8, frag, offset
         if offset + 8 > n:
             raise ParseError("ip6_truncated", f"extension header {nh}")
         length = (view[offset + 1] + 1) * 8
@@ -238,7 +249,7 @@ def walk_extensions(
         prev_nh_at = offset
         nh = view[offset]
         offset += length
-    return nh, offset, None
+    return nh, offset, None, prev_nh_at
 
 
 def parse_ipv6(buf: Buffer) -> tuple[IPv6Header, memoryview]:
@@ -260,7 +271,7 @@ def parse_ipv6(buf: Buffer) -> tuple[IPv6Header, memoryview]:
     if hdr.payload_length == 0 and hdr.next_header == NH_HOPOPTS:
         # a jumbogram (RFC 2675) or nonsense: neither is spoken here
         raise ParseError("ip6_bad_length", "jumbogram")
-    proto, offset, frag = walk_extensions(view, hdr.next_header, HEADER_LEN, is_multicast(hdr.dst))
+    proto, offset, frag, nh_at = _walk(view, hdr.next_header, HEADER_LEN, is_multicast(hdr.dst))
     if frag is not None:
         data_len = end - offset
         # RFC 8200 (4.5): every fragment but the last holds a multiple of 8 octets
@@ -272,6 +283,7 @@ def parse_ipv6(buf: Buffer) -> tuple[IPv6Header, memoryview]:
     hdr.proto = proto
     hdr.header_len = offset
     hdr.fragment = frag
+    hdr.nh_offset = nh_at
     return hdr, view[offset:]
 
 

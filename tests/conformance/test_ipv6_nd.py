@@ -223,6 +223,22 @@ async def test_rfc8200_4_unknown_next_header_parameter_problem(
         w.close()
 
 
+async def test_rfc8200_4_unknown_next_header_after_extension(
+    target: Target, record: Recorder
+) -> None:
+    """RFC 8200 4 / RFC 4443 3.4: after a Destination Options header, the pointer names that
+    header's Next Header field (offset 40)."""
+    w = await v6wire(target)
+    try:
+        opts = Raw(bytes([253, 0, 1, 4, 0, 0, 0, 0]))  # Next Header 253, PadN
+        w.send(IPv6(src=w.my_ip, dst=w.target_ip, nh=60) / opts / Raw(b"y" * 16))
+        pp = await w.expect(lambda p: ICMPv6ParamProblem in p, "parameter problem")
+        assert (pp[ICMPv6ParamProblem].code, pp[ICMPv6ParamProblem].ptr) == (1, 40)
+        record("Parameter Problem code 1 pointer 40")
+    finally:
+        w.close()
+
+
 async def test_rfc8200_4_2_unknown_option_action_10(target: Target, record: Recorder) -> None:
     """RFC 8200 4.2: an unrecognised option whose type starts with binary 10 discards the
     packet and sends Parameter Problem code 2 pointing at the option."""

@@ -92,6 +92,9 @@ def test_extension_headers_walked():
     assert hdr.proto == IPPROTO_TCP
     assert hdr.header_len == 40 + 8 + 8 + 8
     assert len(payload) == 20
+    assert hdr.nh_offset == 40 + 8 + 8  # the Routing header's Next Header field
+    plain, _ = parse_ipv6(bytes(IPv6(src=A, dst=B, nh=253) / Raw(b"x" * 8)))
+    assert (plain.proto, plain.nh_offset) == (253, 6)
 
 
 def test_extension_header_errors():
