@@ -74,6 +74,8 @@ class Ipv6Layer:
         self.routers = nd.RouterList(self.mtu)
         self.reassembler = ip6.Reassembler6()
         self.errors = icmpv6.RateLimiter()
+        #: Path MTUs learnt from Packet Too Big (RFC 8201): destination -> (mtu, expiry).
+        self.pmtu: dict[bytes, tuple[int, float]] = {}
         self.counters = Counters()
         self.icmp_counters = Counters()
         self._ident = int.from_bytes(os.urandom(4), "big")
@@ -272,7 +274,8 @@ class Ipv6Layer:
         if msg.type == icmpv6.DEST_UNREACH:
             type4, code4 = _DEST_UNREACH4, _ICMP6_TO_ICMP4.get(msg.code, 1)
         elif msg.type == icmpv6.PACKET_TOO_BIG:
-            c.inc("packet_too_big")  # path MTU discovery (RFC 8201) is not done
+            c.inc("packet_too_big")
+            self._learn_pmtu(quoted.dst, msg.rest)
             return
         else:
             type4, code4 = 11, 0  # time exceeded / parameter problem: soft errors
@@ -379,11 +382,10 @@ class Ipv6Layer:
         for p in parts:
             length += len(p)
         packets: list[list[Buffer]]
-        if length + ip6.HEADER_LEN > self.mtu and vnet is None:
+        mtu = self.path_mtu(dst)
+        if length + ip6.HEADER_LEN > mtu and vnet is None:
             self._ident = (self._ident + 1) & 0xFFFFFFFF
-            pieces = ip6.fragment6(
-                b"".join(parts), self.mtu, src, dst, proto, self._ident, hop_limit
-            )
+            pieces = ip6.fragment6(b"".join(parts), mtu, src, dst, proto, self._ident, hop_limit)
             packets = [[h, piece] for h, piece in pieces]
             self.counters.inc("fragmented")
         else:
@@ -401,6 +403,34 @@ class Ipv6Layer:
             for s in self.neighbors.resolve(hop, (pkt, vnet), now):
                 self._send_ns(s.target, s.dst_ip, s.dst_mac)
         self._arm()
+
+    def _learn_pmtu(self, dst: bytes, mtu: int) -> None:
+        """RFC 8201 (4): a Packet Too Big lowers the path MTU to ``dst`` (never below
+        1280; one above the current value is ignored); the estimate is kept 10 minutes
+        (RFC 8201 (4): an increase may be tried after at least 5). At most 1024 paths."""
+        mtu = max(ip6.MIN_MTU, mtu)
+        if mtu >= self.path_mtu(dst):
+            self.icmp_counters.inc("packet_too_big_ignored")
+            return
+        if len(self.pmtu) >= 1024 and dst not in self.pmtu:
+            self.pmtu.pop(next(iter(self.pmtu)))
+        self.pmtu[dst] = (mtu, self.stack.now() + 600.0)
+        self.counters.inc("pmtu_lowered")
+
+    def path_mtu(self, dst: bytes) -> int:
+        """The MTU to use towards ``dst``: the link's, or less as Packet Too Big said.
+
+        TCP's segments are cut to it by fragmentation at the source (RFC 8200 (5)); its MSS
+        is not lowered, and TSO super-segments are not re-cut (their checksum is partial).
+        """
+        known = self.pmtu.get(dst)
+        if known is None:
+            return self.mtu
+        mtu, expires = known
+        if expires <= self.stack.now():
+            del self.pmtu[dst]
+            return self.mtu
+        return min(mtu, self.mtu)
 
     def _send_icmp(
         self, type_: int, rest: int, body: bytes, src: bytes, dst: bytes, mac: bytes

@@ -197,3 +197,41 @@ async def test_unmodified_asyncio_program_over_ipv6() -> None:
             t.close()
         echo_t.close()
         server.close()
+
+
+async def test_packet_too_big_lowers_the_path_mtu() -> None:
+    """RFC 8201: after a Packet Too Big (MTU 1300) the source fragments what is larger."""
+    from anp_async.proto import icmpv6
+    from anp_async.proto.ipv6 import NH_ICMPV6, build_ipv6_header
+
+    async with v6_stacks(dad=0) as (a, b):
+        assert a.v6 is not None and b.v6 is not None
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        class P(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                got.put_nowait(data)
+
+        await b.create_datagram_endpoint(P, local_addr=("::", 6000))
+        ta, _ = await a.create_datagram_endpoint(P, remote_addr=("fd00::2", 6000))
+        ta.sendto(b"x" * 1400)  # fits the link's 1500
+        assert await asyncio.wait_for(got.get(), 5) == b"x" * 1400
+        assert a.v6.counters["fragmented"] == 0
+        quote = build_ipv6_header(a.v6.ip_b, b.v6.ip_b, 17, 1408) + bytes(48)
+        too_big = icmpv6.build_error(
+            icmpv6.PACKET_TOO_BIG, 0, quote, b.v6.ip_b, a.v6.ip_b, rest=1300
+        )
+        b.send_ip(a.v6.ip_b, NH_ICMPV6, [too_big])
+        for _ in range(100):
+            if a.v6.path_mtu(b.v6.ip_b) == 1300:
+                break
+            await asyncio.sleep(0.01)
+        assert a.v6.path_mtu(b.v6.ip_b) == 1300
+        ta.sendto(b"y" * 1400)
+        assert await asyncio.wait_for(got.get(), 5) == b"y" * 1400
+        assert a.v6.counters["fragmented"] == 1
+        # a larger "MTU" than the path's is ignored; below 1280 counts as 1280 (RFC 8201)
+        a.v6._learn_pmtu(b.v6.ip_b, 1400)
+        assert a.v6.path_mtu(b.v6.ip_b) == 1300
+        a.v6._learn_pmtu(b.v6.ip_b, 500)
+        assert a.v6.path_mtu(b.v6.ip_b) == 1280
