@@ -146,6 +146,10 @@ class StackConfig:
             parse_prefix6(self.ip6)
         if self.gateway6 is not None:
             ip6_to_bytes(self.gateway6)
+        if isinstance(self.dad_transmits, bool) or not isinstance(self.dad_transmits, int):
+            raise ValueError(f"dad_transmits must be an integer, got {self.dad_transmits!r}")
+        if not 0 <= self.dad_transmits <= 10:
+            raise ValueError(f"dad_transmits must be 0..10, got {self.dad_transmits}")
         if self.pcap is not None and not isinstance(self.pcap, str):
             raise ValueError(f"pcap must be a file name, got {self.pcap!r}")
 
@@ -238,6 +242,9 @@ class Stack:
         #: The IPv6 side (None without an IPv6 address).
         self.v6: Ipv6Layer | None = None
         if config.ip6:
+            if self.mtu < 1280:
+                # RFC 8200 (5): every link that carries IPv6 has an MTU of 1280 or more
+                raise ValueError(f"IPv6 needs an MTU of at least 1280, the link has {self.mtu}")
             self.v6 = Ipv6Layer(self, config.ip6, config.gateway6, dad_transmits=config.dad_transmits)
         self.udp = UdpLayer(self)
         self.tcp = TcpLayer(self, tcp_cfg)

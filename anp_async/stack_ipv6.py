@@ -68,7 +68,7 @@ class Ipv6Layer:
         self.ip = ip6.ip6_to_str(self.ip_b)
         self.link_local = ip6.link_local_from_mac(stack.mac_b)
         self.gateway = ip6.ip6_to_bytes(gateway) if gateway else None
-        self.mtu = max(ip6.MIN_MTU, stack.mtu)
+        self.mtu = stack.mtu  # at least 1280: Stack checks (RFC 8200 (5))
         self.neighbors = nd.NeighborCache()
         self.dad = nd.DadTable(transmits=dad_transmits)
         self.routers = nd.RouterList(self.mtu)

@@ -235,3 +235,18 @@ async def test_packet_too_big_lowers_the_path_mtu() -> None:
         assert a.v6.path_mtu(b.v6.ip_b) == 1300
         a.v6._learn_pmtu(b.v6.ip_b, 500)
         assert a.v6.path_mtu(b.v6.ip_b) == 1280
+
+
+def test_ipv6_configuration_checked() -> None:
+    nic_a, nic_b = Wire.pair()
+    try:
+        for bad in ("fd00::2/129", "ff02::1/64", "::1/128", "not-an-address"):
+            with pytest.raises(ValueError):
+                StackConfig(nic=nic_a, ip6=bad)
+        with pytest.raises(ValueError):
+            StackConfig(nic=nic_a, ip6="fd00::2/64", dad_transmits=-1)
+        with pytest.raises(ValueError, match="1280"):
+            Stack(StackConfig(nic=nic_a, ip6="fd00::2/64", mtu=1000))
+    finally:
+        nic_a.close()
+        nic_b.close()
