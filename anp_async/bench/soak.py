@@ -103,6 +103,7 @@ ts = [threading.Thread(target=client, args=(i,)) for i in range(conns)]
 [t.start() for t in ts]; [t.join() for t in ts]
 stats["errors"] = stats["errors"][:10]
 print(json.dumps(stats), flush=True)
+sys.stdin.read()  # keep serving the stack's clients until the parent says they are done
 """
 
 
@@ -159,7 +160,7 @@ async def _stack_client(
         try:
             r, w = await asyncio.wait_for(stack.open_connection(KERNEL_IP, ECHO_PORT), 60)
         except ConnectionRefusedError as e:
-            # The kernel answered a SYN with RST (counted apart: see the report).
+            # The kernel answered a SYN with RST: its listener is gone (counted apart).
             out["refused"] += 1
             out["errors"].append(f"connect: {e!r}")
             await asyncio.sleep(0.2)
@@ -254,7 +255,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             peer = await asyncio.create_subprocess_exec(
                 "ip", "netns", "exec", ns.name, sys.executable, "-c", KERNEL_PEER,
                 STACK_IP, str(ECHO_PORT), str(args.conns), str(seconds), str(args.seed),
-                stdout=asyncio.subprocess.PIPE,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             assert peer.stdout is not None
             if b"ready" not in await asyncio.wait_for(peer.stdout.readline(), 30):
@@ -265,7 +266,11 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 *(_stack_client(stack, i, deadline, args.seed, out) for i in range(args.conns))
             )
             line = await asyncio.wait_for(peer.stdout.readline(), seconds + 180)
-            await peer.wait()
+            # Only now may the kernel's echo server go (the stack's clients are done): it
+            # went with the peer's clients before, and a last connect met no listener.
+            assert peer.stdin is not None
+            peer.stdin.close()
+            await asyncio.wait_for(peer.wait(), 30)
             kernel = json.loads(line or b"{}")
             server.close()
             # Let the last connections close (FIN handshakes, idle timeouts, TIME_WAIT).
@@ -321,8 +326,8 @@ def _verdict(rep: dict[str, Any]) -> list[str]:
         bad.append(f"TCBs left after the traffic stopped: {hung}")
     if not sc["ok"] or not kc.get("client_ok"):
         bad.append("no connection completed on one side")
-    if sc["refused"] * 100 > sc["ok"] + sc["aborted"]:
-        bad.append(f"{sc['refused']} connects refused by the kernel (more than 1%)")
+    if sc["refused"]:
+        bad.append(f"{sc['refused']} connects refused by the kernel's echo server")
     return bad
 
 
