@@ -26,7 +26,8 @@
  * - UDP sockets are SOCK_SEQPACKET pairs; each datagram carries an 8-byte address header that
  *   the library adds on send and strips on receive.
  * - Loopback destinations (and binds) turn the socket back into a kernel socket; AF_UNIX and
- *   every other family are never touched.
+ *   every other family are never touched. AF_INET6 sockets speak IPv6 to the stack, and
+ *   IPv4 as v4-mapped addresses unless IPV6_V6ONLY is set, as on Linux.
  *
  * Wire format of the control channel (SOCK_SEQPACKET; one struct anp_msg per request and
  * per reply; must match anp_async/preload/protocol.py).
@@ -70,22 +71,33 @@ struct anp_msg {
 
 enum {
     OP_SOCKET = 1,   /* a0 type, a1/a2 inode of the program's end, a3 family; fd -> sid   */
-    OP_BIND = 2,     /* data sockaddr_in                                                  */
+    OP_BIND = 2,     /* data: an address slot (sockaddr_in or sockaddr_in6, 28 bytes)     */
     OP_LISTEN = 3,   /* a0 backlog                                                        */
-    OP_ACCEPT = 4,   /* -> sid of the new socket, data peer + local sockaddr_in; fd       */
-    OP_CONNECT = 5,  /* data sockaddr_in, a0 filler bytes                                */
-    OP_NAME = 6,     /* a0 0 = sockname, 1 = peername -> data sockaddr_in                 */
+    OP_ACCEPT = 4,   /* -> sid of the new socket, data: peer slot + local slot; fd        */
+    OP_CONNECT = 5,  /* data: an address slot, a0 filler bytes                           */
+    OP_NAME = 6,     /* a0 0 = sockname, 1 = peername -> data: an address slot            */
     OP_SETOPT = 7,   /* a0 level, a1 name, data value (len)                              */
     OP_GETOPT = 8,   /* a0 level, a1 name -> data value (len)                            */
     OP_EOF = 9,      /* why did the stream end? -> res 0 or -errno (ECONNRESET ...)      */
     OP_IDENTIFY = 10 /* a0/a1 inode -> sid, a0 type, a1 state, a2 family                  */
 };
 
+/* An address on the control channel: a sockaddr_in or a sockaddr_in6 (the family says
+ * which) in a slot of sizeof(struct sockaddr_in6) = 28 bytes. */
+union anp_addr {
+    struct sockaddr sa;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+};
+#define ANP_ADDR_SLOT ((uint32_t)sizeof(struct sockaddr_in6))
+
 /* Datagram header between the program's end and the anp end of a UDP socket. */
 struct anp_udp_hdr {
-    uint32_t addr; /* network order */
-    uint16_t port; /* network order */
-    uint16_t err;  /* from anp: an errno to report instead of a datagram (ICMP) */
+    uint8_t addr[16]; /* IPv4: the first 4 bytes */
+    uint16_t port;    /* network order */
+    uint16_t err;     /* from anp: an errno to report instead of a datagram (ICMP) */
+    uint16_t family;  /* AF_INET or AF_INET6 */
+    uint16_t pad;
 };
 
 /* ------------------------------------------------------------------ state */
@@ -109,7 +121,7 @@ struct anp_sock {
     int eof_asked;
     int sndbuf_restore; /* the send buffer size to give back after a connect's filler */
     int udp_connected;
-    struct sockaddr_in udp_peer;
+    union anp_addr udp_peer;
     int nopts;
     struct anp_opt opts[ANP_MAX_OPTS]; /* replayed if the socket goes to the kernel */
 };
@@ -352,15 +364,15 @@ static void msg_init(struct anp_msg *m, int op, int sid)
 
 /* ------------------------------------------------------------------ addresses */
 
-/* The program's address (AF_INET, or AF_INET6 holding a v4-mapped or unspecified
- * address) as an AF_INET address. Returns 0, or an errno. *loopback is set for 127/8, ::1. */
-static int to_v4(const struct anp_sock *s, const struct sockaddr *sa, socklen_t len,
-                 struct sockaddr_in *out, int *loopback)
+/* The program's address as the stack takes it: IPv4 (an AF_INET address, or an AF_INET6
+ * socket's v4-mapped one unless IPV6_V6ONLY) or IPv6. Returns 0 or an errno; *loopback is
+ * set for 127/8 and ::1, which stay with the kernel. */
+static int to_stack(const struct anp_sock *s, const struct sockaddr *sa, socklen_t len,
+                    int binding, union anp_addr *out, int *loopback)
 {
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     *loopback = 0;
     memset(out, 0, sizeof *out);
-    out->sin_family = AF_INET;
     if (!sa)
         return EFAULT;
     if (sa->sa_family == AF_INET) {
@@ -368,10 +380,9 @@ static int to_v4(const struct anp_sock *s, const struct sockaddr *sa, socklen_t 
             return EINVAL;
         if (s->family == AF_INET6)
             return EAFNOSUPPORT;
-        memcpy(out, sa, sizeof *out);
-        out->sin_family = AF_INET;
-        memset(out->sin_zero, 0, sizeof out->sin_zero);
-        *loopback = (ntohl(out->sin_addr.s_addr) >> 24) == 127;
+        memcpy(&out->v4, sa, sizeof out->v4);
+        memset(out->v4.sin_zero, 0, sizeof out->v4.sin_zero);
+        *loopback = (ntohl(out->v4.sin_addr.s_addr) >> 24) == 127;
         return 0;
     }
     if (sa->sa_family == AF_INET6) {
@@ -380,53 +391,68 @@ static int to_v4(const struct anp_sock *s, const struct sockaddr *sa, socklen_t 
             return EINVAL;
         if (s->family != AF_INET6)
             return EAFNOSUPPORT;
-        out->sin_port = s6->sin6_port;
         if (IN6_IS_ADDR_LOOPBACK(&s6->sin6_addr)) {
             *loopback = 1;
             return 0;
         }
-        if (IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr))
-            return s->v6only ? EADDRNOTAVAIL : 0;
-        if (memcmp(&s6->sin6_addr, mapped, 12) == 0 && !s->v6only) {
-            memcpy(&out->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
-            *loopback = (ntohl(out->sin_addr.s_addr) >> 24) == 127;
+        if (memcmp(&s6->sin6_addr, mapped, 12) == 0) {
+            if (s->v6only) /* RFC 4038 / Linux: a v6-only socket has no IPv4 */
+                return binding ? EADDRNOTAVAIL : ENETUNREACH;
+            out->v4.sin_family = AF_INET;
+            out->v4.sin_port = s6->sin6_port;
+            memcpy(&out->v4.sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+            *loopback = (ntohl(out->v4.sin_addr.s_addr) >> 24) == 127;
             return 0;
         }
-        return ENETUNREACH; /* the stack has no IPv6 yet */
+        out->v6 = *s6;
+        return 0;
     }
-    if (sa->sa_family == AF_UNSPEC)
-        return EAFNOSUPPORT;
     return EAFNOSUPPORT;
 }
 
-/* An AF_INET address from the stack, as the program's family wants it. */
-static void from_v4(const struct anp_sock *s, const struct sockaddr_in *in,
-                    struct sockaddr *sa, socklen_t *len)
+/* An address from the stack, as the program's socket family wants it (IPv4 to an AF_INET6
+ * socket becomes v4-mapped, 0.0.0.0 becomes ::). */
+static void from_stack(const struct anp_sock *s, const union anp_addr *in,
+                       struct sockaddr *sa, socklen_t *len)
 {
-    union {
-        struct sockaddr_in v4;
-        struct sockaddr_in6 v6;
-    } u;
+    union anp_addr u;
     socklen_t n;
     if (!sa || !len)
         return;
     memset(&u, 0, sizeof u);
-    if (s->family == AF_INET6) {
+    if (in->sa.sa_family == AF_INET6) {
+        u.v6 = in->v6;
+        n = sizeof u.v6;
+    } else if (s->family == AF_INET6) {
         u.v6.sin6_family = AF_INET6;
-        u.v6.sin6_port = in->sin_port;
-        if (in->sin_addr.s_addr) {
+        u.v6.sin6_port = in->v4.sin_port;
+        if (in->v4.sin_addr.s_addr) {
             u.v6.sin6_addr.s6_addr[10] = 0xff;
             u.v6.sin6_addr.s6_addr[11] = 0xff;
-            memcpy(&u.v6.sin6_addr.s6_addr[12], &in->sin_addr, 4);
+            memcpy(&u.v6.sin6_addr.s6_addr[12], &in->v4.sin_addr, 4);
         }
         n = sizeof u.v6;
     } else {
-        u.v4 = *in;
+        u.v4 = in->v4;
         u.v4.sin_family = AF_INET;
         n = sizeof u.v4;
     }
     memcpy(sa, &u, *len < n ? *len : n);
     *len = n;
+}
+
+/* "address:port" for the debug log. */
+static const char *addr_str(const union anp_addr *a, char *buf, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (a->sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &a->v6.sin6_addr, ip, sizeof ip);
+        snprintf(buf, n, "[%s]:%d", ip, ntohs(a->v6.sin6_port));
+    } else {
+        inet_ntop(AF_INET, &a->v4.sin_addr, ip, sizeof ip);
+        snprintf(buf, n, "%s:%d", ip, ntohs(a->v4.sin_port));
+    }
+    return buf;
 }
 
 /* ------------------------------------------------------------------ socket() */
@@ -529,16 +555,15 @@ static int fill_send_buffer(int fd, int *sndbuf);
 int bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
     struct anp_sock *s;
-    struct sockaddr_in a;
+    union anp_addr a;
     struct anp_msg req, rep;
+    char buf[80];
     int lo, e, rc;
     ensure_real();
     s = lookup(fd);
     if (!s)
         return real_bind(fd, addr, len);
-    e = to_v4(s, addr, len, &a, &lo);
-    if (e == ENETUNREACH)
-        e = EADDRNOTAVAIL;
+    e = to_stack(s, addr, len, 1, &a, &lo);
     if (e)
         return fail(e);
     if (lo) {
@@ -549,10 +574,10 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
         return real_bind(fd, addr, len);
     }
     msg_init(&req, OP_BIND, s->sid);
-    memcpy(req.data, &a, sizeof a);
-    req.len = sizeof a;
+    memcpy(req.data, &a, ANP_ADDR_SLOT);
+    req.len = ANP_ADDR_SLOT;
     rc = ctl_call(&req, -1, &rep, NULL);
-    LOG("bind(%d, %s:%d) = %d", fd, inet_ntoa(a.sin_addr), ntohs(a.sin_port), rc);
+    LOG("bind(%d, %s) = %d", fd, addr_str(&a, buf, sizeof buf), rc);
     return rc < 0 ? fail(-rc) : 0;
 }
 
@@ -585,7 +610,8 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
 {
     struct anp_sock *s, *ns;
     struct anp_msg req, rep;
-    struct sockaddr_in peer;
+    union anp_addr peer;
+    char buf[80];
     int rc, nfd;
     char token;
     ensure_real();
@@ -624,9 +650,9 @@ int accept4(int fd, struct sockaddr *addr, socklen_t *alen, int flags)
         return fail(ENOMEM);
     }
     tab_set(nfd, ns);
-    memcpy(&peer, rep.data, sizeof peer);
-    from_v4(ns, &peer, addr, alen);
-    LOG("accept(%d) = %d from %s:%d", fd, nfd, inet_ntoa(peer.sin_addr), ntohs(peer.sin_port));
+    memcpy(&peer, rep.data, ANP_ADDR_SLOT);
+    from_stack(ns, &peer, addr, alen);
+    LOG("accept(%d) = %d from %s", fd, nfd, addr_str(&peer, buf, sizeof buf));
     return nfd;
 }
 
@@ -700,8 +726,9 @@ static int wait_writable(int fd)
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
     struct anp_sock *s;
-    struct sockaddr_in a;
+    union anp_addr a;
     struct anp_msg req, rep;
+    char buf[80];
     int lo, e, rc, sndbuf = 0, filler = 0, err;
     ensure_real();
     s = lookup(fd);
@@ -713,7 +740,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
         ctl_call(&req, -1, &rep, NULL);
         return 0;
     }
-    e = to_v4(s, addr, len, &a, &lo);
+    e = to_stack(s, addr, len, 0, &a, &lo);
     if (e)
         return fail(e);
     if (lo) {
@@ -724,8 +751,8 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
         return real_connect(fd, addr, len);
     }
     msg_init(&req, OP_CONNECT, s->sid);
-    memcpy(req.data, &a, sizeof a);
-    req.len = sizeof a;
+    memcpy(req.data, &a, ANP_ADDR_SLOT);
+    req.len = ANP_ADDR_SLOT;
     if (s->type == SOCK_DGRAM) {
         rc = ctl_call(&req, -1, &rep, NULL);
         if (rc < 0)
@@ -741,7 +768,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
         req.a[0] = filler;
     }
     rc = ctl_call(&req, -1, &rep, NULL);
-    LOG("connect(%d, %s:%d) = %d", fd, inet_ntoa(a.sin_addr), ntohs(a.sin_port), rc);
+    LOG("connect(%d, %s) = %d", fd, addr_str(&a, buf, sizeof buf), rc);
     if (s->state == ST_NEW)
         s->sndbuf_restore = sndbuf; /* the anp process drained the filler or will */
     if (rc < 0) {
@@ -770,14 +797,14 @@ static int get_name(int fd, struct sockaddr *addr, socklen_t *alen, int peer)
 {
     struct anp_sock *s = lookup(fd);
     struct anp_msg req, rep;
-    struct sockaddr_in a;
+    union anp_addr a;
     int rc;
     if (!s)
         return peer ? real_getpeername(fd, addr, alen) : real_getsockname(fd, addr, alen);
     if (!addr || !alen)
         return fail(EFAULT);
     if (peer && s->type == SOCK_DGRAM && s->udp_connected) {
-        from_v4(s, &s->udp_peer, addr, alen);
+        from_stack(s, &s->udp_peer, addr, alen);
         return 0;
     }
     msg_init(&req, OP_NAME, s->sid);
@@ -785,8 +812,8 @@ static int get_name(int fd, struct sockaddr *addr, socklen_t *alen, int peer)
     rc = ctl_call(&req, -1, &rep, NULL);
     if (rc < 0)
         return fail(-rc);
-    memcpy(&a, rep.data, sizeof a);
-    from_v4(s, &a, addr, alen);
+    memcpy(&a, rep.data, ANP_ADDR_SLOT);
+    from_stack(s, &a, addr, alen);
     return 0;
 }
 
@@ -834,11 +861,13 @@ int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
         return real_setsockopt(fd, level, name, val, len);
     if (!val && len)
         return fail(EFAULT);
-    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY && s->family == AF_INET6) {
+    if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY) {
+        if (s->family != AF_INET6)
+            return fail(ENOPROTOOPT);
         if (len < sizeof(int))
             return fail(EINVAL);
         memcpy(&s->v6only, val, sizeof(int));
-        return 0;
+        s->v6only = s->v6only != 0; /* and the stack learns it below (listener families) */
     }
     if (native_opt(level, name)) {
         /* the pair's own buffers and timeouts: set them on the descriptor */
@@ -971,7 +1000,7 @@ static inline ssize_t stream_send_ready(int fd, struct anp_sock *s, int flags)
 static ssize_t udp_send(int fd, struct anp_sock *s, const struct msghdr *msg, int flags)
 {
     struct anp_udp_hdr h;
-    struct sockaddr_in dst;
+    union anp_addr dst;
     struct iovec iov[IOV_MAX];
     struct msghdr m;
     size_t total = 0, i;
@@ -980,7 +1009,7 @@ static ssize_t udp_send(int fd, struct anp_sock *s, const struct msghdr *msg, in
     if (msg->msg_iovlen >= IOV_MAX)
         return fail(EMSGSIZE);
     if (msg->msg_name && msg->msg_namelen) {
-        e = to_v4(s, msg->msg_name, msg->msg_namelen, &dst, &lo);
+        e = to_stack(s, msg->msg_name, msg->msg_namelen, 0, &dst, &lo);
         if (e)
             return fail(e);
         if (lo) {
@@ -999,9 +1028,15 @@ static ssize_t udp_send(int fd, struct anp_sock *s, const struct msghdr *msg, in
         total += msg->msg_iov[i].iov_len;
     if (total > 65507)
         return fail(EMSGSIZE);
-    h.addr = dst.sin_addr.s_addr;
-    h.port = dst.sin_port;
-    h.err = 0;
+    memset(&h, 0, sizeof h);
+    h.family = dst.sa.sa_family;
+    if (dst.sa.sa_family == AF_INET6) {
+        memcpy(h.addr, &dst.v6.sin6_addr, 16);
+        h.port = dst.v6.sin6_port;
+    } else {
+        memcpy(h.addr, &dst.v4.sin_addr, 4);
+        h.port = dst.v4.sin_port;
+    }
     iov[0].iov_base = &h;
     iov[0].iov_len = sizeof h;
     memcpy(&iov[1], msg->msg_iov, msg->msg_iovlen * sizeof(struct iovec));
@@ -1022,7 +1057,7 @@ static ssize_t udp_recv(int fd, struct anp_sock *s, struct msghdr *msg, int flag
     struct anp_udp_hdr h;
     struct iovec iov[IOV_MAX];
     struct msghdr m;
-    struct sockaddr_in src;
+    union anp_addr src;
     ssize_t r;
     if (msg->msg_iovlen >= IOV_MAX)
         return fail(EMSGSIZE);
@@ -1048,12 +1083,18 @@ static ssize_t udp_recv(int fd, struct anp_sock *s, struct msghdr *msg, int flag
         break;
     }
     memset(&src, 0, sizeof src);
-    src.sin_family = AF_INET;
-    src.sin_addr.s_addr = h.addr;
-    src.sin_port = h.port;
+    if (h.family == AF_INET6) {
+        src.v6.sin6_family = AF_INET6;
+        memcpy(&src.v6.sin6_addr, h.addr, 16);
+        src.v6.sin6_port = h.port;
+    } else {
+        src.v4.sin_family = AF_INET;
+        memcpy(&src.v4.sin_addr, h.addr, 4);
+        src.v4.sin_port = h.port;
+    }
     if (msg->msg_name) {
         socklen_t l = msg->msg_namelen;
-        from_v4(s, &src, msg->msg_name, &l);
+        from_stack(s, &src, msg->msg_name, &l);
         msg->msg_namelen = l;
     } else {
         msg->msg_namelen = 0;

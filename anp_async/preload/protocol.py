@@ -9,14 +9,14 @@ op             request                                              reply
 =============  ===================================================  ================================
 SOCKET         a0 type, a1/a2 inode of the program's end,           res: the socket id (sid)
                a3 family; fd: the anp end of the pair
-BIND           data: sockaddr_in                                    res 0
+BIND           data: address slot                                   res 0
 LISTEN         a0 backlog                                           res 0
 ACCEPT         --                                                   sid of the new socket, data:
-                                                                    peer + local sockaddr_in; fd:
+                                                                    peer slot + local slot; fd:
                                                                     the program's end of its pair
-CONNECT        data: sockaddr_in, a0 filler bytes (TCP); no data:   res 0 = started (TCP) or done
+CONNECT        data: address slot, a0 filler bytes (TCP); no data:  res 0 = started (TCP) or done
                UDP disconnect                                       (UDP)
-NAME           a0 0 = sockname, 1 = peername                        data: sockaddr_in
+NAME           a0 0 = sockname, 1 = peername                        data: address slot
 SETOPT         a0 level, a1 name, data[:len] value                  res 0
 GETOPT         a0 level, a1 name, a2 room                           data[:len] value
 EOF            --                                                   res 0 or -errno: why the
@@ -25,8 +25,9 @@ IDENTIFY       a0/a1 inode (a socket inherited across exec)         res sid, a0 
                                                                     a2 family
 =============  ===================================================  ================================
 
-``res`` is ``>= 0`` or ``-errno``. Addresses are ``struct sockaddr_in`` (16 bytes); the
-library converts the program's IPv6 (v4-mapped) addresses, so this side sees IPv4 only.
+``res`` is ``>= 0`` or ``-errno``. An *address slot* is ``struct sockaddr_in`` or ``struct
+sockaddr_in6`` (its family says which) in 28 bytes. The library turns an AF_INET6 socket's
+v4-mapped addresses into IPv4 ones (and back), so an IPv4 peer is always AF_INET here.
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ from enum import IntEnum
 MSG = struct.Struct("=iii4iI64s")
 DATA_MAX = 64
 
-#: Datagram header between the two ends of a UDP socket: address, port (network order),
-#: and an errno in place of a datagram (an ICMP error for a connected socket).
-UDP_HDR = struct.Struct("=4s2sH")
+#: Datagram header between the two ends of a UDP socket: address (IPv4 in the first 4
+#: bytes), port (network order), an errno in place of a datagram (an ICMP error for a
+#: connected socket), and the address family.
+UDP_HDR = struct.Struct("=16s2sHHxx")
 
+#: One address on the channel: sockaddr_in or sockaddr_in6, in a slot of 28 bytes.
+ADDR_SLOT = 28
 SOCKADDR_IN = struct.Struct("=H2s4s8x")
+SOCKADDR_IN6 = struct.Struct("=H2sI16sI")
 
 
 class Op(IntEnum):
@@ -99,25 +104,41 @@ class Message:
         return (self.a[lo] & 0xFFFFFFFF) | ((self.a[lo + 1] & 0xFFFFFFFF) << 32)
 
 
+def _family(ip: str) -> int:
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
 def pack_sockaddr(ip: str, port: int) -> bytes:
-    """``struct sockaddr_in`` for (ip, port)."""
-    return SOCKADDR_IN.pack(socket.AF_INET, port.to_bytes(2, "big"), socket.inet_aton(ip))
+    """An address slot (28 bytes) for (ip, port), IPv4 or IPv6."""
+    if _family(ip) == socket.AF_INET6:
+        raw = socket.inet_pton(socket.AF_INET6, ip.split("%", 1)[0])
+        return SOCKADDR_IN6.pack(socket.AF_INET6, port.to_bytes(2, "big"), 0, raw, 0)
+    v4 = SOCKADDR_IN.pack(socket.AF_INET, port.to_bytes(2, "big"), socket.inet_aton(ip))
+    return v4.ljust(ADDR_SLOT, b"\0")
 
 
 def unpack_sockaddr(data: bytes) -> tuple[str, int]:
-    """(ip, port) from ``struct sockaddr_in``; ValueError if it is not one."""
+    """(ip, port) from an address slot; ValueError if it is not one."""
     if len(data) < SOCKADDR_IN.size:
-        raise ValueError("short sockaddr_in")
-    family, port, addr = SOCKADDR_IN.unpack(data[: SOCKADDR_IN.size])
-    if family != socket.AF_INET:
-        raise ValueError(f"address family {family} is not AF_INET")
-    return socket.inet_ntoa(addr), int.from_bytes(port, "big")
+        raise ValueError("short address")
+    (family,) = struct.unpack_from("=H", data)
+    if family == socket.AF_INET:
+        _, port, addr = SOCKADDR_IN.unpack(data[: SOCKADDR_IN.size])
+        return socket.inet_ntoa(addr), int.from_bytes(port, "big")
+    if family == socket.AF_INET6 and len(data) >= SOCKADDR_IN6.size:
+        _, port, _flow, addr6, _scope = SOCKADDR_IN6.unpack(data[: SOCKADDR_IN6.size])
+        return socket.inet_ntop(socket.AF_INET6, addr6), int.from_bytes(port, "big")
+    raise ValueError(f"address family {family} is neither AF_INET nor AF_INET6")
 
 
 def pack_udp_header(ip: str, port: int, err: int = 0) -> bytes:
-    return UDP_HDR.pack(socket.inet_aton(ip), port.to_bytes(2, "big"), err)
+    family = _family(ip)
+    raw = socket.inet_pton(family, ip.split("%", 1)[0])
+    return UDP_HDR.pack(raw, port.to_bytes(2, "big"), err, family)
 
 
 def unpack_udp_header(data: bytes | memoryview) -> tuple[str, int]:
-    addr, port, _ = UDP_HDR.unpack(data[: UDP_HDR.size])
-    return socket.inet_ntoa(addr), int.from_bytes(port, "big")
+    raw, port, _err, family = UDP_HDR.unpack(data[: UDP_HDR.size])
+    if family == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw), int.from_bytes(port, "big")
+    return socket.inet_ntoa(raw[:4]), int.from_bytes(port, "big")

@@ -26,6 +26,7 @@ import stat
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..transport.resolve import addr_to_bytes
 from .protocol import MSG, LibState, Message, Op, pack_sockaddr, unpack_sockaddr
 from .sockets import (
     DatagramSocket,
@@ -267,6 +268,22 @@ class SocketApi:
         self._next_sid = sid + 1 if sid < 0x7FFFFFFF else 1
         return sid
 
+    def local_ip(self, peer: str) -> str:
+        """The stack's address that talks to ``peer`` (its family's)."""
+        if ":" in peer:
+            return self.stack.ip6 or "::"
+        return self.stack.ip
+
+    def _is_ours(self, ip: str) -> bool:
+        """An address a socket may bind: a wildcard or one of the stack's."""
+        ours = {"0.0.0.0", "::", self.stack.ip}
+        if self.stack.ip6:
+            ours.add(self.stack.ip6)
+        return ip in ours
+
+    def _routable(self, ip: str) -> bool:
+        return self.stack.next_hop(addr_to_bytes(ip)) is not None
+
     def unbind_tcp(self, port: int, rec: StreamSocket) -> None:
         if self._tcp_bound.get(port) is rec:
             del self._tcp_bound[port]
@@ -298,7 +315,7 @@ class SocketApi:
 
     def _op_bind(self, rec: SocketRecord | None, req: Message, _fd: int) -> Any:
         ip, port = unpack_sockaddr(req.data)
-        if ip not in ("0.0.0.0", self.stack.ip):
+        if not self._is_ours(ip):
             return _err(req.op, errno.EADDRNOTAVAIL)
         if not 0 <= port <= 65535:
             return _err(req.op, errno.EINVAL)
@@ -331,7 +348,7 @@ class SocketApi:
         if rec.lib_state() != LibState.NEW:
             return _err(req.op, errno.EINVAL)
         if rec.bound is None:  # listen() without bind(): an ephemeral port, as Linux does
-            self._op_bind(rec, Message(Op.BIND, data=pack_sockaddr("0.0.0.0", 0)), -1)
+            self._op_bind(rec, Message(Op.BIND, data=pack_sockaddr(rec.wildcard, 0)), -1)
         assert rec.bound is not None
         return self._listen(rec, req, backlog)
 
@@ -340,8 +357,10 @@ class SocketApi:
         listener = Listener(rec, backlog)
         self._tcp_bound.pop(rec.bound[1], None)  # the stack's listener holds the port now
         try:
+            # One stack listener per port hears both families; Listener.enqueue keeps
+            # the connections this socket's family and binding would get on Linux.
             listener.server = await self.stack.create_server(
-                listener.new_pump, self.stack.ip, rec.bound[1], backlog=backlog
+                listener.new_pump, "0.0.0.0", rec.bound[1], backlog=backlog
             )
         except OSError:
             self._tcp_bound[rec.bound[1]] = rec
@@ -361,7 +380,7 @@ class SocketApi:
         new = StreamSocket(self, sid, ours, rec.family)
         self._add(new, os.fstat(theirs.fileno()).st_ino)
         pump.adopt(new)  # type: ignore[attr-defined]
-        local, peer = new.sockname(), new.peername() or ("0.0.0.0", 0)
+        local, peer = new.sockname(), new.peername() or (new.wildcard, 0)
         self.counters["accepted"] += 1
         reply = Message(req.op, sid=sid, data=pack_sockaddr(*peer) + pack_sockaddr(*local))
         return reply, theirs.detach()
@@ -389,7 +408,7 @@ class SocketApi:
             _drain_filler(rec, filler)
             return _err(req.op, refusal)
         ip, port = unpack_sockaddr(req.data)
-        if port == 0 or self.stack.iface.next_hop(socket.inet_aton(ip)) is None:
+        if port == 0 or not self._routable(ip):
             _drain_filler(rec, filler)
             return _err(req.op, errno.ECONNREFUSED if port == 0 else errno.ENETUNREACH)
         rec.connecting = self.loop.create_task(self._connect(rec, ip, port, filler))
@@ -403,7 +422,7 @@ class SocketApi:
         port: int,
         filler: int,
     ) -> None:
-        local = (self.stack.ip, rec.bound[1]) if rec.bound is not None else None
+        local = (self.local_ip(ip), rec.bound[1]) if rec.bound is not None else None
         err = 0
         pump: StreamPump | None = None
         try:
@@ -448,10 +467,10 @@ class SocketApi:
             rec.associate(None)  # connect(AF_UNSPEC): dissolve the association
             return Message(req.op)
         ip, port = unpack_sockaddr(req.data)
-        if self.stack.iface.next_hop(socket.inet_aton(ip)) is None:
+        if not self._routable(ip):
             return _err(req.op, errno.ENETUNREACH)
         if rec.transport is None:
-            await rec.bind("0.0.0.0", 0)
+            await rec.bind(rec.wildcard, 0)
         rec.associate((ip, port))
         return Message(req.op)
 

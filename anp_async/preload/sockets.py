@@ -31,7 +31,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .protocol import LibState, pack_udp_header, unpack_udp_header
+from .protocol import UDP_HDR, LibState, pack_udp_header, unpack_udp_header
 
 if TYPE_CHECKING:
     from .server import SocketApi
@@ -40,6 +40,8 @@ log = logging.getLogger("anp_async.preload")
 
 #: Bytes read from a program per wake-up (a TSO-sized chunk or more keeps bulk cheap).
 READ_CHUNK = 256 * 1024
+#: Connections one listening socket may hold unaccepted, whatever its backlog.
+ACCEPT_QUEUE_MAX = 4096
 #: Datagrams a UDP socket may hold before it has a port (the first send binds it).
 UDP_PENDING_MAX = 64
 
@@ -155,6 +157,29 @@ class SocketRecord:
         err, self.pending_error = self.pending_error, 0
         return err
 
+    @property
+    def v6only(self) -> bool:
+        raw = self.options.get((socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+        return raw is not None and _int_of(raw) != 0
+
+    @property
+    def wildcard(self) -> str:
+        """The any-address in the program's family (what an unbound socket is named)."""
+        return "::" if self.family == socket.AF_INET6 else "0.0.0.0"
+
+    def hears(self, host: str, bound_ip: str) -> bool:
+        """Would a Linux socket of this family, bound to ``bound_ip``, get traffic from
+        ``host``? (The stack has one listener / binding per port for both families; Linux
+        has an AF_INET socket hear IPv4, AF_INET6 both unless IPV6_V6ONLY.)"""
+        v6 = _is_v6(host)
+        if self.family == socket.AF_INET:
+            return not v6
+        if self.v6only:
+            return v6
+        if bound_ip not in ("0.0.0.0", "::"):
+            return v6 == _is_v6(bound_ip)
+        return True
+
     def release(self) -> None:
         """Free the record and its anp end (idempotent)."""
         if self.closed:
@@ -165,6 +190,15 @@ class SocketRecord:
         self.loop.remove_writer(self.fd)
         self.api.forget(self)
         self.sock.close()
+
+
+def _is_v6(host: str) -> bool:
+    return ":" in host
+
+
+def _name(addr: tuple[Any, ...]) -> tuple[str, int]:
+    """(host, port) of a transport's 2- or 4-tuple address."""
+    return (addr[0], addr[1])
 
 
 def _int_of(value: bytes) -> int:
@@ -200,14 +234,17 @@ class StreamSocket(SocketRecord):
         self.pump = pump
         transport = pump.transport
         assert transport is not None
-        self.names = (transport.get_extra_info("sockname"), transport.get_extra_info("peername"))
+        self.names = (
+            _name(transport.get_extra_info("sockname")),
+            _name(transport.get_extra_info("peername")),
+        )
         for (level, name), value in self.options.items():
             apply_option(transport, level, name, value)
 
     def sockname(self) -> tuple[str, int]:
         if self.names is not None:
             return self.names[0]
-        return self.bound or ("0.0.0.0", 0)
+        return self.bound or (self.wildcard, 0)
 
     def peername(self) -> tuple[str, int] | None:
         return self.names[1] if self.names is not None else None
@@ -449,10 +486,21 @@ class Listener:
     def enqueue(self, pump: StreamPump) -> None:
         transport = pump.transport
         assert transport is not None
-        if len(self.queue) >= self.backlog:
-            transport.abort()  # accept queue full, like a listen queue overflow
-            self.rec.api.counters["accept_queue_overflows"] += 1
+        peer = transport.get_extra_info("peername")
+        bound_ip = self.rec.bound[0] if self.rec.bound is not None else self.rec.wildcard
+        if not self.rec.hears(peer[0], bound_ip):
+            transport.abort()  # the family this socket does not listen for: RST, as Linux
+            self.rec.api.counters["accept_other_family_reset"] += 1
             return
+        if len(self.queue) >= self.backlog:
+            # Linux (tcp_abort_on_overflow = 0) leaves a client whose handshake finds the
+            # accept queue full waiting rather than resetting it; here the handshake is
+            # already done, so the connection waits in the queue with its window closed,
+            # up to a hard bound.
+            self.rec.api.counters["accept_queue_overflows"] += 1
+            if len(self.queue) >= ACCEPT_QUEUE_MAX:
+                transport.abort()
+                return
         transport.pause_reading()  # data waits in the stack until accept()
         self.queue.append(pump)
         try:
@@ -514,7 +562,7 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
     def __init__(self, api: SocketApi, sid: int, sock: socket.socket, family: int) -> None:
         super().__init__(api, sid, sock, family)
         self.transport: asyncio.DatagramTransport | None = None
-        self.bound_ip = "0.0.0.0"  # what bind() named (sendto binds the wildcard)
+        self.bound_ip = self.wildcard  # what bind() named (sendto binds the wildcard)
         self.peer: tuple[str, int] | None = None
         self.binding: asyncio.Task[None] | None = None
         self._pending: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
@@ -526,9 +574,14 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
     def sockname(self) -> tuple[str, int]:
         if self.transport is None:
             return ("0.0.0.0", 0)
-        ip, port = self.transport.get_extra_info("sockname")
-        # Like Linux: a wildcard-bound socket names 0.0.0.0 until connect() picks the source.
-        return (ip if self.peer is not None else self.bound_ip, port)
+        ip, port = _name(self.transport.get_extra_info("sockname"))
+        # Like Linux: a wildcard-bound socket names the any-address until connect() picks
+        # the source (of the peer's family).
+        if self.peer is not None:
+            ip = self.api.local_ip(self.peer[0])
+        else:
+            ip = self.bound_ip
+        return (ip, port)
 
     def peername(self) -> tuple[str, int] | None:
         return self.peer
@@ -552,7 +605,7 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
 
     async def _bind_any(self) -> None:
         try:
-            await self.bind("0.0.0.0", 0)
+            await self.bind(self.wildcard, 0)
         except OSError as e:
             self.pending_error = e.errno or errno.EIO
             self._pending.clear()
@@ -565,10 +618,14 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.peer is not None and addr != self.peer:
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        host, port = _name(addr)
+        if self.peer is not None and (host, port) != self.peer:
             return  # a connected UDP socket hears only its peer
-        self._to_program(pack_udp_header(addr[0], addr[1]), data)
+        if not self.hears(host, self.bound_ip):
+            self.api.counters["udp_other_family_dropped"] += 1
+            return
+        self._to_program(pack_udp_header(host, port), data)
 
     def error_received(self, exc: Exception) -> None:
         if self.peer is not None:  # Linux reports ICMP errors to connected sockets only
@@ -591,7 +648,7 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
     def _program_readable(self) -> None:
         for _ in range(64):
             try:
-                raw = self.sock.recv(65536 + 8)
+                raw = self.sock.recv(65536 + UDP_HDR.size)
             except BlockingIOError:
                 return
             except OSError:
@@ -599,10 +656,10 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
             if not raw:
                 self.release()  # the program closed the socket
                 return
-            if len(raw) < 8:
+            if len(raw) < UDP_HDR.size:
                 continue
             addr = unpack_udp_header(raw)
-            payload = raw[8:]
+            payload = raw[UDP_HDR.size :]
             if self.transport is None:
                 if len(self._pending) < UDP_PENDING_MAX:
                     self._pending.append((payload, addr))

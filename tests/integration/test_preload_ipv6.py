@@ -1,0 +1,138 @@
+"""IPv6 through the preload library (issues 9 and 15): programs' AF_INET6 sockets on a
+dual-stack stack, with the kernel's IPv6 on the other side of the TAP.
+
+The stack runs under ``anp up --ip 10.0.0.2/24 --ip fd00::2/64 ...``; programs attach to it
+in empty namespaces of their own (``--isolate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from anp_async.nic.netns import Netns, unique_name
+from tests.preloadutil import ANP, Proc, attached, describe, kernel_proc, new_tap
+
+pytestmark = [pytest.mark.root]
+
+STACK6, KERNEL6 = "fd00::2", "fd00::1"
+
+
+@contextlib.contextmanager
+def dual_stack() -> Iterator[tuple[Netns, str]]:
+    ns, tap = Netns(unique_name("anp-pl6")), new_tap()
+    proc = Proc([ANP, "up", "--netns", ns.name, "--tap", tap, "--ip", "10.0.0.2/24",
+                 "--ip", f"{STACK6}/64", "--peer", "10.0.0.1/24", "--peer", f"{KERNEL6}/64"])  # fmt: skip
+    try:
+        proc.wait_for("anp up: tap")
+        yield ns, tap
+    finally:
+        if proc.p.poll() is None:
+            proc.p.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.p.wait(20)
+        proc.close()
+        if ns.exists():
+            ns.delete()
+
+
+def run_attached(tap: str, program: list[str], timeout: float = 60) -> str:
+    proc = attached(tap, program)
+    try:
+        code = proc.wait(timeout)
+        out = proc.text()
+    finally:
+        proc.close()
+    assert code == 0, out
+    return out
+
+
+def test_curl_6_downloads_from_a_kernel_ipv6_server() -> None:
+    with tempfile.TemporaryDirectory() as d, dual_stack() as (ns, tap):
+        data = os.urandom(3 << 20)
+        with open(os.path.join(d, "f.bin"), "wb") as f:
+            f.write(data)
+        server = ["python3", "-u", "-m", "http.server", "8000", "--bind", KERNEL6, "-d", d]
+        with kernel_proc(ns, server, "Serving HTTP"):
+            out = os.path.join(d, "got.bin")
+            run_attached(tap, ["curl", "-sS", "-g", "-o", out, f"http://[{KERNEL6}]:8000/f.bin"])
+        with open(out, "rb") as f:
+            assert hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
+
+
+DUAL_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(sys.argv[1]))
+s.bind(("::", 7000)); s.listen(8)
+print("listening", s.getsockname()[:2], flush=True)
+for _ in range(int(sys.argv[2])):
+    c, peer = s.accept()
+    print("peer", peer[0], "local", c.getsockname()[0], c.recv(100).decode(), flush=True)
+    c.sendall(b"ok"); c.close()
+"""
+
+
+def _kernel_client(ns: Netns, host: str) -> subprocess.CompletedProcess[str]:
+    return ns.run(["sh", "-c", f"echo hi | nc -N -w 3 {host} 7000"], timeout=20)
+
+
+def test_dual_stack_server_hears_both_families_v6only_hears_ipv6() -> None:
+    with dual_stack() as (ns, tap):
+        server = attached(tap, ["python3", "-c", DUAL_SERVER, "0", "2"])
+        try:
+            server.wait_for("listening")
+            v4, v6 = _kernel_client(ns, "10.0.0.2"), _kernel_client(ns, STACK6)
+            assert server.wait(20) == 0, server.text()
+            out = server.text()
+        finally:
+            server.close()
+        assert v4.stdout == "ok" and v6.stdout == "ok", describe(v4) + describe(v6)
+        assert "listening ('::', 7000)" in out, out
+        assert "peer ::ffff:10.0.0.1 local ::ffff:10.0.0.2 hi" in out, out
+        assert f"peer {KERNEL6} local {STACK6} hi" in out, out
+
+        server = attached(tap, ["python3", "-c", DUAL_SERVER, "1", "1"])
+        try:
+            server.wait_for("listening")
+            v4 = _kernel_client(ns, "10.0.0.2")  # V6ONLY: IPv4 is not this socket's
+            v6 = _kernel_client(ns, STACK6)
+            assert server.wait(20) == 0, server.text()
+            out = server.text()
+        finally:
+            server.close()
+        assert v4.stdout == "" and v6.stdout == "ok", describe(v4) + describe(v6)
+        assert out.count("peer ") == 1 and f"peer {KERNEL6}" in out, out
+
+
+UDP_CLIENT = f"""
+import errno, socket
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.sendto(b"ping6", ("{KERNEL6}", 5000))
+data, peer = u.recvfrom(100)
+print(data.decode(), peer[0], peer[1], u.getsockname()[0], flush=True)
+t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+print("unroutable", errno.errorcode[t.connect_ex(("2001:db8::1", 80))], flush=True)
+"""
+
+UDP_ECHO6 = f"""
+import socket
+u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); u.bind(("{KERNEL6}", 5000))
+print("listening", flush=True)
+data, peer = u.recvfrom(100); u.sendto(data, peer)
+"""
+
+
+def test_udp_over_ipv6_and_enetunreach_off_the_network() -> None:
+    with dual_stack() as (ns, tap), kernel_proc(ns, ["python3", "-u", "-c", UDP_ECHO6]):
+        out = run_attached(tap, ["python3", "-c", UDP_CLIENT])
+    assert f"ping6 {KERNEL6} 5000 ::" in out, out
+    assert "unroutable ENETUNREACH" in out, out
