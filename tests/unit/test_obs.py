@@ -178,13 +178,16 @@ def test_top_screen_renders(snapshots):
 def test_demo_json_on_the_wire(capsys):
     import json
 
+    from anp_async.cli import logs
     from anp_async.cli.main import main
 
     pkg = logging.getLogger("anp_async")
     handlers, level = list(pkg.handlers), pkg.level
     try:
         assert main(["demo", "--wire", "--json"]) == 0
-        assert len(pkg.handlers) == len(handlers) + 1 and pkg.propagate  # the -v handler
+        # main() installs its stderr handler once per process (an earlier test may have):
+        ours = [h for h in pkg.handlers if getattr(h, logs._HANDLER_FLAG, False)]
+        assert len(ours) == 1 and pkg.propagate
     finally:
         pkg.handlers[:] = handlers
         pkg.setLevel(level)
