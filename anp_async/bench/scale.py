@@ -51,7 +51,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=1, help="warm-up seconds per run (1)")
     p.add_argument("--bulk-conns", type=int, default=8, help="bulk connections (8)")
     p.add_argument("--bulk-seconds", type=int, default=3, help="bulk seconds (3); 0: no bulk")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
     p.add_argument("--mode", default="interrupt", help="the workers' receive mode")
     p.add_argument("--no-kernel", action="store_true", help="skip the kernel baseline")
     p.add_argument(
