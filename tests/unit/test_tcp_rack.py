@@ -199,14 +199,15 @@ def test_dsack_for_the_probe_means_no_loss() -> None:
     c.output(pto)
     c.on_segment(rseg(seg_no(4)), pto + 0.01)  # the original segment 3 was only slow
     c.on_segment(rseg(seg_no(4), dsack=(seg_no(3), seg_no(4))), pto + 0.05)  # D-SACK: probe
+    rack = c.recovery.rack
+    assert rack is not None and rack.tlp_end is None  # the episode ends on the D-SACK itself
     cwnd = c.cc.cwnd  # type: ignore[union-attr]
     c.send(b"g" * MSS, pto + 0.06)
     c.output(pto + 0.06)
     c.on_segment(rseg(seg_no(5)), pto + 0.11)
     assert c.counters["tlp_recoveries"] == 0 and c.counters["dsack_rx"] == 1
     assert c.cc.cwnd >= cwnd  # type: ignore[union-attr]
-    rack = c.recovery.rack
-    assert rack is not None and rack.reo_wnd_mult == 2  # RFC 8985 (6.2 step 4)
+    assert rack.reo_wnd_mult == 2  # RFC 8985 (6.2 step 4)
 
 
 def test_lost_retransmission_is_found_by_time_not_by_rto() -> None:

@@ -939,7 +939,9 @@ class TcpConnection:
                 snd_una, self.snd_max, self.sack_ok, self.snd_mss, self.cc, now
             )
         self._update_snd_wnd(win, arr.seq, ack)
-        if new_sack > 0 and self.recovery.rack is not None:
+        rack = self.recovery.rack
+        if rack is not None and (new_sack > 0 or self.recovery.sb.dsack != rack.dsack_seen):
+            # New SACKed data, or a D-SACK (RFC 8985 6.2 step 4, 7.4.2): RACK looks at it.
             self._rack_ack(opts.timestamp if (opts is not None and self.ts_ok) else None, now,
                            False)  # fmt: skip
         return True
