@@ -407,3 +407,21 @@ def test_cli_recovery_and_ecn_options_map_onto_tcp_config() -> None:
     assert (sack.sack, sack.rack, sack.ecn) == (True, False, True)
     newreno = tcp_config_from_args(p.parse_args(["--recovery", "newreno"]))
     assert (newreno.sack, newreno.rack) == (False, False)
+
+
+def test_rack_log_is_bounded() -> None:
+    from anp_async.proto.tcp import rack as rack_mod
+
+    r = Rack()
+    for i in range(rack_mod.MAX_RECORDS + 10):
+        r.on_sent(1 + 10 * i, 11 + 10 * i, 1.0, False)
+    assert len(r.segs) == rack_mod.MAX_RECORDS  # the last ones joined the last record
+    top = r.segs[-1].end
+    sb = SackScoreboard()
+    for k in range(50):  # SACK edges inside records: no split past the bound
+        sb.update([(3 + 10 * k, 7 + 10 * k)], 1, top)
+        r.on_ack(1, sb, 1.05, None, False, top)
+    assert len(r.segs) == rack_mod.MAX_RECORDS and r.n_sacked == 0
+    r.on_rto(1)
+    r.on_sent(5, 8, 2.0, True)  # a retransmission inside a record restamps it whole
+    assert len(r.segs) == rack_mod.MAX_RECORDS and r.segs[0].xmit == 2.0

@@ -34,8 +34,8 @@ TLP_PTO_NO_RTT = 1.0
 REO_WND_PERSIST = 16
 # RFC 8985 (6.2 step 4): RACK.reo_wnd starts at min_RTT / 4.
 REO_WND_DIVISOR = 4.0
-# Bounded per connection: past this many records a new transmission joins the last one
-# (coarser, never unbounded).
+# Bounded per connection: past this many records a new transmission joins the last one and
+# records are no longer split at SACK edges (coarser, never unbounded).
 MAX_RECORDS = 8192
 _EPS = 1e-6  # float time: a microsecond is "at the same time"
 
@@ -166,6 +166,8 @@ class Rack:
             return i
         if seq >= s.end:
             return i + 1
+        if len(segs) >= MAX_RECORDS:
+            return i  # at the bound: no split, the record stays whole (coarser, bounded)
         tail = _Sent(seq, s.end, s.xmit, s.rtx)
         tail.sacked = s.sacked
         tail.lost = s.lost
@@ -248,7 +250,7 @@ class Rack:
             segs = self.segs
             while i < len(segs) and segs[i].end <= b:
                 s = segs[i]
-                if not s.sacked:
+                if not s.sacked and s.start >= a:  # (a record left whole at the bound is not)
                     s.sacked = True
                     self.n_sacked += 1
                     if s.lost:
