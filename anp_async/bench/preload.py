@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -289,10 +290,11 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     start, t0 = report.now_iso(), time.monotonic()
-    exe = build_client(out)
     rows: list[dict[str, Any]] = []
     samples: dict[str, list[int]] = {}
-    with BenchEnv(logs) as env:
+    with tempfile.TemporaryDirectory(prefix="anp-bench-preload-") as bin_dir, BenchEnv(logs) as env:
+        os.chmod(bin_dir, 0o755)
+        exe = build_client(Path(bin_dir))
         assert env.ns_k is not None
         server = Peer("kernel_server", ["ip", "netns", "exec", env.ns_k.name, exe, "serve",
                                         "0.0.0.0"], logs)  # fmt: skip
