@@ -651,6 +651,23 @@ class Stack:
 
     # ------------------------------------------------------------------- ping
 
+    @property
+    def ping_ident(self) -> int:
+        """The ICMP echo identifier of this stack's pings."""
+        return self._ping_ident
+
+    @ping_ident.setter
+    def ping_ident(self, ident: int) -> None:
+        # A multi-queue worker picks one that the TAP steers back to its own queue.
+        if not 0 <= ident <= 0xFFFF:
+            raise ValueError(f"an ICMP echo identifier is 0..65535, not {ident}")
+        self._ping_ident = ident
+
+    def receive(self, frames: list[bytes]) -> None:
+        """Process ``frames`` as if the NIC had delivered them in one batch (a multi-queue
+        worker feeds in the ARP replies that reached another worker's queue)."""
+        self._rx_batch(frames)
+
     async def ping(self, host: str, *, timeout: float = 1.0, size: int = 56) -> float:
         """Send one ICMP echo request; return the round-trip time in seconds.
 

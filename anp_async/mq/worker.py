@@ -132,10 +132,10 @@ async def _serve(spec: WorkerSpec) -> None:
         if spec.queues > 1 and spec.steered:
             stack.tcp.host.port_ok = own_ports(spec.index, spec.queues)
             # ICMP echo identifiers are steered like ports (nic/steering.py).
-            ident = stack._ping_ident
+            ident = stack.ping_ident
             while steer_icmp(ident, spec.queues) != spec.index:
                 ident = (ident + 1) & 0xFFFF
-            stack._ping_ident = ident
+            stack.ping_ident = ident
         if spec.relay_in >= 0:
             relay = socket.socket(fileno=spec.relay_in)
             relay.setblocking(False)
@@ -146,7 +146,7 @@ async def _serve(spec: WorkerSpec) -> None:
                     for _ in range(64):
                         frames.append(relay.recv(65536))
                 if frames:
-                    stack._rx_batch(frames)  # as if this queue had received them
+                    stack.receive(frames)  # as if this queue had received them
 
             loop.add_reader(relay.fileno(), on_relay)
         closers: list[Any] = []
