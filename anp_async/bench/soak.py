@@ -58,9 +58,12 @@ def serve_one(c):
         pass
     finally:
         c.close()
+# Listening before "ready" is printed: the stack's first SYNs follow at once (a listen()
+# left to the server thread lost that race now and then, and Linux answers a SYN to a
+# port nobody listens on with RST: four refused connects, seen with tcpdump).
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(256); s.settimeout(1)
 def server():
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(256); s.settimeout(1)
     while time.monotonic() < deadline + 30:
         try:
             c, _ = s.accept()
