@@ -198,6 +198,22 @@ class Rack:
         timestamps), ``dsack`` whether the ACK carried a D-SACK block. Returns True when
         some record was newly marked lost.
         """
+        if not (sb.blocks or dsack or self.n_rtx or self.n_sacked or self.lost_bytes):
+            return self._on_ack_in_order(snd_una, now, in_recovery, srtt)
+        return self._on_ack_full(snd_una, sb, now, echo_at, dsack, snd_nxt, in_recovery, srtt)
+
+    def _on_ack_full(
+        self,
+        snd_una: int,
+        sb: SackScoreboard,
+        now: float,
+        echo_at: float | None,
+        dsack: bool,
+        snd_nxt: int,
+        in_recovery: bool,
+        srtt: float | None,
+    ) -> bool:
+        """``on_ack`` record by record: SACKed, lost and retransmitted records, D-SACK."""
         segs = self.segs
         delivered: list[_Sent] = []
         k = 0
@@ -232,6 +248,45 @@ class Rack:
             self._update_rtt(s, now, echo_at)
         if not delivered or self.xmit_ts is None:
             return False
+        return self.detect_loss(now, in_recovery, srtt) if segs else False
+
+    def _on_ack_in_order(
+        self, snd_una: int, now: float, in_recovery: bool, srtt: float | None
+    ) -> bool:
+        """``on_ack`` when nothing is SACKed, lost or retransmitted and no D-SACK came: the
+        records are in transmission order and the cumulative ACK delivers a prefix of them.
+        Steps 2-3 of RFC 8985 (6.2) over that prefix reduce to its ends: the last record is
+        the latest sent (it alone sets RACK.rtt/xmit_ts/end_seq, and its RTT is the least),
+        the first alone can end below RACK.fack (reordering). The same result as the loop in
+        ``on_ack``, without a list or a call per record; anything unusual takes that loop."""
+        if self.dsack_round is not None and snd_una >= self.dsack_round:
+            self.dsack_round = None
+        segs = self.segs
+        if not segs or segs[0].start >= snd_una:
+            return False  # nothing newly delivered
+        first = segs[0]
+        k = 0
+        n = len(segs)
+        while k < n and segs[k].end <= snd_una:
+            k += 1
+        if k < n and segs[k].start < snd_una:
+            last = segs[k]  # partly delivered: it stays, trimmed to SND.UNA
+            last.start = snd_una
+        else:
+            last = segs[k - 1]
+        if k:
+            del segs[:k]  # nothing lost, retransmitted or SACKed among them: no counts move
+        rtt = now - last.xmit
+        if rtt < self.min_rtt:
+            self.min_rtt = rtt
+        if self.xmit_ts is None or _sent_after(last.xmit, last.end, self.xmit_ts, self.end_seq):
+            self.rtt = rtt
+            self.xmit_ts = last.xmit
+            self.end_seq = last.end
+        if first.end < self.fack:
+            self.reordering_seen = True
+        if last.end > self.fack:
+            self.fack = last.end
         return self.detect_loss(now, in_recovery, srtt) if segs else False
 
     def _forget(self, s: _Sent) -> None:

@@ -100,7 +100,7 @@ class RttEstimator:
         A negative or non-finite value (a broken timestamp echo, say) is ignored and counted
         in ``ignored_samples`` rather than corrupting the estimator.
         """
-        if not math.isfinite(rtt) or rtt < 0.0:
+        if not 0.0 <= rtt < math.inf:  # negative, infinite or NaN
             self.ignored_samples += 1
             return
         self.samples += 1
@@ -112,9 +112,18 @@ class RttEstimator:
             # RFC 6298 (2.3): RTTVAR uses the SRTT from before this update.
             self._rttvar = (1.0 - BETA) * self._rttvar + BETA * abs(self._srtt - rtt)
             self._srtt = (1.0 - ALPHA) * self._srtt + ALPHA * rtt
-        self._base_rto = self._clamp(self._srtt + max(self.clock_granularity, K * self._rttvar))
+        # RFC 6298 (2.3): RTO <- SRTT + max(G, K*RTTVAR), clamped (2.4, 2.5) like _clamp
+        # (written out: this runs on every timed ACK).
+        var = K * self._rttvar
+        rto = self._srtt + (var if var > self.clock_granularity else self.clock_granularity)
+        if rto < self.rto_min:
+            rto = self.rto_min
+        if rto > self.rto_max:
+            rto = self.rto_max
+        self._base_rto = rto
         # Karn's algorithm: a valid sample from an unretransmitted segment ends the backoff.
-        self.reset_backoff()
+        self._backoff_count = 0
+        self._rto = rto
 
     def backoff(self) -> None:
         """The retransmission timer expired: double the RTO (RFC 6298 (5.5)), up to rto_max."""
