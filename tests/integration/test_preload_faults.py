@@ -7,6 +7,7 @@ address nobody answers ARP for, and an ``anp up`` stack that is killed under the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +15,9 @@ import time
 
 import pytest
 
+from anp_async.control import socket_path
 from anp_async.nic.netns import Netns
+from anp_async.preload.launch import api_socket_path
 from tests.preloadutil import (
     KERNEL_IP,
     Proc,
@@ -122,6 +125,11 @@ def test_stack_going_away_gives_reset_and_epipe_never_a_hang(probe: str) -> None
                 out = prog.stdout().decode().splitlines()
             finally:
                 prog.close()
+                # SIGKILL left the stack's sockets behind: remove them (a later `anp up`
+                # on another TAP of the same name would find them stale).
+                for path in (socket_path(tap), api_socket_path(tap)):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
     assert out[0] == "connected", out
     assert out[1] in ("read: ECONNRESET", "read: 0"), out
     assert out[2:] == ["send-nosignal: EPIPE", "alive"], out
