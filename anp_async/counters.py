@@ -28,7 +28,7 @@ class Counters(dict[str, int]):
 
     def inc(self, key: str, n: int = 1) -> None:
         """Add ``n`` (default 1) to ``key``."""
-        self[key] = self.get(key, 0) + n
+        self[key] += n  # __missing__ reads 0 for a new name
 
     def add(self, other: Mapping[str, int] | Iterable[tuple[str, int]], prefix: str = "") -> None:
         """Add every counter of ``other`` (a mapping or pairs), with ``prefix`` on its names."""

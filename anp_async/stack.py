@@ -218,6 +218,9 @@ class Stack:
         self.ip_counters = Counters()
         self.icmp_counters = Counters()
         self._eth_headers: dict[tuple[bytes, int], bytes] = {}
+        # IPv4 destination -> (next hop, broadcast?): the interface's prefix and gateway
+        # are fixed at construction, so a route once found stays right (bounded like above).
+        self._routes: dict[bytes, tuple[bytes, bool]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._mode: RxMode | None = None
         #: Counters of receive modes switched away from (``stats()["mode"]["totals_all_modes"]``).
@@ -250,6 +253,8 @@ class Stack:
         self.tcp = TcpLayer(self, tcp_cfg)
         #: True while a receive batch is processed (TCP output waits for its end).
         self.in_rx = False
+        #: The clock when the current (or last) receive batch began.
+        self.rx_now = 0.0
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -357,6 +362,9 @@ class Stack:
     def _rx_batch(self, frames: list[bytes]) -> None:
         """Process a batch of frames from the receive mode, then flush TCP once."""
         self.in_rx = True
+        # One clock read per batch (as Linux stamps a NAPI poll): TCP input takes the
+        # batch's time instead of reading the loop's clock per segment.
+        self.rx_now = self.now()
         try:
             if self.vnet_hdr:
                 self._rx_vnet(frames)
@@ -390,7 +398,7 @@ class Stack:
         ):
             self.eth_counters.inc("not_for_us")
             return
-        self.eth_counters.inc("rx_frames")
+        self.eth_counters["rx_frames"] += 1
         if ethertype == ETH_P_IP:
             self._rx_ipv4(payload, src)
         elif ethertype == ETH_P_ARP:
@@ -429,7 +437,7 @@ class Stack:
         if dst != self.ip_b and not self.iface.is_broadcast(dst):
             ipc.inc("not_for_us")
             return
-        ipc.inc("rx_packets")
+        ipc["rx_packets"] += 1
         if hdr.is_fragment:
             whole = self.reassembler.add(hdr, data, self.now())
             self._arm_timer("reasm", self.reassembler.next_deadline(), self._on_reasm_timer)
@@ -567,16 +575,11 @@ class Stack:
         length = 0
         for p in parts:
             length += len(p)
-        next_hop: bytes | None
-        if self.iface.is_broadcast(dst):
-            next_hop = dst
-            mac: bytes | None = BROADCAST_MAC
-        else:
-            next_hop = self.iface.next_hop(dst)
-            if next_hop is None:
-                self.ip_counters.inc("no_route")
-                raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
-            mac = self.arp.lookup(next_hop, self.now())
+        route = self._routes.get(dst)
+        if route is None:
+            route = self._route(dst)
+        next_hop, bcast = route
+        mac = BROADCAST_MAC if bcast else self.arp.lookup(next_hop, self.now())
         if length + 20 > self.mtu and vnet is None:
             payload = b"".join(parts)
             ident = self.ip_ids.next()
@@ -593,7 +596,7 @@ class Stack:
                 self.ip_b, dst, proto, length, self.ip_ids.next(), ttl=ttl, tos=tos
             )
             datagrams = [[hdr, *parts]]
-        self.ip_counters.inc("tx_packets", len(datagrams))
+        self.ip_counters["tx_packets"] += len(datagrams)
         if mac is not None:
             for d in datagrams:
                 self._send_frame(mac, ETH_P_IP, d, vnet)
@@ -696,6 +699,21 @@ class Stack:
             return await asyncio.wait_for(pending.future, timeout)
         finally:
             self._pings.pop(key, None)
+
+    def _route(self, dst: bytes) -> tuple[bytes, bool]:
+        """(next hop, broadcast?) for an IPv4 ``dst``, remembered for ``send_ip``; raises
+        OSError(ENETUNREACH) (counted, never remembered) when no route leads there."""
+        if self.iface.is_broadcast(dst):
+            route = (dst, True)
+        else:
+            hop = self.iface.next_hop(dst)
+            if hop is None:
+                self.ip_counters.inc("no_route")
+                raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+            route = (hop, False)
+        if len(self._routes) < 4096:
+            self._routes[bytes(dst)] = route
+        return route
 
     def _fail_pings(self, next_hop: bytes) -> None:
         for pending in list(self._pings.values()):

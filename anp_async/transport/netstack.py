@@ -64,6 +64,10 @@ class NetStack(Protocol):
         """True while a receive batch is being processed (output waits for its end)."""
 
     @property
+    def rx_now(self) -> float:
+        """The clock when the receive batch being processed began (valid while ``in_rx``)."""
+
+    @property
     def rx_csum_trusted(self) -> bool:
         """The frame being processed has a transport checksum the NIC vouches for."""
 

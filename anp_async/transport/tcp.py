@@ -164,7 +164,8 @@ class TcpLayer:
         ecn = (hdr.tos if isinstance(hdr, IPv4Header) else hdr.traffic_class) & 3
         if ecn:
             seg.ecn = ecn
-        ep = host.input(hdr.src, hdr.dst, seg, self.stack.now())
+        stack = self.stack
+        ep = host.input(hdr.src, hdr.dst, seg, stack.rx_now if stack.in_rx else stack.now())
         if host.retired:
             for old in host.take_retired():
                 old._finish()
@@ -182,9 +183,10 @@ class TcpLayer:
         except OSError:
             self.counters["tx_no_route"] += 1
             return
+        c = self.host.counters  # (not the property: once per segment)
         if tso:
-            self.counters["tso_segments_sent"] += 1
-        self.counters["tx_segments"] += 1
+            c["tso_segments_sent"] += 1
+        c["tx_segments"] += 1
 
     def icmp_error(
         self, type_: int, code: int, quoted: IPv4Header | IPv6Header, first8: memoryview
@@ -204,11 +206,12 @@ class TcpLayer:
             ep.flush()
 
     def flush_dirty(self) -> None:
-        """Flush every endpoint touched during the receive batch."""
+        """Flush every endpoint touched during the receive batch (at the batch's time)."""
+        now = self.stack.rx_now
         while self.dirty:
             ep = next(iter(self.dirty))
             del self.dirty[ep]
-            ep.flush()
+            ep.flush(now)
 
     def _host_unreachable(self, next_hop: bytes) -> None:
         for ep in self.host.opening_via(next_hop, self.stack.next_hop):
@@ -417,13 +420,15 @@ class TcpEndpoint:
         #: Out of the table, timers cancelled, counters added to the layer's totals.
         self.finished = False
 
-    def __hash__(self) -> int:
-        return id(self)
-
     # -------------------------------------------------------------- flushing
 
-    def flush(self) -> None:
-        """Transmit what the engine has due, dispatch its events, re-arm the timer."""
+    def flush(self, now: float | None = None) -> None:
+        """Transmit what the engine has due, dispatch its events, re-arm the timer.
+
+        ``now``: the receive batch's clock, taken for the first output pass as for the
+        batch's input (the events' callbacks run just before it: an application that
+        spends long in them makes that pass's times early by as much); later passes, after
+        more callbacks, read the clock."""
         if self._flushing:
             self._again = True  # a callback asked for a flush: loop once more below
             return
@@ -442,8 +447,9 @@ class TcpEndpoint:
                 self._again = False
                 cfg = conn.cfg
                 mss = (conn.peer_mss if conn.peer_mss < cfg.mss else cfg.mss) if cfg.tso_max else 0
-                for seg in conn.output(stack.now()):
+                for seg in conn.output(stack.now() if now is None else now):
                     layer._transmit(rip, seg, mss)
+                now = None
                 events = conn.take_events()
                 if not events and not self._again:
                     break
