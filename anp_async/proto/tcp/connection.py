@@ -546,7 +546,8 @@ class TcpConnection:
 
     def take_events(self) -> list[TcpEvent]:
         """Events since the last call, in order."""
-        self._flush_data_event()
+        if self._data_pending:
+            self._flush_data_event()
         if self._space_pending:
             self._space_pending = False
             self._events.append(SendSpace())
@@ -1261,7 +1262,7 @@ class TcpConnection:
             t = self._delack_at
             if best is None or t < best:
                 best = t
-        ka = self._keepalive_at()
+        ka = self._keepalive_at() if self.cfg.keepalive else None
         if ka is not None and (best is None or ka < best):
             best = ka
         rack = self.recovery.rack
