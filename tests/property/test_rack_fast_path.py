@@ -71,3 +71,25 @@ def test_in_order_path_matches_full_walk(ops: list[tuple], in_recovery: bool) ->
             now += o[1]
         assert _state(fast) == _state(full)
         assert len(fast.segs) <= MAX_RECORDS
+
+
+def test_in_order_ack_below_a_later_retransmission_still_detects_loss() -> None:
+    """After a retransmitted record is acked (RACK.xmit_ts is its late retransmission), the
+    log is in order again, yet the originals still waiting were sent before RACK.xmit_ts:
+    the short path must run step 5 and deem them lost once RTT + reo_wnd has passed."""
+    fast, full = Rack(), _FullOnly()
+    sb = SackScoreboard()
+    for r in (fast, full):
+        r.on_sent(0, 1000, 1.0, False)
+        r.on_ack(1000, sb, 1.01, None, False, 1000)  # min_rtt 10 ms
+        r.on_sent(1000, 2000, 1.02, False)
+        r.on_sent(2000, 3000, 1.024, False)
+        r.on_sent(1000, 2000, 1.025, True)  # the first one resent
+        # Its retransmission is acked (11 ms: not ambiguous); [2000, 3000) may still be
+        # reordered: the timer waits, and the log has no retransmitted record left.
+        assert r.on_ack(2000, sb, 1.036, None, False, 3000) is False
+    assert fast.n_rtx == 0 and fast.lost_bytes == 0 and fast.xmit_ts == 1.025
+    assert fast.reo_at is not None
+    got = [r.on_ack(2500, sb, 1.05, None, False, 3000) for r in (fast, full)]
+    assert got == [True, True]  # [2500, 3000) was sent before 1.025 and its time is up
+    assert _state(fast) == _state(full)

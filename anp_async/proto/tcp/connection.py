@@ -1871,11 +1871,11 @@ class TcpConnection:
         dsack = sb.dsack != rack.dsack_seen
         rack.dsack_seen = sb.dsack
         echo_at = None
-        if ts is not None and ts[1]:
+        if ts is not None and ts[1] and rack.n_rtx:  # (only retransmitted records use it)
             echo_at = now - ((self._ts_val(now) - ts[1]) & MASK) / 1000.0
         una = self.snd_una
         rack.on_ack(una, sb, now, echo_at, dsack, self.snd_nxt, rec.in_recovery, self.rtt.srtt)
-        if rack.on_tlp_ack(una, dsack):
+        if rack.tlp_end is not None and rack.on_tlp_ack(una, dsack):
             rec.tlp_loss(una, self.snd_max, self.cc, now)
         if rack.lost_bytes:
             rec.rack_loss(una, self.snd_max, self.cc, now)

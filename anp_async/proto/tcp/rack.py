@@ -287,7 +287,17 @@ class Rack:
             self.reordering_seen = True
         if last.end > self.fack:
             self.fack = last.end
-        return self.detect_loss(now, in_recovery, srtt) if segs else False
+        if not segs:
+            return False
+        xt = self.xmit_ts
+        s = segs[0]
+        if xt is not None and not (xt > s.xmit or (xt == s.xmit and self.end_seq > s.end)):
+            # Step 5 (detect_loss) would stop at the first record left: it was not sent
+            # before RACK.xmit_ts, nor any after it (transmission order): nothing to mark
+            # lost, no reordering timer.
+            self.reo_at = None
+            return False
+        return self.detect_loss(now, in_recovery, srtt)
 
     def _forget(self, s: _Sent) -> None:
         if s.lost:
