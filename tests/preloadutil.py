@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from anp_async.nic.netns import Netns, unique_name
 
@@ -159,10 +159,10 @@ def retry_in_ns(
 
 
 @contextlib.contextmanager
-def anp_up() -> Iterator[tuple[Netns, str, Proc]]:
-    """``anp up --netns NEW`` on a TAP of our own: (namespace, tap, process)."""
+def anp_up(extra: Sequence[str] = ()) -> Iterator[tuple[Netns, str, Proc]]:
+    """``anp up --netns NEW [extra options]`` on a TAP of our own: (namespace, tap, process)."""
     ns, tap = Netns(unique_name("anp-plup")), new_tap()
-    proc = Proc([ANP, "up", "--netns", ns.name, *stack_opts(tap)])
+    proc = Proc([ANP, "up", "--netns", ns.name, *stack_opts(tap), *extra])
     try:
         proc.wait_for("anp up: tap")
         yield ns, tap, proc

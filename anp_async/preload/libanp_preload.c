@@ -550,6 +550,25 @@ static int to_kernel(int fd, struct anp_sock *s)
 
 static int fill_send_buffer(int fd, int *sndbuf);
 
+/* Put the program's address into a BIND or CONNECT request (msg_init first). Returns 0;
+ * 1 when the address is loopback and the socket became the kernel's (the caller makes the
+ * real call then); -1 with errno. */
+static int address_request(int fd, struct anp_sock *s, const struct sockaddr *addr,
+                           socklen_t len, int binding, struct anp_msg *req, union anp_addr *a)
+{
+    int lo, e = to_stack(s, addr, len, binding, a, &lo);
+    if (e)
+        return fail(e);
+    if (lo) {
+        if (s->state != ST_NEW)
+            return fail(binding ? EINVAL : EISCONN);
+        return to_kernel(fd, s) < 0 ? -1 : 1;
+    }
+    memcpy(req->data, a, ANP_ADDR_SLOT);
+    req->len = ANP_ADDR_SLOT;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ bind, listen, accept */
 
 int bind(int fd, const struct sockaddr *addr, socklen_t len)
@@ -558,24 +577,15 @@ int bind(int fd, const struct sockaddr *addr, socklen_t len)
     union anp_addr a;
     struct anp_msg req, rep;
     char buf[80];
-    int lo, e, rc;
+    int rc;
     ensure_real();
     s = lookup(fd);
     if (!s)
         return real_bind(fd, addr, len);
-    e = to_stack(s, addr, len, 1, &a, &lo);
-    if (e)
-        return fail(e);
-    if (lo) {
-        if (s->state != ST_NEW)
-            return fail(EINVAL);
-        if (to_kernel(fd, s) < 0)
-            return -1;
-        return real_bind(fd, addr, len);
-    }
     msg_init(&req, OP_BIND, s->sid);
-    memcpy(req.data, &a, ANP_ADDR_SLOT);
-    req.len = ANP_ADDR_SLOT;
+    rc = address_request(fd, s, addr, len, 1, &req, &a);
+    if (rc != 0)
+        return rc < 0 ? -1 : real_bind(fd, addr, len);
     rc = ctl_call(&req, -1, &rep, NULL);
     LOG("bind(%d, %s) = %d", fd, addr_str(&a, buf, sizeof buf), rc);
     return rc < 0 ? fail(-rc) : 0;
@@ -729,7 +739,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     union anp_addr a;
     struct anp_msg req, rep;
     char buf[80];
-    int lo, e, rc, sndbuf = 0, filler = 0, err;
+    int rc, sndbuf = 0, filler = 0, err;
     ensure_real();
     s = lookup(fd);
     if (!s)
@@ -740,19 +750,10 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
         ctl_call(&req, -1, &rep, NULL);
         return 0;
     }
-    e = to_stack(s, addr, len, 0, &a, &lo);
-    if (e)
-        return fail(e);
-    if (lo) {
-        if (s->state != ST_NEW)
-            return fail(EISCONN);
-        if (to_kernel(fd, s) < 0)
-            return -1;
-        return real_connect(fd, addr, len);
-    }
     msg_init(&req, OP_CONNECT, s->sid);
-    memcpy(req.data, &a, ANP_ADDR_SLOT);
-    req.len = ANP_ADDR_SLOT;
+    rc = address_request(fd, s, addr, len, 0, &req, &a);
+    if (rc != 0)
+        return rc < 0 ? -1 : real_connect(fd, addr, len);
     if (s->type == SOCK_DGRAM) {
         rc = ctl_call(&req, -1, &rep, NULL);
         if (rc < 0)

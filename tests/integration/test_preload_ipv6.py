@@ -10,15 +10,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
 
 import pytest
 
-from anp_async.nic.netns import Netns, unique_name
-from tests.preloadutil import ANP, Proc, attached, describe, kernel_proc, new_tap
+from anp_async.nic.netns import Netns
+from tests.preloadutil import anp_up, attached, describe, kernel_proc
 
 pytestmark = [pytest.mark.root]
 
@@ -27,20 +26,8 @@ STACK6, KERNEL6 = "fd00::2", "fd00::1"
 
 @contextlib.contextmanager
 def dual_stack() -> Iterator[tuple[Netns, str]]:
-    ns, tap = Netns(unique_name("anp-pl6")), new_tap()
-    proc = Proc([ANP, "up", "--netns", ns.name, "--tap", tap, "--ip", "10.0.0.2/24",
-                 "--ip", f"{STACK6}/64", "--peer", "10.0.0.1/24", "--peer", f"{KERNEL6}/64"])  # fmt: skip
-    try:
-        proc.wait_for("anp up: tap")
+    with anp_up(["--ip", f"{STACK6}/64", "--peer", f"{KERNEL6}/64"]) as (ns, tap, _proc):
         yield ns, tap
-    finally:
-        if proc.p.poll() is None:
-            proc.p.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.p.wait(20)
-        proc.close()
-        if ns.exists():
-            ns.delete()
 
 
 def run_attached(tap: str, program: list[str], timeout: float = 60) -> str:
