@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 log = logging.getLogger("anp_async.control")
@@ -140,7 +140,8 @@ def handle_request(
     return {"ok": False, "error": f"unknown command {cmd!r}"}
 
 
-def _encode(obj: Mapping[str, Any]) -> bytes:
+def encode(obj: Any) -> bytes:
+    """One JSON line of the control protocol."""
     # default=str: a counter dict holding something exotic must still produce an answer.
     return json.dumps(obj, default=str, separators=(",", ":")).encode() + b"\n"
 
@@ -222,29 +223,14 @@ class ControlServer:
         assert task is not None
         self._clients.add(task)
         try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    writer.write(_encode({"ok": False, "error": "request line too long"}))
-                    break
-                if not line:
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    req = json.loads(line)
-                except ValueError:
-                    resp: dict[str, Any] = {"ok": False, "error": "request is not valid JSON"}
-                else:
-                    if isinstance(req, dict) and req.get("cmd") == "trace":
-                        # A stream, not one answer: anp trace (obs/trace_stream.py).
-                        from .obs.trace_stream import serve_trace
+            async for req in read_requests(reader, writer):
+                if isinstance(req, dict) and req.get("cmd") == "trace":
+                    # A stream, not one answer: anp trace (obs/trace_stream.py).
+                    from .obs.trace_stream import serve_trace
 
-                        await serve_trace(self.stack, req, reader, writer)
-                        break
-                    resp = handle_request(self.stack, req, self.info)
-                writer.write(_encode(resp))
+                    await serve_trace(self.stack, req, reader, writer)
+                    break
+                writer.write(encode(handle_request(self.stack, req, self.info)))
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
@@ -253,6 +239,30 @@ class ControlServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+async def read_requests(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> AsyncIterator[Any]:
+    """The requests of one control connection, one JSON value per line. A line that is not
+    JSON is answered with an error and skipped; one longer than MAX_LINE ends the
+    connection (it cannot be resynchronised)."""
+    while True:
+        try:
+            line = await reader.readline()
+        except (ValueError, asyncio.LimitOverrunError):
+            writer.write(encode({"ok": False, "error": "request line too long"}))
+            return
+        if not line:
+            return
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+        except ValueError:
+            writer.write(encode({"ok": False, "error": "request is not valid JSON"}))
+            continue
+        yield req
 
 
 def call(path: str, request: Mapping[str, Any], timeout: float = 5.0) -> dict[str, Any]:
@@ -267,7 +277,7 @@ def call(path: str, request: Mapping[str, Any], timeout: float = 5.0) -> dict[st
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError) as e:
             raise NoStackError(f"no stack runs there (no control socket at {path})") from e
-        s.sendall(_encode(request))
+        s.sendall(encode(request))
         buf = bytearray()
         while b"\n" not in buf:
             try:

@@ -32,17 +32,13 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from ..control import MAX_LINE, serving
+from ..control import MAX_LINE, encode, read_requests, serving
 
 if TYPE_CHECKING:
     from .host import MultiQueueHost
 
 #: Seconds a worker may take to answer one request.
 WORKER_TIMEOUT = 5.0
-
-
-def _encode(obj: Any) -> bytes:
-    return json.dumps(obj, default=str, separators=(",", ":")).encode() + b"\n"
 
 
 def merge_stats(per_worker: list[tuple[int, Any]]) -> Any:
@@ -124,7 +120,7 @@ class FanoutControl:
         except (OSError, TimeoutError) as e:
             return {"ok": False, "error": f"worker control socket {path}: {e}"}
         try:
-            writer.write(_encode(req))
+            writer.write(encode(req))
             line = await asyncio.wait_for(reader.readline(), WORKER_TIMEOUT)
             if not line:
                 return {"ok": False, "error": f"worker at {path} closed without answering"}
@@ -220,10 +216,10 @@ class FanoutControl:
                 r, w = await asyncio.open_unix_connection(p, limit=MAX_LINE * 16)
             except OSError:
                 continue
-            w.write(_encode(inner))
+            w.write(encode(inner))
             streams.append((i, r, w))
         if not streams:
-            writer.write(_encode({"ok": False, "error": "no worker is running"}))
+            writer.write(encode({"ok": False, "error": "no worker is running"}))
             return
         started = False
 
@@ -240,7 +236,7 @@ class FanoutControl:
                     if isinstance(rec.get("trace"), dict):
                         rec["trace"]["worker"] = i
                         rec["trace"]["text"] = f"[w{i}] {rec['trace'].get('text', '')}"
-                writer.write(_encode(rec))
+                writer.write(encode(rec))
                 await writer.drain()
 
         pumps: list[asyncio.Future[Any]] = [
@@ -263,25 +259,11 @@ class FanoutControl:
         assert task is not None
         self._clients.add(task)
         try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    writer.write(_encode({"ok": False, "error": "request line too long"}))
-                    break
-                if not line:
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    req = json.loads(line)
-                except ValueError:
-                    writer.write(_encode({"ok": False, "error": "request is not valid JSON"}))
-                    continue
+            async for req in read_requests(reader, writer):
                 if isinstance(req, dict) and req.get("cmd") == "trace":
                     await self._trace(req, reader, writer)
                     break
-                writer.write(_encode(await self.handle(req)))
+                writer.write(encode(await self.handle(req)))
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
