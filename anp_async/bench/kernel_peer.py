@@ -179,7 +179,9 @@ def _run_requests(one: Any, count: int, warmup: int, time_limit: float) -> dict[
     }
 
 
-def tcp_client(host: str, size: int, count: int, warmup: int, seed: int, time_limit: float) -> dict[str, Any]:
+def tcp_client(
+    host: str, size: int, count: int, warmup: int, seed: int, time_limit: float
+) -> dict[str, Any]:
     src = payload_source(seed, size)
     sock = socket.create_connection((host, ECHO_PORT), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -202,7 +204,9 @@ def tcp_client(host: str, size: int, count: int, warmup: int, seed: int, time_li
         return _run_requests(one, count, warmup, time_limit)
 
 
-def udp_client(host: str, size: int, count: int, warmup: int, seed: int, time_limit: float) -> dict[str, Any]:
+def udp_client(
+    host: str, size: int, count: int, warmup: int, seed: int, time_limit: float
+) -> dict[str, Any]:
     src = payload_source(seed, size)
     sock = socket.socket(_family(host), socket.SOCK_DGRAM)
     sock.connect((host, ECHO_PORT))
@@ -245,7 +249,9 @@ def _fold(s: int) -> int:
     return s
 
 
-def icmp_client(host: str, size: int, count: int, warmup: int, seed: int, time_limit: float) -> dict[str, Any]:
+def icmp_client(
+    host: str, size: int, count: int, warmup: int, seed: int, time_limit: float
+) -> dict[str, Any]:
     """Echo requests on a raw socket; the reply's identifier, sequence and data are checked."""
     payload = payload_source(seed, size)[:size]
     psum = _word_sum(payload)
