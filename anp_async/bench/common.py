@@ -8,14 +8,17 @@ measured requests.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import random
 import struct
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+N = TypeVar("N", int, float)
 
 #: Well-known ports the peers listen on (RFC 862 echo, RFC 863 discard).
 ECHO_PORT = 7
@@ -37,6 +40,24 @@ BULK_BLOCK = 1 << 20
 SEQ = struct.Struct("!Q")
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+
+
+def number_arg(
+    convert: Callable[[str], N], valid: Callable[[N], bool], message: str
+) -> Callable[[str], N]:
+    """An argparse type: ``convert(text)`` if ``valid`` holds, else one line built from
+    ``message`` (``{text!r}`` is the offending text). NaN and infinities fail ``valid``."""
+
+    def parse(text: str) -> N:
+        try:
+            v = convert(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(message.format(text=text)) from None
+        if not valid(v):
+            raise argparse.ArgumentTypeError(message.format(text=text))
+        return v
+
+    return parse
 
 
 def emit(obj: dict[str, Any]) -> None:

@@ -29,6 +29,8 @@ import sys
 import time
 from typing import Any
 
+from .common import number_arg
+
 HELP = "mixed stack<->kernel traffic over a TAP for minutes, every byte checked (soak)"
 
 STACK_IP = "10.0.0.2"
@@ -122,34 +124,18 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 < v <= 24 * 60:
-        raise argparse.ArgumentTypeError(f"{text!r}: minutes must be more than 0, at most 1440")
-    return v
+_positive = number_arg(
+    float, lambda v: 0 < v <= 24 * 60, "{text!r}: minutes must be more than 0, at most 1440"
+)
 
 
-def _count(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        v = 0
-    if not 1 <= v <= 512:
-        raise argparse.ArgumentTypeError(f"{text!r}: connections must be 1..512")
-    return v
+
+_count = number_arg(int, lambda v: 1 <= v <= 512, "{text!r}: connections must be 1..512")
 
 
-def _loss(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        v = -1.0
-    if not 0 <= v <= 0.3:
-        raise argparse.ArgumentTypeError(f"{text!r}: loss must be within 0..0.3")
-    return v
+
+_loss = number_arg(float, lambda v: 0 <= v <= 0.3, "{text!r}: loss must be within 0..0.3")
+
 
 
 async def _stack_client(

@@ -43,6 +43,8 @@ from anp_async.nic.faults import FaultConfig, FaultyNic
 from anp_async.nic.wire import Wire
 from anp_async.sim.loop import SimEventLoop
 
+from .common import number_arg
+
 #: label -> (TcpConfig overrides, ECN marking instead of loss)
 CONFIGS: dict[str, tuple[dict[str, Any], bool]] = {
     "newreno": ({"sack": False, "rack": False}, False),
@@ -67,14 +69,10 @@ def _size(text: str) -> int:
     return n
 
 
-def _loss(text: str) -> float:
-    try:
-        p = float(text)
-    except ValueError:
-        p = -1.0
-    if not 0.0 <= p < 0.5:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a loss probability in [0, 0.5)")
-    return p
+_loss = number_arg(
+    float, lambda p: 0.0 <= p < 0.5, "{text!r} is not a loss probability in [0, 0.5)"
+)
+
 
 
 def _rate(text: str) -> float:
@@ -89,14 +87,8 @@ def _rate(text: str) -> float:
     return r
 
 
-def _delay(text: str) -> float:
-    try:
-        d = float(text)
-    except ValueError:
-        d = -1.0
-    if not 0.0 <= d <= 10.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a delay from 0 to 10 s")
-    return d
+_delay = number_arg(float, lambda d: 0.0 <= d <= 10.0, "{text!r} is not a delay from 0 to 10 s")
+
 
 
 def _seeds(text: str) -> list[int]:
