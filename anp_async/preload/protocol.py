@@ -23,6 +23,9 @@ EOF            --                                                   res 0 or -er
                                                                     stream ended (reset ...)
 IDENTIFY       a0/a1 inode (a socket inherited across exec)         res sid, a0 type, a1 state,
                                                                     a2 family
+RELEASED       (never the library's: a sibling worker's API tells   --
+               the front worker, unasked, which sockets it handed
+               out with ACCEPT it has forgotten; data: int32 sids)
 =============  ===================================================  ================================
 
 ``res`` is ``>= 0`` or ``-errno``. An *address slot* is ``struct sockaddr_in`` or ``struct
@@ -63,6 +66,7 @@ class Op(IntEnum):
     GETOPT = 8
     EOF = 9
     IDENTIFY = 10
+    RELEASED = 11
 
 
 class LibState(IntEnum):

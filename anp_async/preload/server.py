@@ -32,6 +32,8 @@ from .sockets import (
     DatagramSocket,
     HangupWatcher,
     Listener,
+    RemoteConn,
+    RemoteStream,
     SocketRecord,
     StreamPump,
     StreamSocket,
@@ -40,6 +42,7 @@ from .sockets import (
 
 if TYPE_CHECKING:
     from ..stack import Stack
+    from .siblings import Siblings
 
 log = logging.getLogger("anp_async.preload")
 
@@ -74,9 +77,14 @@ class _Client:
 
 
 class SocketApi:
-    """Stack sockets for preloaded programs, served on a Unix socket at ``path``."""
+    """Stack sockets for preloaded programs, served on a Unix socket at ``path``.
 
-    def __init__(self, stack: Stack, path: str) -> None:
+    On a multi-queue host the front worker's API is given its ``siblings``' API paths
+    ({worker index: path}): the program's listeners and UDP ports then reach every worker
+    (:mod:`.siblings`).
+    """
+
+    def __init__(self, stack: Stack, path: str, siblings: dict[int, str] | None = None) -> None:
         self.stack = stack
         self.path = path
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
@@ -86,7 +94,7 @@ class SocketApi:
         self._clients: dict[int, _Client] = {}
         self._socks: dict[int, SocketRecord] = {}
         self._by_inode: dict[int, int] = {}
-        self._ended: collections.OrderedDict[int, StreamSocket] = collections.OrderedDict()
+        self._ended: collections.OrderedDict[int, SocketRecord] = collections.OrderedDict()
         self._tcp_bound: dict[int, StreamSocket] = {}
         self._next_sid = 1
         self._handlers: dict[int, Handler] = {
@@ -101,6 +109,11 @@ class SocketApi:
             Op.EOF: self._op_eof,
             Op.IDENTIFY: self._op_identify,
         }
+        self.siblings: Siblings | None = None
+        if siblings:
+            from .siblings import Siblings
+
+            self.siblings = Siblings(self, siblings)
 
     # ------------------------------------------------------------------ serving
 
@@ -118,6 +131,8 @@ class SocketApi:
         sock.setblocking(False)
         self._listen_sock = sock
         self.loop.add_reader(sock.fileno(), self._accept_client)
+        if self.siblings is not None:
+            self.siblings.start()
 
     def close(self) -> None:
         """Stop serving; every program socket ends (programs see EOF / EPIPE)."""
@@ -127,6 +142,8 @@ class SocketApi:
             self._listen_sock = None
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+        if self.siblings is not None:
+            self.siblings.close()
         for client in list(self._clients.values()):
             self._drop_client(client)
         for rec in list(self._socks.values()):
@@ -142,11 +159,14 @@ class SocketApi:
 
     def stats(self) -> dict[str, Any]:
         kinds = collections.Counter(r.kind for r in self._socks.values())
-        return dict(self.counters) | {
+        out: dict[str, Any] = dict(self.counters) | {
             "clients": len(self._clients),
             "sockets_tcp": kinds["tcp"],
             "sockets_udp": kinds["udp"],
         }
+        if self.siblings is not None:
+            out["siblings"] = self.siblings.stats()
+        return out
 
     def _accept_client(self) -> None:
         assert self._listen_sock is not None
@@ -237,12 +257,33 @@ class SocketApi:
                 if fd >= 0:
                     os.close(fd)
                 return _err(req.op, errno.EBADF)
+            if isinstance(rec, RemoteStream) and req.op != Op.NAME:
+                if fd >= 0:
+                    os.close(fd)
+                return self._forward(rec, req)
         try:
             return handler(rec, req, fd)
         except OSError as e:
             return self._failed(req, e)
         except (ValueError, OverflowError):
             return _err(req.op, errno.EINVAL)
+
+    async def _forward(self, rec: RemoteStream, req: Message) -> Message:
+        """A call on a connection a sibling serves: the sibling's answer."""
+        self.counters["forwarded"] += 1
+        reply = await rec.link.forward(
+            Message(req.op, sid=rec.rsid, res=req.res, a=req.a, data=req.data)
+        )
+        return Message(req.op, sid=rec.sid, res=reply.res, a=reply.a, data=reply.data)
+
+    async def udp_bound(self, rec: DatagramSocket) -> None:
+        """``rec`` got a port: the siblings bind it too (their datagrams come here)."""
+        if self.siblings is not None and not rec.closed:
+            await self.siblings.mirror_udp(rec)
+
+    def udp_released(self, rec: DatagramSocket) -> None:
+        if self.siblings is not None:
+            self.siblings.unmirror_udp(rec)
 
     # ------------------------------------------------------------------ registry
 
@@ -251,7 +292,9 @@ class SocketApi:
         if self._socks.pop(rec.sid, None) is None:
             return
         self._by_inode.pop(rec.inode, None)
-        if isinstance(rec, StreamSocket) and rec.listener is None:
+        if isinstance(rec, RemoteStream) or (
+            isinstance(rec, StreamSocket) and rec.listener is None
+        ):
             self._ended[rec.sid] = rec
             while len(self._ended) > MAX_ENDED:
                 self._ended.popitem(last=False)
@@ -366,6 +409,15 @@ class SocketApi:
             self._tcp_bound[rec.bound[1]] = rec
             raise
         rec.listener = listener  # the hang-up watcher still tells when the program closes it
+        if self.siblings is not None:
+            try:
+                await self.siblings.mirror_listener(listener)
+            except OSError:
+                listener.close()
+                rec.listener = None
+                if not rec.closed:
+                    self._tcp_bound[rec.bound[1]] = rec
+                raise
         return Message(req.op)
 
     def _op_accept(self, rec: SocketRecord | None, req: Message, _fd: int) -> Any:
@@ -375,6 +427,8 @@ class SocketApi:
         if not queue:
             return _err(req.op, errno.EAGAIN)
         pump = queue.popleft()
+        if isinstance(pump, RemoteConn):
+            return self._accept_remote(rec, req, pump)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         sid = self._new_sid()
         new = StreamSocket(self, sid, ours, rec.family)
@@ -384,6 +438,17 @@ class SocketApi:
         self.counters["accepted"] += 1
         reply = Message(req.op, sid=sid, data=pack_sockaddr(*peer) + pack_sockaddr(*local))
         return reply, theirs.detach()
+
+    def _accept_remote(self, rec: StreamSocket, req: Message, conn: RemoteConn) -> Reply:
+        """accept() of a connection a sibling worker serves: the program gets the end of
+        the sibling's socketpair; here a record that forwards calls to the sibling."""
+        sid = self._new_sid()
+        proxy = RemoteStream(self, sid, rec.family, conn)
+        self._add(proxy, conn.inode)
+        conn.link.adopt(proxy)
+        self.counters["accepted"] += 1
+        self.counters[f"accepted_worker{conn.link.index}"] += 1
+        return Message(req.op, sid=sid, data=conn.data), conn.take_fd()
 
     def _op_connect(self, rec: SocketRecord | None, req: Message, fd: int) -> Any:
         if isinstance(rec, DatagramSocket):

@@ -25,13 +25,22 @@ import asyncio
 import collections
 import errno
 import logging
+import os
 import select
 import socket
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .protocol import UDP_HDR, LibState, pack_udp_header, unpack_udp_header
+from .protocol import (
+    ADDR_SLOT,
+    UDP_HDR,
+    LibState,
+    Message,
+    pack_udp_header,
+    unpack_sockaddr,
+    unpack_udp_header,
+)
 
 if TYPE_CHECKING:
     from .server import SocketApi
@@ -471,14 +480,57 @@ class StreamPump(asyncio.Protocol):
         self.rec.release()
 
 
+class SiblingChannel(Protocol):
+    """The front's link to a sibling worker's socket API (:mod:`.siblings`)."""
+
+    index: int
+
+    async def forward(self, msg: Message) -> Message:
+        """Send ``msg`` to the sibling's API and return its reply."""
+        ...
+
+    def adopt(self, proxy: RemoteStream) -> None:
+        """``proxy`` now stands for the sibling's socket ``proxy.rsid``."""
+        ...
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class RemoteConn:
+    """A connection another worker accepted for a listener of the program: the program's
+    end of its socketpair (the sibling pumps the other end), waiting in the accept queue."""
+
+    def __init__(self, link: SiblingChannel, rsid: int, fd: int, data: bytes) -> None:
+        self.link = link
+        self.rsid = rsid
+        self.fd = fd
+        self.data = data  # the ACCEPT reply's peer slot + local slot
+        self.inode = os.fstat(fd).st_ino
+
+    def take_fd(self) -> int:
+        fd, self.fd = self.fd, -1
+        return fd
+
+    def close(self) -> None:
+        """Never accepted: the sibling sees the program close it and ends the connection."""
+        if self.fd >= 0:
+            os.close(self.take_fd())
+
+
 class Listener:
-    """A listening socket: the stack's server, and the connections waiting for accept()."""
+    """A listening socket: the stack's server, and the connections waiting for accept()
+    (its own stack's, and on a multi-queue host those its siblings accepted)."""
 
     def __init__(self, rec: StreamSocket, backlog: int) -> None:
         self.rec = rec
         self.backlog = backlog
-        self.queue: collections.deque[StreamPump] = collections.deque()
+        self.queue: collections.deque[StreamPump | RemoteConn] = collections.deque()
         self.server: Any = None
+        #: The same listener on the sibling workers (closed with this one).
+        self.mirrors: list[Closable] = []
+        self.closed = False
 
     def new_pump(self) -> StreamPump:
         return _QueuedPump(self)
@@ -503,6 +555,22 @@ class Listener:
                 return
         transport.pause_reading()  # data waits in the stack until accept()
         self.queue.append(pump)
+        self._signal()
+
+    def enqueue_remote(self, conn: RemoteConn) -> None:
+        """A sibling accepted ``conn`` (it already kept only this socket's family)."""
+        if self.closed:
+            conn.close()
+            return
+        if len(self.queue) >= self.backlog:
+            self.rec.api.counters["accept_queue_overflows"] += 1
+            if len(self.queue) >= ACCEPT_QUEUE_MAX:
+                conn.close()
+                return
+        self.queue.append(conn)
+        self._signal()
+
+    def _signal(self) -> None:
         try:
             self.rec.sock.send(b"\1")  # the program's descriptor polls readable
         except OSError:
@@ -515,12 +583,18 @@ class Listener:
             pass
 
     def close(self) -> None:
+        self.closed = True
         if self.server is not None:
             self.server.close()
             self.server = None
+        for mirror in list(self.mirrors):
+            mirror.close()
+        self.mirrors.clear()
         while self.queue:
             pump = self.queue.popleft()
-            if pump.transport is not None:
+            if isinstance(pump, RemoteConn):
+                pump.close()
+            elif pump.transport is not None:
                 pump.transport.abort()
 
 
@@ -597,6 +671,11 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
             raise OSError(errno.EINVAL, "already bound")
         await self.api.stack.create_datagram_endpoint(lambda: self, local_addr=(ip, port))
         self.bound_ip = ip
+        await self.api.udp_bound(self)  # the same port on the sibling workers, if any
+
+    @property
+    def port(self) -> int:
+        return self.sockname()[1]
 
     def ensure_bound(self) -> None:
         """Bind to an ephemeral port in the background (first send, connect)."""
@@ -688,5 +767,48 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
             self.binding.cancel()
         transport, self.transport = self.transport, None
         super().release()
+        self.api.udp_released(self)
         if transport is not None:
             transport.close()
+
+
+class RemoteStream(SocketRecord):
+    """An accepted connection that a sibling worker's stack serves: the program's
+    descriptor talks to the sibling directly; the calls that need the stack (options,
+    SO_ERROR, why it ended) are forwarded to the sibling's socket ``rsid``. Its names are
+    known from the accept. There is no anp end here, so nothing to pump or watch: the
+    sibling says when it forgot the socket (:mod:`.siblings`)."""
+
+    kind = "tcp"
+    lib_type = socket.SOCK_STREAM
+
+    def __init__(self, api: SocketApi, sid: int, family: int, conn: RemoteConn) -> None:
+        # No SocketRecord.__init__: the record has no descriptor of its own.
+        self.api = api
+        self.sid = sid
+        self.fd = -1
+        self.family = family
+        self.inode = conn.inode
+        self.options = {}
+        self.pending_error = 0
+        self.closed = False
+        self.link = conn.link
+        self.rsid = conn.rsid
+        self.names = (
+            unpack_sockaddr(conn.data[ADDR_SLOT : 2 * ADDR_SLOT]),
+            unpack_sockaddr(conn.data[:ADDR_SLOT]),
+        )
+
+    def lib_state(self) -> LibState:
+        return LibState.CONNECTED
+
+    def sockname(self) -> tuple[str, int]:
+        return self.names[0]
+
+    def peername(self) -> tuple[str, int] | None:
+        return self.names[1]
+
+    def release(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.api.forget(self)
