@@ -27,6 +27,7 @@ from .modes import make_mode
 from .modes.base import RxMode
 from .nic.base import Buffer, Nic
 from .nic.offload import VnetOffload
+from .nic.tap import MAX_QUEUES
 from .nic.vnet import PLAIN_HEADER, VNET_HDR_LEN
 from .proto import arp as arp_proto
 from .proto import icmp
@@ -99,6 +100,10 @@ class StackConfig:
     pcap: str | None = None
     #: Send ICMP port unreachable for datagrams to closed UDP ports (RFC 1122 4.1.3.1).
     icmp_port_unreachable: bool = True
+    #: Receive queues, one worker process each (RSS across cores). A :class:`Stack` is one
+    #: process, so it takes only 1; for more, ``anp_async.mq.MultiQueueHost.from_stack_config``
+    #: runs one stack per queue of a multi-queue TAP with every other field of this config.
+    queues: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -152,6 +157,10 @@ class StackConfig:
             raise ValueError(f"dad_transmits must be 0..10, got {self.dad_transmits}")
         if self.pcap is not None and not isinstance(self.pcap, str):
             raise ValueError(f"pcap must be a file name, got {self.pcap!r}")
+        if isinstance(self.queues, bool) or not isinstance(self.queues, int):
+            raise ValueError(f"queues must be an integer, got {self.queues!r}")
+        if not 1 <= self.queues <= MAX_QUEUES:
+            raise ValueError(f"queues must be 1..{MAX_QUEUES}, got {self.queues}")
 
 
 _PING_PATTERN = bytes(range(256)) * 256  # 64 KiB of 0, 1, ..., 255, ...
@@ -193,6 +202,12 @@ class Stack:
         if not isinstance(config.nic, Nic):
             raise ValueError(f"StackConfig.nic must be a Nic, got {config.nic!r}")
         config.validate()
+        if config.queues != 1:
+            raise ValueError(
+                f"StackConfig(queues={config.queues}): a Stack is one process on one queue; "
+                "run one stack per queue with anp_async.mq.MultiQueueHost.from_stack_config("
+                "config, tap=...) (or anp up --queues N)"
+            )
         self.config = config
         nic: Nic = config.nic
         if config.pcap:

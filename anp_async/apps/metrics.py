@@ -24,9 +24,14 @@ def _response(status: str, body: bytes, ctype: str, close: bool) -> bytes:
 
 
 def metrics_handler(
-    stats: Callable[[], dict[str, Any]],
+    stats: Callable[[], dict[str, Any]] | None = None,
+    *,
+    render_text: Callable[[bool], Awaitable[str]] | None = None,
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    """A stream handler serving ``GET /metrics`` from ``stats()`` (keep-alive, bounded)."""
+    """A stream handler serving ``GET /metrics`` from ``stats()`` (keep-alive, bounded), or
+    from ``await render_text(openmetrics)`` (a multi-queue host's workers ask the host)."""
+    if (stats is None) == (render_text is None):
+        raise ValueError("metrics_handler takes stats or render_text, one of them")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -53,9 +58,17 @@ def metrics_handler(
                 path = parts[1].split("?", 1)[0]
                 if path == "/metrics":
                     om = "application/openmetrics-text" in headers.get("accept", "")
-                    body = render(stats(), openmetrics=om).encode()
                     ctype = OPENMETRICS_TYPE if om else PROMETHEUS_TYPE
                     status = "200 OK"
+                    if render_text is None:
+                        assert stats is not None
+                        body = render(stats(), openmetrics=om).encode()
+                    else:
+                        try:
+                            body = (await render_text(om)).encode()
+                        except (OSError, TimeoutError, ValueError) as e:
+                            body, ctype = f"counters unavailable: {e}\n".encode(), "text/plain"
+                            status = "503 Service Unavailable"
                 elif path == "/":
                     body, ctype, status = b"anp-async: see /metrics\n", "text/plain", "200 OK"
                 else:

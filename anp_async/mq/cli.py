@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from ..cli.base import CliError, reason
-from ..cli.options import _check_stack_args, mode_from_args
+from ..cli.options import _check_stack_args, mode_from_args, tcp_config_from_args
 from ..cli.serving import control_path, ensure_no_stack_on
 from .host import Death, HostConfig, MultiQueueHost
 
@@ -21,10 +21,19 @@ async def run_up(args: argparse.Namespace) -> int:
     """Run ``args.queues`` workers until SIGINT/SIGTERM (the caller cancels this task)."""
     _check_stack_args(args)
     mode, params = mode_from_args(args)
-    if getattr(args, "trace", None) is not None:
-        raise CliError("--trace with --queues > 1: use anp trace (it covers every worker)")
-    if getattr(args, "metrics", None) is not None:
-        raise CliError("--metrics with --queues > 1 is not supported yet")
+    if getattr(args, "ip6", None) and args.queues > 1:
+        raise CliError(
+            "--ip with an IPv6 address and --queues > 1: not supported yet (the steering "
+            "program sends every IPv6 frame to queue 0, so only one worker would hear it)"
+        )
+    trace = getattr(args, "trace", None)
+    if trace:
+        from ..obs.trace import TraceFilterError, parse_filter
+
+        try:
+            parse_filter(trace)
+        except TraceFilterError as e:
+            raise CliError(f"--trace: {e}") from None
     ensure_no_stack_on(args)
     from ..nic.netns import Netns
 
@@ -50,10 +59,16 @@ async def run_up(args: argparse.Namespace) -> int:
             mode=mode,
             mode_params=params,
             congestion=getattr(args, "congestion", "newreno"),
+            tcp=tcp_config_from_args(args),
+            ip6=getattr(args, "ip6", None),
+            peer6=getattr(args, "peer6", None),
             pcap=args.pcap,
             control=control_path(args),
             echo=args.echo,
             http=args.http,
+            trace=trace,
+            metrics=getattr(args, "metrics", None),
+            loop=getattr(args, "loop", "asyncio"),
         )
         try:
             host = MultiQueueHost(cfg, on_death=_report)
@@ -66,7 +81,11 @@ async def run_up(args: argparse.Namespace) -> int:
             where = f" in netns {args.netns}" if args.netns else ""
             serves = "".join(
                 f", {name} port {port}"
-                for name, port in (("echo udp+tcp", args.echo), ("http", args.http))
+                for name, port in (
+                    ("echo udp+tcp", args.echo),
+                    ("http", args.http),
+                    ("metrics", cfg.metrics),
+                )
                 if port is not None
             )
             print(

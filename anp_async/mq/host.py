@@ -28,13 +28,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..nic.netns import Netns
 from ..nic.tap import TapNic
-from .spec import READY, WorkerSpec
+from ..proto.tcp.config import TcpConfig
+from .spec import READY, WorkerSpec, tcp_to_dict
 
 if TYPE_CHECKING:
+    from ..stack import Stack, StackConfig
     from .fanout import FanoutControl
 
 log = logging.getLogger("anp_async.mq")
@@ -60,7 +62,11 @@ def worker_control_path(control: str, index: int) -> str:
 
 @dataclass
 class HostConfig:
-    """A multi-queue host: the TAP, the addresses, the mode and what every worker serves."""
+    """A multi-queue host: the TAP, the addresses, the mode and what every worker serves.
+
+    :meth:`from_stack_config` builds one from a :class:`~anp_async.stack.StackConfig`
+    (``StackConfig(queues=N)``): every field of it reaches every worker's stack.
+    """
 
     tap: str = "anptap0"
     queues: int = 2
@@ -73,7 +79,25 @@ class HostConfig:
     vnet_hdr: bool = True
     mode: str = "interrupt"
     mode_params: dict[str, int] = field(default_factory=dict)
+    #: The congestion control, used when ``tcp`` is None.
     congestion: str = "newreno"
+    #: Every TCP option of the workers' stacks (recovery, ECN, buffers ...); None: the
+    #: defaults with ``congestion``.
+    tcp: TcpConfig | None = None
+    #: IPv6 address of the stack and of the TAP's kernel end. The steering program sends
+    #: every IPv6 frame to queue 0, so IPv6 needs ``queues == 1`` for now.
+    ip6: str | None = None
+    peer6: str | None = None
+    gateway6: str | None = None
+    dad_transmits: int = 1
+    icmp_port_unreachable: bool = True
+    #: Trace every worker's stack to stderr (``anp up --trace [EXPR]``), lines tagged [wI].
+    trace: str | None = None
+    #: Serve OpenMetrics on this TCP port of every worker: the host's summed counters
+    #: and each worker's (label ``worker``); needs ``control``.
+    metrics: int | None = None
+    #: The workers' event loop: "asyncio" or "uvloop".
+    loop: str = "asyncio"
     #: "FILE.pcap": each worker records into FILE.wI.pcap.
     pcap: str | None = None
     #: The host's control socket; workers serve theirs beside it. None: no control sockets.
@@ -88,6 +112,33 @@ class HostConfig:
     #: Steer flows with the known function of nic/steering.py (False: the kernel's
     #: automq, whose secret-keyed hash the workers cannot predict -- for comparison only).
     steering: bool = True
+
+    @classmethod
+    def from_stack_config(
+        cls, config: StackConfig, *, tap: str = "anptap0", peer: str | None = "10.0.0.1/24",
+        **host: Any,
+    ) -> HostConfig:  # fmt: skip
+        """The host that runs ``config`` on ``config.queues`` workers, one per queue of
+        the multi-queue TAP ``tap`` (kernel end ``peer``). ``config.nic`` must be None (the
+        host opens the TAP); ``host`` sets the other fields (netns, control, echo, ...)."""
+        config.validate()
+        if config.nic is not None:
+            raise ValueError(
+                "StackConfig.nic must be None for a multi-queue host: it opens the "
+                "multi-queue TAP itself (name it with tap=...)"
+            )
+        return cls(
+            tap=tap, queues=config.queues, ip=config.ip, peer=peer, mac=config.mac,
+            gateway=config.gateway, mtu=config.mtu or 1500, mode=config.mode,
+            mode_params=dict(config.mode_params), congestion=config.tcp.congestion,
+            tcp=config.tcp, ip6=config.ip6, gateway6=config.gateway6,
+            dad_transmits=config.dad_transmits, pcap=config.pcap,
+            icmp_port_unreachable=config.icmp_port_unreachable, **host,
+        )  # fmt: skip
+
+    def tcp_config(self) -> TcpConfig:
+        """The TcpConfig every worker's stack gets."""
+        return self.tcp if self.tcp is not None else TcpConfig(congestion=self.congestion)
 
 
 @dataclass
@@ -135,6 +186,17 @@ class MultiQueueHost:
             raise ValueError(f"queues must be an integer, got {config.queues!r}")
         if not 1 <= config.queues <= 256:
             raise ValueError(f"queues must be 1..256, got {config.queues}")
+        if config.ip6 is not None and config.queues > 1:
+            raise ValueError(
+                "IPv6 with queues > 1 is not supported yet: the steering program sends every "
+                "IPv6 frame to queue 0 (nic/steering.py), so only one worker would hear it"
+            )
+        if config.metrics is not None and config.control is None:
+            raise ValueError("metrics needs control (the workers ask it for the summed counters)")
+        if config.loop not in ("asyncio", "uvloop"):
+            raise ValueError(f"loop must be asyncio or uvloop, got {config.loop!r}")
+        if config.tcp is not None and not isinstance(config.tcp, TcpConfig):
+            raise ValueError(f"tcp must be a TcpConfig, got {config.tcp!r}")
         self.config = config
         self.mac = config.mac or _random_mac()
         self.nics: list[TapNic] = []
@@ -144,6 +206,18 @@ class MultiQueueHost:
         self._closing = False
         self._relay: list[tuple[socket.socket, socket.socket]] = []
         self._control: FanoutControl | None = None
+        #: Queue -> the supervisor's socket-less stack on a queue whose worker is gone
+        #: for good (``restart=False``, or too many restarts).
+        self._tombstones: dict[int, Stack] = {}
+
+    @classmethod
+    def from_stack_config(
+        cls, config: StackConfig, *, tap: str = "anptap0", peer: str | None = "10.0.0.1/24",
+        on_death: Callable[[Death], None] | None = None, **host: Any,
+    ) -> MultiQueueHost:  # fmt: skip
+        """``StackConfig(queues=N)`` as N workers (:meth:`HostConfig.from_stack_config`):
+        ``async with MultiQueueHost.from_stack_config(cfg, tap="anptap0") as host``."""
+        return cls(HostConfig.from_stack_config(config, tap=tap, peer=peer, **host), on_death)
 
     @property
     def ip(self) -> str:
@@ -177,40 +251,13 @@ class MultiQueueHost:
                 mtu=cfg.mtu,
                 vnet_hdr=cfg.vnet_hdr,
                 steering=cfg.steering,
+                peer6=cfg.peer6,
             )
             for _ in range(cfg.queues):
                 a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._relay.append((a, b))
-            netns = cfg.netns.name if isinstance(cfg.netns, Netns) else cfg.netns
             for i, nic in enumerate(self.nics):
-                spec = WorkerSpec(
-                    index=i,
-                    queues=cfg.queues,
-                    steered=cfg.steering,
-                    tap=cfg.tap,
-                    tap_fd=nic.fileno(),
-                    ip=cfg.ip,
-                    mac=self.mac,
-                    kernel_mac=nic.kernel_mac.hex(),
-                    netns=netns,
-                    peer=cfg.peer,
-                    gateway=cfg.gateway,
-                    mtu=cfg.mtu,
-                    vnet_hdr=cfg.vnet_hdr,
-                    mode=cfg.mode,
-                    mode_params=dict(cfg.mode_params),
-                    congestion=cfg.congestion,
-                    pcap=_worker_pcap(cfg.pcap, i, cfg.queues),
-                    control=worker_control_path(cfg.control, i) if cfg.control else None,
-                    echo=cfg.echo,
-                    sink=cfg.sink,
-                    http=cfg.http,
-                    setup=cfg.setup,
-                    relay_in=self._relay[i][0].fileno() if cfg.queues > 1 else -1,
-                    relay_out=[self._relay[j][1].fileno() for j in range(cfg.queues) if j != i]
-                    if cfg.queues > 1
-                    else [],
-                )
+                spec = self.worker_spec(i, nic.fileno(), nic.kernel_mac)
                 self.workers.append(_Worker(spec))
             await asyncio.gather(*(self._spawn(w) for w in self.workers))
             if cfg.control:
@@ -221,6 +268,49 @@ class MultiQueueHost:
         except BaseException:
             await self.close()
             raise
+
+    def worker_spec(self, i: int, tap_fd: int, kernel_mac: bytes) -> WorkerSpec:
+        """What worker ``i`` is told: every field of the config that its stack needs."""
+        cfg = self.config
+        netns = cfg.netns.name if isinstance(cfg.netns, Netns) else cfg.netns
+        relay = cfg.queues > 1 and len(self._relay) == cfg.queues
+        return WorkerSpec(
+            index=i,
+            queues=cfg.queues,
+            steered=cfg.steering,
+            tap=cfg.tap,
+            tap_fd=tap_fd,
+            ip=cfg.ip,
+            mac=self.mac,
+            kernel_mac=kernel_mac.hex(),
+            netns=netns,
+            peer=cfg.peer,
+            gateway=cfg.gateway,
+            mtu=cfg.mtu,
+            vnet_hdr=cfg.vnet_hdr,
+            mode=cfg.mode,
+            mode_params=dict(cfg.mode_params),
+            congestion=cfg.congestion,
+            tcp=tcp_to_dict(cfg.tcp_config()),
+            ip6=cfg.ip6,
+            gateway6=cfg.gateway6,
+            dad_transmits=cfg.dad_transmits,
+            icmp_port_unreachable=cfg.icmp_port_unreachable,
+            trace=cfg.trace,
+            metrics=cfg.metrics,
+            host_control=cfg.control,
+            loop=cfg.loop,
+            pcap=_worker_pcap(cfg.pcap, i, cfg.queues),
+            control=worker_control_path(cfg.control, i) if cfg.control else None,
+            echo=cfg.echo,
+            sink=cfg.sink,
+            http=cfg.http,
+            setup=cfg.setup,
+            relay_in=self._relay[i][0].fileno() if relay else -1,
+            relay_out=[self._relay[j][1].fileno() for j in range(cfg.queues) if j != i]
+            if relay
+            else [],
+        )
 
     async def _spawn(self, w: _Worker) -> None:
         spec = w.spec
@@ -263,8 +353,42 @@ class MultiQueueHost:
             try:
                 await self._spawn(w)
                 log.warning("worker %d restarted (pid %s)", w.spec.index, w.pid)
+                return
             except (OSError, RuntimeError) as e:
                 log.error("worker %d could not be restarted: %s", w.spec.index, e)
+        self._tombstone(w)
+
+    def _tombstone(self, w: _Worker) -> None:
+        """No worker will serve this queue again: the supervisor answers its frames with a
+        stack that has no sockets, so the dead worker's peers get a reset at their next
+        segment (RFC 9293 3.10.7.1: a segment for no connection gets RST) instead of
+        retransmitting into a queue nobody reads; ARP and ping are still answered (and ARP
+        replies relayed). New flows the steering hash puts on this queue are refused the
+        same way: the hash is fixed, like an RSS indirection table nobody rewrote."""
+        from ..stack import Stack
+        from .worker import QueueNic, read_relay, stack_config
+
+        spec = w.spec
+        if spec.index in self._tombstones or self._closing:
+            return
+        nic = QueueNic(
+            os.dup(spec.tap_fd), spec.tap, peer=spec.peer, netns_name=spec.netns, mtu=spec.mtu,
+            kernel_mac=bytes.fromhex(spec.kernel_mac), vnet_hdr=spec.vnet_hdr,
+        )  # fmt: skip
+        nic.relay_out = [
+            self._relay[j][1].fileno() for j in range(len(self._relay)) if j != spec.index
+        ]
+        try:
+            stack = Stack(stack_config(replace(spec, pcap=None), nic))
+            stack.start()
+        except (OSError, ValueError) as e:
+            nic.close()
+            log.error("queue %d: no stack to reset the dead worker's flows: %s", spec.index, e)
+            return
+        if spec.index < len(self._relay) and self.config.queues > 1:
+            read_relay(stack, self._relay[spec.index][0])  # the ARP replies it needs to reset
+        self._tombstones[spec.index] = stack
+        log.warning("queue %d has no worker: its flows are answered with resets", spec.index)
 
     def kill_worker(self, index: int, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to worker ``index`` (tests and demos of a worker dying)."""
@@ -303,6 +427,9 @@ class MultiQueueHost:
         for w in self.workers:
             if w.watch is not None:
                 w.watch.cancel()
+        for stack in self._tombstones.values():
+            await stack.close(linger=0)
+        self._tombstones.clear()
         for nic in self.nics:
             nic.close()
         for a, b in self._relay:

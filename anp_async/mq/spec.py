@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..proto.tcp.config import TcpConfig
 
 #: The line a worker prints on stdout once it serves (the supervisor waits for it).
 READY = "ready"
@@ -28,6 +32,19 @@ class WorkerSpec:
     mode: str = "interrupt"
     mode_params: dict[str, int] = field(default_factory=dict)
     congestion: str = "newreno"
+    #: The TcpConfig's fields (:func:`tcp_to_dict`); empty: the defaults with ``congestion``.
+    tcp: dict[str, Any] = field(default_factory=dict)
+    ip6: str | None = None
+    gateway6: str | None = None
+    dad_transmits: int = 1
+    icmp_port_unreachable: bool = True
+    #: Trace this worker's stack to stderr (the filter; "" for every frame), tagged [wI].
+    trace: str | None = None
+    #: Serve the host's metrics on this TCP port (asks ``host_control`` for them).
+    metrics: int | None = None
+    #: The host's control socket (the fan-out that answers for every worker).
+    host_control: str | None = None
+    loop: str = "asyncio"
     pcap: str | None = None
     control: str | None = None
     #: TCP echo (and UDP echo) port, TCP discard (sink) port, HTTP port; None: off.
@@ -48,3 +65,9 @@ class WorkerSpec:
     @classmethod
     def from_json(cls, text: str) -> WorkerSpec:
         return cls(**json.loads(text))
+
+
+def tcp_to_dict(cfg: TcpConfig) -> dict[str, Any]:
+    """A TcpConfig as JSON-ready fields (the challenge-ACK limiter is per host: each
+    worker's stack makes its own)."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "challenge_limiter"}

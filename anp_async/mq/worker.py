@@ -21,17 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..nic.steering import steer_icmp, steer_queue
 from ..nic.tap import TapNic
 from ..nic.vnet import VNET_HDR_LEN
+from ..transport.udp import EPHEMERAL_PORTS
 from .spec import READY, WorkerSpec
+
+if TYPE_CHECKING:
+    from ..nic.base import Nic
+    from ..stack import Stack, StackConfig
 
 log = logging.getLogger("anp_async.mq")
 
@@ -95,10 +101,109 @@ def own_ports(index: int, queues: int) -> Any:
     return ok
 
 
+def own_udp_ports(index: int, queues: int) -> Any:
+    """The ``UdpLayer.port_ok`` of worker ``index``: for a connected endpoint a port whose
+    replies reach its queue (as for TCP); for an unconnected one -- whose peers' ports are
+    unknown, so no port can be steered for all of them -- a port this worker owns (port
+    modulo the queue count), to which the other workers hand its datagrams on."""
+
+    def ok(lport: int, rport: int | None) -> bool:
+        if rport is None:
+            return lport % queues == index
+        return steer_queue(lport, rport, queues) == index
+
+    return ok
+
+
+def udp_hand_on(spec: WorkerSpec, kernel_mac: bytes) -> Any:
+    """The ``UdpLayer.misdirected`` of a worker: an IPv4 datagram for an ephemeral port
+    bound nowhere here goes to the worker that owns the port (:func:`own_udp_ports`) as
+    a frame over the relay socket. Its checksum was checked here (or by the kernel)."""
+    from ..nic.vnet import F_DATA_VALID
+    from ..proto.ethernet import mac_to_bytes
+
+    eth = mac_to_bytes(spec.mac) + kernel_mac + b"\x08\x00"
+    vnet = bytes([F_DATA_VALID]) + bytes(VNET_HDR_LEN - 1) if spec.vnet_hdr else b""
+    prefix = vnet + eth
+    fds = spec.relay_out
+
+    def hand_on(dport: int, ip_packet: memoryview) -> bool:
+        if dport not in EPHEMERAL_PORTS or len(ip_packet) < 20 or ip_packet[0] >> 4 != 4:
+            return False
+        owner = dport % spec.queues
+        if owner == spec.index:
+            return False
+        fd = fds[owner if owner < spec.index else owner - 1]
+        total = int.from_bytes(ip_packet[2:4], "big")
+        with contextlib.suppress(OSError):  # a full or gone sibling: the datagram is lost
+            os.write(fd, prefix + bytes(ip_packet[:total]))
+        return True
+
+    return hand_on
+
+
+def read_relay(stack: Stack, relay: socket.socket) -> None:
+    """Feed the frames siblings relay to ``stack`` (ARP replies, UDP handed on) as if its
+    own queue had received them; the reader goes with the stack's loop."""
+    relay.setblocking(False)
+
+    def on_relay() -> None:
+        frames = []
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(64):
+                frames.append(relay.recv(65536))
+        if frames:
+            stack.receive(frames)
+
+    asyncio.get_running_loop().add_reader(relay.fileno(), on_relay)
+
+
+def stack_config(spec: WorkerSpec, nic: Nic) -> StackConfig:
+    """The worker's StackConfig: every stack field the supervisor was given."""
+    from ..proto.tcp.config import TcpConfig
+    from ..stack import StackConfig
+
+    tcp = TcpConfig(**spec.tcp) if spec.tcp else TcpConfig(congestion=spec.congestion)
+    return StackConfig(
+        nic=nic, ip=spec.ip, mac=spec.mac, gateway=spec.gateway, ip6=spec.ip6,
+        gateway6=spec.gateway6, dad_transmits=spec.dad_transmits, mtu=spec.mtu,
+        mode=spec.mode, mode_params=dict(spec.mode_params), tcp=tcp, pcap=spec.pcap,
+        icmp_port_unreachable=spec.icmp_port_unreachable,
+    )  # fmt: skip
+
+
+def _trace(stack: Stack, spec: WorkerSpec) -> None:
+    """``--trace [EXPR]``: this worker's records on stderr, each line tagged ``[wI]``."""
+    from ..obs.trace import Tracer, format_record
+
+    tag = f"[w{spec.index}] "
+
+    def sink(r: dict[str, Any]) -> None:
+        text = format_record(r)
+        print("\n".join(tag + line for line in text.splitlines()), file=sys.stderr, flush=True)
+
+    Tracer(stack, sink, filter=spec.trace or None).attach()
+
+
+async def _host_stats(path: str) -> dict[str, Any]:
+    """The host's stats (summed, and each worker's under ``workers``) from its control socket."""
+    from ..control import encode
+
+    reader, writer = await asyncio.open_unix_connection(path, limit=64 * 1024 * 1024)
+    try:
+        writer.write(encode({"cmd": "stats"}))
+        line = await asyncio.wait_for(reader.readline(), 10.0)
+    finally:
+        writer.close()
+    ans = json.loads(line) if line else {}
+    if not ans.get("ok"):
+        raise OSError(f"host control socket {path}: {ans.get('error', 'no answer')}")
+    return dict(ans["stats"])
+
+
 async def _serve(spec: WorkerSpec) -> None:
     from ..control import ControlServer
-    from ..proto.tcp.config import TcpConfig
-    from ..stack import Stack, StackConfig
+    from ..stack import Stack
 
     nic = QueueNic(
         spec.tap_fd,
@@ -112,18 +217,7 @@ async def _serve(spec: WorkerSpec) -> None:
     nic.relay_out = list(spec.relay_out)
     for fd in nic.relay_out:  # a sibling that stopped reading must never block this one
         os.set_blocking(fd, False)
-    cfg = StackConfig(
-        nic=nic,
-        ip=spec.ip,
-        mac=spec.mac,
-        gateway=spec.gateway,
-        mtu=spec.mtu,
-        mode=spec.mode,
-        mode_params=dict(spec.mode_params),
-        pcap=spec.pcap,
-        tcp=TcpConfig(congestion=spec.congestion),
-    )
-    stack = Stack(cfg)
+    stack = Stack(stack_config(spec, nic))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -136,19 +230,12 @@ async def _serve(spec: WorkerSpec) -> None:
             while steer_icmp(ident, spec.queues) != spec.index:
                 ident = (ident + 1) & 0xFFFF
             stack.ping_ident = ident
+            stack.udp.port_ok = own_udp_ports(spec.index, spec.queues)
+            stack.udp.misdirected = udp_hand_on(spec, nic.kernel_mac)
+        if spec.trace is not None:
+            _trace(stack, spec)
         if spec.relay_in >= 0:
-            relay = socket.socket(fileno=spec.relay_in)
-            relay.setblocking(False)
-
-            def on_relay() -> None:
-                frames = []
-                with contextlib.suppress(BlockingIOError):
-                    for _ in range(64):
-                        frames.append(relay.recv(65536))
-                if frames:
-                    stack.receive(frames)  # as if this queue had received them
-
-            loop.add_reader(relay.fileno(), on_relay)
+            read_relay(stack, socket.socket(fileno=spec.relay_in))
         closers: list[Any] = []
         host = stack.ip
         if spec.echo is not None:
@@ -165,6 +252,20 @@ async def _serve(spec: WorkerSpec) -> None:
             from ..apps.http import http_handler
 
             closers.append(await stack.start_server(http_handler, host, spec.http))
+        if spec.metrics is not None and spec.host_control:
+            from ..apps.metrics import metrics_handler
+            from .metrics import render_host
+
+            host_control = spec.host_control
+
+            async def host_metrics(openmetrics: bool) -> str:
+                return render_host(await _host_stats(host_control), openmetrics)
+
+            closers.append(
+                await stack.start_server(
+                    metrics_handler(render_text=host_metrics), host, spec.metrics
+                )
+            )
         if spec.setup:
             import importlib
 
@@ -205,7 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     spec = WorkerSpec.from_json(args[0])
     _die_with_parent()
     logging.basicConfig(level=logging.WARNING, format=f"worker {spec.index}: %(message)s")
-    asyncio.run(_serve(spec))
+    if spec.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(_serve(spec))
+    else:
+        asyncio.run(_serve(spec))
     return 0
 
 

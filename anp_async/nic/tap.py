@@ -181,6 +181,7 @@ class TapNic(Nic):
         mtu: int = 1500,
         vnet_hdr: bool = False,
         steering: bool = True,
+        peer6: str | None = None,
     ) -> list[TapNic]:
         """A multi-queue TAP (``IFF_MULTI_QUEUE``): one :class:`TapNic` per queue.
 
@@ -188,7 +189,7 @@ class TapNic(Nic):
         queue (:mod:`.steering` explains how it chooses); with ``steering`` the choice is
         the known function of :data:`.steering.STEERING_PROGRAM` instead of automq's
         secret-keyed hash. Every queue may send any frame. The device disappears when the
-        last queue is closed.
+        last queue is closed. ``peer6`` is the kernel end's IPv6 address, as in :meth:`open`.
         """
         _check_open_args(name, peer, mtu)
         if isinstance(queues, bool) or not isinstance(queues, int):
@@ -211,7 +212,7 @@ class TapNic(Nic):
                             attach(fds[0], prog)
                         finally:
                             os.close(prog)
-                    return fds, _configure(name, peer, mtu)
+                    return fds, _configure(name, peer, mtu, peer6)
                 except BaseException:
                     for fd in fds:
                         os.close(fd)

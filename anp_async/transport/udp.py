@@ -44,6 +44,12 @@ class UdpLayer:
         self.stack = stack
         self.bindings: dict[int, DatagramTransport] = {}
         self.counters = Counters()
+        #: A multi-queue worker's rules (None: any port, every datagram is ours):
+        #: ``port_ok(lport, rport)`` -- may an ephemeral port be chosen for a peer's port
+        #: (None: unconnected); ``misdirected(dport, ip_packet)`` -- hand a datagram for a
+        #: port bound nowhere here on to its owner (True if it did).
+        self.port_ok: Callable[[int, int | None], bool] | None = None
+        self.misdirected: Callable[[int, memoryview], bool] | None = None
 
     def stats(self) -> dict[str, Any]:
         """Counters, the endpoint count and (for ``anp ss``) one entry per endpoint."""
@@ -58,13 +64,15 @@ class UdpLayer:
         ]
         return dict(self.counters) | {"endpoints": len(self.bindings), "sockets": sockets}
 
-    def pick_port(self) -> int:
+    def pick_port(self, rport: int | None = None) -> int:
+        """A free ephemeral port (that ``port_ok`` accepts for peer port ``rport``)."""
+        ok = self.port_ok
         for _ in range(64):
             port = random.choice(EPHEMERAL_PORTS)
-            if port not in self.bindings:
+            if port not in self.bindings and (ok is None or ok(port, rport)):
                 return port
         for port in EPHEMERAL_PORTS:
-            if port not in self.bindings:
+            if port not in self.bindings and (ok is None or ok(port, rport)):
                 return port
         raise _oserror(errno.EADDRINUSE)
 
@@ -92,16 +100,16 @@ class UdpLayer:
                 raise _oserror(errno.EADDRNOTAVAIL)
             if ":" in addr:
                 family = AF_INET6
-        if port == 0:
-            port = self.pick_port()
-        elif port in self.bindings:
-            raise _oserror(errno.EADDRINUSE)
         remote: tuple[bytes, int] | None = None
         if remote_addr is not None:
             rhost = await resolve_ip(remote_addr[0], family)
             remote = (addr_to_bytes(rhost), int(remote_addr[1]))
             if len(remote[0]) == 16:
                 family = AF_INET6
+        if port == 0:
+            port = self.pick_port(remote[1] if remote is not None else None)
+        elif port in self.bindings:
+            raise _oserror(errno.EADDRINUSE)
         protocol = protocol_factory()
         transport = DatagramTransport(
             self, port, remote, protocol, bool(allow_broadcast), family == AF_INET6
@@ -123,6 +131,9 @@ class UdpLayer:
             return
         ep = self.bindings.get(dport)
         if ep is None:
+            if self.misdirected is not None and self.misdirected(dport, ip_packet):
+                self.counters.inc("handed_on")
+                return
             self.counters.inc("no_port")
             stack = self.stack
             if isinstance(hdr, IPv6Header):
