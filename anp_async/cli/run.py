@@ -3,13 +3,17 @@
 ::
 
     anp run [stack options] [--isolate] -- PROGRAM ARGS        a stack of its own
+    anp run --queues N [stack options] -- PROGRAM ARGS         N workers, one per TAP queue
     anp run --attach --tap T [--isolate] -- PROGRAM ARGS       the stack `anp up --tap T` runs
     anp run --inprocess [--loop uvloop] [--map-host F=T] -- python app.py ARGS
 
 Any dynamically linked program (C, curl, nc, ``python3 app.py`` with blocking sockets or
 asyncio) runs as a child with the preload library (:mod:`anp_async.preload`): this process
 brings the stack up (or attaches to ``anp up``'s), serves the socket API beside the
-control socket, and returns the program's exit status. ``--inprocess`` (implied by
+control socket, and returns the program's exit status. With ``--queues N`` the stack is
+a multi-queue host (:mod:`anp_async.mq`, N worker processes); worker 0 serves the
+program's socket API and its listeners and UDP ports reach every worker
+(:mod:`anp_async.preload.siblings`). ``--inprocess`` (implied by
 ``--loop uvloop`` and ``--map-host``) runs a Python asyncio program inside anp on a stack
 event loop instead (:mod:`.run_inprocess`).
 """
@@ -35,7 +39,7 @@ from ..preload.launch import (
 )
 from ..preload.server import serve_socket_api
 from .base import CliError, Command, register_command
-from .options import _check_stack_args, mode_from_args, open_stack_from_args
+from .options import _check_stack_args, mode_from_args, open_stack_from_args, tcp_config_from_args
 from .run_inprocess import cmd_run_inprocess, sigterm_exit
 from .serving import control_server
 
@@ -52,6 +56,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
         help="start the program in an empty network namespace of its own, so a socket the "
         "preload library does not take fails instead of reaching the host's interfaces",
     )
+    p.add_argument(
+        "--queues", type=int, default=1, metavar="N",
+        help="a multi-queue TAP with one stack worker process per queue (default 1); the "
+        "program's servers are served by every worker",
+    )  # fmt: skip
     p.add_argument(
         "--inprocess",
         action="store_true",
@@ -75,9 +84,9 @@ def _configure(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """``anp run``: the program's exit status (2 when the stack cannot come up)."""
     if args.inprocess or args.loop == "uvloop" or args.map_host:
-        if args.attach or args.isolate:
+        if args.attach or args.isolate or args.queues != 1:
             raise CliError(
-                "--attach and --isolate run programs through the preload library, "
+                "--attach, --isolate and --queues run programs through the preload library, "
                 "not --inprocess (nor --loop uvloop, --map-host)"
             )
         return cmd_run_inprocess(args)
@@ -87,9 +96,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not words:
         raise CliError("no program given: anp run [options] -- PROGRAM [ARGS]")
     main: Coroutine[Any, Any, int]
+    if args.queues < 1 or args.queues > 256:
+        raise CliError(f"--queues {args.queues}: 1..256")
     if args.attach:
         if args.netns:
             raise CliError("--attach uses a running stack: --netns belongs to its anp up")
+        if args.queues != 1:
+            raise CliError("--attach uses a running stack: --queues belongs to its anp up")
         main = run_attached(args, words)
     else:
         _check_stack_args(args)
@@ -99,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             if Netns(args.netns).exists():
                 raise CliError(f"network namespace {args.netns} already exists")
-        main = run_with_stack(args, words)
+        main = run_with_stack(args, words) if args.queues == 1 else run_with_host(args, words)
     old_sigterm = signal.signal(signal.SIGTERM, sigterm_exit)
     try:
         with asyncio.Runner() as runner:
@@ -139,6 +152,72 @@ async def run_with_stack(args: argparse.Namespace, words: list[str]) -> int:
             f"accepted={api_stats.get('accepted', 0)})"
         )
     return code
+
+
+async def run_with_host(args: argparse.Namespace, words: list[str]) -> int:
+    """``--queues N``: a multi-queue host (N workers); worker 0 serves the program's API."""
+    from ..mq.host import HostConfig, MultiQueueHost
+    from ..nic.netns import Netns
+    from .serving import control_path
+
+    lib = find_library()
+    api_path = api_socket_path(args.tap)
+    if getattr(args, "ip6", None):
+        raise RunError("--queues with an IPv6 address is not supported yet")
+    args.socket = None
+    if control.serving(control_path(args)):
+        raise RunError(f"a stack already runs on TAP {args.tap} (use --attach to share it)")
+    mode, params = mode_from_args(args)
+    ns = Netns.create(args.netns) if args.netns else None
+    try:
+        cfg = HostConfig(
+            tap=args.tap, queues=args.queues, ip=args.ip, peer=args.peer, netns=ns,
+            mac=args.mac, gateway=args.gateway, mtu=args.mtu or 1500,
+            vnet_hdr=getattr(args, "offload", True), mode=mode, mode_params=params,
+            congestion=getattr(args, "congestion", "newreno"), pcap=args.pcap,
+            tcp=tcp_config_from_args(args), control=control_path(args), api=api_path,
+        )  # fmt: skip
+        host = MultiQueueHost(cfg, on_death=lambda d: _announce(f"anp run: {d.describe()}; "
+                              "its connections are gone, the other workers keep serving"))  # fmt: skip
+        try:
+            await host.start()
+        except (OSError, RuntimeError, ValueError) as e:
+            raise RunError(f"cannot start {args.queues} workers on TAP {args.tap}: {e}") from None
+        try:
+            where = f" in netns {args.netns}" if args.netns else ""
+            _announce(
+                f"anp run: stack {args.ip} mac {host.mac} up on tap {args.tap}{where}, "
+                f"{args.queues} queues (worker pids {', '.join(map(str, host.pids()))}), "
+                f"kernel side {args.peer}, mode {mode}, program sockets via {lib}"
+            )
+            code = await run_child(
+                program_argv(words, args.isolate), program_env(lib, api_path, args.isolate)
+            )
+            _announce(await _workers_summary(cfg.control))
+        finally:
+            await host.close()
+    finally:
+        if ns is not None:
+            ns.delete()
+    return code
+
+
+async def _workers_summary(path: str | None) -> str:
+    """One line: each worker's TCP opens (from the host's control socket)."""
+    if path is None:
+        return "anp run: stack down"
+    try:
+        stats = (await asyncio.to_thread(control.call, path, {"cmd": "stats"}))["stats"]
+    except (OSError, KeyError, ValueError) as e:
+        return f"anp run: stack down (no stats: {e})"
+    parts = []
+    for i, w in sorted(stats.get("workers", {}).items(), key=lambda kv: int(kv[0])):
+        tcp = (w or {}).get("tcp", {})
+        parts.append(
+            f"worker {i} active_opens={tcp.get('active_opens', 0)} "
+            f"passive_opens={tcp.get('passive_opens', 0)}"
+        )
+    return f"anp run: stack down ({'; '.join(parts)})"
 
 
 async def run_attached(args: argparse.Namespace, words: list[str]) -> int:

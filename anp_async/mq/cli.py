@@ -9,6 +9,7 @@ import sys
 from ..cli.base import CliError, reason
 from ..cli.options import _check_stack_args, mode_from_args, tcp_config_from_args
 from ..cli.serving import control_path, ensure_no_stack_on
+from ..preload.launch import api_socket_path
 from .host import Death, HostConfig, MultiQueueHost
 
 
@@ -64,6 +65,7 @@ async def run_up(args: argparse.Namespace) -> int:
             peer6=getattr(args, "peer6", None),
             pcap=args.pcap,
             control=control_path(args),
+            api=api_socket_path(args.tap),
             echo=args.echo,
             http=args.http,
             trace=trace,
@@ -92,7 +94,8 @@ async def run_up(args: argparse.Namespace) -> int:
                 f"anp up: tap {args.tap}{where}, {args.queues} queues, workers (pids) "
                 f"{', '.join(str(p) for p in host.pids())}, stack {args.ip} mac {host.mac}, "
                 f"kernel side {args.peer}, mode {mode}{serves}, control {cfg.control} "
-                "(every worker; TAP.wN.sock for one) (SIGINT/SIGTERM to stop)",
+                "(every worker; TAP.wN.sock for one), "
+                f"socket API {cfg.api} (anp run --attach --tap {args.tap}) (SIGINT/SIGTERM to stop)",
                 flush=True,
             )
             await asyncio.Event().wait()

@@ -107,6 +107,10 @@ class HostConfig:
     http: int | None = None
     #: "module:function": ``async function(stack, index)`` run in every worker.
     setup: str | None = None
+    #: Serve the socket API of preloaded programs here (``anp run``/``anp run --attach``):
+    #: worker 0 serves it, and a program's listeners and UDP ports reach every worker
+    #: (:mod:`anp_async.preload.siblings`). None: no API.
+    api: str | None = None
     #: Start a fresh worker on a dead worker's queue (at most MAX_RESTARTS a minute).
     restart: bool = True
     #: Steer flows with the known function of nic/steering.py (False: the kernel's
@@ -306,6 +310,7 @@ class MultiQueueHost:
             sink=cfg.sink,
             http=cfg.http,
             setup=cfg.setup,
+            api=cfg.api,
             relay_in=self._relay[i][0].fileno() if relay else -1,
             relay_out=[self._relay[j][1].fileno() for j in range(cfg.queues) if j != i]
             if relay

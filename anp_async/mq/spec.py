@@ -53,6 +53,9 @@ class WorkerSpec:
     http: int | None = None
     #: "module:function": ``async function(stack, index)`` run once the stack is up.
     setup: str | None = None
+    #: The socket API of preloaded programs (``anp run --queues N``): worker 0 serves this
+    #: path, worker i > 0 ``preload.siblings.sibling_api_path(api, i)``; None: no API.
+    api: str | None = None
     #: Descriptor this worker reads relayed ARP replies from, and the siblings' to send to.
     relay_in: int = -1
     relay_out: list[int] = field(default_factory=list)

@@ -271,6 +271,11 @@ async def _serve(spec: WorkerSpec) -> None:
 
             mod, _, fn = spec.setup.partition(":")
             await getattr(importlib.import_module(mod), fn)(stack, spec.index)
+        api = None
+        if spec.api:
+            from ..preload.siblings import serve_worker_api
+
+            api = await serve_worker_api(stack, spec.api, spec.index, spec.queues)
         info = {"tap": spec.tap, "netns": spec.netns, "peer": spec.peer, "prefix": spec.ip,
                 "worker": spec.index, "queues": spec.queues}  # fmt: skip
         ctl = ControlServer(stack, spec.control, info) if spec.control else None
@@ -280,6 +285,8 @@ async def _serve(spec: WorkerSpec) -> None:
             print(READY, flush=True)
             await stop.wait()
         finally:
+            if api is not None:
+                api.close()
             if ctl is not None:
                 await ctl.close()
             for c in closers:

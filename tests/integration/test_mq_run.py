@@ -1,0 +1,255 @@
+"""Unmodified programs on a multi-queue host: ``anp run --queues N`` and ``anp run --attach``
+against ``anp up --queues N`` (issue 14; anp_async/preload/siblings.py).
+
+Each test makes its own namespace (through ``anp run --netns`` / ``anp up --netns``, or
+first, for clients on the stack) with the multi-queue TAP inside; the programs run with
+``--isolate``; their peers are the kernel's sockets and tools in that namespace. Which
+worker serves a kernel client's flow is the steering function's choice
+(``steer_queue(sport, dport, queues)``), so the tests pick source ports that land on each
+worker, and read the per-worker counters from the host's control socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from anp_async import control
+from anp_async.nic.netns import Netns, unique_name
+from anp_async.nic.steering import steer_queue
+from tests import capps
+from tests.preloadutil import (
+    ANP,
+    KERNEL_IP,
+    ROOT,
+    STACK_IP,
+    Proc,
+    describe,
+    env,
+    kernel_proc,
+    new_tap,
+    stack_opts,
+)
+
+pytestmark = [pytest.mark.root]
+
+
+@pytest.fixture(scope="module")
+def c_apps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    out = str(tmp_path_factory.mktemp("capps"))
+    return {n: capps.compile_one(n, os.path.join(out, n)) for n in ("tcp_pattern", "many_conns")}
+
+
+@contextlib.contextmanager
+def mq_server(program: list[str], ready: str, queues: int = 2) -> Iterator[tuple[Netns, str, Proc]]:
+    """``anp run --netns NEW --queues N --isolate -- program``, waited on until ``ready``."""
+    ns, tap = Netns(unique_name("anp-mqr")), new_tap()
+    argv = [ANP, "run", "--netns", ns.name, *stack_opts(tap), "--queues", str(queues),
+            "--isolate", "--", *program]  # fmt: skip
+    proc = Proc(argv)
+    try:
+        proc.wait_for(ready, timeout=60)
+        yield ns, tap, proc
+    finally:
+        proc.close()
+        if ns.exists():
+            ns.delete()
+
+
+def worker_stats(tap: str) -> dict[int, dict]:
+    """Each worker's stats from the host's control socket."""
+    out = control.call(control.socket_path(tap), {"cmd": "stats"}, timeout=10)
+    assert out["ok"], out
+    return {int(i): s for i, s in out["stats"]["workers"].items()}
+
+
+def ports_for(queue: int, dport: int, count: int, start: int = 20000) -> list[int]:
+    """``count`` kernel source ports whose flows to ``dport`` are steered to ``queue``."""
+    found = [p for p in range(start, start + 2000) if steer_queue(p, dport, 2) == queue]
+    return found[:count]
+
+
+ECHO_ONCE = """
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10, source_address=("0.0.0.0", int(sys.argv[3])))
+msg = bytes(range(256)) * 64
+s.sendall(msg)
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+assert got == msg, len(got)
+print("ok")
+"""
+
+
+def echo_from(ns: Netns, port: int, sports: list[int]) -> None:
+    """One echo round trip from each kernel source port (each flow on its steered worker)."""
+    for sport in sports:
+        r = ns.run(["python3", "-c", ECHO_ONCE, STACK_IP, str(port), str(sport)], timeout=30)
+        assert r.returncode == 0 and "ok" in r.stdout, describe(r)
+
+
+def test_c_server_on_two_workers_many_kernel_connections(c_apps: dict[str, str]) -> None:
+    """A C epoll server under --queues 2: 64 concurrent kernel connections, every byte
+    echoed and checked; both workers served some; the program's exit status is anp's."""
+    server = [c_apps["tcp_pattern"], "server", "0.0.0.0", "7100", "epoll", "64"]
+    with mq_server(server, "listening") as (ns, tap, proc):
+        r = ns.run([c_apps["many_conns"], STACK_IP, "7100", "64", "20000"], timeout=90)
+        assert r.returncode == 0 and "ok 64 connections" in r.stdout, describe(r)
+        assert proc.wait(30) == 0, proc.text()  # the server ends after 64 connections
+        # anp run's last line: each worker's TCP opens, read from the host as it went down.
+        opens = {int(i): int(n) for i, n in re.findall(r"worker (\d) active_opens=0 "
+                                                       r"passive_opens=(\d+)", proc.text())}  # fmt: skip
+        assert sorted(opens) == [0, 1] and sum(opens.values()) == 64, proc.text()
+        assert min(opens.values()) > 0, opens  # both workers served connections
+
+
+UDP_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+print("bound", flush=True)
+for _ in range(int(sys.argv[2])):
+    data, peer = s.recvfrom(65536)
+    s.sendto(data.upper(), peer)
+sys.exit(5)
+"""
+
+
+def test_udp_server_hears_every_worker_and_exit_status_is_kept() -> None:
+    """A blocking Python UDP server under --queues 2: datagrams from kernel source ports
+    steered to each worker are all answered (the sibling relays its datagrams to the
+    front); the program exits 5 after them, and so does anp run."""
+    sports = ports_for(0, 7200, 4) + ports_for(1, 7200, 4)
+    with mq_server(["python3", "-c", UDP_SERVER, "7200", str(len(sports))], "bound") as (
+        ns,
+        tap,
+        proc,
+    ):
+        with ns.enter():
+            for sport in sports:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                    s.bind(("0.0.0.0", sport))
+                    s.settimeout(5)
+                    s.sendto(b"hello %d" % sport, (STACK_IP, 7200))
+                    assert s.recvfrom(100)[0] == b"HELLO %d" % sport
+        udp = {i: w["udp"] for i, w in worker_stats(tap).items()}
+        assert proc.wait(30) == 5, proc.text()
+    assert all(u.get("no_port", 0) == 0 for u in udp.values()), udp
+
+
+def test_clients_on_two_workers_curl_and_nc() -> None:
+    """curl and nc on the stack under --queues 2 reach kernel servers (their connections
+    leave from the front worker, whose ports steer the replies back to it)."""
+    ns = Netns.create(unique_name("anp-mqr"))
+    try:
+        blob = os.urandom(1 << 20)
+        with open(os.path.join(ROOT, ".mqrun-blob.bin"), "wb") as f:
+            f.write(blob)
+        http = ["python3", "-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory", ROOT]
+        with kernel_proc(ns, http, ready=None) as _srv, kernel_proc(
+            ns, ["nc", "-d", "-l", "7300"], ready=None
+        ) as nc_srv:  # fmt: skip
+            time.sleep(0.5)
+            tap = new_tap()
+            argv = [ANP, "run", *stack_opts(tap), "--queues", "2", "--isolate", "--",
+                    "sh", "-c", f"curl -sS http://{KERNEL_IP}:8000/.mqrun-blob.bin | sha256sum "
+                    f"&& echo hello-nc | nc -N {KERNEL_IP} 7300"]  # fmt: skip
+            r = ns.run(argv, timeout=120, env=env(), cwd=ROOT)
+            assert r.returncode == 0, describe(r)
+            assert hashlib.sha256(blob).hexdigest() in r.stdout, describe(r)
+            assert nc_srv.wait(20) == 0
+            assert b"hello-nc" in nc_srv.stdout(), nc_srv.text()
+            assert "worker 0 active_opens=2" in r.stderr, describe(r)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(ROOT, ".mqrun-blob.bin"))
+        ns.delete()
+
+
+ECHO_SERVER = """
+import socket, sys, threading
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=64)
+print("listening", flush=True)
+def serve(c):
+    with c:
+        while d := c.recv(65536):
+            c.sendall(d)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def _worker_pid(tap: str, index: int) -> int:
+    info = control.call(control.socket_path(tap), {"cmd": "info"}, timeout=10)
+    return int(next(w["pid"] or 0 for w in info["info"]["workers"] if w["index"] == index))
+
+
+def test_attach_to_anp_up_queues_and_a_worker_dying() -> None:
+    """``anp run --attach`` against ``anp up --queues 2``: a blocking Python echo server is
+    served by both workers; when worker 1 is killed its connection ends, worker 0 keeps
+    serving, and once the supervisor restarted worker 1 the program's listener is there
+    again (the front listened on it anew)."""
+    ns, tap = Netns(unique_name("anp-mqr")), new_tap()
+    up = Proc([ANP, "up", "--netns", ns.name, *stack_opts(tap), "--queues", "2"])
+    server = None
+    try:
+        up.wait_for("anp up: tap", timeout=60)
+        server = Proc([ANP, "run", "--attach", "--tap", tap, "--isolate", "--", "python3",
+                       "-c", ECHO_SERVER, "7400"])  # fmt: skip
+        server.wait_for("listening")
+        on0, on1 = ports_for(0, 7400, 3), ports_for(1, 7400, 3)
+        echo_from(ns, 7400, on0[:1] + on1[:1])
+        # A connection held open on worker 1 while it dies.
+        with ns.enter():
+            held = socket.create_connection((STACK_IP, 7400), timeout=10,
+                                            source_address=("0.0.0.0", on1[1]))  # fmt: skip
+        with held:
+            held.sendall(b"ping")
+            assert held.recv(10) == b"ping"
+            old = _worker_pid(tap, 1)
+            os.kill(old, signal.SIGKILL)
+            echo_from(ns, 7400, on0[1:2])  # worker 0 serves on
+            held.settimeout(10)
+            with contextlib.suppress(ConnectionResetError):
+                held.sendall(b"more")
+                assert held.recv(10) == b""  # ended (EOF or reset), never echoed
+        deadline = time.monotonic() + 30
+        while _worker_pid(tap, 1) == old and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _worker_pid(tap, 1) != old, up.text()
+        time.sleep(1.0)  # the front reaches the new worker's API and listens there
+        echo_from(ns, 7400, on1[2:3] + on0[2:3])
+        opens = {i: w["tcp"]["passive_opens"] for i, w in worker_stats(tap).items()}
+        assert opens[0] >= 3 and opens[1] >= 1, opens  # worker 1 restarted: its own count
+        assert "worker 1" in up.text() and "died" in up.text(), up.text()
+    finally:
+        if server is not None:
+            server.close()
+        if up.p.poll() is None:
+            up.p.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                up.p.wait(20)
+        up.close()
+        if ns.exists():
+            ns.delete()
+
+
+def test_anp_run_queues_rejects_bad_counts() -> None:
+    r = subprocess.run([ANP, "run", "--queues", "0", "--", "true"], capture_output=True,
+                       text=True, timeout=30, env=env())  # fmt: skip
+    assert r.returncode == 2 and "--queues 0" in r.stderr, describe(r)
