@@ -112,11 +112,19 @@ def _client_round(
     return ev
 
 
+#: The stack's TCP counters each round records (differences), so a table shows where the
+#: time went: retransmissions, timeouts (and how many of them were spurious), loss probes.
+ROUND_COUNTERS = (
+    "syncookies_sent", "syncookies_ok", "syncookies_failed", "listen_ack_reset",
+    "listen_overflow", "conn_retransmits", "conn_timeouts", "conn_spurious_rto",
+    "conn_tlp_probes", "conn_tlp_recoveries", "conn_dsack_rx", "conn_recoveries",
+    "conn_segments_out",
+)  # fmt: skip
+
+
 def _stack_counters(peer: Peer) -> dict[str, int]:
     tcp = peer.request({"cmd": "stats"}, 30).get("tcp", {})
-    names = ("syncookies_sent", "syncookies_ok", "syncookies_failed", "conn_retransmits",
-             "listen_ack_reset", "listen_overflow")  # fmt: skip
-    return {n: int(tcp.get(n, 0)) for n in names}
+    return {n: int(tcp.get(n, 0)) for n in ROUND_COUNTERS}
 
 
 def _summarize(setup: str, conns: int, size: int, rounds: list[dict[str, Any]]) -> dict:
@@ -135,6 +143,10 @@ def _summarize(setup: str, conns: int, size: int, rounds: list[dict[str, Any]]) 
     for k in ("syncookies_sent", "syncookies_failed", "conn_retransmits", "tap_dropped"):
         if k in rounds[0]:
             row[k] = sum(r[k] for r in rounds)
+    if "counters" in rounds[0]:
+        row["counters"] = {
+            k: sum(r["counters"].get(k, 0) for r in rounds) for k in ROUND_COUNTERS
+        }
     return row
 
 
@@ -153,6 +165,7 @@ def run_burst(env: BenchEnv, args: Any, progress: Any) -> tuple[list[dict], dict
                     c0, d0 = _stack_counters(sp), env.tap_counter("tx_dropped")
                     ev = _client_round(env, STACK_IP, n, args.size, limit, sp.pid)
                     c1, d1 = _stack_counters(sp), env.tap_counter("tx_dropped")
+                    ev["counters"] = {k: c1[k] - c0[k] for k in ROUND_COUNTERS}
                     for k in ("syncookies_sent", "syncookies_failed", "conn_retransmits"):
                         ev[k] = c1[k] - c0[k]
                     ev["tap_dropped"] = d1 - d0 if d0 >= 0 and d1 >= 0 else -1
@@ -186,14 +199,28 @@ def summary_rows(rows: list[dict]) -> list[list[str]]:
             r["setup"], str(r["conns"]), str(r["size"]), str(r["rounds"]),
             f"{r['seconds']:.3f}", f"{r['seconds_max']:.3f}", f"{t_ratio:.2f}",
             str(r["failed"]), errs, f"{r['cpu_s_per_conn'] * 1e6:.0f}", f"{c_ratio:.2f}",
-            str(r.get("syncookies_sent", "-")), str(r.get("tap_dropped", "-")),
+            str(r.get("syncookies_sent", "-")), str(r.get("tap_dropped", "-")), _loss_cell(r),
         ])  # fmt: skip
     return table
+
+
+def _loss_cell(row: dict) -> str:
+    """Per connection and round: retransmitted segments, RTOs (spurious ones undone),
+    tail loss probes."""
+    c = row.get("counters")
+    if not c:
+        return "-"
+    n = row["conns"] * row["rounds"]
+    return (
+        f"{c['conn_retransmits'] / n:.2f} {c['conn_timeouts'] / n:.2f}"
+        f"({c['conn_spurious_rto'] / n:.2f}) {c['conn_tlp_probes'] / n:.2f}"
+    )
 
 
 SUMMARY_COLUMNS = (
     "setup", "conns", "size", "rounds", "seconds (median)", "max", "x asyncio", "failed",
     "errors", "cpu µs/conn", "cpu x asyncio", "cookies", "tap drops",
+    "per conn: rtx rto(spurious) tlp",
 )  # fmt: skip
 
 

@@ -21,6 +21,7 @@ optional calls and add its inflation to ``cwnd`` itself.
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from typing import ClassVar
@@ -170,6 +171,23 @@ class CongestionControl(ABC):
             self.ssthresh = self._reduce(in_flight, now, timeout=True)
         self._rto_pending = True
         self.cwnd = self.mss
+        self._bytes_acked = 0
+
+    def snapshot(self) -> CongestionControl:
+        """A copy of the whole state, for undoing a response found spurious later."""
+        return copy.copy(self)
+
+    def restore(self, prior: CongestionControl, cwnd: int, ssthresh: int) -> None:
+        """Undo a spurious congestion response: the algorithm's state as in ``prior`` (a
+        :meth:`snapshot`), then ``cwnd`` and ``ssthresh`` (RFC 4015 (4); for CUBIC RFC
+        9438 (4.9)). The event counts stay: the events happened."""
+        for klass in type(self).__mro__:
+            for name in getattr(klass, "__slots__", ()):
+                if name not in ("loss_events", "timeouts") and hasattr(prior, name):
+                    setattr(self, name, getattr(prior, name))
+        self.cwnd = max(self.mss, min(cwnd, MAX_CWND))
+        self.ssthresh = max(2 * self.mss, ssthresh)
+        self._rto_pending = False
         self._bytes_acked = 0
 
     # -- shared pieces ---------------------------------------------------------------------

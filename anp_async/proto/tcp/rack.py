@@ -410,6 +410,14 @@ class Rack:
         self.tlp_end = None
         self.tlp_due = False
 
+    def undo_rto(self) -> None:
+        """The timeout was spurious (RFC 3522): what ``on_rto`` deemed lost is in flight
+        after all; RACK finds real losses among it by time again."""
+        if self.lost_bytes:
+            for s in self.segs:
+                s.lost = False
+            self.lost_bytes = 0
+
     # ----------------------------------------------------------- queries
 
     def pipe(self) -> int:

@@ -11,24 +11,60 @@ connection's absolute ones (0 = our SYN).
 With RACK-TLP (RFC 8985, :mod:`.rack`) enabled on a SACK connection, RACK decides what is
 lost (by time, not by DupThresh) and when a recovery starts; the RFC 6675 machinery here
 still paces the retransmissions by cwnd - pipe, with RACK's pipe and lost ranges.
+
+A retransmission timeout that was spurious -- the segments were only delayed, as when the
+first flights of a thousand connections wait in the NIC's queue longer than the minimum
+RTO -- is detected with timestamps (Eifel, RFC 3522) and undone (the Eifel response, RFC
+4015): :meth:`LossRecovery.save_for_undo` keeps what the timeout changes,
+:meth:`LossRecovery.spurious_timeout` tells from the first ACK of new data whether it
+answered a transmission older than the timeout, and the connection then resumes at
+SND.MAX with the congestion state and an RTO that fits the delay it just saw.
 """
 
 from __future__ import annotations
 
 from ...counters import Counters
-from .congestion import CongestionControl
+from .congestion import CongestionControl, initial_window
 from .rack import Rack
 from .sack import DUP_THRESH, SackScoreboard
 
 #: At most this many retransmissions chosen from the scoreboard per output() call.
 MAX_SACK_PICKS = 64
+_TS_HALF = 1 << 31
+_TS_MASK = 0xFFFFFFFF
+
+
+class RtoUndo:
+    """What a retransmission timeout changed, kept until the first ACK of new data says
+    whether it was spurious (RFC 3522 (2), RFC 4015 (4) step (0))."""
+
+    __slots__ = ("rtx_ts", "cc", "pipe_prev", "srtt_prev", "rttvar_prev")
+
+    def __init__(
+        self,
+        rtx_ts: int,
+        cc: CongestionControl | None,
+        pipe_prev: int,
+        srtt_prev: float | None,
+        rttvar_prev: float | None,
+    ) -> None:
+        #: RFC 3522 (2) RetransmitTS: the TSval of the first retransmission (our TS clock
+        #: at the timeout; every earlier transmission carries a smaller one).
+        self.rtx_ts = rtx_ts
+        #: The congestion controller as it was before the timeout (a copy).
+        self.cc = cc
+        #: RFC 4015 (4) step (0): pipe_prev = max(FlightSize, ssthresh).
+        self.pipe_prev = pipe_prev
+        #: RFC 4015 (4) step (0): SRTT_prev = SRTT + 2G, RTTVAR_prev = RTTVAR.
+        self.srtt_prev = srtt_prev
+        self.rttvar_prev = rttvar_prev
 
 
 class LossRecovery:
     """Fast retransmit and loss recovery state; counts into the connection's counters."""
 
     __slots__ = ("counters", "dupacks", "in_recovery", "recover", "rtx_one", "sb", "sack_rec",
-                 "high_rxt", "rack")  # fmt: skip
+                 "high_rxt", "rack", "undo")  # fmt: skip
 
     def __init__(self, counters: Counters) -> None:
         self.counters = counters
@@ -48,6 +84,9 @@ class LossRecovery:
         self.high_rxt = 0
         #: RFC 8985 RACK-TLP state; None when off (not configured, or no SACK).
         self.rack: Rack | None = None
+        #: After a timeout on a timestamp connection, what undoing it restores (None: none
+        #: pending).
+        self.undo: RtoUndo | None = None
 
     def enable_rack(self, on: bool) -> None:
         """Use RACK-TLP for this connection (it needs SACK: RFC 8985 (2.2))."""
@@ -172,6 +211,75 @@ class LossRecovery:
         if retries > 1 and self.sb:
             self.sb.clear()
             self.counters["sack_reneging"] += 1
+
+    # ------------------------------------------- spurious timeouts (Eifel)
+
+    def save_for_undo(
+        self,
+        ts_now: int,
+        cc: CongestionControl | None,
+        flight: int,
+        srtt: float | None,
+        rttvar: float | None,
+        granularity: float,
+    ) -> None:
+        """The first timeout of an episode on a timestamp connection: remember what an undo
+        restores, before the timeout changes it. Later timeouts of the same episode keep
+        the first one's record (RFC 3522 (2): RetransmitTS is the first retransmission's)."""
+        if self.undo is not None:
+            return
+        pipe_prev = flight
+        if cc is not None:
+            pipe_prev = max(flight, cc.ssthresh)
+            cc = cc.snapshot()
+        self.undo = RtoUndo(
+            ts_now, cc, pipe_prev, None if srtt is None else srtt + 2.0 * granularity, rttvar
+        )
+
+    def spurious_timeout(self, tsecr: int) -> RtoUndo | None:
+        """The first ACK of new data after a timeout, echoing ``tsecr``: the undo record if
+        the timeout was spurious, else None. Either way the question is settled (RFC 3522
+        (3): only the first acceptable ACK after the retransmission decides)."""
+        undo = self.undo
+        self.undo = None
+        if undo is None or not tsecr:
+            return None
+        # RFC 3522 (2): the ACK echoes a timestamp older than the retransmission's: it
+        # answers an original transmission, so the retransmission was not needed.
+        d = (undo.rtx_ts - tsecr) & _TS_MASK
+        if d == 0 or d >= _TS_HALF:
+            return None
+        self.counters["spurious_rto"] += 1
+        return undo
+
+    def undo_timeout(
+        self,
+        undo: RtoUndo,
+        cc: CongestionControl | None,
+        snd_una: int,
+        snd_max: int,
+        acked: int,
+        mss: int,
+    ) -> None:
+        """RFC 4015 (4): reverse a spurious timeout's congestion response and its
+        go-back-N bookkeeping (the connection sets SND.NXT back to SND.MAX)."""
+        # The timeout's recovery point only guarded against the go-back-N's duplicates
+        # (RFC 6582 (4)); with no go-back-N, a later loss may start a recovery again.
+        self.recover = snd_una
+        self.high_rxt = snd_una
+        if self.rack is not None:
+            self.rack.undo_rto()
+        prior = undo.cc
+        if cc is None or prior is None:
+            return
+        if cc.loss_events != prior.loss_events:
+            # Another congestion signal came since the timeout (RFC 4015 (4): an ECN-Echo;
+            # or a loss found by SACK or a probe): keep the reduced window.
+            return
+        # RFC 4015 (4): cwnd = FlightSize + min(bytes_acked, IW), ssthresh = pipe_prev;
+        # RFC 9438 (4.9): CUBIC's own state (W_max, K, epoch) as before the timeout.
+        iw = initial_window(mss, cc.initial_cwnd_segments)
+        cc.restore(prior, (snd_max - snd_una) + min(acked, iw), undo.pipe_prev)
 
     # ------------------------------------------------------- RFC 6675 output
 
