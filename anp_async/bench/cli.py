@@ -128,6 +128,12 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
             help="event loop of the stack and asyncio peers",
         )
         b.add_argument("--seed", type=int, default=1, help="seed of all payloads")
+        if name != "livelock":
+            b.add_argument(
+                "--queues", type=int, default=1, metavar="N",
+                help="the stack as a multi-queue host: a TAP with N queues, one stack worker "
+                "process each (anp up --queues N); CPU figures are all workers' (default 1)",
+            )  # fmt: skip
         b.add_argument(
             "--phase-time",
             type=float,
@@ -223,6 +229,11 @@ def execute(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
     _apply_defaults(args)
     if getattr(args, "repeat", 1) < 1:
         raise BenchError("--repeat must be at least 1")
+    queues = getattr(args, "queues", 1)
+    if not 1 <= queues <= 64:
+        raise BenchError(f"--queues {queues}: 1..64")
+    if queues > 1 and getattr(args, "family", 4) == 6:
+        raise BenchError("--queues > 1 with --family 6: the steering program sends IPv6 to queue 0")
     if args.bench in ("latency", "livelock"):
         from .sweep import stack_setups
 
@@ -250,8 +261,13 @@ def execute(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
         def progress(what: str) -> None:
             prog.update(task, advance=1, description=f"{args.bench}: {what}")
 
-        with BenchEnv(logs, loop=args.loop, family=getattr(args, "family", 4)) as env:
+        with BenchEnv(
+            logs, loop=args.loop, family=getattr(args, "family", 4), queues=queues
+        ) as env:
             rows, samples = RUNNERS[args.bench](env, args, progress)
+    for r in rows:  # the stack's rows name the queue count (the baselines are one process)
+        if r.get("setup") not in ("kernel", "asyncio"):
+            r["queues"] = queues
     doc: dict[str, Any] = {
         "benchmark": args.bench,
         **report.machine_info(),
@@ -345,7 +361,7 @@ def run_bench(args: argparse.Namespace) -> int:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-    console.print(report.summary_table(args.bench, doc["summaries"]))
+    console.print(report.summary_table(args.bench, doc["summaries"], getattr(args, "queues", 1)))
     for line in report.warning_lines(doc["summaries"]):
         console.print(f"[yellow]warning:[/] {line}")
     for line in report.asyncio_ratio_lines(args.bench, doc["summaries"]):
@@ -357,6 +373,9 @@ def run_bench(args: argparse.Namespace) -> int:
         old = report.load_results(args.compare)
         ratios = report.compare(doc, old)
         console.print(report.compare_table(args.bench, ratios, str(args.compare)))
+        old_q = (old.get("parameters") or {}).get("queues", 1)
+        if old_q != getattr(args, "queues", 1):
+            console.print(f"(stack queues: new {getattr(args, 'queues', 1)}, old {old_q})")
     return 0
 
 

@@ -102,13 +102,23 @@ def bulk_sha256(seed: int, nbytes: int) -> str:
     return h.hexdigest()
 
 
+#: A process whose CPU is that of other processes: a multi-queue stack peer (its pid) and
+#: its workers' pids (``anp bench ... --queues N``); :func:`proc_cpu_ns` sums them.
+CPU_GROUPS: dict[int, list[int]] = {}
+
+
 def proc_cpu_ns(pid: int) -> int:
-    """CPU time (user + system, ns) of process ``pid``, all its threads, living and exited.
+    """CPU time (user + system, ns) of process ``pid``, all its threads, living and exited;
+    for a pid in :data:`CPU_GROUPS`, the sum over its group (-1 if one of them is gone).
 
     Linux gives every process a CPU-time clock, ``MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)``
     = ``(~pid << 3) | 2`` (see ``clock_getcpuclockid(3)``): nanosecond resolution, unlike
     the 10 ms ticks of ``/proc/PID/stat``. Returns -1 when the process is gone.
     """
+    group = CPU_GROUPS.get(pid)
+    if group:
+        each = [proc_cpu_ns(p) for p in group]
+        return -1 if min(each) < 0 else sum(each)
     try:
         return time.clock_gettime_ns(((~pid) << 3) | 2)
     except OSError:

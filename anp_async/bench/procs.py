@@ -25,7 +25,7 @@ from typing import Any
 from anp_async.nic.netns import Netns, disable_ipv6, loopback_up, unique_name, veth_pair
 
 from .apps import BenchError
-from .common import WARM_MARK
+from .common import CPU_GROUPS, WARM_MARK
 
 TAP_NAME = "anpb0"
 TAP_KERNEL_IP = "10.0.0.1"
@@ -69,6 +69,8 @@ class Peer:
             cwd=str(REPO),
         )
         self._buf = b""
+        #: The ready event it printed (peers started by :meth:`BenchEnv._start`).
+        self.ready: dict[str, Any] = {}
         self._sel = selectors.DefaultSelector()
         assert self.proc.stdout is not None
         os.set_blocking(self.proc.stdout.fileno(), False)
@@ -157,9 +159,13 @@ class Peer:
 class BenchEnv:
     """Namespaces, veth, peers; everything removed on :meth:`close` (context manager)."""
 
-    def __init__(self, log_dir: Path, loop: str = "asyncio", family: int = 4) -> None:
+    def __init__(
+        self, log_dir: Path, loop: str = "asyncio", family: int = 4, queues: int = 1
+    ) -> None:
         self.log_dir = log_dir
         self.loop = loop
+        #: Stack workers (queues of the TAP): >1 makes the stack peer a multi-queue host.
+        self.queues = queues
         #: 4, or 6: the peers talk IPv6 (the stack is dual-stack, the kernel ends get
         #: IPv6 addresses) and :meth:`addr` gives the IPv6 addresses.
         self.family = family
@@ -210,13 +216,14 @@ class BenchEnv:
         p = Peer(name, argv, self.log_dir)
         self.peers.append(p)
         try:
-            p.read_event(ready_timeout)
+            p.ready = p.read_event(ready_timeout)
         except BaseException:
             self.stop(p)
             raise
         return p
 
     def stop(self, p: Peer) -> None:
+        CPU_GROUPS.pop(p.pid, None)
         p.stop()
         with contextlib.suppress(ValueError):
             self.peers.remove(p)
@@ -257,7 +264,12 @@ class BenchEnv:
         ]  # fmt: skip
         if self.family == 6:
             argv += ["--ip6", f"{STACK_IP6}/64", "--peer6", f"{TAP_KERNEL_IP6}/64"]
-        return self._start(f"stack_{mode}", argv)
+        if self.queues > 1:
+            argv += ["--queues", str(self.queues)]
+        p = self._start(f"stack_{mode}", argv, ready_timeout=60.0 if self.queues > 1 else 30.0)
+        if p.ready.get("pids"):  # a multi-queue host: its CPU is its workers'
+            CPU_GROUPS[p.pid] = [int(x) for x in p.ready["pids"] if x is not None]
+        return p
 
     def asyncio_peer(self) -> Peer:
         """The same asyncio apps on kernel sockets, in C (10.0.1.1)."""

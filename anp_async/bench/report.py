@@ -397,10 +397,15 @@ def warning_lines(rows: list[dict]) -> list[str]:
     return out
 
 
-def summary_table(bench: str, rows: list[dict]) -> Any:
+def summary_table(bench: str, rows: list[dict], queues: int = 1) -> Any:
+    """The summary table; with ``queues`` > 1 its title names the stack's queue count
+    (a multi-queue host: one worker per queue, CPU summed over the workers)."""
     from rich.table import Table
 
-    t = Table(title=f"anp bench {bench}", header_style="bold")
+    title = f"anp bench {bench}"
+    if queues > 1:
+        title += f" (stack: {queues} queues, one worker each; stack CPU = all workers')"
+    t = Table(title=title, header_style="bold")
     if bench == "latency":
         cols = (
             "proto",

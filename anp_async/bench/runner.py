@@ -157,7 +157,9 @@ def _latency_once(
     samples: dict[str, list[int]], rep: int,
 ) -> None:  # fmt: skip
     plan = latency_plan(args)
-    ks = env.kernel_server() if not getattr(args, "no_baselines", False) else None
+    # the kernel's servers: the baseline's, and the peer of every stack-client phase
+    need_ks = not getattr(args, "no_baselines", False) or "stack-client" in args.directions
+    ks = env.kernel_server() if need_ks else None
     assert env.ns_k is not None and env.ns_c is not None
     setups = {st.label: st for st in stack_setups(args)}
 
@@ -262,7 +264,10 @@ def run_throughput(env: BenchEnv, args: Any, progress: Progress) -> tuple[list[d
             ev = peer_send(sp, TAP_KERNEL_IP)
             out.append(_bulk_summary(mode, "stack-send", n, expect, ev, "send"))
             progress(f"{mode} stack-send")
+            cpu0 = proc_cpu_ns(sp.pid)
             ev = kernel_send(env.ns_k, STACK_IP)
+            if env.queues > 1:  # the sink's own figure is one worker's: take all workers'
+                ev["sink"]["cpu_ns"] = proc_cpu_ns(sp.pid) - cpu0
             out.append(_bulk_summary(mode, "stack-receive", n, expect, ev, "receive"))
             progress(f"{mode} stack-receive")
     ev = kernel_send(env.ns_c, VETH_K_IP)

@@ -14,7 +14,12 @@ each with one JSON line (``{"event": "result", ...}`` or ``{"event": "error", ..
 - ``{"cmd": "stats"}``: ``stack.stats()``
 - ``{"cmd": "quit"}`` (or EOF on stdin)
 
-The stack runs in its own process so that its CPU time can be measured on its own.
+The stack runs in its own process so that its CPU time can be measured on its own. With
+``--queues N`` (N > 1) this process is the supervisor of a multi-queue host
+(:class:`anp_async.mq.MultiQueueHost`): every worker runs the benchmark servers and
+answers the same commands on a Unix socket of its own; ``client`` and ``bulk_send`` run
+in worker 0 and report the CPU all workers used, ``stats`` is the host's (summed), and the
+ready line lists the workers' ``pids`` (the harness sums their CPU).
 """
 
 from __future__ import annotations
@@ -45,6 +50,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mode-params", default="{}", help="JSON object of mode parameters")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     p.add_argument(
+        "--queues", type=int, default=1,
+        help="multi-queue TAP with one stack worker process per queue (default 1)",
+    )  # fmt: skip
+    p.add_argument(
         "--no-offload",
         dest="offload",
         action="store_false",
@@ -53,43 +62,51 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _serve_commands(net: Any, sink: Any, stack: Any) -> None:
+async def _stdin_lines() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def _run_command(cmd: dict[str, Any], net: Any, sink: Any, stack: Any) -> dict[str, Any]:
+    """One command (``quit`` excepted): the result or error event to answer."""
+    try:
+        name = cmd.pop("cmd")
+        if name == "client":
+            proto = cmd.pop("proto")
+            res = await CLIENTS[proto](net, **cmd)
+        elif name == "bulk_send":
+            res = await bulk_send(net, cmd["host"], cmd["bytes"], cmd["seed"])
+        elif name == "sink":
+            if "work_us" in cmd:  # the livelock application's work per datagram
+                sink.work_us = int(cmd["work_us"])
+            res = sink.counters()
+        elif name == "stats":
+            res = stack.stats() if stack is not None else {}
+        else:
+            raise BenchError(f"unknown command {name!r}")
+        return {"event": "result", **res}
+    except (BenchError, OSError, asyncio.IncompleteReadError, TimeoutError) as e:
+        return {"event": "error", "message": f"{type(e).__name__}: {e}"}
+    except Exception as e:  # a bug: report it with its traceback, keep serving
+        return {
+            "event": "error",
+            "message": f"{type(e).__name__}: {e}",
+            "traceback": traceback.format_exc(),
+        }
+
+
+async def _serve_commands(net: Any, sink: Any, stack: Any) -> None:
+    reader = await _stdin_lines()
     while True:
         line = await reader.readline()
         if not line:
             return
-        try:
-            cmd = json.loads(line)
-            name = cmd.pop("cmd")
-            if name == "quit":
-                return
-            if name == "client":
-                proto = cmd.pop("proto")
-                res = await CLIENTS[proto](net, **cmd)
-            elif name == "bulk_send":
-                res = await bulk_send(net, cmd["host"], cmd["bytes"], cmd["seed"])
-            elif name == "sink":
-                if "work_us" in cmd:  # the livelock application's work per datagram
-                    sink.work_us = int(cmd["work_us"])
-                res = sink.counters()
-            elif name == "stats":
-                res = stack.stats() if stack is not None else {}
-            else:
-                raise BenchError(f"unknown command {name!r}")
-            emit({"event": "result", **res})
-        except (BenchError, OSError, asyncio.IncompleteReadError, TimeoutError) as e:
-            emit({"event": "error", "message": f"{type(e).__name__}: {e}"})
-        except Exception as e:  # a bug: report it with its traceback, keep serving
-            emit(
-                {
-                    "event": "error",
-                    "message": f"{type(e).__name__}: {e}",
-                    "traceback": traceback.format_exc(),
-                }
-            )
+        cmd = json.loads(line)
+        if cmd.get("cmd") == "quit":
+            return
+        emit(await _run_command(cmd, net, sink, stack))
 
 
 async def _main(args: argparse.Namespace, nic: Any) -> int:
@@ -143,6 +160,10 @@ def _pid() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.net == "stack" and args.queues > 1:
+        from .mq_peer import run_host
+
+        return run_host(args)
     nic = None
     if args.net == "stack":
         from anp_async.nic.tap import TapNic
