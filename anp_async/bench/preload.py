@@ -3,6 +3,7 @@ client on kernel sockets, in one run.
 
     anp bench preload [--modes interrupt,adaptive] [--count 2000] [--warmup 200]
                       [--bytes 64M] [--quick] [--out DIR]
+                      [--queues 1,2 [--conns 64] [--seconds 4]]
 
 The client is ``tests/apps/c/rr_bench.c``, compiled with gcc at the start of the run; the
 server is the same program (``rr_bench serve``: echo 7, sink 9, source 19) on kernel
@@ -18,6 +19,12 @@ sockets in the namespace K of :class:`~anp_async.bench.procs.BenchEnv`. Each pha
 - ``inprocess-MODE``: the same stack without the library (``bench.stack_peer``, the path
   ``anp bench latency`` measures): its asyncio client to the C echo server, and the
   kernel's C client to its asyncio echo server.
+- ``preload-xQ`` (with ``--queues``): a C epoll echo server (``mq_load serve``) under
+  ``anp run --queues Q`` -- Q stack workers on a multi-queue TAP, the program's listener
+  on every one of them (:mod:`anp_async.preload.siblings`) -- and the kernel's lean load
+  generator (``mq_load rr``: ``--conns`` connections of 64-byte requests, one thread)
+  against it: the aggregate request rate, with the CPU of each worker, of the program and
+  of the supervisor, per queue count.
 
 The IPC's cost per request is read off the same run: the anp process's CPU per request on
 the preload path (stack + socket-API server + pumping, no application) against the
@@ -300,12 +307,15 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
                                         "0.0.0.0"], logs)  # fmt: skip
         env.peers.append(server)
         server.read_event(30)
+        load_exe = build_load(Path(bin_dir)) if args.queues else ""
         for rnd in range(args.rounds):  # rounds interleave, so a busy spell hits all setups
             this = run_kernel(env, exe, args)
             for mode in args.modes:
                 this += run_preload(env, exe, mode, args)
                 this += run_preload_server(env, exe, mode, args)
                 this += run_inprocess(env, exe, mode, args)
+            for q in args.queues or []:
+                this.append(run_preload_queues(env, load_exe, q, args))
             for r in this:
                 r["round"] = rnd
             rows += this
@@ -317,6 +327,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     for r in all_rounds:
         r.pop("_samples", None)
     rows += ipc_cost(rows, args.modes)
+    rows += scale_ratios(rows)
     doc: dict[str, Any] = {
         "benchmark": "preload",
         **report.machine_info(),
@@ -334,7 +345,98 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-PARAMS = ("modes", "count", "warmup", "bytes", "rounds", "quick")
+PARAMS = ("modes", "count", "warmup", "bytes", "rounds", "quick", "queues", "conns", "seconds")
+
+
+def build_load(out_dir: Path) -> str:
+    """The load generator of ``anp bench scale`` (``tests/apps/c/mq_load.c``)."""
+    from .scale import build_client as build_mq_load
+
+    return build_mq_load(out_dir)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children ...)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def run_preload_queues(
+    env: BenchEnv, load: str, queues: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """``mq_load serve`` under ``anp run --queues Q``; ``mq_load rr`` from the kernel."""
+    from .scale import _client, cpu_seconds, loadavg
+
+    assert env.ns_k is not None
+    life = args.seconds + 60
+    argv = _anp_run(env, "interrupt", [load, "serve", STACK_IP, "7", "9", str(life)])
+    argv[argv.index("--isolate") : argv.index("--isolate")] = ["--queues", str(queues)]
+    p = Peer(f"preload_x{queues}", argv, env.log_dir)
+    env.peers.append(p)
+    try:
+        while p.read_line(PHASE_TIMEOUT).strip() != "ready":
+            pass
+        tree = _descendants(p.pid)
+        # --queues 1 is the one stack inside the anp process itself (no supervisor).
+        workers = [q for q in tree if "anp_async.mq.worker" in _cmdline(q)] or [p.pid]
+        program = [q for q in tree if f"{load} serve" in _cmdline(q)]
+        if len(workers) != queues or len(program) != 1:
+            raise BenchError(f"anp run --queues {queues}: found workers {workers}, program "
+                             f"{program}")  # fmt: skip
+        pids = [p.pid, *workers, program[0]]
+        load0, c0, t0 = loadavg(), [cpu_seconds(q) for q in pids], time.monotonic()
+        rr = _client(
+            env.ns_k,
+            [load, "rr", STACK_IP, "7", str(args.conns), "64", str(args.seconds), "1"],
+            timeout=args.seconds + 60,
+        )  # fmt: skip
+        wall = time.monotonic() - t0
+        cpu = [(cpu_seconds(q) - c) / wall for q, c in zip(pids, c0, strict=True)]
+    finally:
+        env.stop(p)
+    return {
+        "bench": "preload", "test": "tcp_rr_conns", "setup": f"preload-x{queues}",
+        "direction": "stack-server", "queues": queues, "conns": args.conns,
+        "rate_rps": rr["rate"], "per_conn_min": rr["per_conn_min"],
+        "per_conn_max": rr["per_conn_max"], "anp_cpu": cpu[0] if queues > 1 else 0.0,
+        "worker_cpu": cpu[1:-1],
+        "program_cpu": cpu[-1], "client_cpu": rr["client_cpu"] / args.seconds, "load": load0,
+    }  # fmt: skip
+
+
+def scale_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each queue count's aggregate rate over one worker's (best rounds of the same run)."""
+    conns = {r["queues"]: r for r in rows if r["test"] == "tcp_rr_conns"}
+    one = conns.get(1)
+    if one is None:
+        return []
+    return [
+        {"bench": "preload", "test": "queues_ratio", "setup": f"preload-x{q}",
+         "direction": "stack-server", "queues": q, "rate_ratio_to_x1": r["rate_rps"] / one["rate_rps"]}
+        for q, r in sorted(conns.items()) if q != 1
+    ]  # fmt: skip
 
 
 def best_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -350,6 +452,8 @@ def best_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for group in groups.values():
         if group[0]["test"] == "tcp_rr":
             out.append(min(group, key=lambda r: r["p50_us"]))
+        elif group[0]["test"] == "tcp_rr_conns":
+            out.append(max(group, key=lambda r: r["rate_rps"]))
         else:
             out.append(max(group, key=lambda r: r["mbps"]))
     return out
@@ -417,6 +521,25 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 f"{_fmt(r['p50_ratio_preload_to_inprocess'], 2) + 'x':>17}"
             )
         lines.append("(all CPU figures in us per request)")
+    conns = [r for r in rows if r["test"] == "tcp_rr_conns"]
+    if conns:
+        lines += [
+            "",
+            "C epoll echo server under anp run --queues Q, kernel load generator mq_load rr "
+            "(64 B requests; best round); CPU in cores",
+            f"{'setup':<14}{'conns':>6}{'req/s':>10}{'workers CPU':>20}{'program CPU':>13}"
+            f"{'anp CPU':>9}{'client CPU':>12}{'load':>6}",
+        ]
+        for r in conns:
+            w = "+".join(f"{c:.2f}" for c in r["worker_cpu"])
+            lines.append(
+                f"{r['setup']:<14}{r['conns']:>6}{r['rate_rps']:>10.0f}{w:>20}"
+                f"{r['program_cpu']:>13.2f}{r['anp_cpu']:>9.2f}{r['client_cpu']:>12.2f}"
+                f"{r['load']:>6.1f}"
+            )
+        for r in rows:
+            if r["test"] == "queues_ratio":
+                lines.append(f"{r['setup']}: {r['rate_ratio_to_x1']:.2f}x the rate of x1")
     return "\n".join(lines)
 
 
@@ -426,6 +549,16 @@ def _csv_modes(text: str) -> list[str]:
     if not modes or bad:
         raise argparse.ArgumentTypeError(f"modes must be among {', '.join(MODES)}")
     return modes
+
+
+def _csv_queues(text: str) -> list[int]:
+    try:
+        qs = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: queue counts like 1,2") from None
+    if not qs or any(not 1 <= q <= 16 for q in qs):
+        raise argparse.ArgumentTypeError(f"{text!r}: queue counts 1..16")
+    return qs
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -440,6 +573,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rounds", type=int, default=None,
                    help="repeat every setup this often, interleaved; each setup's best round "
                         "is reported (default 3; --quick: 1)")  # fmt: skip
+    p.add_argument("--queues", type=_csv_queues, default=None,
+                   help="also the C echo server under anp run --queues Q for each Q (e.g. 1,2) "
+                        "with --conns kernel connections")  # fmt: skip
+    p.add_argument("--conns", type=int, default=64, help="connections with --queues (64)")
+    p.add_argument("--seconds", type=int, default=4, help="measured seconds with --queues (4)")
     p.add_argument("--quick", action="store_true", help="small run, well under a minute")
     p.add_argument("--out", type=Path, help="results folder (default bench/results/...)")
 

@@ -212,7 +212,7 @@ def test_attach_to_anp_up_queues_and_a_worker_dying() -> None:
         server = Proc([ANP, "run", "--attach", "--tap", tap, "--isolate", "--", "python3",
                        "-c", ECHO_SERVER, "7400"])  # fmt: skip
         server.wait_for("listening")
-        on0, on1 = ports_for(0, 7400, 3), ports_for(1, 7400, 3)
+        on0, on1 = ports_for(0, 7400, 4), ports_for(1, 7400, 4)
         echo_from(ns, 7400, on0[:1] + on1[:1])
         # A connection held open on worker 1 while it dies.
         with ns.enter():
@@ -237,6 +237,20 @@ def test_attach_to_anp_up_queues_and_a_worker_dying() -> None:
         opens = {i: w["tcp"]["passive_opens"] for i, w in worker_stats(tap).items()}
         assert opens[0] >= 3 and opens[1] >= 1, opens  # worker 1 restarted: its own count
         assert "worker 1" in up.text() and "died" in up.text(), up.text()
+        # The program ends: its listener closes on every worker (a SYN is refused there).
+        server.close()
+        server = None
+        deadline = time.monotonic() + 10
+        for sport in (on1[3], on0[3]):  # ports not used yet (no TIME-WAIT on them)
+            with ns.enter():
+                while True:
+                    try:
+                        socket.create_connection((STACK_IP, 7400), timeout=5,
+                                                 source_address=("0.0.0.0", sport)).close()  # fmt: skip
+                    except ConnectionRefusedError:
+                        break
+                    assert time.monotonic() < deadline, f"port 7400 still open (sport {sport})"
+                    time.sleep(0.2)
     finally:
         if server is not None:
             server.close()
