@@ -186,6 +186,10 @@ srv = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=64)
 print("listening", flush=True)
 def serve(c):
     with c:
+        # Calls on an accepted socket (forwarded to the worker that serves it).
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        nodelay = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        print("peer", c.getpeername()[1], "nodelay", nodelay, flush=True)
         while d := c.recv(65536):
             c.sendall(d)
 while True:
@@ -214,6 +218,8 @@ def test_attach_to_anp_up_queues_and_a_worker_dying() -> None:
         server.wait_for("listening")
         on0, on1 = ports_for(0, 7400, 4), ports_for(1, 7400, 4)
         echo_from(ns, 7400, on0[:1] + on1[:1])
+        for sport in (on0[0], on1[0]):  # names and options right on both workers
+            assert f"peer {sport} nodelay 1" in server.text(), server.text()
         # A connection held open on worker 1 while it dies.
         with ns.enter():
             held = socket.create_connection((STACK_IP, 7400), timeout=10,
