@@ -28,7 +28,7 @@ from .modes.base import RxMode
 from .nic.base import Buffer, Nic
 from .nic.offload import VnetOffload
 from .nic.tap import MAX_QUEUES
-from .nic.vnet import PLAIN_HEADER, VNET_HDR_LEN
+from .nic.vnet import F_DATA_VALID, F_NEEDS_CSUM, PLAIN_HEADER, VNET_HDR_LEN
 from .proto import arp as arp_proto
 from .proto import icmp
 from .proto import ipv4 as ip_proto
@@ -46,6 +46,7 @@ from .proto.ethernet import (
 from .proto.ipv6 import NH_ICMPV6, IPv6Header, ip6_to_bytes
 from .proto.numbers import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from .proto.tcp.config import TcpConfig
+from .proto.tcp.fastpath import HeaderTemplate
 from .proto.tcp.segment import TcpSegment, build_tcp_header, build_tcp_header_partial
 from .stack_ipv6 import Ipv6Layer, parse_prefix6
 from .transport.resolve import resolve_ip
@@ -163,6 +164,10 @@ class StackConfig:
             raise ValueError(f"queues must be 1..{MAX_QUEUES}, got {self.queues}")
 
 
+# virtio-net flags of a received frame whose transport checksum need not be verified
+# (as VnetOffload.rx_csum_trusted; the receive fast path reads them inline).
+_CSUM_TRUSTED = F_NEEDS_CSUM | F_DATA_VALID
+
 _PING_PATTERN = bytes(range(256)) * 256  # 64 KiB of 0, 1, ..., 255, ...
 
 
@@ -270,6 +275,12 @@ class Stack:
         self.in_rx = False
         #: The clock when the current (or last) receive batch began.
         self.rx_now = 0.0
+        #: The established-connection fast path (proto/tcp/fastpath.py): frames that fit
+        #: the header prediction skip the layer-by-layer parse, segments of an
+        #: established connection go out through its header template. Same answers
+        #: either way; ``anp trace`` turns it off so that every frame walks the layers
+        #: it watches.
+        self.fast_path = True
         self._closed = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -383,6 +394,14 @@ class Stack:
         try:
             if self.vnet_hdr:
                 self._rx_vnet(frames)
+            elif self.fast_path:
+                fast = self.tcp.rx_fast
+                for frame in frames:
+                    if type(frame) is bytes and fast(frame, 0, False):
+                        self.eth_counters["rx_frames"] += 1
+                        self.ip_counters["rx_packets"] += 1
+                    else:
+                        self._rx_frame(frame)
             else:
                 for frame in frames:
                     self._rx_frame(frame)
@@ -395,7 +414,15 @@ class Stack:
         """Frames that start with a virtio-net header: note what the kernel left undone."""
         rx = self._rx_frame
         trusted = self.offload.rx_csum_trusted
+        fast = self.tcp.rx_fast if self.fast_path else None
         for frame in frames:
+            if fast is not None and type(frame) is bytes and len(frame) > VNET_HDR_LEN:
+                # The header prediction takes a frame the kernel handed over whole (no
+                # GSO), its transport checksum vouched for or not by the flags.
+                if not frame[1] and fast(frame, VNET_HDR_LEN, bool(frame[0] & _CSUM_TRUSTED)):
+                    self.eth_counters["rx_frames"] += 1
+                    self.ip_counters["rx_packets"] += 1
+                    continue
             ok = trusted(frame)
             if ok is None:
                 continue  # too short for the header (counted)
@@ -560,6 +587,50 @@ class Stack:
         hdr = build_tcp_header(seg, self.ip_b, dst)
         self.send_ip(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], tos=tos)
         return False
+
+    def tcp_template(self, dst: bytes, sport: int, dport: int) -> HeaderTemplate | None:
+        """A header template for the IPv4 connection ``sport`` -> ``dst``:``dport``
+        (:class:`~anp_async.proto.tcp.fastpath.HeaderTemplate`), None for IPv6, a
+        broadcast address or no route. Its link part is filled in at the first send."""
+        if len(dst) != 4:
+            return None
+        try:
+            route = self._routes.get(dst) or self._route(dst)
+        except OSError:
+            return None
+        if route[1]:
+            return None
+        return HeaderTemplate(
+            bytes(self._link_len()), self.ip_b, dst, sport, dport,
+            partial=self.offload.enabled, mtu=self.mtu, arp_version=-1,
+        )  # fmt: skip
+
+    def _link_len(self) -> int:
+        return (VNET_HDR_LEN if self.vnet_hdr else 0) + 14
+
+    def send_templated(self, tpl: HeaderTemplate, seg: TcpSegment, mss: int, now: float) -> bool:
+        """Send ``seg`` with its connection's header template; False (nothing sent, nothing
+        counted) when the segment needs :meth:`send_tcp` instead: not template-shaped
+        (options beyond the timestamp, ECN, a TSO super-segment) or the neighbour not
+        resolved. The template follows the ARP table: a changed or expired entry is
+        looked up again (the invalidation hook), as ``send_ip`` would for every datagram.
+        """
+        if tpl.arp_version != self.arp.version or now >= tpl.expires:
+            next_hop = self._routes[tpl.dst][0]
+            got = self.arp.lookup_until(next_hop, now)
+            if got is None:
+                return False  # send_ip holds the datagram and asks ARP
+            mac, expires = got
+            vnet = self.offload.tcp_header(20, 0, 0)[0] if self.vnet_hdr else b""
+            tpl.relink(vnet + build_ethernet_header(mac, self.mac_b, ETH_P_IP),
+                       self.arp.version, expires)  # fmt: skip
+        hdr = tpl.header(seg, self.ip_ids.next, mss)
+        if hdr is None:
+            return False
+        payload = seg.payload
+        self.ip_counters["tx_packets"] += 1
+        self.nic.send([hdr, payload] if payload else [hdr])
+        return True
 
     def send_ip(
         self,

@@ -364,6 +364,7 @@ class Tracer:
         self.emitted = 0
         self.done = False
         self.attached = False
+        self._fast_path_was: bool | None = None
         self._fid = 0
         self._batch_no = 0
         self._batch: list[_Frame] = []
@@ -386,6 +387,11 @@ class Tracer:
             obj = self._target(path)
             _ACTIVE[id(obj)] = (obj, self)
             _install(type(obj), name, f"_t_{path or 'stack'}_{name.lstrip('_')}")
+        # The established-connection fast path skips the layers traced here: off while
+        # attached, so every frame walks them.
+        self._fast_path_was = getattr(self.stack, "fast_path", None)
+        if self._fast_path_was is not None:
+            self.stack.fast_path = False
         self.attached = True
         return self
 
@@ -398,6 +404,8 @@ class Tracer:
             obj = self._target(path)
             _ACTIVE.pop(id(obj), None)
             _uninstall(type(obj), name)
+        if self._fast_path_was is not None:
+            self.stack.fast_path = self._fast_path_was
         self.attached = False
         self._emit_batch()
 

@@ -127,6 +127,9 @@ class ArpTable:
         self.max_pending_ips = max_pending_ips
         self.max_entries = max_entries
         self._entries: dict[bytes, ArpEntry] = {}
+        #: Moves whenever an entry is added, changed or removed (not on expiry: that is
+        #: ``expires``): whoever keeps a MAC it looked up knows when to look again.
+        self.version = 0
         self._pending: dict[bytes, _Pending] = {}
         # resolutions refused because too many were pending; reported by the next poll()
         self._refused: list[tuple[bytes, list[object]]] = []
@@ -162,6 +165,14 @@ class ArpTable:
             return None
         return entry.mac
 
+    def lookup_until(self, ip: bytes, now: float) -> tuple[bytes, float] | None:
+        """The MAC for ``ip`` and the time it expires (``inf``: static), or None like
+        :meth:`lookup`. Kept together with :attr:`version` it stays right until then."""
+        entry = self._entries.get(ip)
+        if entry is None or entry.expires <= now:
+            return None
+        return entry.mac, entry.expires
+
     def entries(self) -> list[ArpEntry]:
         """All entries (including expired ones not yet purged), for ``stats``."""
         return list(self._entries.values())
@@ -183,9 +194,11 @@ class ArpTable:
     def add_static(self, ip: bytes, mac: bytes) -> None:
         """A permanent entry that ARP traffic never changes (like ``ip neigh ... permanent``)."""
         self._entries[bytes(ip)] = ArpEntry(bytes(ip), bytes(mac), math.inf, True)
+        self.version += 1
 
     def remove(self, ip: bytes) -> bool:
         """Forget ``ip`` (static or not); True if it was known."""
+        self.version += 1
         return self._entries.pop(ip, None) is not None
 
     # -- behaviour ---------------------------------------------------------------------
@@ -211,6 +224,7 @@ class ArpTable:
                 del entries[victim.ip]
                 self.counters["entries_evicted"] += 1
         entries[ip] = ArpEntry(ip, mac, now + self.ttl)
+        self.version += 1
         self.counters["entries_added"] += 1
         if self._next_purge == math.inf:
             self._next_purge = now + self.ttl
@@ -274,6 +288,7 @@ class ArpTable:
         if not entry.static:
             if entry.mac != mac:
                 self.counters["entries_updated"] += 1
+                self.version += 1
             entry.mac = mac
             entry.expires = now + self.ttl
         return True

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..proto.ipv4 import Interface
 from ..proto.ipv6 import IPv6Header
+from ..proto.tcp.fastpath import HeaderTemplate
 from ..proto.tcp.segment import TcpSegment
 
 if TYPE_CHECKING:
@@ -84,6 +85,20 @@ class NetStack(Protocol):
 
     def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> bool:
         """Send one TCP segment; True when the NIC cuts it into ``mss``-sized ones (TSO)."""
+
+    @property
+    def mac_b(self) -> bytes:
+        """The stack's MAC address, 6 bytes (the receive fast path matches it)."""
+
+    @property
+    def fast_path(self) -> bool:
+        """The established-connection fast path is on (``anp trace`` turns it off)."""
+
+    def tcp_template(self, dst: bytes, sport: int, dport: int) -> HeaderTemplate | None:
+        """A header template for one IPv4 connection's segments (None: not templated)."""
+
+    def send_templated(self, tpl: HeaderTemplate, seg: TcpSegment, mss: int, now: float) -> bool:
+        """Send ``seg`` with ``tpl``; False (nothing sent): use ``send_tcp``."""
 
     def add_unreachable_listener(self, cb: Callable[[bytes], None]) -> None:
         """Call ``cb(next_hop)`` when ARP (or IPv6 Neighbor Discovery) gives up on a next hop."""

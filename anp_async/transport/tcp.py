@@ -42,6 +42,7 @@ from ..proto.tcp.events import (
     SendSpace,
     TcpEvent,
 )
+from ..proto.tcp.fastpath import HeaderTemplate, predict_frame
 from ..proto.tcp.host import Key, Listener, TcpHost
 from ..proto.tcp.isn import IsnGenerator
 from ..proto.tcp.segment import TcpSegment, parse_tcp
@@ -95,6 +96,9 @@ class TcpLayer:
         )
         self.host.local_ip6 = stack.ip6_b
         self.dirty: dict[TcpEndpoint, None] = {}
+        #: Established IPv4 connections by the raw bytes that name them in a frame
+        #: (source IP, our IP, source port, our port): the receive fast path's table.
+        self.fast_table: dict[bytes, TcpEndpoint] = {}
         #: Per-connection counters of connections already gone, so totals survive them.
         self._closed_conn_counters = Counters()
         #: Seconds an orphaned connection (its transport closed) may sit in FIN_WAIT_2
@@ -170,10 +174,39 @@ class TcpLayer:
             for old in host.take_retired():
                 old._finish()
         if ep is not None:
+            if ep.fast_key is None and ep.conn.state is TcpState.ESTABLISHED:
+                self._predict(ep, hdr, data)
             self.touch(ep)
         if host.outbox:
             for dst, reply in host.take_outbox():
                 self._transmit(dst, reply)
+
+    def _predict(self, ep: TcpEndpoint, hdr: IPv4Header | IPv6Header, data: memoryview) -> None:
+        """An established IPv4 connection joins the fast path's table (it leaves it in
+        ``TcpEndpoint._finish``)."""
+        if isinstance(hdr, IPv4Header) and hdr.dst == self.stack.ip_b and not ep.finished:
+            key = hdr.src + hdr.dst + bytes(data[:4])
+            ep.fast_key = key
+            self.fast_table[key] = ep
+
+    def rx_fast(self, frame: bytes, off: int, csum_trusted: bool) -> bool:
+        """Header prediction on a raw frame (``proto/tcp/fastpath.py``): True when the frame
+        was an established connection's next segment and has been taken, as the full way
+        through ``input`` would; False (nothing changed): the stack parses it layer by
+        layer. Called inside a receive batch."""
+        stack = self.stack
+        got = predict_frame(frame, off, stack.mac_b, not csum_trusted)
+        if got is None:
+            return False
+        ep = self.fast_table.get(got[0])
+        if ep is None:
+            return False
+        _, seq, ack, window, ts, payload = got
+        if not ep.conn.rx_predicted(seq, ack, window, ts, payload, stack.rx_now):
+            return False
+        self.host.counters["rx_segments"] += 1
+        self.dirty[ep] = None
+        return True
 
     def _transmit(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> None:
         """Send ``seg``; ``mss`` (the connection's, 0 for none) lets a NIC with the virtio-net
@@ -399,6 +432,8 @@ class TcpEndpoint:
         "orphaned",
         "_orphan_timer",
         "finished",
+        "fast_key",
+        "tpl",
     )
 
     def __init__(self, layer: TcpLayer, key: Key, conn: TcpConnection) -> None:
@@ -419,6 +454,11 @@ class TcpEndpoint:
         self._orphan_timer: asyncio.TimerHandle | None = None
         #: Out of the table, timers cancelled, counters added to the layer's totals.
         self.finished = False
+        #: Its key in ``TcpLayer.fast_table`` once established (IPv4).
+        self.fast_key: bytes | None = None
+        #: Its header template (``proto/tcp/fastpath.py``), made at the first send in
+        #: ESTABLISHED; None before, for IPv6, and while the fast path is off.
+        self.tpl: HeaderTemplate | None = None
 
     # -------------------------------------------------------------- flushing
 
@@ -436,7 +476,6 @@ class TcpEndpoint:
         layer = self.layer
         stack = layer.stack
         conn = self.conn
-        rip = self.key[0]
         try:
             # Events first, then one output pass: what the application writes from its
             # callbacks leaves in the same pass, carrying the ACK the receive batch owes.
@@ -447,8 +486,10 @@ class TcpEndpoint:
                 self._again = False
                 cfg = conn.cfg
                 mss = (conn.peer_mss if conn.peer_mss < cfg.mss else cfg.mss) if cfg.tso_max else 0
-                for seg in conn.output(stack.now() if now is None else now):
-                    layer._transmit(rip, seg, mss)
+                t = stack.now() if now is None else now
+                segs = conn.output(t)
+                if segs:
+                    self._send(segs, mss, t)
                 now = None
                 events = conn.take_events()
                 if not events and not self._again:
@@ -460,6 +501,23 @@ class TcpEndpoint:
             self._finish()
         elif self.orphaned:
             self._watch_orphan()
+
+    def _send(self, segs: list[TcpSegment], mss: int, now: float) -> None:
+        """Transmit what ``output`` gave: through the connection's header template where
+        it fits (the fast path), else through the stack's ``send_tcp``."""
+        layer = self.layer
+        stack = layer.stack
+        tpl = self.tpl
+        if tpl is None and stack.fast_path and self.conn.state is TcpState.ESTABLISHED:
+            tpl = self.tpl = stack.tcp_template(self.key[0], self.key[2], self.key[1])
+        if tpl is not None and not stack.fast_path:
+            tpl = None
+        rip = self.key[0]
+        for seg in segs:
+            if tpl is not None and stack.send_templated(tpl, seg, mss, now):
+                layer.host.counters["tx_segments"] += 1
+            else:
+                layer._transmit(rip, seg, mss)
 
     def orphan(self) -> None:
         """The transport let go of this connection (connection_lost was called)."""
@@ -521,6 +579,8 @@ class TcpEndpoint:
         layer = self.layer
         layer.host.remove(self)
         layer.dirty.pop(self, None)
+        if self.fast_key is not None and layer.fast_table.get(self.fast_key) is self:
+            del layer.fast_table[self.fast_key]
         layer._closed_conn_counters.add(self.conn.counters, "conn_")
 
     # -------------------------------------------------------------- events

@@ -20,6 +20,7 @@ hardening), 6528 (ISN, see isn.py), 1122 (delayed ACK, keep-alive).
 from __future__ import annotations
 
 import enum
+from typing import ClassVar
 
 from ...counters import Counters
 from .config import TcpConfig
@@ -273,6 +274,10 @@ class TcpConnection:
         "bytes_acked",
         "bytes_received",
     )
+
+    #: Take in-order ESTABLISHED segments by header prediction (:meth:`_predicted`). The
+    #: exact-segment tests turn it off in a subclass to compare with the full processing.
+    header_prediction: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -721,7 +726,7 @@ class TcpConnection:
         self.counters["segments_in"] += 1
         if self.ecn_ok and (seg.ecn == CE or seg.flags & (ECE | CWR)):
             self._ecn_input(seg, now)
-        if st is ESTABLISHED and seg.flags & _FAST_MASK == ACK and not self._ooo.items:
+        if st is ESTABLISHED and seg.flags & _FAST_MASK == ACK and self.header_prediction:
             if self._fast_path(seg, now):
                 return
         if st is CLOSED or st is LISTEN:
@@ -887,7 +892,8 @@ class TcpConnection:
             self.counters["dropped_bad_ack"] += 1
             self._ack_now = True
             return False
-        self._ack_new(ack, seg, arr.seq, ts, now)
+        opts = seg.options
+        self._ack_new(ack, seg.window, opts.sack_blocks if opts is not None else (), arr.seq, ts, now)
         return True
 
     def _ack_syn_received(self, seg: TcpSegment, seq: int, ack: int, now: float) -> bool:
@@ -995,30 +1001,75 @@ class TcpConnection:
             self._rx_fin(now)
 
     def _fast_path(self, seg: TcpSegment, now: float) -> bool:
-        """ESTABLISHED, in-order segment, plain ACK: the bulk-transfer case, done cheaply.
-
-        Returns False (nothing changed) when the segment needs the full RFC 9293 processing.
-        """
-        rcv_nxt = self.rcv_nxt
-        if (seg.seq - self.irs - rcv_nxt) & MASK:
-            return False
+        """``on_segment``'s way into header prediction: the segment's fields, its timestamp
+        and SACK blocks, to :meth:`rx_predicted`'s rules."""
+        opts = seg.options
         ts = None
-        if self.ts_ok:
-            opts = seg.options
-            if opts is None:
-                return False
+        blocks: tuple[tuple[int, int], ...] = ()
+        if opts is not None:
             ts = opts.timestamp
+            blocks = opts.sack_blocks
+        return self._predicted(seg.seq, seg.ack, seg.window, ts, blocks, seg.payload, now)
+
+    def rx_predicted(
+        self,
+        seq: int,
+        ack: int,
+        window: int,
+        ts: tuple[int, int] | None,
+        payload: bytes | memoryview,
+        now: float,
+    ) -> bool:
+        """Header prediction for a segment read straight from a frame (``fastpath.py``):
+        flags ACK (PSH allowed), no ECN marks, no option but the timestamp (``ts``). True
+        when the segment was taken, with the same state, events and output the full RFC
+        9293 processing (``on_segment``) gives; False (nothing changed): use that instead.
+        """
+        if self.state is not ESTABLISHED:
+            return False
+        if self._predicted(seq, ack, window, ts, (), payload, now):
+            self.counters["segments_in"] += 1
+            return True
+        return False
+
+    def _predicted(
+        self,
+        seq: int,
+        ack: int,
+        window: int,
+        ts: tuple[int, int] | None,
+        blocks: tuple[tuple[int, int], ...],
+        payload: bytes | memoryview,
+        now: float,
+    ) -> bool:
+        """Van Jacobson's header prediction (RFC 9293 3.10.7.4 note) in ESTABLISHED, for a
+        segment whose flags are ACK (PSH, ECE, CWR allowed): when it is the next one
+        expected and either only acknowledges new data or only carries in-order text, take
+        it here in a few steps. Each rule below names the step of the full processing it
+        stands for; any other case returns False with nothing changed.
+        """
+        if self._ooo.items or self._rcv_fin_abs is not None:
+            return False  # a hole to fill or a FIN waiting for it: the full text/FIN steps
+        rcv_nxt = self.rcv_nxt
+        # First (acceptability): SEG.SEQ = RCV.NXT, nothing trimmed.
+        if (seq - self.irs - rcv_nxt) & MASK:
+            return False
+        if self.ts_ok:
+            # RFC 7323 (5.3) PAWS: TSval not older than TS.Recent.
             if ts is None or (ts[0] - self.ts_recent) & MASK >= HALF:
                 return False
-        payload = seg.payload
+        else:
+            ts = None  # a timestamp the SYNs did not agree on is ignored
         plen = len(payload)
         if plen > self.rcv_adv - rcv_nxt:
-            return False
+            return False  # the text must fit the window we advertised
         snd_una = self.snd_una
-        a = (seg.ack - self.iss - snd_una) & MASK  # (inlined _signed: the hot path)
+        # Fifth (ACK): SND.UNA < SEG.ACK <= SND.MAX, or SEG.ACK = SND.UNA with text (so no
+        # duplicate ACK to count). (Inlined _signed: the hot path.)
+        a = (ack - self.iss - snd_una) & MASK
         if a == 0:
-            if not plen:
-                return False  # maybe a duplicate ACK: full processing
+            if not plen or (blocks and self.sack_ok):
+                return False  # maybe a duplicate ACK, or new SACK information
         elif a >= HALF or snd_una + a > self.snd_max:
             return False
         self._last_rx = now
@@ -1028,11 +1079,12 @@ class TcpConnection:
             self.ts_recent = ts[0]
             self.ts_recent_age = now
         if a:
-            self._ack_new(snd_una + a, seg, rcv_nxt, ts, now)
+            self._ack_new(snd_una + a, window, blocks, rcv_nxt, ts, now)
         else:
-            self._update_snd_wnd(seg.window << self.snd_wscale, rcv_nxt, snd_una)
+            self._probes_unanswered = 0  # the peer is alive (as _rx_old_ack)
+            self._update_snd_wnd(window << self.snd_wscale, rcv_nxt, snd_una)
         if plen:
-            self._rx_text(rcv_nxt, payload, plen, now)
+            self._rx_text(rcv_nxt, payload, plen, now)  # seventh: text
         return True
 
     def _update_snd_wnd(self, win: int, seq: int, ack: int) -> None:
@@ -1057,9 +1109,16 @@ class TcpConnection:
             self._persist_backoff = 0
 
     def _ack_new(
-        self, ack: int, seg: TcpSegment, seq: int, ts: tuple[int, int] | None, now: float
+        self,
+        ack: int,
+        window: int,
+        blocks: tuple[tuple[int, int], ...],
+        seq: int,
+        ts: tuple[int, int] | None,
+        now: float,
     ) -> None:
-        """New data acknowledged: free the buffer, sample RTT, grow cwnd, restart timers."""
+        """New data acknowledged: free the buffer, sample RTT, grow cwnd, restart timers.
+        ``window`` is the segment's (unscaled) field, ``blocks`` its SACK blocks."""
         snd_una = self.snd_una
         acked = ack - snd_una
         base = self._sbuf_base
@@ -1076,10 +1135,8 @@ class TcpConnection:
         sb = self.recovery.sb
         if sb.blocks:
             sb.advance(ack)
-        if self.sack_ok:
-            opts = seg.options
-            if opts is not None and opts.sack_blocks:
-                self._take_sack(opts.sack_blocks)
+        if blocks and self.sack_ok:
+            self._take_sack(blocks)
         self._retries = 0
         self._probes_unanswered = 0
         self._una_since = now
@@ -1094,7 +1151,7 @@ class TcpConnection:
             self._rtx_at = None
         else:
             self._rtx_at = now + self.rtt.rto
-        self._update_snd_wnd(seg.window << self.snd_wscale, seq, ack)
+        self._update_snd_wnd(window << self.snd_wscale, seq, ack)
         if self.recovery.rack is not None:
             self._rack_ack(ts, now, True)
 
