@@ -212,10 +212,11 @@ async def _workers_summary(path: str | None) -> str:
         return f"anp run: stack down (no stats: {e})"
     parts = []
     for i, w in sorted(stats.get("workers", {}).items(), key=lambda kv: int(kv[0])):
-        tcp = (w or {}).get("tcp", {})
+        tcp, udp = (w or {}).get("tcp", {}), (w or {}).get("udp", {})
         parts.append(
             f"worker {i} active_opens={tcp.get('active_opens', 0)} "
-            f"passive_opens={tcp.get('passive_opens', 0)}"
+            f"passive_opens={tcp.get('passive_opens', 0)} "
+            f"udp_rx={udp.get('rx_datagrams', 0)}"
         )
     return f"anp run: stack down ({'; '.join(parts)})"
 

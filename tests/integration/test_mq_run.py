@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pathlib
 import re
 import signal
 import socket
@@ -149,34 +150,67 @@ def test_udp_server_hears_every_worker_and_exit_status_is_kept() -> None:
         udp = {i: w["udp"] for i, w in worker_stats(tap).items()}
         assert proc.wait(30) == 5, proc.text()
     assert all(u.get("no_port", 0) == 0 for u in udp.values()), udp
+    assert udp[0]["rx_datagrams"] >= 4 and udp[1]["rx_datagrams"] >= 4, udp  # both heard
 
 
-def test_clients_on_two_workers_curl_and_nc() -> None:
-    """curl and nc on the stack under --queues 2 reach kernel servers (their connections
-    leave from the front worker, whose ports steer the replies back to it)."""
+UDP_KERNEL_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 7301))
+print("listening", flush=True)
+for _ in range(8):
+    data, peer = s.recvfrom(100)
+    s.sendto(data.upper(), peer)
+"""
+
+UDP_CLIENT = """
+import socket, sys
+for i in range(8):  # 8 sockets, 8 ports: the replies are steered to both workers
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        if i % 2:
+            s.connect((sys.argv[1], 7301))
+            s.send(b"u%d" % i)
+            got = s.recv(100)
+        else:
+            s.sendto(b"u%d" % i, (sys.argv[1], 7301))
+            got = s.recvfrom(100)[0]
+        assert got == b"U%d" % i, got
+print("udp ok")
+"""
+
+
+def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path) -> None:
+    """curl, nc and a UDP client on the stack under --queues 2 reach kernel servers (what
+    the program opens leaves from the front worker; UDP replies that reach the other
+    worker are handed to the front)."""
     ns = Netns.create(unique_name("anp-mqr"))
     try:
         blob = os.urandom(1 << 20)
-        with open(os.path.join(ROOT, ".mqrun-blob.bin"), "wb") as f:
-            f.write(blob)
-        http = ["python3", "-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory", ROOT]
-        with kernel_proc(ns, http, ready=None) as _srv, kernel_proc(
-            ns, ["nc", "-d", "-l", "7300"], ready=None
-        ) as nc_srv:  # fmt: skip
+        (tmp_path / "blob.bin").write_bytes(blob)
+        os.chmod(tmp_path, 0o755)
+        http = ["python3", "-m", "http.server", "8000", "--bind", "0.0.0.0", "--directory",
+                str(tmp_path)]  # fmt: skip
+        with (
+            kernel_proc(ns, http, ready=None),
+            kernel_proc(ns, ["nc", "-d", "-l", "7300"], ready=None) as nc_srv,
+            kernel_proc(ns, ["python3", "-c", UDP_KERNEL_ECHO]) as udp_srv,
+        ):
             time.sleep(0.5)
-            tap = new_tap()
-            argv = [ANP, "run", *stack_opts(tap), "--queues", "2", "--isolate", "--",
-                    "sh", "-c", f"curl -sS http://{KERNEL_IP}:8000/.mqrun-blob.bin | sha256sum "
-                    f"&& echo hello-nc | nc -N {KERNEL_IP} 7300"]  # fmt: skip
+            script = (f"curl -sS http://{KERNEL_IP}:8000/blob.bin | sha256sum && "
+                      f"echo hello-nc | nc -N {KERNEL_IP} 7300 && "
+                      f"python3 -c '{UDP_CLIENT}' {KERNEL_IP}")  # fmt: skip
+            argv = [ANP, "run", *stack_opts(new_tap()), "--queues", "2", "--isolate", "--",
+                    "sh", "-c", script]  # fmt: skip
             r = ns.run(argv, timeout=120, env=env(), cwd=ROOT)
             assert r.returncode == 0, describe(r)
             assert hashlib.sha256(blob).hexdigest() in r.stdout, describe(r)
+            assert "udp ok" in r.stdout, describe(r)
             assert nc_srv.wait(20) == 0
             assert b"hello-nc" in nc_srv.stdout(), nc_srv.text()
+            assert udp_srv.wait(20) == 0, udp_srv.text()
             assert "worker 0 active_opens=2" in r.stderr, describe(r)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(os.path.join(ROOT, ".mqrun-blob.bin"))
         ns.delete()
 
 
