@@ -484,11 +484,11 @@ class TcpEndpoint:
                 for ev in events:
                     self._dispatch(ev)
                 self._again = False
-                cfg = conn.cfg
-                mss = (conn.peer_mss if conn.peer_mss < cfg.mss else cfg.mss) if cfg.tso_max else 0
                 t = stack.now() if now is None else now
                 segs = conn.output(t)
                 if segs:
+                    cfg = conn.cfg
+                    mss = (conn.peer_mss if conn.peer_mss < cfg.mss else cfg.mss) if cfg.tso_max else 0
                     self._send(segs, mss, t)
                 now = None
                 events = conn.take_events()
@@ -697,6 +697,8 @@ class TcpTransport(asyncio.Transport):
             else (stack.ip, ep.key[2]),
         }
         self._extra["socket"] = StackSocket(self, "tcp")
+        # SendSpace matters only while our buffer holds data (see _on_send_space).
+        self._conn.space_wanted = False
         ep.transport = self
         if server is not None:
             server._attach(self)
@@ -791,7 +793,10 @@ class TcpTransport(asyncio.Transport):
             except BaseException as exc:
                 self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
                 return
-            ep.layer.touch(ep)  # reading opened the window: a window update may be due
+            if not ep._flushing:
+                # Reading opened the window: a window update may be due. (Inside a flush,
+                # its output pass follows these callbacks anyway.)
+                ep.layer.touch(ep)
         if ep.eof_received and not self._eof_delivered and not self._paused:
             if self._conn.recv_available:
                 self._loop.call_soon(self._on_data)
@@ -841,7 +846,8 @@ class TcpTransport(asyncio.Transport):
         return True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        tp = type(data)
+        if tp is not bytes and not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(
                 f"data argument must be a bytes-like object, not {type(data).__name__!r}"
             )
@@ -849,16 +855,18 @@ class TcpTransport(asyncio.Transport):
             raise RuntimeError("Cannot call write() after write_eof()")
         if not data:
             return
-        if self._conn_lost or self._ep is None:
+        ep = self._ep
+        if self._conn_lost or ep is None:
             self._conn_lost += 1
             if self._conn_lost >= 5:
                 log.warning("socket.send() raised exception.")
             return
-        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        view = memoryview(data) if tp is bytes else memoryview(data).cast("B")
         if not self._buffer:
-            n = self._conn.send(view, self._loop.time())
+            # (Queuing takes no time into account: the clock is read when output runs.)
+            n = self._conn.send(view, 0.0)
             if n:
-                self._ep.layer.touch(self._ep)
+                ep.layer.touch(ep)
             if n == len(view):
                 return
             view = view[n:]
@@ -867,6 +875,7 @@ class TcpTransport(asyncio.Transport):
         if type(view.obj) is not bytes:
             view = memoryview(bytes(view))
         self._buffer.append(view)
+        self._conn.space_wanted = True
         self._buffer_size += len(view)
         self._maybe_pause_protocol()
 
@@ -893,10 +902,12 @@ class TcpTransport(asyncio.Transport):
     def _on_send_space(self) -> None:
         """ACKs freed engine buffer space: move our buffered data into it."""
         buf = self._buffer
+        if not buf:
+            return  # nothing waits here (a paused protocol always has data waiting)
         moved = False
         while buf:
             chunk = buf[0]
-            n = self._conn.send(chunk, self._loop.time())
+            n = self._conn.send(chunk, 0.0)
             if not n:
                 break
             moved = True
@@ -910,6 +921,7 @@ class TcpTransport(asyncio.Transport):
             self._ep.layer.touch(self._ep)
         self._maybe_resume_protocol()
         if not buf:
+            self._conn.space_wanted = False
             if self._eof_pending:
                 self._eof_pending = False
                 self._shutdown_write()

@@ -211,6 +211,7 @@ class TcpConnection:
         "snd_wscale",
         "_sbuf",
         "_sbuf_base",
+        "_data_end",
         "_fin_abs",
         "_snd_sml",
         # receive sequence space (absolute, 0 = peer's SYN)
@@ -267,6 +268,7 @@ class TcpConnection:
         "_events",
         "_data_pending",
         "_space_pending",
+        "space_wanted",
         "_closed_emitted",
         "_active_open",
         "bytes_sent",
@@ -311,6 +313,7 @@ class TcpConnection:
         self.snd_wscale = 0
         self._sbuf = SendBuffer(cfg.send_buffer)
         self._sbuf_base = 1
+        self._data_end = 1  # SND sequence number after the last byte queued
         self._fin_abs: int | None = None
         self._snd_sml = 0  # end of the last sub-MSS segment sent (Minshall's Nagle)
 
@@ -368,6 +371,10 @@ class TcpConnection:
         self._data_pending = 0
         self._space_pending = False
         self._closed_emitted = False
+        #: SendSpace events are wanted: someone has data waiting for buffer space. The
+        #: asyncio transport keeps it (True only while its own buffer holds data); the
+        #: default gives every one.
+        self.space_wanted = True
         self._active_open = False
         self.bytes_sent = 0
         self.bytes_retrans = 0
@@ -497,7 +504,9 @@ class TcpConnection:
         """Queue application data; returns how many bytes were accepted (0 after shutdown)."""
         if not self.state.can_queue or self._fin_abs is not None:
             return 0
-        return self._sbuf.append(data)
+        n = self._sbuf.append(data)
+        self._data_end += n
+        return n
 
     @property
     def send_queued(self) -> int:
@@ -1122,13 +1131,14 @@ class TcpConnection:
         snd_una = self.snd_una
         acked = ack - snd_una
         base = self._sbuf_base
-        data_end = base + len(self._sbuf)
+        data_end = self._data_end
         freed = (ack if ack < data_end else data_end) - base
         if freed > 0:
             self._sbuf.ack(freed)
             self._sbuf_base = base + freed
             self.bytes_acked += freed
-            self._space_pending = True
+            if self.space_wanted:
+                self._space_pending = True
         self.snd_una = ack
         if self.snd_nxt < ack:
             self.snd_nxt = ack
@@ -1516,7 +1526,7 @@ class TcpConnection:
         if rec.sack_rec or rec.rtx_one or (rec.rack is not None and rec.rack.tlp_due):
             return False
         nxt = self.snd_nxt
-        if nxt < self._sbuf_base + len(self._sbuf) or nxt == self._fin_abs:
+        if nxt < self._data_end or nxt == self._fin_abs:
             return False  # data (or a FIN) waits: the windows decide in _output_data
         # The persist timer is looked after in _output_data.
         return self.snd_wnd != 0 and self._persist_at is None
@@ -1692,7 +1702,7 @@ class TcpConnection:
         snd_max = self.snd_max
         nxt = self.snd_nxt
         fin_abs = self._fin_abs
-        if nxt < self._sbuf_base + len(self._sbuf) or (fin_abs is not None and nxt == fin_abs):
+        if nxt < self._data_end or (fin_abs is not None and nxt == fin_abs):
             nxt = self._send_new(now, out, window, ack_wire, opts, mss, self._send_limit(mss, room))
         if nxt != self.snd_nxt:
             self.snd_nxt = nxt
@@ -1773,7 +1783,7 @@ class TcpConnection:
         nxt = self.snd_nxt
         base = self._sbuf_base
         sbuf = self._sbuf
-        data_end = base + len(sbuf)
+        data_end = self._data_end
         fin_abs = self._fin_abs
         snd_max = self.snd_max
         wnd_edge = una + self.snd_wnd
