@@ -38,6 +38,7 @@ from .sockets import (
     StreamPump,
     StreamSocket,
     errno_of,
+    names_of,
 )
 
 if TYPE_CHECKING:
@@ -257,7 +258,7 @@ class SocketApi:
                 if fd >= 0:
                     os.close(fd)
                 return _err(req.op, errno.EBADF)
-            if isinstance(rec, RemoteStream) and req.op != Op.NAME:
+            if isinstance(rec, RemoteStream) and (req.op != Op.NAME or rec.names is None):
                 if fd >= 0:
                     os.close(fd)
                 return self._forward(rec, req)
@@ -443,7 +444,9 @@ class SocketApi:
         """accept() of a connection a sibling worker serves: the program gets the end of
         the sibling's socketpair; here a record that forwards calls to the sibling."""
         sid = self._new_sid()
-        proxy = RemoteStream(self, sid, rec.family, conn)
+        proxy = RemoteStream(
+            self, sid, rec.family, conn.link, conn.rsid, conn.inode, names_of(conn.data)
+        )
         self._add(proxy, conn.inode)
         conn.link.adopt(proxy)
         self.counters["accepted"] += 1
@@ -476,9 +479,22 @@ class SocketApi:
         if port == 0 or not self._routable(ip):
             _drain_filler(rec, filler)
             return _err(req.op, errno.ECONNREFUSED if port == 0 else errno.ENETUNREACH)
-        rec.connecting = self.loop.create_task(self._connect(rec, ip, port, filler))
+        if self.siblings is not None and rec.bound is None:
+            link = self.siblings.pick_for_connect()
+            if link is not None:  # that worker connects it (its ports steer back to it)
+                return self.siblings.connect_on(link, rec, req)
+        return self.connect_here(rec, req)
+
+    def connect_here(self, rec: StreamSocket, req: Message) -> Message:
+        """Start the TCP connect on this stack (the reply: started)."""
+        ip, port = unpack_sockaddr(req.data)
+        rec.connecting = self.loop.create_task(self._connect(rec, ip, port, req.a[0]))
         self.counters["connects"] += 1
         return Message(req.op)
+
+    def replace(self, rec: SocketRecord, new: SocketRecord) -> None:
+        """``new`` answers for ``rec``'s socket id from now on (same id, same inode)."""
+        self._socks[rec.sid] = new
 
     async def _connect(
         self,

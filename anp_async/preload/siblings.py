@@ -59,7 +59,14 @@ from typing import TYPE_CHECKING, Any
 
 from .protocol import MSG, UDP_HDR, Message, Op, pack_sockaddr, unpack_udp_header
 from .server import SocketApi, _Client
-from .sockets import DatagramSocket, Listener, RemoteConn, RemoteStream, SocketRecord
+from .sockets import (
+    DatagramSocket,
+    Listener,
+    RemoteConn,
+    RemoteStream,
+    SocketRecord,
+    StreamSocket,
+)
 
 if TYPE_CHECKING:
     from ..stack import Stack
@@ -112,6 +119,12 @@ class SiblingApi(SocketApi):
         result = super()._op_accept(rec, req, fd)
         if isinstance(result, tuple):
             self._handed.add(result[0].sid)
+        return result
+
+    def _op_connect(self, rec: SocketRecord | None, req: Message, fd: int) -> Any:
+        result = super()._op_connect(rec, req, fd)
+        if isinstance(rec, StreamSocket) and isinstance(result, Message) and result.res >= 0:
+            self._handed.add(rec.sid)  # the front stands for it: tell it when it ends
         return result
 
     def forget(self, rec: SocketRecord) -> None:
@@ -499,6 +512,7 @@ class Siblings:
         self.listeners: set[Listener] = set()
         self.udp: dict[int, tuple[DatagramSocket, list[UdpMirror]]] = {}
         self.closed = False
+        self._next_connect = 0
 
     def start(self) -> None:
         for link in self.links:
@@ -579,6 +593,56 @@ class Siblings:
             ours.close()
             return
         ListenerMirror(link, rsid, ours, listener)
+
+    # -- connect -------------------------------------------------------------------
+
+    def pick_for_connect(self) -> SiblingLink | None:
+        """Where the program's next TCP connect goes: the front and the siblings that are
+        up, in turn (None: the front)."""
+        up = [link for link in self.links if link.up]
+        self._next_connect = (self._next_connect + 1) % (len(up) + 1)
+        return up[self._next_connect - 1] if self._next_connect else None
+
+    async def connect_on(self, link: SiblingLink, rec: StreamSocket, req: Message) -> Message:
+        """The program's connect() through sibling ``link``: it gets a copy of the
+        socket's anp end, its options and the CONNECT (it drains the handshake filler
+        and pumps, as the front would); the record here becomes a forwarding one. If the
+        sibling cannot take it, the front connects it itself."""
+        api = self.api
+        try:
+            reply, _ = await link.call(
+                Message(Op.SOCKET, a=(socket.SOCK_STREAM, 0, 0, rec.family)), os.dup(rec.fd)
+            )
+            rsid = _check(reply).res
+            steps = [
+                link.call(Message(Op.SETOPT, sid=rsid, a=(level, name, 0, 0), data=value))
+                for (level, name), value in rec.options.items()
+            ]
+            connect = link.call(Message(Op.CONNECT, sid=rsid, a=req.a, data=req.data))
+            for step in steps:
+                reply, fd = await step
+                if fd >= 0:
+                    os.close(fd)
+                _check(reply)
+            reply, fd = await connect
+            if fd >= 0:
+                os.close(fd)
+        except OSError as e:
+            if rec.closed:
+                return Message(req.op, res=-errno.EBADF)
+            api.counters["connect_sibling_fallback"] += 1
+            log.warning("worker %d cannot connect for the program (%s): connecting here",
+                        link.index, e.strerror or e)  # fmt: skip
+            return api.connect_here(rec, req)
+        if reply.res < 0 or rec.closed:
+            return Message(req.op, res=reply.res)
+        rec.hand_over()
+        proxy = RemoteStream(api, rec.sid, rec.family, link, rsid, rec.inode)
+        api.replace(rec, proxy)
+        link.adopt(proxy)
+        api.counters["connects"] += 1
+        api.counters[f"connects_worker{link.index}"] += 1
+        return Message(req.op)
 
     # -- UDP -----------------------------------------------------------------------
 

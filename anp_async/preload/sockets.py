@@ -309,6 +309,15 @@ class StreamSocket(SocketRecord):
             self.api.unbind_tcp(self.bound[1], self)
         super().release()
 
+    def hand_over(self) -> None:
+        """A sibling worker took this socket (a dup of its anp end): let go of it here
+        without ending it (the program's descriptor now talks to the sibling)."""
+        self.closed = True
+        self.api.watcher.unwatch(self.fd)
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.sock.close()
+
 
 def apply_option(transport: asyncio.BaseTransport, level: int, name: int, value: bytes) -> None:
     """A socket option on a live stack connection (the options the engine knows)."""
@@ -772,41 +781,47 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
             transport.close()
 
 
+def names_of(data: bytes) -> tuple[tuple[str, int], tuple[str, int]]:
+    """(sockname, peername) from an ACCEPT reply's peer slot + local slot."""
+    return unpack_sockaddr(data[ADDR_SLOT : 2 * ADDR_SLOT]), unpack_sockaddr(data[:ADDR_SLOT])
+
+
 class RemoteStream(SocketRecord):
-    """An accepted connection that a sibling worker's stack serves: the program's
-    descriptor talks to the sibling directly; the calls that need the stack (options,
-    SO_ERROR, why it ended) are forwarded to the sibling's socket ``rsid``. Its names are
-    known from the accept. There is no anp end here, so nothing to pump or watch: the
-    sibling says when it forgot the socket (:mod:`.siblings`)."""
+    """A TCP socket of the program that a sibling worker's stack serves (one it accepted,
+    or one the program connected through it): the program's descriptor talks to the
+    sibling directly; the calls that need the stack (options, SO_ERROR, why it ended, and
+    the names when they are not known here) are forwarded to the sibling's socket
+    ``rsid``. There is no anp end here, so nothing to pump or watch: the sibling says when
+    it forgot the socket (:mod:`.siblings`)."""
 
     kind = "tcp"
     lib_type = socket.SOCK_STREAM
 
-    def __init__(self, api: SocketApi, sid: int, family: int, conn: RemoteConn) -> None:
+    def __init__(
+        self, api: SocketApi, sid: int, family: int, link: SiblingChannel, rsid: int,
+        inode: int, names: tuple[tuple[str, int], tuple[str, int]] | None = None,
+    ) -> None:  # fmt: skip
         # No SocketRecord.__init__: the record has no descriptor of its own.
         self.api = api
         self.sid = sid
         self.fd = -1
         self.family = family
-        self.inode = conn.inode
+        self.inode = inode
         self.options = {}
         self.pending_error = 0
         self.closed = False
-        self.link = conn.link
-        self.rsid = conn.rsid
-        self.names = (
-            unpack_sockaddr(conn.data[ADDR_SLOT : 2 * ADDR_SLOT]),
-            unpack_sockaddr(conn.data[:ADDR_SLOT]),
-        )
+        self.link = link
+        self.rsid = rsid
+        self.names = names
 
     def lib_state(self) -> LibState:
         return LibState.CONNECTED
 
     def sockname(self) -> tuple[str, int]:
-        return self.names[0]
+        return self.names[0] if self.names is not None else (self.wildcard, 0)
 
     def peername(self) -> tuple[str, int] | None:
-        return self.names[1]
+        return self.names[1] if self.names is not None else None
 
     def release(self) -> None:
         if not self.closed:

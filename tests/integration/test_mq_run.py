@@ -180,10 +180,11 @@ print("udp ok")
 """
 
 
-def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path) -> None:
-    """curl, nc and a UDP client on the stack under --queues 2 reach kernel servers (what
-    the program opens leaves from the front worker; UDP replies that reach the other
-    worker are handed to the front)."""
+def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path, c_apps: dict[str, str]) -> None:
+    """curl, nc, a C client with 64 connections and a UDP client on the stack under
+    --queues 2 reach kernel servers: the program's TCP connects take turns between the
+    workers (each connects from a port steered back to itself), UDP leaves from the front
+    (replies that reach the other worker are handed to it); every byte checked."""
     ns = Netns.create(unique_name("anp-mqr"))
     try:
         blob = os.urandom(1 << 20)
@@ -195,10 +196,14 @@ def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path) -> None:
             kernel_proc(ns, http, ready=None),
             kernel_proc(ns, ["nc", "-d", "-l", "7300"], ready=None) as nc_srv,
             kernel_proc(ns, ["python3", "-c", UDP_KERNEL_ECHO]) as udp_srv,
+            kernel_proc(
+                ns, [c_apps["tcp_pattern"], "server", "0.0.0.0", "7302", "epoll", "64"]
+            ) as tp_srv,  # fmt: skip
         ):
             time.sleep(0.5)
             script = (f"curl -sS http://{KERNEL_IP}:8000/blob.bin | sha256sum && "
                       f"echo hello-nc | nc -N {KERNEL_IP} 7300 && "
+                      f"{c_apps['many_conns']} {KERNEL_IP} 7302 64 20000 && "
                       f"python3 -c '{UDP_CLIENT}' {KERNEL_IP}")  # fmt: skip
             argv = [ANP, "run", *stack_opts(new_tap()), "--queues", "2", "--isolate", "--",
                     "sh", "-c", script]  # fmt: skip
@@ -209,7 +214,10 @@ def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path) -> None:
             assert nc_srv.wait(20) == 0
             assert b"hello-nc" in nc_srv.stdout(), nc_srv.text()
             assert udp_srv.wait(20) == 0, udp_srv.text()
-            assert "worker 0 active_opens=2" in r.stderr, describe(r)
+            assert "ok 64 connections" in r.stdout, describe(r)
+            assert tp_srv.wait(20) == 0, tp_srv.text()
+            opens = [int(n) for n in re.findall(r"active_opens=(\d+)", r.stderr)]
+            assert len(opens) == 2 and sum(opens) == 66 and min(opens) == 33, describe(r)
     finally:
         ns.delete()
 
