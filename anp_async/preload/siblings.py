@@ -26,11 +26,16 @@ what the library does on the front.
   a sibling's datagrams come to the front over a socketpair and are written into the
   program's socket as if the front had received them. Datagrams the program sends leave
   from the front (any queue may send; replies are steered by the peer's ports).
-- **connect()**: from the front, whose ephemeral ports steer the replies back to it
-  (``TcpHost.port_ok``). Spreading the program's outgoing connections over the workers
-  would move each socket's anp end to a sibling at connect() with its options and
-  handshake filler; not done: a client program's own work rarely needs more than the
-  front's core, and every request would cost a round trip to the sibling.
+- **connect()**: the program's TCP connects take turns between the front and the
+  siblings that are up. For a sibling's turn the front sends it a copy of the socket's
+  anp end (SOCKET with the descriptor), the options set so far and the CONNECT; the
+  sibling drains the handshake filler, connects from a port the steering function maps
+  to its own queue and pumps, exactly as the front would; the front's record becomes a
+  forwarding one under the same socket id. A socket bound to a port first (bind before
+  connect) stays on the front, which cannot choose its port. The price is one round
+  trip to the sibling per connect (its SOCKET, options and CONNECT pipelined); what it
+  buys is that a client program's connections use every worker's core, not the front's
+  alone (``anp bench preload --queues 1,2`` measures a C client with 64 connections).
 - **a sibling that dies** takes its connections with it (their descriptors read EOF, and
   ECONNRESET when the library asks why); the front keeps serving, reconnects when the
   supervisor has restarted the worker, and listens and binds there again. The front
@@ -41,7 +46,8 @@ Why a client of the siblings' ordinary API rather than a protocol of its own bet
 workers: the sibling's side is the same tested code that serves programs (records, pumps,
 back-pressure, hang-up rules), the handover is the accept the library already does, and
 the only new message is ``RELEASED``. The cost is one request/reply between front and
-sibling per accepted connection (pipelined, at most :data:`MAX_IN_FLIGHT` in flight).
+sibling per accepted or connected socket (pipelined, at most :data:`MAX_IN_FLIGHT` in
+flight); the bytes of a connection never cross the front.
 """
 
 from __future__ import annotations
