@@ -481,8 +481,11 @@ class TcpEndpoint:
             # callbacks leaves in the same pass, carrying the ACK the receive batch owes.
             events = conn.take_events()
             for _ in range(16):
-                for ev in events:
-                    self._dispatch(ev)
+                touched = False
+                if events:
+                    for ev in events:
+                        self._dispatch(ev)
+                    touched = self._again
                 self._again = False
                 t = stack.now() if now is None else now
                 segs = conn.output(t)
@@ -490,6 +493,8 @@ class TcpEndpoint:
                     cfg = conn.cfg
                     mss = (conn.peer_mss if conn.peer_mss < cfg.mss else cfg.mss) if cfg.tso_max else 0
                     self._send(segs, mss, t)
+                if not touched:
+                    break  # output makes no events: only a callback that used us could
                 now = None
                 events = conn.take_events()
                 if not events and not self._again:

@@ -1620,7 +1620,7 @@ class TcpConnection:
     def _data_options(self, now: float) -> TcpOptions | None:
         sack: tuple[tuple[int, int], ...] = ()
         ooo = self._ooo
-        if self.sack_ok and (ooo or ooo.dsack is not None):
+        if self.sack_ok and (ooo.items or ooo.dsack is not None):
             # RFC 2018 (3): up to 4 blocks, 3 when timestamps also take option space.
             if ooo.dsack is not None:
                 self.counters["dsack_sent"] += 1  # RFC 2883: it goes first, once
@@ -1630,7 +1630,9 @@ class TcpConnection:
                 for a, b in self._ooo.sack_blocks(3 if self.ts_ok else 4)
             )
         if self.ts_ok:
-            return TcpOptions(timestamp=(self._ts_val(now), self.ts_recent), sack_blocks=sack)
+            # RFC 7323 (3.2): TSval from our clock (_ts_val, inlined), TSecr = TS.Recent.
+            tsval = (int(now * 1000.0) + self._ts_offset) & MASK
+            return TcpOptions(timestamp=(tsval, self.ts_recent), sack_blocks=sack)
         if sack:
             return TcpOptions(sack_blocks=sack)
         return None

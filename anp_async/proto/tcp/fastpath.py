@@ -221,11 +221,12 @@ class HeaderTemplate:
         if total > self.mtu or (mss and plen > mss + 20 - thl):
             return None
         ident = next_id()
-        ip_csum = ~fold(self._ip_sum + total + ident) & 0xFFFF
+        # (checksum.fold inlined: these sums are never 0, so "% 0xffff or 0xffff" is it.)
+        ip_csum = ~((self._ip_sum + total + ident) % 0xFFFF or 0xFFFF) & 0xFFFF
         if self.partial:
             # Checksum offload: the pseudo-header sum, folded, not inverted (the NIC
             # sums from the TCP header on and stores the inverse).
-            csum = fold(self._pseudo + tcp_len)
+            csum = (self._pseudo + tcp_len) % 0xFFFF or 0xFFFF
         else:
             if plen:
                 tcp_sum += ones_sum(seg.payload)
