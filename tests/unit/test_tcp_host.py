@@ -71,21 +71,25 @@ def test_listen_input_rst_ack_syn() -> None:
 def test_full_backlog_drops_syn_without_cookies() -> None:
     host = new_host(syncookies=False)
     host.listen(LPORT, 1, lambda _: None)
+    # Like Linux, the SYN queue holds backlog + 1 half-open connections.
     assert host.input(RIP, LIP, syn(RPORT), 0.0) is not None
-    assert host.input(RIP, LIP, syn(RPORT + 1), 0.0) is None
-    assert host.take_outbox() == [] and host.counters["listen_overflow"] == 1
+    assert host.input(RIP, LIP, syn(RPORT + 1), 0.0) is not None
+    assert host.input(RIP, LIP, syn(RPORT + 2), 0.0) is None
+    assert host.counters["listen_overflow"] == 1
 
 
 def test_stray_ack_after_cookies_is_reset_not_opened() -> None:
     host = new_host()
-    host.listen(LPORT, 1, lambda _: None)
+    host.listen(LPORT, 0, lambda _: None)  # (a backlog below 1 counts as 1)
     host.input(RIP, LIP, syn(RPORT), 0.0)
-    host.input(RIP, LIP, syn(RPORT + 1), 0.0)  # cookie SYN-ACK
+    host.input(RIP, LIP, syn(RPORT + 1), 0.0)
+    host.input(RIP, LIP, syn(RPORT + 2), 0.0)  # cookie SYN-ACK
+    assert host.counters["syncookies_sent"] == 1
     host.take_outbox()
-    bad = TcpSegment(RPORT + 1, LPORT, 5001, 12345, ACK, 1000)
+    bad = TcpSegment(RPORT + 2, LPORT, 5001, 12345, ACK, 1000)
     assert host.input(RIP, LIP, bad, 0.1) is None
     assert host.counters["syncookies_failed"] == 1
-    assert host.take_outbox() == [(RIP, TcpSegment(LPORT, RPORT + 1, 12345, 0, RST, 0))]
+    assert host.take_outbox() == [(RIP, TcpSegment(LPORT, RPORT + 2, 12345, 0, RST, 0))]
 
 
 def test_time_wait_reopened_by_new_syn() -> None:

@@ -79,9 +79,10 @@ def _cookie_handshake(cfg: TcpConfig, with_ts: bool, data: bytes = b""):
     host.cookies = SynCookies(SECRET)
     host.listen(LPORT, 1, lambda _: None)
     now = 100.0
-    # One half-open connection fills the backlog of 1.
-    first = TcpSegment(RPORT + 1, LPORT, 7, 0, SYN, 65535, options=TcpOptions(mss=1460))
-    assert host.input(RIP, LIP, first, now) is not None
+    # Two half-open connections fill the SYN queue of a backlog of 1 (backlog + 1, as Linux).
+    for k in (1, 2):
+        first = TcpSegment(RPORT + k, LPORT, 7, 0, SYN, 65535, options=TcpOptions(mss=1460))
+        assert host.input(RIP, LIP, first, now) is not None
     peer_isn = 424242
     syn_opts = (
         TcpOptions(mss=1400, wscale=7, sack_permitted=True, timestamp=(4999, 0))

@@ -74,7 +74,7 @@ E = TypeVar("E", bound=Entry)
 
 @dataclass(eq=False, slots=True)
 class Listener:
-    """A listening port: bounded half-open (SYN_RECEIVED) count.
+    """A listening port: bounded half-open (SYN_RECEIVED) count, backlog + 1 as in Linux.
 
     ``accept`` is the I/O layer's callback for a connection that completed its
     handshake; the host only stores it.
@@ -211,7 +211,11 @@ class TcpHost(Generic[E]):
         if len(self.conns) >= self.max_connections:
             self.counters["listen_overflow"] += 1
             return None
-        if listener.half_open >= listener.backlog:
+        if listener.half_open > listener.backlog:
+            # Linux sizes the SYN queue by the listen backlog: full when it holds more than
+            # the backlog (inet_csk_reqsk_queue_is_full, qlen > backlog since Linux 6.14):
+            # backlog + 1 half-open connections, then cookies (tests/conformance/
+            # test_listen_queue.py shows both stacks doing so).
             if self.config.syncookies:
                 self._send_cookie(listener, src, seg, now)
             else:
