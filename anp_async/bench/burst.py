@@ -4,11 +4,13 @@ Each round, one asyncio client process in the kernel's namespace opens ``--conns
 connections at the same moment; each writes ``--size B`` bytes, reads them back, checks
 them byte for byte and closes. The same round runs against the stack (per receive mode,
 over the TAP) and against the same asyncio echo server on kernel sockets (over the veth),
-in the same run. Reported per setup and connection count: the median round's time, the
-connections that failed in all rounds (by exception), and the server process's CPU per
-connection -- which should stay flat as N grows (no per-segment scans of all
-connections) -- plus, for the stack, the SYN cookies it sent and the frames the TAP
-queue dropped.
+in the same run: each stack round is followed by a kernel round. Reported per setup and
+connection count: the median round's time (with the median of the paired per-round
+ratios), the connections that failed in all rounds (by exception), and the server
+process's CPU per connection -- which should stay flat as N grows (no per-segment scans
+of all connections) -- plus, for the stack, the SYN cookies it sent, the frames the TAP
+queue dropped, and per connection its retransmissions, timeouts (those found spurious and
+undone) and tail loss probes.
 
 The client (``python -m anp_async.bench.burst client ...``) is bounded: N connections,
 one write each, and a time limit per round.
@@ -143,6 +145,10 @@ def _summarize(setup: str, conns: int, size: int, rounds: list[dict[str, Any]]) 
     for k in ("syncookies_sent", "syncookies_failed", "conn_retransmits", "tap_dropped"):
         if k in rounds[0]:
             row[k] = sum(r[k] for r in rounds)
+    paired = [r["x_kernel"] for r in rounds if "x_kernel" in r]
+    if paired:
+        # The median of each round's time over the kernel round right after it.
+        row["x_kernel_paired"] = statistics.median(paired)
     if "counters" in rounds[0]:
         row["counters"] = {
             k: sum(r["counters"].get(k, 0) for r in rounds) for k in ROUND_COUNTERS
@@ -150,36 +156,42 @@ def _summarize(setup: str, conns: int, size: int, rounds: list[dict[str, Any]]) 
     return row
 
 
+def _stack_round(env: BenchEnv, sp: Peer, n: int, args: Any) -> dict[str, Any]:
+    """One round against the stack, with the stack's counters and the TAP's drops."""
+    c0, d0 = _stack_counters(sp), env.tap_counter("tx_dropped")
+    ev = _client_round(env, STACK_IP, n, args.size, args.phase_time, sp.pid)
+    c1, d1 = _stack_counters(sp), env.tap_counter("tx_dropped")
+    ev["counters"] = {k: c1[k] - c0[k] for k in ROUND_COUNTERS}
+    for k in ("syncookies_sent", "syncookies_failed", "conn_retransmits"):
+        ev[k] = c1[k] - c0[k]
+    ev["tap_dropped"] = d1 - d0 if d0 >= 0 and d1 >= 0 else -1
+    return ev
+
+
 def run_burst(env: BenchEnv, args: Any, progress: Any) -> tuple[list[dict], dict]:
-    """Every mode, then asyncio on kernel sockets; each connection count ``args.rounds``
-    times."""
+    """Every mode, each connection count ``args.rounds`` times; each stack round is
+    followed by a round of asyncio on kernel sockets (which serves throughout), so every
+    stack round has a kernel round from the same minute beside it: on a shared machine
+    the load drifts between minutes, and the paired ratios see less of it."""
     from .runner import _peer
 
     out: list[dict] = []
-    limit = args.phase_time
-    for mode in args.modes:
-        with _peer(env, functools.partial(env.stack_peer, mode)) as sp:
-            for n in args.conns:
-                rounds = []
-                for _ in range(args.rounds):
-                    c0, d0 = _stack_counters(sp), env.tap_counter("tx_dropped")
-                    ev = _client_round(env, STACK_IP, n, args.size, limit, sp.pid)
-                    c1, d1 = _stack_counters(sp), env.tap_counter("tx_dropped")
-                    ev["counters"] = {k: c1[k] - c0[k] for k in ROUND_COUNTERS}
-                    for k in ("syncookies_sent", "syncookies_failed", "conn_retransmits"):
-                        ev[k] = c1[k] - c0[k]
-                    ev["tap_dropped"] = d1 - d0 if d0 >= 0 and d1 >= 0 else -1
-                    rounds.append(ev)
-                out.append(_summarize(mode, n, args.size, rounds))
-                progress(f"{mode} {n} conns")
+    kernel: dict[int, list[dict[str, Any]]] = {n: [] for n in args.conns}
     with _peer(env, env.asyncio_peer) as ap:
-        for n in args.conns:
-            rounds = [
-                _client_round(env, VETH_C_IP, n, args.size, limit, ap.pid)
-                for _ in range(args.rounds)
-            ]
-            out.append(_summarize("asyncio", n, args.size, rounds))
-            progress(f"asyncio {n} conns")
+        for mode in args.modes:
+            with _peer(env, functools.partial(env.stack_peer, mode)) as sp:
+                for n in args.conns:
+                    rounds = []
+                    for _ in range(args.rounds):
+                        ev = _stack_round(env, sp, n, args)
+                        k = _client_round(env, VETH_C_IP, n, args.size, args.phase_time, ap.pid)
+                        kernel[n].append(k)
+                        if k["seconds"] > 0:
+                            ev["x_kernel"] = ev["seconds"] / k["seconds"]
+                        rounds.append(ev)
+                    out.append(_summarize(mode, n, args.size, rounds))
+                    progress(f"{mode} {n} conns")
+    out.extend(_summarize("asyncio", n, args.size, kernel[n]) for n in args.conns)
     return out, {}
 
 
@@ -187,18 +199,29 @@ def summary_rows(rows: list[dict]) -> list[list[str]]:
     """The table's rows (report.py draws the table), with each setup's ratios to asyncio's
     figure at the same connection count."""
     base = {r["conns"]: r for r in rows if r["setup"] == "asyncio"}
+    # CPU per connection against the same setup's smallest count: flat is 1.00.
+    first: dict[str, dict] = {}
+    for r in rows:
+        f = first.get(r["setup"])
+        if f is None or r["conns"] < f["conns"]:
+            first[r["setup"]] = r
     table = []
     for r in rows:
         b = base.get(r["conns"])
         t_ratio = r["seconds"] / b["seconds"] if b and b["seconds"] else float("nan")
+        paired = r.get("x_kernel_paired")
+        t_cell = f"{t_ratio:.2f}" if paired is None else f"{t_ratio:.2f} ({paired:.2f})"
         c_ratio = (
             r["cpu_s_per_conn"] / b["cpu_s_per_conn"] if b and b["cpu_s_per_conn"] else float("nan")
         )
+        f = first[r["setup"]]
+        flat = r["cpu_s_per_conn"] / f["cpu_s_per_conn"] if f["cpu_s_per_conn"] else float("nan")
         errs = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "-"
         table.append([
             r["setup"], str(r["conns"]), str(r["size"]), str(r["rounds"]),
-            f"{r['seconds']:.3f}", f"{r['seconds_max']:.3f}", f"{t_ratio:.2f}",
+            f"{r['seconds']:.3f}", f"{r['seconds_max']:.3f}", t_cell,
             str(r["failed"]), errs, f"{r['cpu_s_per_conn'] * 1e6:.0f}", f"{c_ratio:.2f}",
+            f"{flat:.2f}",
             str(r.get("syncookies_sent", "-")), str(r.get("tap_dropped", "-")), _loss_cell(r),
         ])  # fmt: skip
     return table
@@ -218,8 +241,9 @@ def _loss_cell(row: dict) -> str:
 
 
 SUMMARY_COLUMNS = (
-    "setup", "conns", "size", "rounds", "seconds (median)", "max", "x asyncio", "failed",
-    "errors", "cpu µs/conn", "cpu x asyncio", "cookies", "tap drops",
+    "setup", "conns", "size", "rounds", "seconds (median)", "max", "x asyncio (paired)",
+    "failed", "errors", "cpu µs/conn", "cpu x asyncio", "cpu/conn x fewest conns", "cookies",
+    "tap drops",
     "per conn: rtx rto(spurious) tlp",
 )  # fmt: skip
 

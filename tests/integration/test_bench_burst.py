@@ -37,6 +37,9 @@ def test_burst_quick(tmp_path: Path) -> None:
         assert 0 < r["seconds"] <= r["seconds_max"] and r["cpu_s_per_conn"] > 0
         if r["setup"] == "adaptive":
             assert r["syncookies_sent"] == 0 and r["tap_dropped"] >= 0
+            # Each stack round has the kernel round after it; their ratio's median.
+            assert r["x_kernel_paired"] > 0
+            assert r["counters"]["conn_segments_out"] > 0
     ratios = report.compare(doc, report.load_results(tmp_path))
     assert len(ratios) == len(rows)
     for r in ratios:
