@@ -210,6 +210,32 @@ def test_dsack_for_the_probe_means_no_loss() -> None:
     assert rack.reo_wnd_mult == 2  # RFC 8985 (6.2 step 4)
 
 
+def test_pto_before_the_probes_dsack_infers_no_loss() -> None:
+    c = established()
+    c.send(b"f" * 4 * MSS, 1.0)
+    c.output(1.0)
+    c.on_segment(rseg(seg_no(3)), 1.05)
+    pto = c.next_deadline()
+    assert pto is not None
+    c.on_timer(pto)
+    assert sent(c.output(pto)) == [3]  # the probe
+    c.on_segment(rseg(seg_no(4)), pto + 0.01)  # the original segment 3 was only slow
+    c.send(b"g" * 2 * MSS, pto + 0.02)
+    assert sent(c.output(pto + 0.02)) == [4, 5]
+    # The PTO for segments 4-5 fires while the probe's D-SACK still waits in a queue: the
+    # episode is not over (RFC 8985 7.4.2), so no loss is inferred and no second probe goes.
+    pto2 = c.next_deadline()
+    assert pto2 is not None and pto2 < pto + 0.02 + c.rtt.rto
+    c.on_timer(pto2)
+    assert sent(c.output(pto2)) == []
+    assert c.counters["tlp_recoveries"] == 0 and c.counters["tlp_probes"] == 1
+    c.on_segment(rseg(seg_no(4), dsack=(seg_no(3), seg_no(4))), pto2 + 0.01)
+    rack = c.recovery.rack
+    assert rack is not None and rack.tlp_end is None
+    c.on_segment(rseg(seg_no(6)), pto2 + 0.02)
+    assert c.counters["tlp_recoveries"] == 0
+
+
 def test_lost_retransmission_is_found_by_time_not_by_rto() -> None:
     c = established()
     c.send(b"h" * 13 * MSS, 1.0)

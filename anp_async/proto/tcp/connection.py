@@ -144,6 +144,7 @@ _COUNTER_NAMES = (
     "rack_reo_timeouts",
     "tlp_probes",
     "tlp_recoveries",
+    "spurious_rto",
     "dsack_sent",
     "ecn_ce_rx",
     "ecn_ece_rx",
@@ -1147,7 +1148,10 @@ class TcpConnection:
             sb.advance(ack)
         if blocks and self.sack_ok:
             self._take_sack(blocks)
-        self._retries = 0
+        if self._retries:
+            self._retries = 0
+            if self.recovery.undo is not None:
+                self._settle_timeout(ack, acked, ts, now)
         self._probes_unanswered = 0
         self._una_since = now
         timed = self._timed_seq
@@ -1393,6 +1397,13 @@ class TcpConnection:
             self._die(CloseReason.TIMEOUT)
             return
         self.counters["timeouts"] += 1
+        if self.ts_ok and not syn_phase:
+            # RFC 3522 (2) / RFC 4015 (4) step (0): what undoing a spurious timeout restores.
+            rtt = self.rtt
+            self.recovery.save_for_undo(
+                self._ts_val(now), self.cc, self.snd_max - self.snd_una, rtt.srtt, rtt.rttvar,
+                rtt.clock_granularity,
+            )  # fmt: skip
         # RFC 6298 (5.5): back off the timer.
         self.rtt.backoff()
         cc = self.cc
@@ -1405,6 +1416,25 @@ class TcpConnection:
         self._timed_seq = None
         # RFC 6298 (5.6): restart the timer (output() sends the retransmission).
         self._arm_rtx(now)
+
+    def _settle_timeout(
+        self, ack: int, acked: int, ts: tuple[int, int] | None, now: float
+    ) -> None:
+        """The first ACK of new data after a timeout: if its timestamp echo is older than
+        the retransmission (RFC 3522), the timeout was spurious: undo it (RFC 4015)."""
+        rec = self.recovery
+        tsecr = ts[1] if ts is not None else 0
+        undo = rec.spurious_timeout(tsecr)
+        if undo is None:
+            return
+        # RFC 4015 (4): resume with unsent data, no go-back-N over what is in flight.
+        if self.snd_nxt < self.snd_max:
+            self.snd_nxt = self.snd_max
+        rec.undo_timeout(undo, self.cc, ack, self.snd_max, acked, self.snd_mss)
+        # RFC 4015 (4): the RTO adapts to the delay that fooled it (the original's RTT,
+        # RFC 7323 (4.1)).
+        rtt = ((self._ts_val(now) - tsecr) & MASK) / 1000.0
+        self.rtt.after_spurious_timeout(undo.srtt_prev, undo.rttvar_prev, rtt)
 
     def _rto_zero_window(self, now: float, ut: float | None) -> None:
         """The peer shrank its window to zero with our data in flight.
@@ -1988,8 +2018,11 @@ class TcpConnection:
             if una >= self.snd_max or rec.in_recovery or self._retries:
                 return
             if rack.tlp_end is not None:
-                if una < rack.tlp_end:
-                    return  # RFC 8985 (7.3): one probe per episode; the RTO stays armed
+                if una <= rack.tlp_end:
+                    # RFC 8985 (7.3): one probe per episode; the RTO stays armed. (7.4.2):
+                    # an ACK up to the probe's end proves nothing yet -- its D-SACK may be
+                    # on the way behind a queue longer than this PTO.
+                    return
                 # The ACK passed the last probe with no D-SACK since: it repaired a loss.
                 rack.tlp_end = None
                 rec.tlp_loss(una, self.snd_max, self.cc, now)
