@@ -1490,8 +1490,13 @@ class TcpConnection:
 
     def output(self, now: float) -> list[TcpSegment]:
         """Segments to transmit now (see module docstring)."""
-        if self.state is ESTABLISHED and self._nothing_due(now):
-            return []  # the common case after a receive batch: the ACK is delayed
+        if self.state is ESTABLISHED:
+            if self._nothing_due(now):
+                return []  # the common case after a receive batch: the ACK is delayed
+            if self.header_prediction:
+                seg = self._output_predicted(now)
+                if seg is not None:
+                    return [seg]  # the common case after a write: one segment, ACK on it
         out: list[TcpSegment] = []
         if self._rst_queue:
             out.extend(self._rst_queue)
@@ -1560,6 +1565,63 @@ class TcpConnection:
             return False  # data (or a FIN) waits: the windows decide in _output_data
         # The persist timer is looked after in _output_data.
         return self.snd_wnd != 0 and self._persist_at is None
+
+    def _output_predicted(self, now: float) -> TcpSegment | None:
+        """The sender's half of header prediction: everything queued fits in one segment
+        inside both windows, and nothing else is due (no RST, probe, loss recovery, SACK
+        or D-SACK block, ECN, FIN, Nagle hold, persist timer, retransmission after a
+        timeout). Then it goes out as ``output`` would send it, without the general
+        loop; None (nothing changed) otherwise."""
+        if self._probe_due or self._rst_queue or self._dupacks_owed or self.ecn_ok:
+            return None
+        if self._fin_abs is not None or self._persist_at is not None:
+            return None
+        rec = self.recovery
+        if rec.sack_rec or rec.rtx_one or rec.dupacks or (rec.rack is not None and rec.rack.tlp_due):
+            return None
+        ooo = self._ooo
+        if ooo.items or ooo.dsack is not None:
+            return None
+        nxt = self.snd_nxt
+        una = self.snd_una
+        n = self._data_end - nxt
+        mss = self.snd_mss
+        if nxt != self.snd_max or n <= 0 or n > mss:
+            return None
+        # RFC 5681 (2): within min(cwnd, the peer's window) of SND.UNA (as _send_limit).
+        wnd = self.snd_wnd
+        cc = self.cc
+        cwnd = cc.cwnd if cc is not None else mss
+        if nxt + n > una + (wnd if wnd < cwnd else cwnd):
+            return None
+        if n < mss and not self.cfg.nodelay and self._snd_sml > una:
+            return None  # RFC 9293 (3.7.4) Nagle (Minshall's form) holds it: _sendable
+        window, right_edge = self._advertise()
+        end = nxt + n
+        seg = TcpSegment(
+            self.local_port, self.remote_port, seq=(self.iss + nxt) & MASK,
+            ack=(self.irs + self.rcv_nxt) & MASK, flags=ACK | PSH, window=window,
+            payload=self._sbuf.view(nxt - self._sbuf_base, n), options=self._data_options(now),
+        )  # fmt: skip
+        self._note_sent(nxt, end, n, now)
+        if n % mss:
+            self._snd_sml = end
+        self.snd_nxt = self.snd_max = end
+        if self._rtx_at is None:
+            # RFC 6298 (5.1): start the timer when data is sent and it is not running.
+            if una == nxt:
+                self._una_since = now
+            self._arm_rtx(now)
+        if rec.rack is not None:
+            self._rack_arm_pto(now)  # RFC 8985 (7.2): after sending new data
+        # The ACK rides on the segment (as output's epilogue).
+        self.rcv_adv = right_edge
+        self._ack_now = self._ack_due = False
+        self._delack_at = None
+        self._rcv_unacked = 0
+        self._last_ack_sent = self.rcv_nxt
+        self.counters["segments_out"] += 1
+        return seg
 
     def _segment(
         self,
