@@ -308,6 +308,12 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         env.peers.append(server)
         server.read_event(30)
         load_exe = build_load(Path(bin_dir)) if args.queues else ""
+        if args.queues:  # the kernel's server for the stack's many-connection client
+            mq_server = Peer("kernel_mq_serve", ["ip", "netns", "exec", env.ns_k.name,
+                             load_exe, "serve", "0.0.0.0", "7007", "7009", "36000"], logs)  # fmt: skip
+            env.peers.append(mq_server)
+            while mq_server.read_line(30).strip() != "ready":
+                pass
         for rnd in range(args.rounds):  # rounds interleave, so a busy spell hits all setups
             this = run_kernel(env, exe, args)
             for mode in args.modes:
@@ -316,6 +322,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
                 this += run_inprocess(env, exe, mode, args)
             for q in args.queues or []:
                 this.append(run_preload_queues(env, load_exe, q, args))
+                this.append(run_preload_queues_client(env, load_exe, q, args))
             for r in this:
                 r["round"] = rnd
             rows += this
@@ -398,14 +405,8 @@ def run_preload_queues(
     try:
         while p.read_line(PHASE_TIMEOUT).strip() != "ready":
             pass
-        tree = _descendants(p.pid)
-        # --queues 1 is the one stack inside the anp process itself (no supervisor).
-        workers = [q for q in tree if "anp_async.mq.worker" in _cmdline(q)] or [p.pid]
-        program = [q for q in tree if f"{load} serve" in _cmdline(q)]
-        if len(workers) != queues or len(program) != 1:
-            raise BenchError(f"anp run --queues {queues}: found workers {workers}, program "
-                             f"{program}")  # fmt: skip
-        pids = [p.pid, *workers, program[0]]
+        workers, prog = _program_pids(p.pid, f"{load} serve", queues)
+        pids = [p.pid, *workers, prog]
         load0, c0, t0 = loadavg(), [cpu_seconds(q) for q in pids], time.monotonic()
         rr = _client(
             env.ns_k,
@@ -426,17 +427,76 @@ def run_preload_queues(
     }  # fmt: skip
 
 
+def _program_pids(anp_pid: int, needle: str, queues: int) -> tuple[list[int], int]:
+    """(worker pids, the program's pid) below ``anp run``; --queues 1 is the one stack
+    inside the anp process itself."""
+    deadline = time.monotonic() + 30
+    while True:
+        tree = _descendants(anp_pid)
+        workers = [q for q in tree if "anp_async.mq.worker" in _cmdline(q)] or [anp_pid]
+        program = [q for q in tree if needle in _cmdline(q)]
+        if len(workers) == queues and len(program) == 1:
+            return workers, program[0]
+        if time.monotonic() > deadline:
+            raise BenchError(f"anp run --queues {queues}: found workers {workers}, program "
+                             f"{program}")  # fmt: skip
+        time.sleep(0.05)
+
+
+def run_preload_queues_client(
+    env: BenchEnv, load: str, queues: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """``mq_load rr`` under ``anp run --queues Q`` (its connects take turns between the
+    workers) against the kernel's ``mq_load serve``; CPU over the client's whole run."""
+    from .scale import cpu_seconds, loadavg
+
+    job = [load, "rr", TAP_KERNEL_IP, "7007", str(args.conns), "64", str(args.seconds), "1"]
+    argv = _anp_run(env, "interrupt", job)
+    argv[argv.index("--isolate") : argv.index("--isolate")] = ["--queues", str(queues)]
+    p = Peer(f"preload_client_x{queues}", argv, env.log_dir)
+    env.peers.append(p)
+    try:
+        workers, _ = _program_pids(p.pid, f"{load} rr", queues)
+        pids = [p.pid, *workers]
+        load0, c0, t0 = loadavg(), [cpu_seconds(q) for q in pids], time.monotonic()
+        # Sampled shortly before the client ends (its processes go with it): the window
+        # covers its connects, the warm-up second and most of the measured time.
+        time.sleep(max(0.5, 1 + args.seconds - 0.3 - (time.monotonic() - t0)))
+        wall = time.monotonic() - t0
+        cpu = [(cpu_seconds(q) - c) / wall for q, c in zip(pids, c0, strict=True)]
+        while True:
+            line = p.read_line(args.seconds + PHASE_TIMEOUT).strip()
+            if line.startswith("{") and '"rate"' in line:
+                rr = json.loads(line)
+                break
+        status = p.proc.wait(timeout=PHASE_TIMEOUT)
+    finally:
+        env.stop(p)
+    if status != 0:
+        raise BenchError(f"anp run --queues {queues} -- mq_load rr exited with status {status}")
+    return {
+        "bench": "preload", "test": "tcp_rr_conns", "setup": f"preload-x{queues}",
+        "direction": "stack-client", "queues": queues, "conns": args.conns,
+        "rate_rps": rr["rate"], "per_conn_min": rr["per_conn_min"],
+        "per_conn_max": rr["per_conn_max"], "anp_cpu": cpu[0] if queues > 1 else 0.0,
+        "worker_cpu": cpu[1:], "program_cpu": rr["client_cpu"] / args.seconds,
+        "client_cpu": rr["client_cpu"] / args.seconds, "load": load0,
+    }  # fmt: skip
+
+
 def scale_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each queue count's aggregate rate over one worker's (best rounds of the same run)."""
-    conns = {r["queues"]: r for r in rows if r["test"] == "tcp_rr_conns"}
-    one = conns.get(1)
-    if one is None:
-        return []
-    return [
-        {"bench": "preload", "test": "queues_ratio", "setup": f"preload-x{q}",
-         "direction": "stack-server", "queues": q, "rate_ratio_to_x1": r["rate_rps"] / one["rate_rps"]}
-        for q, r in sorted(conns.items()) if q != 1
-    ]  # fmt: skip
+    """Each queue count's aggregate rate over one worker's (best rounds of the same run),
+    for the server and the client on the stack."""
+    conns = {(r["direction"], r["queues"]): r for r in rows if r["test"] == "tcp_rr_conns"}
+    out = []
+    for (d, q), r in sorted(conns.items()):
+        one = conns.get((d, 1))
+        if q != 1 and one is not None:
+            out.append({
+                "bench": "preload", "test": "queues_ratio", "setup": f"preload-x{q}",
+                "direction": d, "queues": q, "rate_ratio_to_x1": r["rate_rps"] / one["rate_rps"],
+            })  # fmt: skip
+    return out
 
 
 def best_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -525,21 +585,25 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if conns:
         lines += [
             "",
-            "C epoll echo server under anp run --queues Q, kernel load generator mq_load rr "
-            "(64 B requests; best round); CPU in cores",
-            f"{'setup':<14}{'conns':>6}{'req/s':>10}{'workers CPU':>20}{'program CPU':>13}"
-            f"{'anp CPU':>9}{'client CPU':>12}{'load':>6}",
+            "anp run --queues Q: stack-server = C epoll echo server (mq_load serve) on the stack, "
+            "the kernel's mq_load rr; stack-client = mq_load rr on the stack, the kernel's "
+            "mq_load serve (64 B requests; best round); CPU in cores (program = the one on "
+            "the stack, client = the load generator's own count)",
+            f"{'setup':<14}{'direction':<14}{'conns':>6}{'req/s':>10}{'workers CPU':>20}"
+            f"{'program CPU':>13}{'anp CPU':>9}{'client CPU':>12}{'load':>6}",
         ]
         for r in conns:
             w = "+".join(f"{c:.2f}" for c in r["worker_cpu"])
             lines.append(
-                f"{r['setup']:<14}{r['conns']:>6}{r['rate_rps']:>10.0f}{w:>20}"
+                f"{r['setup']:<14}{r['direction']:<14}{r['conns']:>6}{r['rate_rps']:>10.0f}{w:>20}"
                 f"{r['program_cpu']:>13.2f}{r['anp_cpu']:>9.2f}{r['client_cpu']:>12.2f}"
                 f"{r['load']:>6.1f}"
             )
         for r in rows:
             if r["test"] == "queues_ratio":
-                lines.append(f"{r['setup']}: {r['rate_ratio_to_x1']:.2f}x the rate of x1")
+                lines.append(
+                    f"{r['setup']} {r['direction']}: {r['rate_ratio_to_x1']:.2f}x the rate of x1"
+                )
     return "\n".join(lines)
 
 
