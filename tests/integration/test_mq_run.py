@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import pathlib
 import re
@@ -315,3 +316,20 @@ def test_anp_run_queues_rejects_bad_counts() -> None:
     r = subprocess.run([ANP, "run", "--queues", "0", "--", "true"], capture_output=True,
                        text=True, timeout=30, env=env())  # fmt: skip
     assert r.returncode == 2 and "--queues 0" in r.stderr, describe(r)
+
+
+def test_bench_preload_queues(tmp_path: pathlib.Path) -> None:
+    """``anp bench preload --queues 2``: the server and the client on the stack under
+    ``anp run --queues 2``, each with both workers' CPU (no speed asserted)."""
+    from anp_async.bench.cli import parse_args, run_bench
+
+    argv = ["preload", "--quick", "--count", "20", "--warmup", "2", "--bytes", "1M",
+            "--rounds", "1", "--queues", "2", "--conns", "8", "--seconds", "1",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert run_bench(parse_args(argv)) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    rows = [r for r in doc["summaries"] if r["test"] == "tcp_rr_conns"]
+    assert {r["direction"] for r in rows} == {"stack-server", "stack-client"}, rows
+    for r in rows:
+        assert r["queues"] == 2 and r["conns"] == 8 and r["rate_rps"] > 0, r
+        assert len(r["worker_cpu"]) == 2 and min(r["worker_cpu"]) > 0, r  # both worked
