@@ -688,6 +688,7 @@ class Siblings:
         if rec.closed or entry is None or entry[0] is not rec or not link.up:
             ours.close()
             return
+        entry[1][:] = [m for m in entry[1] if not m.closed]  # those of a worker that died
         entry[1].append(UdpMirror(link, rsid, ours, rec))
 
     def unmirror_udp(self, rec: DatagramSocket) -> None:
