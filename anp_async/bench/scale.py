@@ -53,6 +53,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bulk-seconds", type=int, default=3, help="bulk seconds (3); 0: no bulk")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (5)")
     p.add_argument("--mode", default="interrupt", help="the workers' receive mode")
+    p.add_argument(
+        "--pin", choices=("off", "on", "both"), default="off",
+        help="pin worker i to CPU i (HostConfig.pin_cpus); both: every worker count both ways, "
+        "interleaved (default off)",
+    )  # fmt: skip
     p.add_argument("--no-kernel", action="store_true", help="skip the kernel baseline")
     p.add_argument(
         "--steering-check", action="store_true",
@@ -140,21 +145,24 @@ def _measure(
     return row
 
 
-async def _stack_round(exe: str, queues: int, args: argparse.Namespace) -> dict[str, Any]:
+async def _stack_round(
+    exe: str, queues: int, args: argparse.Namespace, pinned: bool = False
+) -> dict[str, Any]:
     from ..mq import HostConfig, MultiQueueHost
 
     with Netns.create(unique_name("anp-scale")) as ns:
         cfg = HostConfig(
             tap="anpmq0", queues=queues, netns=ns, echo=7, sink=9, mode=args.mode,
-            restart=False,
+            restart=False, pin_cpus=pinned,
         )  # fmt: skip
         async with MultiQueueHost(cfg) as host:
             pids = [p for p in host.pids() if p is not None]
             row = await asyncio.to_thread(_measure, ns, exe, STACK_IP, args, pids)
             if host.deaths:
                 raise BenchError("; ".join(d.describe() for d in host.deaths))
-    row["setup"] = f"stack x{queues}"
+    row["setup"] = f"stack x{queues}" + (" pinned" if pinned else "")
     row["queues"] = queues
+    row["pinned"] = pinned
     return row
 
 
@@ -341,10 +349,18 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if mb:
             s["mbps"] = statistics.median(mb)
         out.append(s)
-    one = next((s["rate"] for s in out if s["queues"] == 1), None)
-    one_mb = next((s.get("mbps") for s in out if s["queues"] == 1), None)
-    ones = {r["round"]: r["rate"] for r in rows if r["queues"] == 1 and "round" in r}
     for s in out:
+        s["pinned"] = s["setup"].endswith(" pinned")
+    for s in out:
+        # against one worker run the same way (pinned or not); the kernel against unpinned
+        pin = s["pinned"]
+        one = next((o["rate"] for o in out if o["queues"] == 1 and o["pinned"] == pin), None)
+        one_mb = next((o.get("mbps") for o in out if o["queues"] == 1 and o["pinned"] == pin), None)
+        ones = {
+            r["round"]: r["rate"]
+            for r in rows
+            if r["queues"] == 1 and "round" in r and bool(r.get("pinned")) == pin
+        }
         s["vs_one"] = s["rate"] / one if one else None
         s["mbps_vs_one"] = s["mbps"] / one_mb if one_mb and "mbps" in s else None
         # Each round's rate over the 1-worker rate of the same round (measured seconds
@@ -364,13 +380,19 @@ def plot(out: Path, summary: list[dict[str, Any]]) -> str:
     the median round as the line, linear scaling dotted, the kernel dashed (log scale: the
     kernel is an order of magnitude above)."""
     plt = _plt()
-    stack = [s for s in summary if s["queues"] > 0]
+    stack = [s for s in summary if s["queues"] > 0 and not s.get("pinned")]
+    pinned = [s for s in summary if s["queues"] > 0 and s.get("pinned")]
     kernel = next((s for s in summary if s["queues"] == 0), None)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     xs = [s["queues"] for s in stack]
     for s in stack:
         ax.scatter([s["queues"]] * len(s["rates"]), s["rates"], color="C0", alpha=0.4, s=12)
     ax.plot(xs, [s["rate"] for s in stack], "o-", color="C0", label="stack workers (median)")
+    if pinned:
+        for s in pinned:
+            ax.scatter([s["queues"]] * len(s["rates"]), s["rates"], color="C2", alpha=0.4, s=12)
+        ax.plot([s["queues"] for s in pinned], [s["rate"] for s in pinned], "s-", color="C2",
+                label="pinned to CPUs (median)")  # fmt: skip
     if stack:
         base = next((s["rate"] for s in stack if s["queues"] == 1), stack[0]["rate"])
         ax.plot(xs, [base * x for x in xs], ":", color="grey", label="linear from 1 worker")
@@ -403,7 +425,7 @@ def plot(out: Path, summary: list[dict[str, Any]]) -> str:
 def table(summary: list[dict[str, Any]]) -> str:
     """The text table printed at the end."""
     lines = [
-        f"{'setup':<10} {'RR req/s':>10} {'x one':>6} {'paired':>6} {'bulk MB/s':>10} {'x one':>6} "
+        f"{'setup':<16} {'RR req/s':>10} {'x one':>6} {'paired':>6} {'bulk MB/s':>10} {'x one':>6} "
         f"{'worker CPU (RR)':<20} {'us CPU/req':>10} {'client CPU':>10} {'load':>6}  rounds (req/s)",
     ]
     for s in summary:
@@ -414,7 +436,7 @@ def table(summary: list[dict[str, Any]]) -> str:
         mvs = f"{s['mbps_vs_one']:.2f}" if s.get("mbps_vs_one") else "-"
         rounds = ", ".join(f"{r:.0f}" for r in s["rates"])
         lines.append(
-            f"{s['setup']:<10} {s['rate']:>10.0f} {vs:>6} {pv:>6} {mb:>10} {mvs:>6} {cpu:<20} "
+            f"{s['setup']:<16} {s['rate']:>10.0f} {vs:>6} {pv:>6} {mb:>10} {mvs:>6} {cpu:<20} "
             f"{s.get('worker_cpu_us_per_request') or 0:>10.0f} "
             f"{s['client_cpu'] * 100:>9.0f}% {s['load']:>6.2f}  {rounds}"
         )
@@ -430,13 +452,15 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     exe = build_client(out)
     rows: list[dict[str, Any]] = []
+    pins = {"off": [False], "on": [True], "both": [False, True]}[getattr(args, "pin", "off")]
     for rnd in range(args.rounds):
-        for q in queues:
-            row = asyncio.run(_stack_round(exe, q, args))
-            row["round"] = rnd
-            rows.append(row)
-            print(f"round {rnd + 1}: stack x{q}: {row['rate']:.0f} req/s, "
-                  f"{row.get('mbps', 0):.0f} MB/s, load {row['load']:.2f}", flush=True)  # fmt: skip
+        for pinned in pins:
+            for q in queues:
+                row = asyncio.run(_stack_round(exe, q, args, pinned))
+                row["round"] = rnd
+                rows.append(row)
+                print(f"round {rnd + 1}: {row['setup']}: {row['rate']:.0f} req/s, "
+                      f"{row.get('mbps', 0):.0f} MB/s, load {row['load']:.2f}", flush=True)  # fmt: skip
         if not args.no_kernel:
             row = _kernel_round(exe, args)
             row["round"] = rnd
@@ -457,7 +481,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         "bench": "scale",
         "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                    if k in ("queues", "conns", "size", "seconds", "warmup", "bulk_conns",
-                            "bulk_seconds", "rounds", "mode")},
+                            "bulk_seconds", "rounds", "mode", "pin")},
         "cpus": os.cpu_count(),
         "rows": rows,
         "summary": summary,

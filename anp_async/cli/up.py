@@ -28,6 +28,10 @@ def _configure_up(p: argparse.ArgumentParser) -> None:
         help="multi-queue TAP with one stack worker process per queue (default 1)",
     )  # fmt: skip
     p.add_argument(
+        "--pin-cpus", action="store_true",
+        help="with --queues: pin worker i to CPU i (as queue i's interrupts go to CPU i)",
+    )  # fmt: skip
+    p.add_argument(
         "--metrics", type=parse_port, metavar="PORT",
         help="serve OpenMetrics/Prometheus text (GET /metrics) on the stack's address, PORT",
     )  # fmt: skip

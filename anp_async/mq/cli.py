@@ -71,6 +71,7 @@ async def run_up(args: argparse.Namespace) -> int:
             trace=trace,
             metrics=getattr(args, "metrics", None),
             loop=getattr(args, "loop", "asyncio"),
+            pin_cpus=getattr(args, "pin_cpus", False),
         )
         try:
             host = MultiQueueHost(cfg, on_death=_report)

@@ -116,6 +116,9 @@ class HostConfig:
     #: Steer flows with the known function of nic/steering.py (False: the kernel's
     #: automq, whose secret-keyed hash the workers cannot predict -- for comparison only).
     steering: bool = True
+    #: Pin worker i to the i-th CPU this process may use (modulo their number), as a
+    #: NIC's queue i interrupts CPU i: the scheduler cannot stack two workers on one core.
+    pin_cpus: bool = False
 
     @classmethod
     def from_stack_config(
@@ -282,6 +285,7 @@ class MultiQueueHost:
             index=i,
             queues=cfg.queues,
             steered=cfg.steering,
+            cpu=_cpu_of(i) if cfg.pin_cpus else None,
             tap=cfg.tap,
             tap_fd=tap_fd,
             ip=cfg.ip,
@@ -441,6 +445,12 @@ class MultiQueueHost:
             a.close()
             b.close()
         self._relay = []
+
+
+def _cpu_of(index: int) -> int:
+    """The CPU worker ``index`` is pinned to: the index-th allowed one, round robin."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return cpus[index % len(cpus)]
 
 
 def _worker_pcap(pcap: str | None, index: int, queues: int) -> str | None:

@@ -61,6 +61,8 @@ class WorkerSpec:
     relay_out: list[int] = field(default_factory=list)
     #: The NIC steers with nic/steering.py's function: choose ports and identifiers by it.
     steered: bool = True
+    #: Run on this CPU only (sched_setaffinity); None: wherever the scheduler likes.
+    cpu: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = WorkerSpec.from_json(args[0])
     _die_with_parent()
+    if spec.cpu is not None:
+        os.sched_setaffinity(0, {spec.cpu})
     logging.basicConfig(level=logging.WARNING, format=f"worker {spec.index}: %(message)s")
     if spec.loop == "uvloop":
         import uvloop

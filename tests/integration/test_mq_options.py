@@ -62,7 +62,8 @@ def test_anp_up_queues_passes_stack_options_traces_and_serves_summed_metrics() -
     sock = control.socket_path(tap)
     argv = [sys.executable, "-m", "anp_async.cli", "up", "--queues", "2", "--tap", tap,
             "--netns", ns_name, "--echo", "7", "--metrics", "9100", "--recovery", "sack",
-            "--congestion", "cubic", "--ecn", "on", "--trace", "tcp and port 7"]  # fmt: skip
+            "--congestion", "cubic", "--ecn", "on", "--trace", "tcp and port 7",
+            "--pin-cpus"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     socks: list[socket.socket] = []
     try:
@@ -72,6 +73,10 @@ def test_anp_up_queues_passes_stack_options_traces_and_serves_summed_metrics() -
             proc.stderr.read() if proc.poll() is not None else ""
         )
         ns = Netns(ns_name)
+        cpus = sorted(os.sched_getaffinity(0))
+        workers = _ctl(sock, {"cmd": "info"})["info"]["workers"]
+        for w in workers:  # --pin-cpus: worker i runs on the i-th CPU only
+            assert os.sched_getaffinity(w["pid"]) == {cpus[w["index"] % len(cpus)]}
         with ns.enter():
             socks = [socket.create_connection((STACK_IP, 7), timeout=5) for _ in range(8)]
         owners = [steer_queue(s.getsockname()[1], 7, 2) for s in socks]

@@ -88,6 +88,17 @@ def test_every_stack_field_reaches_the_workers() -> None:
     assert all(TcpConfig(**s.tcp).ecn and not TcpConfig(**s.tcp).rack for s in specs)
 
 
+def test_pinned_workers_take_the_allowed_cpus_in_turn() -> None:
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))
+    host = MultiQueueHost(HostConfig(tap="anpx0", queues=3, pin_cpus=True))
+    assert [host.worker_spec(i, -1, b"").cpu for i in range(3)] == [
+        cpus[i % len(cpus)] for i in range(3)
+    ]
+    assert MultiQueueHost(HostConfig(tap="anpx0", queues=2)).worker_spec(1, -1, b"").cpu is None
+
+
 def test_udp_ports_a_worker_chooses_come_back_to_it() -> None:
     ok = own_udp_ports(1, 2)
     connected = [p for p in range(40000, 40400) if ok(p, 53)]
