@@ -479,9 +479,9 @@ class SocketApi:
         if port == 0 or not self._routable(ip):
             _drain_filler(rec, filler)
             return _err(req.op, errno.ECONNREFUSED if port == 0 else errno.ENETUNREACH)
-        if self.siblings is not None and rec.bound is None:
-            link = self.siblings.pick_for_connect()
-            if link is not None:  # that worker connects it (its ports steer back to it)
+        if self.siblings is not None:
+            link = self.siblings.pick_for_connect(rec.bound[1] if rec.bound else 0, port)
+            if link is not None:  # that worker connects it (the replies reach it)
                 return self.siblings.connect_on(link, rec, req)
         return self.connect_here(rec, req)
 

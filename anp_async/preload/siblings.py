@@ -31,8 +31,10 @@ what the library does on the front.
   anp end (SOCKET with the descriptor), the options set so far and the CONNECT; the
   sibling drains the handshake filler, connects from a port the steering function maps
   to its own queue and pumps, exactly as the front would; the front's record becomes a
-  forwarding one under the same socket id. A socket bound to a port first (bind before
-  connect) stays on the front, which cannot choose its port. The price is one round
+  forwarding one under the same socket id. A socket the program bound to a port first
+  goes to the worker whose queue that port and the peer's port steer to (the front
+  when it is that worker), with its BIND, so every reply reaches the worker that holds
+  the connection, whatever port was chosen. The price is one round
   trip to the sibling per connect (its SOCKET, options and CONNECT pipelined); what it
   buys is that a client program's connections use every worker's core, not the front's
   alone (``anp bench preload --queues 1,2`` measures a C client with 64 connections).
@@ -63,6 +65,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..nic.steering import steer_queue
 from .protocol import MSG, UDP_HDR, Message, Op, pack_sockaddr, unpack_udp_header
 from .server import SocketApi, _Client
 from .sockets import (
@@ -602,9 +605,14 @@ class Siblings:
 
     # -- connect -------------------------------------------------------------------
 
-    def pick_for_connect(self) -> SiblingLink | None:
-        """Where the program's next TCP connect goes: the front and the siblings that are
-        up, in turn (None: the front)."""
+    def pick_for_connect(self, bound: int, rport: int) -> SiblingLink | None:
+        """Where the program's next TCP connect goes (None: the front). A socket bound to
+        port ``bound`` goes to the worker the steering function gives that port and the
+        peer's port ``rport`` (where the replies will arrive); the others to the front
+        and the siblings that are up, in turn."""
+        if bound:
+            queue = steer_queue(bound, rport, len(self.links) + 1)
+            return next((lk for lk in self.links if lk.index == queue and lk.up), None)
         up = [link for link in self.links if link.up]
         self._next_connect = (self._next_connect + 1) % (len(up) + 1)
         return up[self._next_connect - 1] if self._next_connect else None
@@ -624,6 +632,8 @@ class Siblings:
                 link.call(Message(Op.SETOPT, sid=rsid, a=(level, name, 0, 0), data=value))
                 for (level, name), value in rec.options.items()
             ]
+            if rec.bound is not None:  # the program chose the port (or bind(0) did)
+                steps.append(link.call(Message(Op.BIND, sid=rsid, data=pack_sockaddr(*rec.bound))))
             connect = link.call(Message(Op.CONNECT, sid=rsid, a=req.a, data=req.data))
             for step in steps:
                 reply, fd = await step

@@ -312,6 +312,8 @@ class StreamSocket(SocketRecord):
     def hand_over(self) -> None:
         """A sibling worker took this socket (a dup of its anp end): let go of it here
         without ending it (the program's descriptor now talks to the sibling)."""
+        if self.bound is not None:
+            self.api.unbind_tcp(self.bound[1], self)  # the sibling holds the port now
         self.closed = True
         self.api.watcher.unwatch(self.fd)
         self.loop.remove_reader(self.fd)

@@ -181,6 +181,39 @@ print("udp ok")
 """
 
 
+KERNEL_ECHO = """
+import socket, sys, threading
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("listening", flush=True)
+def serve(c):
+    with c:
+        while d := c.recv(65536):
+            c.sendall(d)
+for _ in range(int(sys.argv[2])):
+    threading.Thread(target=serve, args=(srv.accept()[0],)).start()
+"""
+
+BOUND_CLIENT = """
+import socket, sys
+host, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+for port in ports + [0]:  # bind() to a port (or to 0) before connect()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("0.0.0.0", port))
+        s.settimeout(10)
+        s.connect((host, 7303))
+        assert port == 0 or s.getsockname()[1] == port, s.getsockname()
+        msg = b"bound %d" % port
+        s.sendall(msg)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while d := s.recv(100):
+            got += d
+        assert got == msg, got
+print("bound ok")
+"""
+
+
 def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path, c_apps: dict[str, str]) -> None:
     """curl, nc, a C client with 64 connections and a UDP client on the stack under
     --queues 2 reach kernel servers: the program's TCP connects take turns between the
@@ -200,12 +233,16 @@ def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path, c_apps: dict
             kernel_proc(
                 ns, [c_apps["tcp_pattern"], "server", "0.0.0.0", "7302", "epoll", "64"]
             ) as tp_srv,  # fmt: skip
+            kernel_proc(ns, ["python3", "-c", KERNEL_ECHO, "7303", "5"]) as echo_srv,
         ):
             time.sleep(0.5)
+            # Ports whose replies from 7303 are steered to worker 0 and to worker 1.
+            bound = ports_for(0, 7303, 2, 31000) + ports_for(1, 7303, 2, 31000)
             script = (f"curl -sS http://{KERNEL_IP}:8000/blob.bin | sha256sum && "
                       f"echo hello-nc | nc -N {KERNEL_IP} 7300 && "
                       f"{c_apps['many_conns']} {KERNEL_IP} 7302 64 20000 && "
-                      f"python3 -c '{UDP_CLIENT}' {KERNEL_IP}")  # fmt: skip
+                      f"python3 -c '{UDP_CLIENT}' {KERNEL_IP} && "
+                      f"python3 -c '{BOUND_CLIENT}' {KERNEL_IP} {' '.join(map(str, bound))}")  # fmt: skip
             argv = [ANP, "run", *stack_opts(new_tap()), "--queues", "2", "--isolate", "--",
                     "sh", "-c", script]  # fmt: skip
             r = ns.run(argv, timeout=120, env=env(), cwd=ROOT)
@@ -217,8 +254,11 @@ def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path, c_apps: dict
             assert udp_srv.wait(20) == 0, udp_srv.text()
             assert "ok 64 connections" in r.stdout, describe(r)
             assert tp_srv.wait(20) == 0, tp_srv.text()
+            assert "bound ok" in r.stdout, describe(r)
+            assert echo_srv.wait(20) == 0, echo_srv.text()
+            # 66 unbound connects in turn, 2 bound ones steered to each worker, bind(0)'s.
             opens = [int(n) for n in re.findall(r"active_opens=(\d+)", r.stderr)]
-            assert len(opens) == 2 and sum(opens) == 66 and min(opens) == 33, describe(r)
+            assert len(opens) == 2 and sum(opens) == 71 and min(opens) >= 35, describe(r)
     finally:
         ns.delete()
 
