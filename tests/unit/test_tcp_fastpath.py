@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import collections
 import enum
+import socket
+from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from anp_async import Stack, StackConfig
+from anp_async.nic.base import Buffer, Nic
 from anp_async.proto.checksum import fold
 from anp_async.proto.ethernet import build_ethernet_header
 from anp_async.proto.ipv4 import IdGenerator, build_ipv4_header, parse_ipv4
@@ -341,3 +346,66 @@ def test_predict_frame_takes_only_the_predicted_shape() -> None:
     plain = TcpSegment(RPORT, LPORT, 10, 20, ACK, 300, b"ab")
     got = predict_frame(frame(plain) + bytes(20), 0, MAC, True)  # Ethernet padding
     assert got is not None and got[4] is None and bytes(got[5]) == b"ab"
+
+
+# ------------------------------------------------------------- the stack's send glue
+
+
+class RecordingNic(Nic):
+    """Keeps every frame's parts (a socketpair gives the receive mode a descriptor)."""
+
+    def __init__(self, vnet_hdr: bool) -> None:
+        super().__init__()
+        self.vnet_hdr = vnet_hdr
+        self._sock, self._peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sent: list[list[bytes]] = []
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv_batch(self, max_frames: int = 64) -> list[bytes]:
+        return []
+
+    def send(self, parts: Sequence[Buffer]) -> None:
+        self.sent.append([bytes(p) for p in parts])
+
+    def close(self) -> None:
+        self._sock.close()
+        self._peer.close()
+
+
+@pytest.mark.parametrize("vnet", [True, False], ids=["vnet", "plain"])
+async def test_stack_sends_templated_frames_as_send_tcp_does(vnet: bool) -> None:
+    nic = RecordingNic(vnet)
+    async with Stack(StackConfig(nic=nic, ip="10.0.0.2/24", mac="02:00:00:00:00:02")) as stack:
+        stack.arp.add_static(RIP, PEER_MAC)
+        tpl = stack.tcp_template(RIP, LPORT, RPORT)
+        assert tpl is not None
+        assert stack.tcp_template(b"\xff" * 4, LPORT, RPORT) is None  # broadcast
+        opts = TcpOptions(timestamp=(123456, 654321))
+        for seg in (
+            TcpSegment(LPORT, RPORT, 7, 9, ACK | PSH, 500, b"q" * 64, opts),
+            TcpSegment(LPORT, RPORT, 7, 9, ACK, 500, b"", None),
+        ):
+            stack.ip_ids = IdGenerator(77)
+            assert stack.send_templated(tpl, seg, 1448, stack.now())
+            fast = nic.sent[-1]
+            stack.ip_ids = IdGenerator(77)
+            stack.send_tcp(RIP, seg, 1448)
+            full = nic.sent[-1]
+            assert b"".join(fast) == b"".join(full)
+            assert (fast[0] == full[0]) is vnet  # the virtio-net header is a part of its own
+        # Not template-shaped (SACK blocks): nothing sent, no ID taken.
+        n = len(nic.sent)
+        sack = TcpSegment(LPORT, RPORT, 7, 9, ACK, 500, b"", TcpOptions(sack_blocks=((1, 2),)))
+        assert not stack.send_templated(tpl, sack, 0, stack.now()) and len(nic.sent) == n
+        # The neighbour's MAC changes: the template follows the ARP table.
+        new_mac = bytes.fromhex("020000000009")
+        stack.arp.add_static(RIP, new_mac)
+        seg = TcpSegment(LPORT, RPORT, 7, 9, ACK, 500)
+        assert stack.send_templated(tpl, seg, 0, stack.now())
+        frame = b"".join(nic.sent[-1])[12 if vnet else 0 :]
+        assert frame[:6] == new_mac
+        # ... and is gone: send_tcp's way (ARP, hold queue) takes over.
+        stack.arp.remove(RIP)
+        assert not stack.send_templated(tpl, seg, 0, stack.now())

@@ -1,6 +1,7 @@
 """The established-connection fast path on raw frames: header prediction in, header
-templates out (Van Jacobson, "TCP receive in 30 instructions", 1988-1990; RFC 9293
-3.10.7.4 keeps the processing order this must agree with).
+templates out (Van Jacobson's header prediction, as in 4.3BSD-Reno's tcp_input and Clark,
+Jacobson, Romkey and Salwen, "An Analysis of TCP Processing Overhead", 1989; RFC 9293
+3.10.7.4 is the processing it must agree with).
 
 Receive (:func:`predict_frame`): most frames of an established connection look like the
 one before: Ethernet to our MAC, IPv4 without options or fragmentation, TCP with only ACK
@@ -15,8 +16,8 @@ Send (:class:`HeaderTemplate`): most of a connection's Ethernet, IPv4 and TCP he
 never change (addresses, ports, TTL, protocol, the timestamp option's layout); the
 template holds them with their share of both checksums, and each segment packs only its
 own fields. The neighbour's MAC is part of it, so the template records which version of
-the ARP table it was built from and until when the entry is valid; the stack builds a
-new one when either moved.
+the ARP table it was built from and until when the entry is valid; the stack puts in a
+new link header (:meth:`HeaderTemplate.relink`) when either moved.
 
 Sans-I/O like the rest of ``proto/``: bytes in, bytes and decisions out.
 """
@@ -108,8 +109,9 @@ def predict_frame(
 
 
 # Header of a segment sent with a template: the frame's constant head (virtio-net header,
-# Ethernet, IPv4 version/IHL and TOS 0), IPv4 total length, ID, DF+TTL+protocol, header checksum, addresses and
-# ports, SEQ, ACK, data offset+flags, window, TCP checksum, (urgent pointer 0).
+# Ethernet, IPv4 version/IHL and TOS 0), IPv4 total length, ID, DF+TTL+protocol, header
+# checksum, addresses and ports, SEQ, ACK, data offset+flags, window, TCP checksum,
+# (urgent pointer 0).
 _TX = "!{}sHH4sH12sIIHHH2x"
 # ... and the timestamp option: NOP NOP 8 10 as one word, TSval, TSecr.
 _TX_TS = _TX + "III"
