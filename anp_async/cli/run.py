@@ -207,9 +207,12 @@ async def _workers_summary(path: str | None) -> str:
     if path is None:
         return "anp run: stack down"
     try:
-        stats = (await asyncio.to_thread(control.call, path, {"cmd": "stats"}))["stats"]
-    except (OSError, KeyError, ValueError) as e:
+        answer = await asyncio.to_thread(control.call, path, {"cmd": "stats"})
+    except (OSError, ValueError) as e:
         return f"anp run: stack down (no stats: {e})"
+    if not answer.get("ok"):
+        return f"anp run: stack down (no stats: {answer.get('error', 'a worker did not answer')})"
+    stats = answer["stats"]
     parts = []
     for i, w in sorted(stats.get("workers", {}).items(), key=lambda kv: int(kv[0])):
         tcp, udp = (w or {}).get("tcp", {}), (w or {}).get("udp", {})

@@ -364,6 +364,8 @@ class MultiQueueHost:
                 log.warning("worker %d restarted (pid %s)", w.spec.index, w.pid)
                 return
             except (OSError, RuntimeError) as e:
+                if self._closing:  # the host is going down: the restart was stopped
+                    return
                 log.error("worker %d could not be restarted: %s", w.spec.index, e)
         self._tombstone(w)
 
@@ -436,6 +438,9 @@ class MultiQueueHost:
         for w in self.workers:
             if w.watch is not None:
                 w.watch.cancel()
+            for path in _worker_sockets(w.spec):  # those of a worker that was killed
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
         for stack in self._tombstones.values():
             await stack.close(linger=0)
         self._tombstones.clear()
@@ -451,6 +456,16 @@ def _cpu_of(index: int) -> int:
     """The CPU worker ``index`` is pinned to: the index-th allowed one, round robin."""
     cpus = sorted(os.sched_getaffinity(0))
     return cpus[index % len(cpus)]
+
+
+def _worker_sockets(spec: WorkerSpec) -> list[str]:
+    """The Unix socket paths worker ``spec`` serves (control, socket API)."""
+    paths = [spec.control] if spec.control else []
+    if spec.api:
+        from ..preload.siblings import sibling_api_path
+
+        paths.append(spec.api if spec.index == 0 else sibling_api_path(spec.api, spec.index))
+    return paths
 
 
 def _worker_pcap(pcap: str | None, index: int, queues: int) -> str | None:

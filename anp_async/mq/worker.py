@@ -275,7 +275,7 @@ async def _serve(spec: WorkerSpec) -> None:
         if spec.api:
             from ..preload.siblings import serve_worker_api
 
-            api = await serve_worker_api(stack, spec.api, spec.index, spec.queues)
+            api = await serve_worker_api(stack, spec.api, spec.index, spec.queues, stop)
         info = {"tap": spec.tap, "netns": spec.netns, "peer": spec.peer, "prefix": spec.ip,
                 "worker": spec.index, "queues": spec.queues}  # fmt: skip
         ctl = ControlServer(stack, spec.control, info) if spec.control else None

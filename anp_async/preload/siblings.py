@@ -528,11 +528,12 @@ class Siblings:
             if not link.try_connect():
                 link.start_reconnecting()
 
-    async def wait_ready(self, timeout: float) -> bool:
-        """Wait until every sibling's API is reached (True) or ``timeout`` passes."""
+    async def wait_ready(self, timeout: float, stop: asyncio.Event | None = None) -> bool:
+        """Wait until every sibling's API is reached (True), ``timeout`` passes or
+        ``stop`` is set (the worker is asked to end while it starts)."""
         deadline = time.monotonic() + timeout
         while not all(link.up for link in self.links):
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                 return False
             await asyncio.sleep(0.02)
         return True
@@ -726,16 +727,21 @@ class Siblings:
 
 
 async def serve_worker_api(stack: Stack, api: str, index: int, queues: int,
+                           stop: asyncio.Event | None = None,
                            timeout: float = 20.0) -> SocketApi:  # fmt: skip
     """The socket API of worker ``index`` of ``queues`` on a multi-queue host whose
     programs use the API at ``api``: worker 0 serves ``api`` and reaches its siblings
-    (waiting up to ``timeout`` for them); the others serve :func:`sibling_api_path`."""
+    (waiting up to ``timeout`` for them, or until ``stop`` is set; one reached later gets
+    the program's listeners then); the others serve :func:`sibling_api_path`."""
     served: SocketApi
     if index == 0:
         paths = {j: sibling_api_path(api, j) for j in range(1, queues)}
         served = SocketApi(stack, api, paths)
         await served.start()
-        if served.siblings is not None and not await served.siblings.wait_ready(timeout):
+        sib = served.siblings
+        if sib is not None and not await sib.wait_ready(timeout, stop) and not sib.closed:
+            if stop is not None and stop.is_set():
+                return served
             log.warning("not every worker's socket API answered within %.0f s; the front "
                         "keeps trying", timeout)  # fmt: skip
     else:
