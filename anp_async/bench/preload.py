@@ -588,14 +588,16 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             "anp run --queues Q: stack-server = C epoll echo server (mq_load serve) on the stack, "
             "the kernel's mq_load rr; stack-client = mq_load rr on the stack, the kernel's "
             "mq_load serve (64 B requests; best round); CPU in cores (program = the one on "
-            "the stack, client = the load generator's own count)",
+            "the stack, client = the load generator's own count); us/req = the workers' CPU "
+            "per request (far less sensitive to the machine's load than the rate)",
             f"{'setup':<14}{'direction':<14}{'conns':>6}{'req/s':>10}{'workers CPU':>20}"
-            f"{'program CPU':>13}{'anp CPU':>9}{'client CPU':>12}{'load':>6}",
+            f"{'us/req':>8}{'program CPU':>13}{'anp CPU':>9}{'client CPU':>12}{'load':>6}",
         ]
         for r in conns:
             w = "+".join(f"{c:.2f}" for c in r["worker_cpu"])
             lines.append(
                 f"{r['setup']:<14}{r['direction']:<14}{r['conns']:>6}{r['rate_rps']:>10.0f}{w:>20}"
+                f"{sum(r['worker_cpu']) / max(r['rate_rps'], 1) * 1e6:>8.1f}"
                 f"{r['program_cpu']:>13.2f}{r['anp_cpu']:>9.2f}{r['client_cpu']:>12.2f}"
                 f"{r['load']:>6.1f}"
             )
