@@ -664,6 +664,22 @@ class TcpEndpoint:
         self._finish()
 
 
+#: How received data reaches a protocol (``TcpTransport._on_data``): joined into one
+#: ``bytes`` (any protocol), or as the receive buffer's chunks -- views of the frames --
+#: to asyncio's own StreamReaderProtocol, which only appends them to its buffer, or copied
+#: straight into a BufferedProtocol's buffers. The last two skip the join's copy.
+_JOINED, _VIEWS, _VIEWS_BUFFERED = 0, 1, 2
+
+
+def _delivery(protocol: asyncio.BaseProtocol) -> int:
+    if isinstance(protocol, asyncio.BufferedProtocol):
+        return _VIEWS_BUFFERED
+    # Exactly the stdlib class: a subclass may keep what data_received gets.
+    if type(protocol) is asyncio.StreamReaderProtocol:
+        return _VIEWS
+    return _JOINED
+
+
 class TcpTransport(asyncio.Transport):
     """A stack TCP connection with asyncio's Transport contract."""
 
@@ -679,7 +695,7 @@ class TcpTransport(asyncio.Transport):
         self._ep: TcpEndpoint | None = ep
         self._conn = ep.conn
         self._protocol: Any = protocol
-        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._views = _delivery(protocol)
         self._server = server
         self._buffer: collections.deque[memoryview] = collections.deque()
         self._buffer_size = 0
@@ -738,7 +754,7 @@ class TcpTransport(asyncio.Transport):
 
     def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
         self._protocol = protocol
-        self._buffered = isinstance(protocol, asyncio.BufferedProtocol)
+        self._views = _delivery(protocol)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol
@@ -786,13 +802,22 @@ class TcpTransport(asyncio.Transport):
         if self._closing:
             ep._discard_input()
             return
-        data = self._conn.recv()
-        if data:
+        views = self._views
+        if self._conn.recv_available:
             try:
-                if self._buffered:
-                    self._feed_buffered(data)
+                if views == _JOINED:
+                    self._protocol.data_received(self._conn.recv())
+                elif views == _VIEWS:
+                    # asyncio's StreamReaderProtocol appends what it gets to a bytearray:
+                    # hand it the frames' payloads as they are (no join copy). What one
+                    # recv took is delivered whole, as one joined data_received would be,
+                    # even when the reader pauses us part of the way through.
+                    received = self._protocol.data_received
+                    for view in self._conn.recv_views():
+                        received(view)
                 else:
-                    self._protocol.data_received(data)
+                    for view in self._conn.recv_views():
+                        self._feed_buffered(view)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:
@@ -817,9 +842,9 @@ class TcpTransport(asyncio.Transport):
             if not keep_open:
                 self.close()
 
-    def _feed_buffered(self, data: bytes) -> None:
+    def _feed_buffered(self, data: bytes | memoryview) -> None:
         """Hand ``data`` to a BufferedProtocol (asyncio's SSL layer is one) in its buffers."""
-        view = memoryview(data)
+        view = data if type(data) is memoryview else memoryview(data)
         while view:
             buf = memoryview(self._protocol.get_buffer(len(view))).cast("B")
             n = min(len(buf), len(view))

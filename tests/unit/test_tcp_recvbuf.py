@@ -55,3 +55,41 @@ def test_any_takes_return_the_stream_in_order(chunks: list[bytes], takes: list[i
         assert len(rb) == before - len(out)
     got += rb.take()
     assert got == stream
+
+
+def test_take_views_hands_out_the_chunks_themselves() -> None:
+    frame = bytes(range(100))
+    first = memoryview(frame)[10:60]
+    rb = RecvBuffer()
+    rb.append(first)
+    rb.append(b"tail")
+    views = rb.take_views(52)
+    assert views[0] is first  # not copied: the view of the frame itself
+    assert [bytes(v) for v in views] == [frame[10:60], b"ta"]
+    assert len(rb) == 2
+    assert rb.take_views(0) == []
+    assert [bytes(v) for v in rb.take_views()] == [b"il"]
+    assert not rb and rb.take_views() == []
+
+
+@given(
+    st.lists(st.binary(max_size=40), max_size=12),
+    st.lists(st.one_of(st.none(), st.integers(-3, 60)), max_size=20),
+)
+def test_any_take_views_return_the_stream_in_order(
+    chunks: list[bytes], takes: list[int | None]
+) -> None:
+    rb = RecvBuffer()
+    for c in chunks:
+        rb.append(memoryview(c) if len(c) % 2 else c)
+    got = b""
+    for t in takes:
+        before = len(rb)
+        views = rb.take_views(t)
+        n = sum(len(v) for v in views)
+        assert n == (before if t is None else min(before, max(0, t)))
+        assert all(len(v) for v in views)
+        got += b"".join(views)
+        assert len(rb) == before - n
+    got += b"".join(rb.take_views())
+    assert got == b"".join(chunks)

@@ -526,6 +526,14 @@ class TcpConnection:
             self._maybe_window_update()
         return data
 
+    def recv_views(self, max_bytes: int | None = None) -> list[bytes | memoryview]:
+        """As :meth:`recv`, as the received chunks themselves (views of the frames they
+        came in, not copied): for a reader that copies them into its own buffer anyway."""
+        views = self._rbuf.take_views(max_bytes)
+        if views:
+            self._maybe_window_update()
+        return views
+
     def shutdown(self, now: float) -> None:
         """Half-close: a FIN follows all queued data; receiving continues."""
         st = self.state

@@ -4,7 +4,9 @@ It keeps the chunks as they arrived -- views of the received frames, not a copy 
 hands them out with one copy: a single chunk that is already ``bytes`` leaves as it is,
 several are joined once. Appending to a ``bytearray`` and slicing it (the obvious
 buffer) copies every byte twice before the application sees it, which is half the
-receive path's work for bulk data from a GRO'd super-segment.
+receive path's work for bulk data from a GRO'd super-segment. A reader that copies
+anyway (asyncio's ``StreamReader`` appends to a ``bytearray``; a ``BufferedProtocol``
+fills its own buffer) takes the chunks themselves with ``take_views``: no copy here at all.
 
 A chunk must not change after it is appended: a view of immutable ``bytes`` (what a NIC
 read returns) is kept as is, anything else (a view of a ``bytearray`` a caller may reuse)
@@ -78,6 +80,33 @@ class RecvBuffer:
             p = parts[0]
             return p if type(p) is bytes else bytes(p)
         return b"".join(parts)
+
+    def take_views(self, max_bytes: int | None = None) -> list[bytes | memoryview]:
+        """Remove up to ``max_bytes`` (all if None) from the front and return them as the
+        chunks they are (read-only views of received frames, or ``bytes``), not copied.
+
+        The views stay valid as long as the caller keeps them: they hold their frame."""
+        chunks = self._chunks
+        if max_bytes is None or max_bytes >= self._len:
+            out = list(chunks)
+            chunks.clear()
+            self._len = 0
+            return out
+        out = []
+        need = max(0, max_bytes)
+        self._len -= need
+        while need:
+            c = chunks[0]
+            k = len(c)
+            if k <= need:
+                out.append(chunks.popleft())
+                need -= k
+            else:
+                view = c if type(c) is memoryview else memoryview(c)
+                out.append(view[:need])
+                chunks[0] = view[need:]
+                need = 0
+        return out
 
     def clear(self) -> None:
         """Drop everything."""
