@@ -168,6 +168,13 @@ async def run_with_host(args: argparse.Namespace, words: list[str]) -> int:
     if control.serving(control_path(args)):
         raise RunError(f"a stack already runs on TAP {args.tap} (use --attach to share it)")
     mode, params = mode_from_args(args)
+    if getattr(args, "trace", None):
+        from ..obs.trace import TraceFilterError, parse_filter
+
+        try:
+            parse_filter(args.trace)
+        except TraceFilterError as e:
+            raise RunError(f"--trace: {e}") from None
     ns = Netns.create(args.netns) if args.netns else None
     try:
         cfg = HostConfig(
@@ -176,6 +183,7 @@ async def run_with_host(args: argparse.Namespace, words: list[str]) -> int:
             vnet_hdr=getattr(args, "offload", True), mode=mode, mode_params=params,
             congestion=getattr(args, "congestion", "newreno"), pcap=args.pcap,
             tcp=tcp_config_from_args(args), control=control_path(args), api=api_path,
+            trace=getattr(args, "trace", None),
         )  # fmt: skip
         host = MultiQueueHost(cfg, on_death=lambda d: _announce(f"anp run: {d.describe()}; "
                               "its connections are gone, the other workers keep serving"))  # fmt: skip
