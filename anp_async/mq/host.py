@@ -286,6 +286,7 @@ class MultiQueueHost:
             queues=cfg.queues,
             steered=cfg.steering,
             cpu=_cpu_of(i) if cfg.pin_cpus else None,
+            log_level=log.getEffectiveLevel(),
             tap=cfg.tap,
             tap_fd=tap_fd,
             ip=cfg.ip,

@@ -63,6 +63,8 @@ class WorkerSpec:
     steered: bool = True
     #: Run on this CPU only (sched_setaffinity); None: wherever the scheduler likes.
     cpu: int | None = None
+    #: The worker's log level: the supervisor's (``anp up -v`` reaches the workers).
+    log_level: int = 30
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     if spec.cpu is not None:
         os.sched_setaffinity(0, {spec.cpu})
-    logging.basicConfig(level=logging.WARNING, format=f"worker {spec.index}: %(message)s")
+    logging.basicConfig(level=spec.log_level, format=f"worker {spec.index}: %(message)s")
     if spec.loop == "uvloop":
         import uvloop
 
