@@ -79,6 +79,11 @@ def _random_mac() -> bytes:
     return bytes(b)
 
 
+#: How far receive-window autotuning may grow a connection's window when the NIC offloads
+#: (TcpConfig.recv_buffer_max; 0 in the config means this).
+OFFLOAD_RECV_BUFFER_MAX = 4 * 1024 * 1024
+
+
 @dataclass
 class StackConfig:
     """Everything a :class:`Stack` needs: the NIC, its addresses and the receive mode."""
@@ -264,6 +269,10 @@ class Stack:
         tcp_cfg = config.tcp
         if self.offload.tso_max and not tcp_cfg.tso_max:
             tcp_cfg = dataclasses.replace(tcp_cfg, tso_max=self.offload.tso_max)
+        if self.offload.tso_max and not tcp_cfg.recv_buffer_max:
+            # The kernel hands over 64 KiB super-segments: a 256 KiB window holds four.
+            # Let receive-window autotuning grow it (Linux's tcp_rmem[2] is 6 MiB).
+            tcp_cfg = dataclasses.replace(tcp_cfg, recv_buffer_max=OFFLOAD_RECV_BUFFER_MAX)
         #: The IPv6 side (None without an IPv6 address).
         self.v6: Ipv6Layer | None = None
         if config.ip6:

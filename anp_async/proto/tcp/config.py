@@ -28,6 +28,11 @@ class TcpConfig:
     mss: int = 1460  # our advertised MSS (glue sets MTU - 40)
     send_buffer: int = 256 * 1024
     recv_buffer: int = 256 * 1024
+    # Receive-window autotuning (Linux's tcp_moderate_rcvbuf up to tcp_rmem[2]): the
+    # window starts at recv_buffer and doubles, up to this, each time the peer has filled
+    # a whole window and the application has taken it all. 0: no autotuning. The stack
+    # sets it for a NIC with offloads, where a 256 KiB window holds four super-segments.
+    recv_buffer_max: int = 0
     window_scale: bool = True
     sack: bool = True
     timestamps: bool = True
@@ -75,6 +80,8 @@ class TcpConfig:
         self.mss = max(88, min(int(self.mss), 65495))
         self.send_buffer = max(MIN_BUFFER, min(int(self.send_buffer), MAX_BUFFER))
         self.recv_buffer = max(MIN_BUFFER, min(int(self.recv_buffer), MAX_BUFFER))
+        rmax = int(self.recv_buffer_max)
+        self.recv_buffer_max = 0 if rmax <= 0 else max(self.recv_buffer, min(rmax, MAX_BUFFER))
         self.max_ooo_segments = max(1, min(int(self.max_ooo_segments), 65536))
         self.delayed_ack = max(0.0, min(float(self.delayed_ack), 0.5))
         # One IPv4 datagram (65535 bytes) must hold it with IP and TCP headers at their largest.

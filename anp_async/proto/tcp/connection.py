@@ -186,6 +186,13 @@ def _window_shift(recv_buffer: int) -> int:
     return shift
 
 
+def rcv_wscale_for(cfg: TcpConfig) -> int:
+    """The window scale we offer: RFC 7323 (2.2) fixes it at the SYN, so it must fit the
+    largest window autotuning may reach (as Linux sizes it from tcp_rmem[2])."""
+    rmax = cfg.recv_buffer_max
+    return _window_shift(rmax if rmax > cfg.recv_buffer else cfg.recv_buffer)
+
+
 class TcpConnection:
     """One TCP connection (TCB). Build with ``connect()`` or ``accept_syn()``."""
 
@@ -222,6 +229,9 @@ class TcpConnection:
         "rcv_wscale",
         "_rcv_wscale_offer",
         "_rbuf",
+        "_rcv_space",
+        "_rcv_space_max",
+        "_rcv_space_mark",
         "_ooo",
         "_rcv_fin_abs",
         "_rcv_mss",
@@ -322,8 +332,13 @@ class TcpConnection:
         self.rcv_nxt = 0
         self.rcv_adv = 0
         self.rcv_wscale = 0
-        self._rcv_wscale_offer = _window_shift(cfg.recv_buffer) if cfg.window_scale else None
+        self._rcv_wscale_offer = rcv_wscale_for(cfg) if cfg.window_scale else None
         self._rbuf = RecvBuffer()
+        #: The receive buffer's size now (autotuning grows it up to _rcv_space_max) and
+        #: RCV.NXT when it last grew.
+        self._rcv_space = cfg.recv_buffer
+        self._rcv_space_max = cfg.recv_buffer_max if cfg.window_scale else 0
+        self._rcv_space_mark = 0
         self._ooo = Reassembler(cfg.max_ooo_segments)
         self._rcv_fin_abs: int | None = None
         self._rcv_mss = DEFAULT_MSS
@@ -665,6 +680,7 @@ class TcpConnection:
             self.snd_wscale = 0
             self.rcv_wscale = 0
             self._rcv_wscale_offer = None
+            self._rcv_space_max = 0  # no window above 64 KiB to grow into
         self.sack_ok = cfg.sack and o.sack_permitted
         self.ts_ok = cfg.timestamps and o.timestamp is not None
         if self.ts_ok and o.timestamp is not None:
@@ -700,12 +716,19 @@ class TcpConnection:
         """(16-bit window field, right edge it announces); ``rcv_adv`` moves on send only."""
         shift = self.rcv_wscale
         rcv_nxt = self.rcv_nxt
-        free = self.cfg.recv_buffer - len(self._rbuf)
+        space = self._rcv_space
+        if (
+            space < self._rcv_space_max
+            and rcv_nxt - self._rcv_space_mark >= space
+            and not self._rbuf
+        ):
+            space = self._grow_rcv_space(space)
+        free = space - len(self._rbuf)
         edge = rcv_nxt + (free if free > 0 else 0)
         adv = self.rcv_adv
         # RFC 9293 (3.8.6.2.2): receiver SWS avoidance, move the right edge only in steps
         # of at least min(RCV.BUFF/2, MSS); RFC 9293 (3.8.6): never shrink the window.
-        if edge - adv < min(self.cfg.recv_buffer >> 1, self.cfg.mss):
+        if edge - adv < min(space >> 1, self.cfg.mss):
             edge = adv
         wnd = edge - rcv_nxt
         if wnd < 0:
@@ -723,14 +746,28 @@ class TcpConnection:
         if not self.state.receives:
             return
         old = self.rcv_adv - self.rcv_nxt
-        free = self.cfg.recv_buffer - len(self._rbuf)
+        space = self._rcv_space
+        free = space - len(self._rbuf)
         grow = self.rcv_nxt + free - self.rcv_adv
-        thresh = min(self.cfg.recv_buffer >> 1, self.cfg.mss)
+        thresh = min(space >> 1, self.cfg.mss)
         # RFC 9293 (3.8.6.2.2): tell the peer once the window opened by a useful amount
         # after it was small.
-        if grow >= thresh and old < (self.cfg.recv_buffer >> 1):
+        if grow >= thresh and old < (space >> 1):
             self._ack_now = True
             self.counters["window_updates"] += 1
+
+    def _grow_rcv_space(self, space: int) -> int:
+        """Receive-window autotuning (in the spirit of Linux's tcp_rcv_space_adjust, the
+        dynamic right-sizing of Fisher et al.): double the buffer, up to its maximum, once
+        the peer has sent a whole buffer's worth since it last grew and the application
+        has taken everything (the caller checked both). A reader that keeps up thus gets a
+        window the sender can keep full; one that does not keeps the memory it is given.
+        Called when a segment is about to announce the window."""
+        space = min(space << 1, self._rcv_space_max)
+        self._rcv_space = space
+        self._rcv_space_mark = self.rcv_nxt
+        self.counters["rcv_space_grown"] += 1
+        return space
 
     # ------------------------------------------------------------------ segment arrival
 

@@ -30,7 +30,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ...counters import Counters
 from .config import ChallengeAckLimiter, TcpConfig
-from .connection import TcpConnection, TcpState, _window_shift
+from .connection import TcpConnection, TcpState, rcv_wscale_for
 from .isn import IsnGenerator
 from .segment import ACK, FIN, RST, SYN, TcpOptions, TcpSegment
 from .syncookies import MAX_AGE_SLOTS, SLOT, SynCookies, decode_ts_options, encode_ts_options
@@ -257,7 +257,7 @@ class TcpHost(Generic[E]):
             tsval = (int(now * 1000.0) + TcpConnection.ts_offset_for(cookie)) & MASK
             opts.timestamp = (encode_ts_options(tsval, wscale, sack), ts[0])
             if wscale is not None:
-                opts.wscale = _window_shift(cfg.recv_buffer)
+                opts.wscale = rcv_wscale_for(cfg)
             opts.sack_permitted = sack
         syn_ack = TcpSegment(
             seg.dst_port, seg.src_port, seq=cookie, ack=(seg.seq + 1) & MASK, flags=SYN | ACK,
