@@ -58,6 +58,7 @@ def test_window_doubles_after_a_whole_buffer_read_and_stops_at_the_maximum() -> 
     assert w[-1] == 32768 and c.counters["rcv_space_grown"] == 2
     w = feed(c, 192 * K, 40, read=True)
     assert set(w) == {32768} and c.counters["rcv_space_grown"] == 2
+    assert c.info()["rcv_space"] == 256 * K
 
 
 def test_no_growth_while_the_application_does_not_read() -> None:

@@ -2211,6 +2211,7 @@ class TcpConnection:
             "snd_wnd": self.snd_wnd,
             "rcv_nxt": self._wire_rcv(self.rcv_nxt),
             "rcv_wnd": max(0, self.rcv_adv - self.rcv_nxt),
+            "rcv_space": self._rcv_space,  # the receive buffer autotuning has reached
             "bytes_sent": self.bytes_sent,
             "bytes_retrans": self.bytes_retrans,
             "bytes_acked": self.bytes_acked,
