@@ -236,3 +236,27 @@ def test_without_restart_a_dead_workers_connections_are_reset(
             s.close()
         _stop(loop, host)
         assert not os.path.exists(cfg.control or "")
+
+
+def test_a_stack_config_runs_as_a_host_ipv6_included_with_one_queue(
+    netns: Netns, tmp_path: Path, loop: asyncio.AbstractEventLoop
+) -> None:
+    from anp_async import StackConfig, TcpConfig
+
+    cfg = StackConfig(queues=1, ip6="fd00::2/64", dad_transmits=0, mode="coalesce",
+                      mode_params={"rx_frames": 4}, tcp=TcpConfig(congestion="cubic"))  # fmt: skip
+    hc = HostConfig.from_stack_config(cfg, tap=TAP, peer=KERNEL_CIDR, netns=netns,
+                                      peer6="fd00::1/64", echo=7,
+                                      control=str(tmp_path / "mq.sock"))  # fmt: skip
+    host = _start(loop, hc)
+    try:
+        with netns.enter():
+            s6 = socket.create_connection(("fd00::2", 7), timeout=5)
+            s4 = socket.create_connection((STACK_IP, 7), timeout=5)
+        with s6, s4:
+            assert _echo(s6, b"six\n") == b"six\n" and _echo(s4, b"four\n") == b"four\n"
+            st = _ctl(hc.control or "", {"cmd": "stats"})["stats"]
+            assert st["mode"]["name"] == "coalesce" and st["mode"]["params"]["rx_frames"] == 4
+            assert {c["congestion"] for c in st["tcp"]["connections"]} == {"cubic"}
+    finally:
+        _stop(loop, host)
