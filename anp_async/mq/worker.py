@@ -179,8 +179,11 @@ def _trace(stack: Stack, spec: WorkerSpec) -> None:
     tag = f"[w{spec.index}] "
 
     def sink(r: dict[str, Any]) -> None:
-        text = format_record(r)
-        print("\n".join(tag + line for line in text.splitlines()), file=sys.stderr, flush=True)
+        # one write per record: the workers share stderr, and a pipe keeps writes of up
+        # to PIPE_BUF bytes whole, so records of two workers never mix within a line
+        text = "".join(tag + line + "\n" for line in format_record(r).splitlines())
+        sys.stderr.write(text)
+        sys.stderr.flush()
 
     Tracer(stack, sink, filter=spec.trace or None).attach()
 
