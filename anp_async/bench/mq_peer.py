@@ -147,8 +147,12 @@ async def _supervise(args: argparse.Namespace, sockdir: str) -> int:
               "mode": args.mode, "mode_params": cfg.mode_params})  # fmt: skip
         reader = await _stdin_lines()
         while line := await reader.readline():
-            cmd = json.loads(line)
-            name = cmd.get("cmd")
+            try:
+                cmd = json.loads(line)
+                name = cmd.get("cmd")
+            except (ValueError, AttributeError) as e:
+                emit({"event": "error", "message": f"not a JSON command: {e}"})
+                continue
             if name == "quit":
                 break
             if name in ("client", "bulk_send"):

@@ -103,8 +103,12 @@ async def _serve_commands(net: Any, sink: Any, stack: Any) -> None:
         line = await reader.readline()
         if not line:
             return
-        cmd = json.loads(line)
-        if cmd.get("cmd") == "quit":
+        try:
+            cmd = json.loads(line)
+        except ValueError as e:
+            emit({"event": "error", "message": f"not a JSON command: {e}"})
+            continue
+        if isinstance(cmd, dict) and cmd.get("cmd") == "quit":
             return
         emit(await _run_command(cmd, net, sink, stack))
 
