@@ -28,7 +28,7 @@ from .modes.base import RxMode
 from .nic.base import Buffer, Nic
 from .nic.offload import VnetOffload
 from .nic.tap import MAX_QUEUES
-from .nic.vnet import F_DATA_VALID, F_NEEDS_CSUM, PLAIN_HEADER, VNET_HDR_LEN
+from .nic.vnet import F_DATA_VALID, F_NEEDS_CSUM, GSO_TCPV4, PLAIN_HEADER, VNET_HDR_LEN
 from .proto import arp as arp_proto
 from .proto import icmp
 from .proto import ipv4 as ip_proto
@@ -428,11 +428,17 @@ class Stack:
         fast = self.tcp.rx_fast if self.fast_path else None
         for frame in frames:
             if fast is not None and type(frame) is bytes and len(frame) > VNET_HDR_LEN:
-                # The header prediction takes a frame the kernel handed over whole (no
-                # GSO), its transport checksum vouched for or not by the flags.
-                if not frame[1] and fast(frame, VNET_HDR_LEN, bool(frame[0] & _CSUM_TRUSTED)):
+                # The header prediction takes a frame the kernel handed over whole or as
+                # one GRO/TSO super-segment of TCP/IPv4 (its headers are the whole's, valid
+                # as they stand), its transport checksum vouched for or not by the flags.
+                gso = frame[1]
+                if (not gso or gso == GSO_TCPV4) and fast(
+                    frame, VNET_HDR_LEN, bool(frame[0] & _CSUM_TRUSTED)
+                ):
                     self.eth_counters["rx_frames"] += 1
                     self.ip_counters["rx_packets"] += 1
+                    if gso:
+                        self.offload.counters["gso_frames_received"] += 1
                     continue
             ok = trusted(frame)
             if ok is None:
