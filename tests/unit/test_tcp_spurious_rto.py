@@ -85,6 +85,8 @@ def test_ack_of_the_original_undoes_the_timeout() -> None:
     c = established()
     assert c.cc is not None
     orig, _ = timeout_after_four(c)
+    srtt, rttvar = c.rtt.srtt, c.rtt.rttvar
+    assert srtt is not None and rttvar is not None
     # The ACK of all four echoes the original transmission's TSval (RFC 3522): spurious.
     c.on_segment(rseg(seg_no(4), orig), 1.3)
     assert c.counters["spurious_rto"] == 1
@@ -93,10 +95,12 @@ def test_ack_of_the_original_undoes_the_timeout() -> None:
     # cwnd = FlightSize + min(bytes_acked, IW) = 0 + 4000, then this ACK's slow start.
     assert c.cc.ssthresh == INITIAL_SSTHRESH
     assert c.cc.cwnd == 4 * MSS + 2 * MSS
-    # The RTO adapts to the 300 ms the original took: SRTT = max(SRTT_prev, 0.3),
-    # RTTVAR = max(RTTVAR_prev, 0.15), RTO = 0.3 + 4 * 0.15.
-    assert c.rtt.srtt == pytest.approx(0.3)
-    assert c.rtt.rto == pytest.approx(0.9)
+    # The 300 ms the original took is one more RTT sample (RFC 6298 (2.3)); the backoff
+    # ends.
+    srtt2 = 7 / 8 * srtt + 0.3 / 8
+    rttvar2 = 3 / 4 * rttvar + abs(srtt - 0.3) / 4
+    assert c.rtt.srtt == pytest.approx(srtt2)
+    assert c.rtt.rto == pytest.approx(max(0.2, srtt2 + 4 * rttvar2))
     assert c.rtt.backoff_count == 0
 
 

@@ -38,16 +38,9 @@ class RtoUndo:
     """What a retransmission timeout changed, kept until the first ACK of new data says
     whether it was spurious (RFC 3522 (2), RFC 4015 (4) step (0))."""
 
-    __slots__ = ("rtx_ts", "cc", "pipe_prev", "srtt_prev", "rttvar_prev")
+    __slots__ = ("rtx_ts", "cc", "pipe_prev")
 
-    def __init__(
-        self,
-        rtx_ts: int,
-        cc: CongestionControl | None,
-        pipe_prev: int,
-        srtt_prev: float | None,
-        rttvar_prev: float | None,
-    ) -> None:
+    def __init__(self, rtx_ts: int, cc: CongestionControl | None, pipe_prev: int) -> None:
         #: RFC 3522 (2) RetransmitTS: the TSval of the first retransmission (our TS clock
         #: at the timeout; every earlier transmission carries a smaller one).
         self.rtx_ts = rtx_ts
@@ -55,9 +48,6 @@ class RtoUndo:
         self.cc = cc
         #: RFC 4015 (4) step (0): pipe_prev = max(FlightSize, ssthresh).
         self.pipe_prev = pipe_prev
-        #: RFC 4015 (4) step (0): SRTT_prev = SRTT + 2G, RTTVAR_prev = RTTVAR.
-        self.srtt_prev = srtt_prev
-        self.rttvar_prev = rttvar_prev
 
 
 class LossRecovery:
@@ -214,15 +204,7 @@ class LossRecovery:
 
     # ------------------------------------------- spurious timeouts (Eifel)
 
-    def save_for_undo(
-        self,
-        ts_now: int,
-        cc: CongestionControl | None,
-        flight: int,
-        srtt: float | None,
-        rttvar: float | None,
-        granularity: float,
-    ) -> None:
+    def save_for_undo(self, ts_now: int, cc: CongestionControl | None, flight: int) -> None:
         """The first timeout of an episode on a timestamp connection: remember what an undo
         restores, before the timeout changes it. Later timeouts of the same episode keep
         the first one's record (RFC 3522 (2): RetransmitTS is the first retransmission's)."""
@@ -232,9 +214,7 @@ class LossRecovery:
         if cc is not None:
             pipe_prev = max(flight, cc.ssthresh)
             cc = cc.snapshot()
-        self.undo = RtoUndo(
-            ts_now, cc, pipe_prev, None if srtt is None else srtt + 2.0 * granularity, rttvar
-        )
+        self.undo = RtoUndo(ts_now, cc, pipe_prev)
 
     def spurious_timeout(self, tsecr: int) -> RtoUndo | None:
         """The first ACK of new data after a timeout, echoing ``tsecr``: the undo record if

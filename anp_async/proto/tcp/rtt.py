@@ -136,27 +136,6 @@ class RttEstimator:
         self._backoff_count = 0
         self._rto = self._base_rto
 
-    def after_spurious_timeout(
-        self, srtt_prev: float | None, rttvar_prev: float | None, rtt: float
-    ) -> None:
-        """RFC 4015 (4): a timeout was spurious and ``rtt`` is the delay the ACK of the
-        original transmission measured: SRTT = max(SRTT_prev, RTT), RTTVAR =
-        max(RTTVAR_prev, RTT/2), so the next RTO covers the delay that fooled this one.
-        The backoff ends (the path answered)."""
-        if not 0.0 <= rtt < math.inf:
-            self.ignored_samples += 1
-            return
-        srtt = rtt if srtt_prev is None or srtt_prev < rtt else srtt_prev
-        half = rtt / 2.0
-        rttvar = half if rttvar_prev is None or rttvar_prev < half else rttvar_prev
-        self._srtt = srtt
-        self._rttvar = rttvar
-        var = K * rttvar
-        self._base_rto = self._clamp(srtt + (var if var > self.clock_granularity else
-                                             self.clock_granularity))  # fmt: skip
-        self._backoff_count = 0
-        self._rto = self._base_rto
-
     def syn_fallback(self, rto: float = SYN_FALLBACK_RTO) -> None:
         """RFC 6298 (5.7): the SYN (or SYN-ACK) was retransmitted and no RTT was measured:
         data starts with RTO = 3 s (Linux's TCP_TIMEOUT_FALLBACK) if it was lower."""
