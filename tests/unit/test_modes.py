@@ -168,8 +168,11 @@ async def test_frames_arrive_once_in_order(nic: PairNic, name: str) -> None:
     if name == "poll":
         assert s.interrupts == 0
         assert s.poll_rounds == s.wakeups
-    if name in ("poll", "adaptive"):
+    if name == "poll":
         assert max(map(len, sink.batches)) <= 16
+    if name == "adaptive":
+        assert len(sink.batches[0]) == 1  # the weight, then doubling while rounds are full
+        assert max(map(len, sink.batches)) <= 16 * 2 ** 3
     if name == "coalesce":
         assert max(map(len, sink.batches)) <= 8
     # Stopped: frames now stay in the NIC for the next mode.
@@ -349,18 +352,19 @@ async def test_adaptive_polls_under_burst_and_rearms_when_idle(nic: PairNic) -> 
     mode.start(asyncio.get_running_loop(), nic, deliver)
     try:
         assert mode.polling is False
-        nic.inject(BURST)  # 200 = 12 full rounds of 16 + one round of 8
+        nic.inject(BURST)  # 200 = full rounds of 16, 32, 64 (each doubles the next) + 88
         await wait_until(lambda: len(sink.frames) == BURST)
         assert all(seen_polling)
         await wait_until(lambda: not mode.polling)
         # One interrupt for the whole burst, then polling until a round came up short.
         assert mode.stats.interrupts == 1
-        assert [len(b) for b in sink.batches] == [16] * 12 + [8]
-        assert mode.stats.poll_rounds == 13
-        assert mode.stats.wakeups == 1 + 12  # the interrupt ran the first round itself
+        assert [len(b) for b in sink.batches] == [16, 32, 64, 88]
+        assert mode.stats.poll_rounds == 4
+        assert mode.stats.wakeups == 1 + 3  # the interrupt ran the first round itself
+        assert mode.budget == 16  # the short round drained the queue: back to the weight
         # Idle: no further wake-ups.
         await asyncio.sleep(0.02)
-        assert mode.stats.wakeups == 13
+        assert mode.stats.wakeups == 4
         # A lone frame takes one interrupt and re-arms at once.
         nic.inject(1)
         await wait_until(lambda: len(sink.frames) == BURST + 1)
@@ -370,6 +374,24 @@ async def test_adaptive_polls_under_burst_and_rearms_when_idle(nic: PairNic) -> 
         mode.stop()
     assert sink.frames == expected(BURST + 1)
     assert mode.stats.empty_polls == 0
+
+
+async def test_adaptive_round_growth_is_bounded(nic: PairNic) -> None:
+    mode = AdaptiveMode(weight=4)
+    sink = Sink()
+    mode.start(asyncio.get_running_loop(), nic, sink)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr("anp_async.modes.adaptive.GROWTH_FRAMES", 16)
+            nic.inject(100)
+            await wait_until(lambda: len(sink.frames) == 100)
+            await wait_until(lambda: not mode.polling)
+        # 4, 8, 16, then 16 at most per round (the bound), then the remainder.
+        assert [len(b) for b in sink.batches] == [4, 8, 16, 16, 16, 16, 16, 8]
+        assert mode.budget == 4
+    finally:
+        mode.stop()
+    assert sink.frames == expected(100)
 
 
 async def test_adaptive_busy_poll_window(nic: PairNic) -> None:
