@@ -32,6 +32,11 @@ def _configure_up(p: argparse.ArgumentParser) -> None:
         help="with --queues: pin worker i to CPU i (as queue i's interrupts go to CPU i)",
     )  # fmt: skip
     p.add_argument(
+        "--no-restart", dest="restart", action="store_false",
+        help="with --queues: do not restart a worker that dies; the supervisor answers its "
+        "queue's flows with RST",
+    )  # fmt: skip
+    p.add_argument(
         "--metrics", type=parse_port, metavar="PORT",
         help="serve OpenMetrics/Prometheus text (GET /metrics) on the stack's address, PORT",
     )  # fmt: skip

@@ -72,6 +72,7 @@ async def run_up(args: argparse.Namespace) -> int:
             metrics=getattr(args, "metrics", None),
             loop=getattr(args, "loop", "asyncio"),
             pin_cpus=getattr(args, "pin_cpus", False),
+            restart=getattr(args, "restart", True),
         )
         try:
             host = MultiQueueHost(cfg, on_death=_report)

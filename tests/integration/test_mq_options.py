@@ -63,7 +63,7 @@ def test_anp_up_queues_passes_stack_options_traces_and_serves_summed_metrics() -
     argv = [sys.executable, "-m", "anp_async.cli", "up", "--queues", "2", "--tap", tap,
             "--netns", ns_name, "--echo", "7", "--metrics", "9100", "--recovery", "sack",
             "--congestion", "cubic", "--ecn", "on", "--trace", "tcp and port 7",
-            "--pin-cpus"]  # fmt: skip
+            "--pin-cpus", "--no-restart"]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     socks: list[socket.socket] = []
     try:
@@ -96,6 +96,21 @@ def test_anp_up_queues_passes_stack_options_traces_and_serves_summed_metrics() -
         # the metrics connection itself is one more passive open, on one of the workers
         assert all(per[q] - owners.count(q) in (0, 1) for q in (0, 1)), (per, owners)
         assert total == sum(per) == 9 and lines["anp_mq_workers_alive"] == 2
+        # --no-restart: a killed worker stays dead, its flows are reset, the other serves
+        victim = owners[0]
+        os.kill(workers[victim]["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _ctl(sock, {"cmd": "info"})["info"]["workers"][victim]["alive"]:
+            assert time.monotonic() < deadline, "the death was not noticed"
+            time.sleep(0.1)
+        for s, owner in zip(socks, owners, strict=True):
+            s.settimeout(3)
+            if owner != victim:
+                assert _echo(s, b"still\n") == b"still\n"
+                continue
+            with pytest.raises(ConnectionResetError):
+                s.sendall(b"gone\n")
+                s.recv(100)
         for s in socks:
             s.close()
         proc.send_signal(signal.SIGINT)
