@@ -542,6 +542,8 @@ class Listener:
         #: The same listener on the sibling workers (closed with this one).
         self.mirrors: list[Closable] = []
         self.closed = False
+        self._owed = 0  # connection bytes the program's descriptor could not take yet
+        self._writing = False
 
     def new_pump(self) -> StreamPump:
         return _QueuedPump(self)
@@ -582,10 +584,28 @@ class Listener:
         self._signal()
 
     def _signal(self) -> None:
-        try:
-            self.rec.sock.send(b"\1")  # the program's descriptor polls readable
-        except OSError:
-            pass
+        """One byte per queued connection: the program's descriptor polls readable."""
+        self._owed += 1
+        if not self._writing:
+            self._send_owed()
+
+    def _send_owed(self) -> None:
+        # A burst of connections the program is slow to accept can fill the pair's buffer
+        # (each one-byte send is a buffer of its own): the bytes wait here, none is lost.
+        sock = self.rec.sock
+        while self._owed and not self.rec.closed:
+            try:
+                self._owed -= sock.send(b"\1" * min(self._owed, 65536))
+            except BlockingIOError:
+                if not self._writing:
+                    self._writing = True
+                    self.rec.loop.add_writer(self.rec.fd, self._send_owed)
+                return
+            except OSError:
+                self._owed = 0
+        if self._writing:
+            self._writing = False
+            self.rec.loop.remove_writer(self.rec.fd)
 
     def drop(self, pump: StreamPump) -> None:
         try:
@@ -595,6 +615,9 @@ class Listener:
 
     def close(self) -> None:
         self.closed = True
+        if self._writing:
+            self._writing = False
+            self.rec.loop.remove_writer(self.rec.fd)
         if self.server is not None:
             self.server.close()
             self.server = None

@@ -373,3 +373,34 @@ def test_bench_preload_queues(tmp_path: pathlib.Path) -> None:
     for r in rows:
         assert r["queues"] == 2 and r["conns"] == 8 and r["rate_rps"] > 0, r
         assert len(r["worker_cpu"]) == 2 and min(r["worker_cpu"]) > 0, r  # both worked
+
+
+SLOW_ACCEPTOR = """
+import socket, sys, time
+n = int(sys.argv[2])
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])), backlog=1024)
+print("listening", flush=True)
+time.sleep(3)  # every connection of the burst waits in the accept queue meanwhile
+conns = [srv.accept()[0] for _ in range(n)]
+for c in conns:
+    with c:
+        got = b""
+        while len(got) < 4000:
+            got += c.recv(65536)
+        c.sendall(got)
+print("served", len(conns), flush=True)
+"""
+
+
+def test_burst_waits_in_the_accept_queue_none_lost(c_apps: dict[str, str]) -> None:
+    """500 kernel connections queue up while the program does not accept (far more than
+    the one-byte-per-connection signals a socketpair buffers at once, ~300): the program
+    still accepts every one (on both workers) and echoes every byte."""
+    with mq_server(["python3", "-c", SLOW_ACCEPTOR, "7700", "500"], "listening") as (
+        ns,
+        _tap,
+        proc,
+    ):
+        r = ns.run([c_apps["many_conns"], STACK_IP, "7700", "500", "4000"], timeout=90)
+        assert r.returncode == 0 and "ok 500 connections" in r.stdout, describe(r)
+        assert proc.wait(30) == 0 and "served 500" in proc.text(), proc.text()
