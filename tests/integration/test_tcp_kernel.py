@@ -2,7 +2,8 @@
 
 Transfers in both directions are checked by sha256 in every receive mode; then 100
 concurrent connections, half-close, refusal, a connect timeout, and a transfer through a
-5% random drop on the kernel side (nftables ``numgen random`` in the test's namespace).
+5% random drop each way (nftables ``numgen random`` on the kernel's input, the stack's
+fault injector on what the kernel sends).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import time
 import pytest
 
 from anp_async import Stack, StackConfig
+from anp_async.nic.faults import FaultConfig, FaultyNic
 from tests.netutil import KERNEL_IP, STACK_CIDR, STACK_IP, STACK_MAC
 from tests.stackutil import ALL_MODES, MODE_PARAMS, fast_tcp, run_in_ns
+from tests.tcpstate import bounded
 
 PEER = os.path.join(os.path.dirname(__file__), "..", "kernel_peer.py")
 MiB = 1024 * 1024
@@ -248,20 +251,32 @@ async def test_address_in_use(tap_pair) -> None:
 
 async def test_transfer_through_kernel_side_random_drop(tap_pair) -> None:
     ns, tap = tap_pair
-    # 5% of the kernel's outgoing TCP segments and 5% of its incoming ones are dropped.
+    # 5% of the kernel's incoming TCP segments are dropped (nftables, input hook) and 5% of
+    # the frames it sends are lost on the way to the stack (the stack's fault injector).
+    # Not an nftables output rule: a drop there fails the kernel's transmission instead of
+    # losing the frame, and Linux gives up a half-open connection whose SYN-ACK
+    # retransmission fails (reqsk_timer_handler) without a RST. Once the stack's
+    # handshake ACK was also lost, its client waited for data from a server that had
+    # forgotten it -- with no timer on either side: the 1-in-a-few-hundred hang.
     rules = (
         b"table inet anpdrop {\n"
-        b" chain out {\n type filter hook output priority 0;\n"
-        b" meta l4proto tcp numgen random mod 100 < 5 drop\n }\n"
         b" chain in {\n type filter hook input priority 0;\n"
         b" meta l4proto tcp numgen random mod 100 < 5 drop\n }\n}\n"
     )
     rc, _, err = await run_in_ns(ns, ["nft", "-f", "-"], stdin=rules)
     assert rc == 0, err
-    async with stack_on(tap) as stack:
-        await stack_sends(stack, ns, 5101, 4 * MiB, seed=11)
-        await stack_receives(stack, ns, 5102, 4 * MiB, seed=12)
+    lossy = FaultyNic(tap, FaultConfig(loss=0.05, direction="rx", seed=13))
+    async with stack_on(lossy) as stack:
+        # A transfer takes a few seconds; one that stalls fails here with every
+        # connection's state (and the kernel's) instead of waiting for pytest's timeout.
+        await bounded(
+            stack_sends(stack, ns, 5101, 4 * MiB, seed=11), 60, stack, "stack->kernel", ns
+        )
+        await bounded(
+            stack_receives(stack, ns, 5102, 4 * MiB, seed=12), 60, stack, "kernel->stack", ns
+        )
         st = stack.stats()["tcp"]
         assert st.get("conn_retransmits", 0) + st.get("conn_fast_retransmits", 0) > 0, st
+        assert lossy.fault_stats["dropped"] > 0
     rc, out, _ = await run_in_ns(ns, ["nft", "list", "table", "inet", "anpdrop"])
     assert "drop" in out
