@@ -249,6 +249,30 @@ async def test_address_in_use(tap_pair) -> None:
         assert info.value.errno == 98  # EADDRINUSE
 
 
+async def test_lost_handshake_ack_to_a_server_that_speaks_first(tap_pair) -> None:
+    """The stack's ACK of the SYN-ACK is lost and the stack has nothing to send: only the
+    kernel's SYN-ACK retransmission (after 1 s) can complete the handshake, and the stack
+    must answer that duplicate with an ACK, or both ends wait for each other forever."""
+    ns, tap = tap_pair
+    rules = (
+        b"table inet anpack {\n chain in {\n type filter hook input priority 0;\n"
+        b" tcp dport 5103 tcp flags == ack quota until 52 bytes counter drop\n }\n}\n"
+    )  # the first pure ACK to port 5103: the handshake's (52 bytes with timestamps)
+    rc, _, err = await run_in_ns(ns, ["nft", "-f", "-"], stdin=rules)
+    assert rc == 0, err
+    async with stack_on(tap) as stack:
+        async with KernelPeer(ns, "serve-source", 5103, 1000, 7) as peer:
+            await peer.started()
+            r, w = await stack.open_connection(KERNEL_IP, 5103)
+            got = await bounded(r.read(-1), 15, stack, "first data", ns)
+            assert got == seeded(1000, 7)
+            assert stack.stats()["tcp"]["conn_dup_segments"] >= 1  # the SYN-ACK again
+            w.close()
+            await peer.result()
+    rc, out, _ = await run_in_ns(ns, ["nft", "list", "table", "inet", "anpack"])
+    assert "packets 1 bytes 52" in out, out  # the handshake ACK was the one dropped
+
+
 async def test_transfer_through_kernel_side_random_drop(tap_pair) -> None:
     ns, tap = tap_pair
     # 5% of the kernel's incoming TCP segments are dropped (nftables, input hook) and 5% of
