@@ -56,6 +56,7 @@ class Checker:
         self._accounting(host)
         if deep:
             self._memory(host)
+            self._obligations(host)
 
     def _accounting(self, host: Host) -> None:
         """Every frame offered to the injector is dropped, held or on the wire (dups +1)."""
@@ -90,6 +91,30 @@ class Checker:
             fail(f"{host.name}: ARP holds {pending} packets")
         if len(stack.arp.entries()) > stack.arp.max_entries:
             fail(f"{host.name}: {len(stack.arp.entries())} ARP entries")
+
+    def _obligations(self, host: Host) -> None:
+        """A connection that owes its peer something (data or a FIN in flight or waiting)
+        has a deadline: the retransmission, persist or probe timer. Without one, nothing
+        on our side ever sends again, and a peer that waits too hangs for good."""
+        stack = host.stack
+        assert stack is not None
+        dirty = stack.tcp.dirty  # flushed (and re-timed) at the end of the receive batch
+        for ep in stack.tcp.conns.values():
+            c = ep.conn
+            if not c.state.sends or ep in dirty:
+                continue
+            data_end = c._sbuf_base + c.send_queued
+            fin = c._fin_abs
+            owed = (
+                c.snd_una < c.snd_max
+                or c.snd_nxt < data_end
+                or (fin is not None and c.snd_max <= fin)
+            )
+            if owed and c.next_deadline() is None:
+                self.world.fail(
+                    f"{host.name}: {c!r} owes data (snd_max={c.snd_max}, queued up to "
+                    f"{data_end}, FIN at {fin}, window {c.snd_wnd}) and has no timer"
+                )
 
     # ------------------------------------------------------------------- end
 

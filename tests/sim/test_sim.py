@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from anp_async.proto.tcp.connection import TcpConnection
 from anp_async.sim import SCENARIOS, run_seed
 from anp_async.sim.run import SimResult
 from anp_async.sim.runner import run_many
@@ -86,3 +87,17 @@ def test_the_checks_catch_a_connection_left_open() -> None:
         del SCENARIOS["leaky"]
     assert not r.ok
     assert any(":7000->" in f and "stuck in" in f for f in r.failures), r.failures
+
+
+def test_the_checks_catch_data_owed_without_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The invariants can fail: a deadline that forgets the timers while data is in
+    flight (the kind of bug that hangs a transfer once an ACK is lost) is reported."""
+    real = TcpConnection.next_deadline
+
+    def forgetful(self: TcpConnection) -> float | None:
+        return None if self.snd_una < self.snd_max else real(self)
+
+    monkeypatch.setattr(TcpConnection, "next_deadline", forgetful)
+    r: SimResult = run_seed(1, "bulk", faults="clean")
+    assert not r.ok
+    assert any("has no timer" in f for f in r.failures), r.failures
