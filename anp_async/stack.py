@@ -619,7 +619,7 @@ class Stack:
             return None
         return HeaderTemplate(
             bytes(14), self.ip_b, dst, sport, dport,
-            partial=self.offload.enabled, mtu=self.mtu, arp_version=-1,
+            partial=self.offload.enabled, mtu=self.mtu, next_hop=route[0], arp_version=-1,
         )  # fmt: skip
 
     def send_templated(self, tpl: HeaderTemplate, seg: TcpSegment, mss: int, now: float) -> bool:
@@ -630,8 +630,7 @@ class Stack:
         looked up again (the invalidation hook), as ``send_ip`` would for every datagram.
         """
         if tpl.arp_version != self.arp.version or now >= tpl.expires:
-            next_hop = self._routes[tpl.dst][0]
-            got = self.arp.lookup_until(next_hop, now)
+            got = self.arp.lookup_until(tpl.next_hop, now)
             if got is None:
                 return False  # send_ip holds the datagram and asks ARP
             mac, expires = got

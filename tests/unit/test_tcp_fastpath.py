@@ -409,3 +409,17 @@ async def test_stack_sends_templated_frames_as_send_tcp_does(vnet: bool) -> None
         # ... and is gone: send_tcp's way (ARP, hold queue) takes over.
         stack.arp.remove(RIP)
         assert not stack.send_templated(tpl, seg, 0, stack.now())
+
+
+async def test_template_of_an_off_link_peer_heads_for_the_gateway() -> None:
+    cfg = StackConfig(nic=RecordingNic(False), ip="10.0.0.2/24", gateway="10.0.0.1")
+    async with Stack(cfg) as stack:
+        far = bytes([192, 0, 2, 9])
+        tpl = stack.tcp_template(far, LPORT, RPORT)
+        assert tpl is not None and tpl.next_hop == RIP and tpl.dst == far
+        seg = TcpSegment(LPORT, RPORT, 7, 9, ACK, 500)
+        assert not stack.send_templated(tpl, seg, 0, stack.now())  # gateway not resolved
+        stack.arp.add_static(RIP, PEER_MAC)
+        assert stack.send_templated(tpl, seg, 0, stack.now())
+        frame = b"".join(stack.nic.sent[-1])  # type: ignore[attr-defined]
+        assert frame[:6] == PEER_MAC and frame[14 + 16 : 14 + 20] == far

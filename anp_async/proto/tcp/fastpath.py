@@ -123,14 +123,15 @@ class HeaderTemplate:
     ``link`` is what precedes the IPv4 header (the virtio-net header, if any, and the
     Ethernet header); ``partial``: leave the TCP checksum partial for the NIC (checksum
     offload: the pseudo-header sum in the field), else compute it whole; ``mtu``: larger
-    datagrams are not templated (they would need fragments). ``arp_version`` and
-    ``expires`` say which neighbour entry the link header's MAC came from
-    (:meth:`relink` puts in a new one).
+    datagrams are not templated (they would need fragments). ``next_hop`` is the
+    neighbour whose MAC heads the frames (``dst`` or the gateway); ``arp_version`` and
+    ``expires`` say which ARP entry it came from (:meth:`relink` puts in a new one).
     """
 
     __slots__ = (
         "head",
         "dst",
+        "next_hop",
         "addrs",
         "partial",
         "mtu",
@@ -154,12 +155,14 @@ class HeaderTemplate:
         *,
         partial: bool,
         mtu: int = 1500,
+        next_hop: bytes | None = None,
         ttl: int = 64,
         arp_version: int = 0,
         expires: float = float("inf"),
     ) -> None:
         self.head = link + b"\x45\x00"  # version 4, IHL 5, TOS 0 (no ECN codepoint)
         self.dst = dst_ip
+        self.next_hop = dst_ip if next_hop is None else next_hop
         self.addrs = src_ip + dst_ip + struct.pack("!HH", sport, dport)
         self.partial = partial
         self.mtu = mtu
