@@ -120,7 +120,8 @@ ROUND_COUNTERS = (
     "syncookies_sent", "syncookies_ok", "syncookies_failed", "listen_ack_reset",
     "listen_overflow", "conn_retransmits", "conn_timeouts", "conn_spurious_rto",
     "conn_tlp_probes", "conn_tlp_recoveries", "conn_dsack_rx", "conn_recoveries",
-    "conn_segments_out",
+    "conn_segments_out", "rst_sent", "conn_rst_sent", "conn_dropped_bad_ack",
+    "syn_iss_from_cookie",
 )  # fmt: skip
 
 

@@ -92,6 +92,27 @@ def test_stray_ack_after_cookies_is_reset_not_opened() -> None:
     assert host.take_outbox() == [(RIP, TcpSegment(LPORT, RPORT + 2, 12345, 0, RST, 0))]
 
 
+def test_retransmitted_syn_after_a_cookie_gets_the_cookie_iss() -> None:
+    # SYN X is answered with a cookie (the queue is full); the queue then drains; X's SYN
+    # comes again (its SYN-ACK was slow) and finds room: the half-open connection answers
+    # with the cookie as ISS, so the client's ACK of either SYN-ACK opens the connection.
+    host = new_host()
+    host.listen(LPORT, 1, lambda _: None)
+    a = host.input(RIP, LIP, syn(RPORT + 1), 0.0)
+    assert a is not None and host.input(RIP, LIP, syn(RPORT + 2), 0.0) is not None
+    assert host.input(RIP, LIP, syn(RPORT, seq=7000), 0.0) is None
+    [(_, cookie_synack)] = host.take_outbox()
+    host.listeners[LPORT].half_open -= 1  # (the I/O layer does this when A completes)
+    x = host.input(RIP, LIP, syn(RPORT, seq=7000), 1.0)  # the SYN retransmitted
+    assert x is not None and x.conn.state is TcpState.SYN_RECEIVED
+    [synack] = x.conn.output(1.0)
+    assert synack.seq == cookie_synack.seq and synack.flags == SYN | ACK
+    ack = TcpSegment(RPORT, LPORT, 7001, (cookie_synack.seq + 1) & M, ACK, 65535)
+    assert host.input(RIP, LIP, ack, 1.1) is x
+    assert x.conn.state is TcpState.ESTABLISHED and x.conn.output(1.1) == []
+    assert host.counters["syn_iss_from_cookie"] == 1
+
+
 def test_time_wait_reopened_by_new_syn() -> None:
     host = new_host()
     host.listen(LPORT, 4, lambda _: None)

@@ -224,7 +224,20 @@ class TcpHost(Generic[E]):
                 self.counters["listen_overflow"] += 1
             return None
         lip = self._local(src)
-        iss = self.isn.isn(lip, seg.dst_port, src, seg.src_port, now)
+        sent = listener.cookie_sent_at
+        if self.config.syncookies and sent is not None and now - sent <= SLOT * MAX_AGE_SLOTS:
+            # While this listener answers SYNs with cookies, a half-open connection takes
+            # the cookie as its ISS: a retransmitted SYN that finds room in the queue must
+            # not get another ISS than the cookie SYN-ACK the client may have acknowledged
+            # already (that ACK would be a bad one in SYN-RECEIVED: RST, as in Linux).
+            o = seg.options
+            iss, _ = self.cookies.make(
+                src, seg.src_port, lip, seg.dst_port, seg.seq,
+                o.mss if o is not None and o.mss else 536, now,
+            )  # fmt: skip
+            self.counters["syn_iss_from_cookie"] += 1
+        else:
+            iss = self.isn.isn(lip, seg.dst_port, src, seg.src_port, now)
         conn = TcpConnection.accept_syn(
             self.conn_config(remote=src), lip, seg.dst_port, src, seg.src_port, seg, iss, now
         )
