@@ -62,20 +62,7 @@ class RecvBuffer:
             data = b"".join(chunks)
             chunks.clear()
             return data
-        self._len -= n
-        parts: list[bytes | memoryview] = []
-        need = n
-        while need:
-            c = chunks[0]
-            k = len(c)
-            if k <= need:
-                parts.append(chunks.popleft())
-                need -= k
-            else:
-                view = c if type(c) is memoryview else memoryview(c)
-                parts.append(view[:need])
-                chunks[0] = view[need:]
-                need = 0
+        parts = self._front(n)
         if len(parts) == 1:
             p = parts[0]
             return p if type(p) is bytes else bytes(p)
@@ -92,20 +79,24 @@ class RecvBuffer:
             chunks.clear()
             self._len = 0
             return out
-        out = []
-        need = max(0, max_bytes)
-        self._len -= need
-        while need:
+        return self._front(max(0, max_bytes))
+
+    def _front(self, n: int) -> list[bytes | memoryview]:
+        """Remove the first ``n`` (< len) bytes as chunks, splitting the last one by view."""
+        chunks = self._chunks
+        self._len -= n
+        out: list[bytes | memoryview] = []
+        while n:
             c = chunks[0]
             k = len(c)
-            if k <= need:
+            if k <= n:
                 out.append(chunks.popleft())
-                need -= k
+                n -= k
             else:
                 view = c if type(c) is memoryview else memoryview(c)
-                out.append(view[:need])
-                chunks[0] = view[need:]
-                need = 0
+                out.append(view[:n])
+                chunks[0] = view[n:]
+                n = 0
         return out
 
     def clear(self) -> None:
