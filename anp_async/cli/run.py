@@ -39,7 +39,7 @@ from ..preload.launch import (
 )
 from ..preload.server import serve_socket_api
 from .base import CliError, Command, register_command
-from .options import _check_stack_args, mode_from_args, open_stack_from_args, tcp_config_from_args
+from .options import _check_stack_args, mode_from_args, open_stack_from_args
 from .run_inprocess import cmd_run_inprocess, sigterm_exit
 from .serving import control_server
 
@@ -156,9 +156,10 @@ async def run_with_stack(args: argparse.Namespace, words: list[str]) -> int:
 
 async def run_with_host(args: argparse.Namespace, words: list[str]) -> int:
     """``--queues N``: a multi-queue host (N workers); worker 0 serves the program's API."""
-    from ..mq.host import HostConfig, MultiQueueHost
+    from ..mq.host import MultiQueueHost
     from ..nic.netns import Netns
     from .serving import control_path
+    from .up_queues import check_trace_filter, host_config_from_args
 
     lib = find_library()
     api_path = api_socket_path(args.tap)
@@ -167,24 +168,10 @@ async def run_with_host(args: argparse.Namespace, words: list[str]) -> int:
     args.socket = None
     if control.serving(control_path(args)):
         raise RunError(f"a stack already runs on TAP {args.tap} (use --attach to share it)")
-    mode, params = mode_from_args(args)
-    if getattr(args, "trace", None):
-        from ..obs.trace import TraceFilterError, parse_filter
-
-        try:
-            parse_filter(args.trace)
-        except TraceFilterError as e:
-            raise RunError(f"--trace: {e}") from None
+    check_trace_filter(args)
     ns = Netns.create(args.netns) if args.netns else None
     try:
-        cfg = HostConfig(
-            tap=args.tap, queues=args.queues, ip=args.ip, peer=args.peer, netns=ns,
-            mac=args.mac, gateway=args.gateway, mtu=args.mtu or 1500,
-            vnet_hdr=getattr(args, "offload", True), mode=mode, mode_params=params,
-            congestion=getattr(args, "congestion", "newreno"), pcap=args.pcap,
-            tcp=tcp_config_from_args(args), control=control_path(args), api=api_path,
-            trace=getattr(args, "trace", None),
-        )  # fmt: skip
+        cfg = host_config_from_args(args, ns)
         host = MultiQueueHost(cfg, on_death=lambda d: _announce(f"anp run: {d.describe()}; "
                               "its connections are gone, the other workers keep serving"))  # fmt: skip
         try:
@@ -196,7 +183,7 @@ async def run_with_host(args: argparse.Namespace, words: list[str]) -> int:
             _announce(
                 f"anp run: stack {args.ip} mac {host.mac} up on tap {args.tap}{where}, "
                 f"{args.queues} queues (worker pids {', '.join(map(str, host.pids()))}), "
-                f"kernel side {args.peer}, mode {mode}, program sockets via {lib}"
+                f"kernel side {args.peer}, mode {cfg.mode}, program sockets via {lib}"
             )
             code = await run_child(
                 program_argv(words, args.isolate), program_env(lib, api_path, args.isolate)

@@ -72,7 +72,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     if getattr(args, "queues", 1) != 1:
         if args.queues < 1:
             raise CliError(f"--queues {args.queues}: at least 1")
-        from ..mq.cli import run_up
+        from .up_queues import run_up
 
         return await run_up(args)
     ensure_no_stack_on(args)
