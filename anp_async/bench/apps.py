@@ -12,6 +12,7 @@ import asyncio
 import collections
 import hashlib
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -201,10 +202,11 @@ async def _measure(
     deadline = time.monotonic() + time_limit
     truncated = False
     t0 = cpu0 = 0
+    sys0 = 0.0
     for i in range(warmup + count):
         if i == warmup:
             mark_warm()
-            t0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
+            t0, cpu0, sys0 = time.perf_counter_ns(), time.process_time_ns(), os.times().system
         rtt = await request(i)
         if i >= warmup:
             samples.append(rtt)
@@ -218,6 +220,7 @@ async def _measure(
         "samples_ns": samples,
         "wall_ns": t1 - t0,
         "cpu_ns": cpu1 - cpu0,
+        "sys_ns": int((os.times().system - sys0) * 1e9),
         "truncated": truncated,
     }
 

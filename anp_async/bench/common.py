@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import struct
 import sys
@@ -125,6 +126,29 @@ def proc_cpu_ns(pid: int) -> int:
         return -1
 
 
+def proc_sys_ns(pid: int) -> int:
+    """System (kernel) CPU time of process ``pid`` in ns, from ``/proc/PID/stat`` (clock
+    ticks, 10 ms: read it over spans of seconds); summed over a :data:`CPU_GROUPS` group;
+    -1 when a process is gone.
+
+    Which part of :func:`proc_cpu_ns` the kernel spent on the process's behalf: for the
+    stack, its TAP reads and writes -- and a TAP write runs the kernel's receive of the
+    frame (IP, TCP, waking the reader) in the writer's time, as a NIC's interrupt would
+    on real hardware.
+    """
+    group = CPU_GROUPS.get(pid)
+    if group:
+        each = [proc_sys_ns(p) for p in group]
+        return -1 if min(each) < 0 else sum(each)
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return -1
+    # fields[0] is the state (stat field 3): stime is stat field 15.
+    return int(fields[12]) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
 def percentile(sorted_values: Sequence[float], p: float) -> float:
     """The ``p``-th percentile (nearest rank) of already sorted values."""
     if not sorted_values:
@@ -145,3 +169,36 @@ def latency_summary(samples_ns: Sequence[int], wall_ns: int) -> dict[str, float 
     out["max_us"] = s[-1] / 1e3 if n else math.nan
     out["rate_rps"] = n / (wall_ns / 1e9) if wall_ns > 0 else math.nan
     return out
+
+
+def profiled(out_dir: str, name: str, run: Callable[[], int]) -> int:
+    """Run ``run()`` under cProfile and a garbage-collector clock; write
+    ``out_dir/<name>-<pid>.prof`` (pstats) and ``<name>-<pid>.gc.json`` (passes and
+    seconds per generation, objects collected) when it returns or raises."""
+    import cProfile
+    import gc
+    import os
+
+    gc_stats = {g: {"passes": 0, "seconds": 0.0, "collected": 0} for g in (0, 1, 2)}
+    started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+            return
+        g = gc_stats[info["generation"]]
+        g["passes"] += 1
+        g["seconds"] += time.perf_counter() - started[0]
+        g["collected"] += info["collected"]
+
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"{name}-{os.getpid()}")
+    gc.callbacks.append(on_gc)
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(run)
+    finally:
+        gc.callbacks.remove(on_gc)
+        prof.dump_stats(stem + ".prof")
+        with open(stem + ".gc.json", "w") as f:
+            json.dump({"cpu_s": time.process_time(), "gc": gc_stats}, f, indent=1)

@@ -421,6 +421,7 @@ def summary_table(bench: str, rows: list[dict], queues: int = 1) -> Any:
             "max",
             "req/s",
             "cpu µs/req",
+            "of it sys",
             "cpu %",
         )
         for c in cols:
@@ -449,6 +450,7 @@ def summary_table(bench: str, rows: list[dict], queues: int = 1) -> Any:
                 _f(r["max_us"]),
                 _f(r["rate_rps"], 0),
                 _spread(r, "cpu_s_per_req", scale=1e6),
+                _f(r.get("cpu_sys_s_per_req", math.nan) * 1e6),
                 _f(r["cpu_util"] * 100, 0),
             )
         runs = max((r.get("runs", 1) for r in rows), default=1)

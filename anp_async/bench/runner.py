@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .apps import BenchError
-from .common import MAX_DATAGRAM_PAYLOAD, bulk_sha256, latency_summary, proc_cpu_ns
+from .common import MAX_DATAGRAM_PAYLOAD, bulk_sha256, latency_summary, proc_cpu_ns, proc_sys_ns
 from .procs import STACK_IP, TAP_KERNEL_IP, VETH_C_IP, VETH_K_IP, BenchEnv, Peer
 from .sweep import Setup, aggregate, stack_setups, tail_warnings
 
@@ -76,12 +77,13 @@ def _kernel_client(
         ev = job.read_event(timeout)
         if ev["event"] != "warm":
             raise BenchError(f"client answered {ev} before warm-up ended")
-        cpu0 = proc_cpu_ns(cpu_pid)
+        cpu0, sys0 = proc_cpu_ns(cpu_pid), proc_sys_ns(cpu_pid)
         ev = job.read_event(timeout)
-        cpu1 = proc_cpu_ns(cpu_pid)
+        cpu1, sys1 = proc_cpu_ns(cpu_pid), proc_sys_ns(cpu_pid)
     finally:
         env.stop(job)
     ev["subject_cpu_ns"] = cpu1 - cpu0
+    ev["subject_sys_ns"] = sys1 - sys0 if sys0 >= 0 and sys1 >= 0 else -1
     return ev
 
 
@@ -97,6 +99,7 @@ def _peer_client(peer: Peer, proto: str, size: int, host: str, args: Any) -> dic
         raise BenchError(f"{peer.name} answered {ev} before warm-up ended")
     ev = peer.read_event(timeout)
     ev["subject_cpu_ns"] = ev["cpu_ns"]
+    ev["subject_sys_ns"] = ev.get("sys_ns", -1)
     return ev
 
 
@@ -104,9 +107,12 @@ def _summary(setup: str, direction: str, proto: str, size: int, ev: dict[str, An
     s = latency_summary(ev["samples_ns"], ev["wall_ns"])
     n = s["count"] or 1
     cpu = ev["subject_cpu_ns"] / 1e9
+    sys_ns = ev.get("subject_sys_ns", -1)
     return {
         "bench": "latency", "proto": proto, "setup": setup, "size": size,
         "direction": direction, **s, "cpu_s": cpu, "cpu_s_per_req": cpu / n,
+        # the kernel's part of it (10 ms ticks; NaN when unknown)
+        "cpu_sys_s_per_req": sys_ns / 1e9 / n if sys_ns >= 0 else math.nan,
         "cpu_util": cpu / (ev["wall_ns"] / 1e9) if ev["wall_ns"] else 0.0,
         "truncated": bool(ev.get("truncated")),
     }  # fmt: skip
@@ -125,7 +131,7 @@ def _peer(env: BenchEnv, start: Callable[[], Peer]) -> Iterator[Peer]:
 LATENCY_KEYS = ("proto", "setup", "size", "direction")
 LATENCY_METRICS = (
     "mean_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us", "rate_rps",
-    "cpu_s_per_req", "cpu_util",
+    "cpu_s_per_req", "cpu_sys_s_per_req", "cpu_util",
 )  # fmt: skip
 
 

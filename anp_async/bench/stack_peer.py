@@ -15,6 +15,10 @@ each with one JSON line (``{"event": "result", ...}`` or ``{"event": "error", ..
 - ``{"cmd": "quit"}`` (or EOF on stdin)
 
 The stack runs in its own process so that its CPU time can be measured on its own. With
+``ANP_BENCH_PROFILE=DIR`` in its environment the process runs under cProfile and writes
+``DIR/stack_peer-<pid>.prof`` and ``DIR/stack_peer-<pid>.gc.json`` (the garbage
+collector's passes and time per generation) when it ends: the profiles behind the
+performance work come from the same benchmarks as the figures. With
 ``--queues N`` (N > 1) this process is the supervisor of a multi-queue host
 (:class:`anp_async.mq.MultiQueueHost`): every worker runs the benchmark servers and
 answers the same commands on a Unix socket of its own; ``client`` and ``bulk_send`` run
@@ -163,6 +167,17 @@ def _pid() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    out = os.environ.get("ANP_BENCH_PROFILE")
+    if not out:
+        return _main_unprofiled(argv)
+    from .common import profiled
+
+    return profiled(out, "stack_peer", lambda: _main_unprofiled(argv))
+
+
+def _main_unprofiled(argv: list[str] | None) -> int:
     args = _parse_args(argv)
     if args.net == "stack" and args.queues > 1:
         from .mq_peer import run_host
