@@ -19,8 +19,10 @@ from typing import Any
 
 from .common import (
     BULK_BLOCK,
+    BULK_HEADER,
     DATAGRAM_TIMEOUT,
     SEQ,
+    BulkCheck,
     bulk_block,
     mark_warm,
     payload_source,
@@ -71,15 +73,18 @@ async def tcp_echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 
 async def tcp_sink_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Bulk receiver: read to EOF hashing everything, then answer with a JSON result line.
+    """Bulk receiver: read the seed header, then to EOF checking every byte
+    (:class:`~anp_async.bench.common.BulkCheck`), then answer with a JSON result line.
 
-    The result (bytes, sha256, seconds from first byte to EOF, this process's CPU seconds
-    over the same span) travels back to the sender on the half-closed connection.
+    The result (bytes, whether all matched, seconds from first byte to EOF, this process's
+    CPU seconds over the same span) travels back to the sender on the half-closed
+    connection.
     """
-    h = hashlib.sha256()
     n = 0
     t0 = cpu0 = 0
     try:
+        (seed,) = BULK_HEADER.unpack(await reader.readexactly(BULK_HEADER.size))
+        check = BulkCheck(seed)
         while True:
             data = await reader.read(1 << 18)
             if not data:
@@ -87,12 +92,12 @@ async def tcp_sink_handler(reader: asyncio.StreamReader, writer: asyncio.StreamW
             if not n:
                 t0, cpu0 = time.perf_counter_ns(), time.process_time_ns()
             n += len(data)
-            h.update(data)
+            check.update(data)
         t1, cpu1 = time.perf_counter_ns(), time.process_time_ns()
-        res = {"bytes": n, "sha256": h.hexdigest(), "wall_ns": t1 - t0, "cpu_ns": cpu1 - cpu0}
+        res = {"bytes": n, "verified": check.ok, "wall_ns": t1 - t0, "cpu_ns": cpu1 - cpu0}
         writer.write(json.dumps(res).encode() + b"\n")
         await writer.drain()
-    except (ConnectionError, OSError):
+    except (ConnectionError, OSError, asyncio.IncompleteReadError):
         pass
     finally:
         writer.close()
@@ -314,6 +319,7 @@ async def bulk_send(net: Any, host: str, nbytes: int, seed: int) -> dict[str, An
     cpu0, t0 = time.process_time_ns(), time.perf_counter_ns()
     reader, writer = await net.open_connection(host, 9)
     try:
+        writer.write(BULK_HEADER.pack(seed))
         left = nbytes
         while left:
             n = min(left, BULK_BLOCK)

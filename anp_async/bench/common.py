@@ -89,18 +89,41 @@ def bulk_block(seed: int) -> bytes:
     return random.Random(f"bulk:{seed}").randbytes(BULK_BLOCK)
 
 
-def bulk_sha256(seed: int, nbytes: int) -> str:
-    """sha256 of the ``nbytes`` stream a bulk sender with ``seed`` produces."""
-    import hashlib
+#: What a bulk sender writes before the stream: the seed its blocks derive from.
+BULK_HEADER = struct.Struct("!Q")
 
-    h = hashlib.sha256()
-    block = bulk_block(seed)
-    left = nbytes
-    while left:
-        n = min(left, len(block))
-        h.update(block[:n] if n < len(block) else block)
-        left -= n
-    return h.hexdigest()
+
+class BulkCheck:
+    """A bulk receiver's check of the stream, byte for byte, as it arrives.
+
+    The sender repeats :func:`bulk_block` of a seed it announces in a
+    :data:`BULK_HEADER`; the receiver compares each chunk with the same bytes of that
+    stream (``bytes.startswith`` at the chunk's offset in the block written twice: a
+    memcmp, ~0.01 ms/MB). Hashing the stream instead (sha256, ~0.5 ms/MB here) made
+    hashlib half of every receiver's CPU, the stack's included, and measured it instead
+    of the network stack; a comparison checks more (every byte, in place) for a fiftieth
+    of the cost.
+    """
+
+    __slots__ = ("_twice", "bytes", "ok")
+
+    def __init__(self, seed: int) -> None:
+        block = bulk_block(seed)
+        self._twice = block + block
+        #: Bytes checked so far, and whether every one of them matched.
+        self.bytes = 0
+        self.ok = True
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        """Check the next ``len(data)`` bytes of the stream."""
+        view = memoryview(data)
+        while view:
+            off = self.bytes % BULK_BLOCK
+            piece = view[:BULK_BLOCK]
+            if self.ok and not self._twice.startswith(piece, off):
+                self.ok = False
+            self.bytes += len(piece)
+            view = view[BULK_BLOCK:]
 
 
 #: A process whose CPU is that of other processes: a multi-queue stack peer (its pid) and

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import array
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -30,10 +29,12 @@ from typing import Any
 
 from .common import (
     BULK_BLOCK,
+    BULK_HEADER,
     DATAGRAM_TIMEOUT,
     ECHO_PORT,
     SEQ,
     SINK_PORT,
+    BulkCheck,
     bulk_block,
     emit,
     mark_warm,
@@ -68,13 +69,21 @@ def _tcp_echo_conn(conn: socket.socket) -> None:
 
 
 def _tcp_sink_conn(conn: socket.socket) -> None:
+    """The bulk sink on kernel sockets: the same check as the asyncio one
+    (:func:`anp_async.bench.apps.tcp_sink_handler`), with blocking reads."""
     with conn:
-        h = hashlib.sha256()
         buf = bytearray(1 << 18)
         view = memoryview(buf)
         total = 0
         t0 = cpu0 = 0
         with contextlib.suppress(OSError):
+            header = bytearray()
+            while len(header) < BULK_HEADER.size:
+                piece = conn.recv(BULK_HEADER.size - len(header))
+                if not piece:
+                    return
+                header += piece
+            check = BulkCheck(BULK_HEADER.unpack(header)[0])
             while True:
                 n = conn.recv_into(buf)
                 if not n:
@@ -82,11 +91,11 @@ def _tcp_sink_conn(conn: socket.socket) -> None:
                 if not total:
                     t0, cpu0 = time.perf_counter_ns(), time.thread_time_ns()
                 total += n
-                h.update(view[:n])
+                check.update(view[:n])
             t1, cpu1 = time.perf_counter_ns(), time.thread_time_ns()
             res = {
                 "bytes": total,
-                "sha256": h.hexdigest(),
+                "verified": check.ok,
                 "wall_ns": t1 - t0,
                 "cpu_ns": cpu1 - cpu0,
             }
@@ -332,6 +341,7 @@ def bulk_send(host: str, nbytes: int, seed: int) -> dict[str, Any]:
     block = memoryview(bulk_block(seed))
     cpu0, t0 = time.process_time_ns(), time.perf_counter_ns()
     with socket.create_connection((host, SINK_PORT), timeout=60) as sock:
+        sock.sendall(BULK_HEADER.pack(seed))
         left = nbytes
         while left:
             n = min(left, BULK_BLOCK)

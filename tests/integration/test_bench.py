@@ -112,7 +112,7 @@ def test_throughput_quick(tmp_path: Path) -> None:
         ("asyncio", "stack-send"), ("asyncio", "stack-receive"),
     }  # fmt: skip
     for r in doc["summaries"]:
-        assert r["bytes"] == 1 << 20 and r["sha256_ok"] is True
+        assert r["bytes"] == 1 << 20 and r["verified"] is True
         assert r["mbps"] > 0 and r["seconds"] > 0 and r["cpu_s"] >= 0
     assert doc["plots"] == ["throughput.png"]
 

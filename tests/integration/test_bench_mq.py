@@ -52,7 +52,7 @@ def test_throughput_and_burst_with_two_queues(tmp_path: Path) -> None:
     assert "stack: 2 queues" in res.stdout
     stack = [r for r in _rows(out) if r["setup"] == "interrupt"]
     assert {r["direction"] for r in stack} == {"stack-send", "stack-receive"}
-    assert all(r["queues"] == 2 and r["sha256_ok"] and r["cpu_s"] > 0 for r in stack)
+    assert all(r["queues"] == 2 and r["verified"] and r["cpu_s"] > 0 for r in stack)
     out = tmp_path / "burst"
     res = _bench("burst", "--quick", "--queues", "2", "--modes", "interrupt", "--conns", "40",
                  "--rounds", "1", "--size", "4K", "--out", str(out))  # fmt: skip
