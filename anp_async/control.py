@@ -14,7 +14,7 @@ request                                                response (``ok`` true)
 ``{"cmd": "set_mode", "mode": M, "params": {...}}``    ``mode``, ``params`` after the switch
 ``{"cmd": "coalesce", "params": {...}}``               same; ethtool -C: unset params are kept
 ``{"cmd": "stats"}``                                   ``stats``: ``stack.stats()``
-``{"cmd": "trace", "count": N, "filter": EXPR}``       a stream of records (obs/trace_stream.py)
+``{"cmd": "trace", "count": N, "filter": EXPR}``       a stream of records (obs/trace_stream.py; trace_stream() reads it)
 =====================================================  ==========================================
 
 A failed request answers ``{"ok": false, "error": "one sentence"}``; the connection stays
@@ -31,7 +31,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol
 
 log = logging.getLogger("anp_async.control")
@@ -265,18 +265,28 @@ async def read_requests(
         yield req
 
 
+def _connect(path: str, timeout: float) -> socket.socket:
+    """A connected client socket to the control socket at ``path`` (NoStackError if none)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError) as e:
+        s.close()
+        raise NoStackError(f"no stack runs there (no control socket at {path})") from e
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
 def call(path: str, request: Mapping[str, Any], timeout: float = 5.0) -> dict[str, Any]:
     """Send one request to the control socket at ``path`` and return the decoded answer.
 
     Blocking (the ``anp ctl`` side has no event loop). Raises :class:`NoStackError` when
     nothing serves ``path``, TimeoutError when the stack does not answer in time.
     """
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise NoStackError(f"no stack runs there (no control socket at {path})") from e
+    with _connect(path, timeout) as s:
         s.sendall(encode(request))
         buf = bytearray()
         while b"\n" not in buf:
@@ -291,3 +301,31 @@ def call(path: str, request: Mapping[str, Any], timeout: float = 5.0) -> dict[st
                 raise ValueError("control answer too long")
         line = bytes(buf).split(b"\n", 1)[0]
     return json.loads(line)
+
+
+def trace_stream(path: str, count: int | None = None, filter: str | None = None,
+                 timeout: float = 5.0) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Ask the stack at control socket ``path`` to trace (``anp trace``); yield its records
+    as they come (blocking; the stack's side is :mod:`anp_async.obs.trace_stream`).
+    Raises NoStackError as :func:`call` does, ValueError with the stack's sentence if it
+    refuses."""
+    with _connect(path, timeout) as s:
+        req: dict[str, Any] = {"cmd": "trace"}
+        if count is not None:
+            req["count"] = count
+        if filter:
+            req["filter"] = filter
+        s.sendall(encode(req))
+        s.settimeout(None)  # a quiet stack may send nothing for a long time
+        with s.makefile("rb") as f:
+            first = json.loads(f.readline() or b"{}")
+            if not first.get("ok"):
+                raise ValueError(first.get("error", "the stack closed the connection"))
+            for raw in f:
+                msg = json.loads(raw)
+                if "trace" in msg:
+                    yield msg["trace"]
+                elif msg.get("end"):
+                    return
+        with contextlib.suppress(OSError):
+            s.shutdown(socket.SHUT_RDWR)

@@ -14,7 +14,6 @@ import sys
 
 from .. import control
 from ..obs.trace import format_json, format_record
-from ..obs.trace_stream import stream
 from .base import CliError, Command
 
 
@@ -39,7 +38,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     path = args.socket or control.socket_path(tap)
     fmt = format_json if args.json else format_record
     try:
-        for rec in stream(path, count=args.count, filter=args.filter):
+        for rec in control.trace_stream(path, count=args.count, filter=args.filter):
             print(fmt(rec), flush=True)
     except control.NoStackError:
         raise CliError(f"no stack runs on TAP {tap} (no control socket at {path})") from None

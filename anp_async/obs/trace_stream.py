@@ -1,5 +1,5 @@
-"""``anp trace`` over the control socket: the stack's side streams trace records, the
-command's side reads them.
+"""``anp trace`` over the control socket, the stack's side: it streams trace records (the
+command's side, which reads them, is :func:`anp_async.control.trace_stream`).
 
 Request ``{"cmd": "trace", "count": N, "filter": EXPR}`` (both optional). The stack
 answers ``{"ok": true, "tracing": true}``, then one ``{"trace": record}`` line per record,
@@ -13,10 +13,7 @@ buffered without bound.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
-from collections.abc import Iterator
 from typing import Any
 
 from .trace import TraceFilterError, Tracer
@@ -70,36 +67,3 @@ async def serve_trace(
     finally:
         tracer.detach()
         gone.cancel()
-
-
-def stream(path: str, count: int | None = None, filter: str | None = None,
-           timeout: float = 5.0) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """Ask the stack at control socket ``path`` to trace; yield its records (the command's
-    side, blocking). Raises ValueError with the stack's sentence if it refuses."""
-    from ..control import NoStackError
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise NoStackError(f"no stack runs there (no control socket at {path})") from e
-        req: dict[str, Any] = {"cmd": "trace"}
-        if count is not None:
-            req["count"] = count
-        if filter:
-            req["filter"] = filter
-        s.sendall(_line(req))
-        s.settimeout(None)  # a quiet stack may send nothing for a long time
-        with s.makefile("rb") as f:
-            first = json.loads(f.readline() or b"{}")
-            if not first.get("ok"):
-                raise ValueError(first.get("error", "the stack closed the connection"))
-            for raw in f:
-                msg = json.loads(raw)
-                if "trace" in msg:
-                    yield msg["trace"]
-                elif msg.get("end"):
-                    return
-        with contextlib.suppress(OSError):
-            s.shutdown(socket.SHUT_RDWR)
