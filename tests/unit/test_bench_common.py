@@ -1,5 +1,5 @@
-"""The bulk sink's byte-for-byte check: any split of the stream passes, any changed,
-missing or extra byte fails."""
+"""bench/common.py: the bulk sink's byte-for-byte check (any split of the stream passes,
+any changed, missing or extra byte fails) and the kernel part of a process's CPU."""
 
 from __future__ import annotations
 
@@ -58,3 +58,19 @@ def test_another_seed_fails() -> None:
     check = BulkCheck(SEED + 1)
     check.update(STREAM[:4096])
     assert not check.ok
+
+
+def test_proc_sys_ns_is_the_kernel_time_the_process_has_used() -> None:
+    import os
+    import subprocess
+
+    from anp_async.bench.common import proc_sys_ns
+
+    tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+    for _ in range(20_000):  # some system time of our own
+        os.stat("/")
+    mine = proc_sys_ns(os.getpid())
+    assert abs(mine - os.times().system * 1e9) <= 2 * tick
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert proc_sys_ns(gone.pid) == -1
