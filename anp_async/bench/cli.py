@@ -168,6 +168,11 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
             )  # fmt: skip
             b.add_argument("--protos", type=_csv(PROTOS), default=list(PROTOS))
             b.add_argument("--directions", type=_csv(DIRECTIONS), default=list(DIRECTIONS))
+            b.add_argument(
+                "--placement", choices=("free", "same", "apart"), default="free",
+                help="CPUs of the process under test and its peer: free (the scheduler's "
+                "choice, default), same (both on CPU 0), apart (CPU 0 and CPU 1)",
+            )  # fmt: skip
             b.add_argument("--count", type=int, help="measured requests per phase")
             b.add_argument("--warmup", type=int, help="warm-up requests per phase (excluded)")
         elif name == "throughput":
@@ -234,6 +239,11 @@ def execute(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
         raise BenchError(f"--queues {queues}: 1..64")
     if queues > 1 and getattr(args, "family", 4) == 6:
         raise BenchError("--queues > 1 with --family 6: the steering program sends IPv6 to queue 0")
+    placement = getattr(args, "placement", "free")
+    if placement != "free" and queues > 1:
+        raise BenchError(f"--placement {placement} pins one process: not with --queues > 1")
+    if placement == "apart" and len(os.sched_getaffinity(0)) < 2:
+        raise BenchError("--placement apart needs two CPUs")
     if args.bench in ("latency", "livelock"):
         from .sweep import stack_setups
 
@@ -262,7 +272,8 @@ def execute(args: argparse.Namespace, console: Any = None) -> dict[str, Any]:
             prog.update(task, advance=1, description=f"{args.bench}: {what}")
 
         with BenchEnv(
-            logs, loop=args.loop, family=getattr(args, "family", 4), queues=queues
+            logs, loop=args.loop, family=getattr(args, "family", 4), queues=queues,
+            placement=getattr(args, "placement", "free"),
         ) as env:
             rows, samples = RUNNERS[args.bench](env, args, progress)
     for r in rows:  # the stack's rows name the queue count (the baselines are one process)
@@ -366,6 +377,10 @@ def run_bench(args: argparse.Namespace) -> int:
         console.print(f"[yellow]warning:[/] {line}")
     for line in report.asyncio_ratio_lines(args.bench, doc["summaries"]):
         console.print(line)
+    where = getattr(args, "placement", "free")
+    if where != "free":
+        cpus = "both on CPU 0" if where == "same" else "under test on CPU 0, its peer on CPU 1"
+        console.print(f"placement: {where} ({cpus})")
     console.print(f"results: {doc['out']}")
     if doc.get("plots"):
         console.print("plots: " + ", ".join(str(Path(doc["out"]) / p) for p in doc["plots"]))
@@ -373,6 +388,9 @@ def run_bench(args: argparse.Namespace) -> int:
         old = report.load_results(args.compare)
         ratios = report.compare(doc, old)
         console.print(report.compare_table(args.bench, ratios, str(args.compare)))
+        old_p = (old.get("parameters") or {}).get("placement", "free")
+        if old_p != getattr(args, "placement", old_p):
+            console.print(f"(placement: new {args.placement}, old {old_p})")
         old_q = (old.get("parameters") or {}).get("queues", 1)
         if old_q != getattr(args, "queues", 1):
             console.print(f"(stack queues: new {getattr(args, 'queues', 1)}, old {old_q})")

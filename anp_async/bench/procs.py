@@ -156,13 +156,32 @@ class Peer:
         self._log.close()
 
 
+#: Where a latency phase puts the process under test and its peer: ``free`` leaves both to
+#: the scheduler, ``same`` pins both to CPU 0, ``apart`` the one under test to CPU 0 and the
+#: peer to CPU 1. The CPU a request costs depends on it: a wake-up across CPUs costs an
+#: inter-processor interrupt and, on an idle CPU, the way out of its idle state (in a VM,
+#: exits to the hypervisor), paid in the time of the process that wakes or is woken;
+#: on one CPU the two processes hand over to each other directly.
+PLACEMENTS = {"free": (None, None), "same": (0, 0), "apart": (0, 1)}
+
+
+def pin(pid: int, cpu: int) -> None:
+    """Put every thread of process ``pid`` on ``cpu`` (threads it creates later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(tid), {cpu})
+
+
 class BenchEnv:
     """Namespaces, veth, peers; everything removed on :meth:`close` (context manager)."""
 
     def __init__(
-        self, log_dir: Path, loop: str = "asyncio", family: int = 4, queues: int = 1
-    ) -> None:
+        self, log_dir: Path, loop: str = "asyncio", family: int = 4, queues: int = 1,
+        placement: str = "free",
+    ) -> None:  # fmt: skip
         self.log_dir = log_dir
+        #: One of :data:`PLACEMENTS` (see :meth:`place`).
+        self.placement = placement
         self.loop = loop
         #: Stack workers (queues of the TAP): >1 makes the stack peer a multi-queue host.
         self.queues = queues
@@ -221,6 +240,18 @@ class BenchEnv:
             self.stop(p)
             raise
         return p
+
+    def place(self, subject: int, peer: int) -> dict[str, list[int]]:
+        """Pin the process under test and its peer as :attr:`placement` says; the CPUs
+        each may run on afterwards (``subject_cpus``, ``peer_cpus``)."""
+        cpu_subject, cpu_peer = PLACEMENTS[self.placement]
+        if cpu_subject is not None and cpu_peer is not None:
+            pin(subject, cpu_subject)
+            pin(peer, cpu_peer)
+        return {
+            "subject_cpus": sorted(os.sched_getaffinity(subject)),
+            "peer_cpus": sorted(os.sched_getaffinity(peer)),
+        }
 
     def stop(self, p: Peer) -> None:
         CPU_GROUPS.pop(p.pid, None)

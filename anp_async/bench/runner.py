@@ -73,6 +73,7 @@ def _kernel_client(
     """Run a kernel_peer client; sample ``cpu_pid``'s CPU at warm-up end and at the end."""
     job = env.kernel_job(ns, f"client_{proto}_{size}", *_client_args(proto, size, args, host))
     try:
+        where = env.place(cpu_pid, job.pid)
         timeout = args.phase_time + SLACK
         ev = job.read_event(timeout)
         if ev["event"] != "warm":
@@ -84,11 +85,16 @@ def _kernel_client(
         env.stop(job)
     ev["subject_cpu_ns"] = cpu1 - cpu0
     ev["subject_sys_ns"] = sys1 - sys0 if sys0 >= 0 and sys1 >= 0 else -1
+    ev.update(where)
     return ev
 
 
-def _peer_client(peer: Peer, proto: str, size: int, host: str, args: Any) -> dict[str, Any]:
-    """Run the measuring client inside ``peer`` (stack or asyncio): it reports its own CPU."""
+def _peer_client(
+    env: BenchEnv, peer: Peer, server: Peer, proto: str, size: int, host: str, args: Any
+) -> dict[str, Any]:
+    """Run the measuring client inside ``peer`` (stack or asyncio) against the kernel's
+    ``server``: it reports its own CPU."""
+    where = env.place(peer.pid, server.pid)
     cmd = {
         "cmd": "client", "proto": proto, "host": host, "size": size, "count": args.count,
         "warmup": args.warmup, "seed": args.seed, "time_limit": args.phase_time,
@@ -100,6 +106,7 @@ def _peer_client(peer: Peer, proto: str, size: int, host: str, args: Any) -> dic
     ev = peer.read_event(timeout)
     ev["subject_cpu_ns"] = ev["cpu_ns"]
     ev["subject_sys_ns"] = ev.get("sys_ns", -1)
+    ev.update(where)
     return ev
 
 
@@ -113,6 +120,8 @@ def _summary(setup: str, direction: str, proto: str, size: int, ev: dict[str, An
         "direction": direction, **s, "cpu_s": cpu, "cpu_s_per_req": cpu / n,
         # the kernel's part of it (10 ms ticks; NaN when unknown)
         "cpu_sys_s_per_req": sys_ns / 1e9 / n if sys_ns >= 0 else math.nan,
+        # where the process under test and its peer could run (--placement)
+        "subject_cpus": ev.get("subject_cpus"), "peer_cpus": ev.get("peer_cpus"),
         "cpu_util": cpu / (ev["wall_ns"] / 1e9) if ev["wall_ns"] else 0.0,
         "truncated": bool(ev.get("truncated")),
     }  # fmt: skip
@@ -182,7 +191,8 @@ def _latency_once(
                 if direction == "stack-server":
                     ev = _kernel_client(env, env.ns_k, sp.pid, proto, size, env.addr("stack"), args)
                 else:
-                    ev = _peer_client(sp, proto, size, env.addr("tap-kernel"), args)
+                    assert ks is not None
+                    ev = _peer_client(env, sp, ks, proto, size, env.addr("tap-kernel"), args)
                 record(st.label, direction, proto, size, ev)
     for setup, direction, proto, size in plan:
         if setup == "kernel":
@@ -197,7 +207,8 @@ def _latency_once(
                 if direction == "stack-server":
                     ev = _kernel_client(env, env.ns_k, ap.pid, proto, size, env.addr("veth-c"), args)
                 else:
-                    ev = _peer_client(ap, proto, size, env.addr("veth-k"), args)
+                    assert ks is not None
+                    ev = _peer_client(env, ap, ks, proto, size, env.addr("veth-k"), args)
                 record(setup, direction, proto, size, ev)
 
 

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import math
+import os
 import socket
 import threading
 from pathlib import Path
@@ -101,6 +102,25 @@ def test_latency_quick(tmp_path: Path) -> None:
     assert len(samples) == len(rows) and all(len(v) == 30 for v in samples.values())
     assert "latency_cdf_tcp_stack-server.png" in doc["plots"]
     assert "percentiles_udp_stack-client.png" in doc["plots"]
+    # free placement: nobody pinned, every phase's processes may run on every CPU
+    every = sorted(os.sched_getaffinity(0))
+    assert all(r["subject_cpus"] == every and r["peer_cpus"] == every for r in rows)
+
+
+@pytest.mark.parametrize(("placement", "subject", "peer"), [("same", [0], [0]), ("apart", [0], [1])])
+def test_latency_placement_pins_both_ends(
+    tmp_path: Path, placement: str, subject: list[int], peer: list[int]
+) -> None:
+    argv = [
+        "latency", "--quick", "--modes", "interrupt", "--sizes", "64", "--protos", "tcp,icmp",
+        "--count", "30", "--warmup", "5", "--seed", "7", "--placement", placement,
+    ]  # fmt: skip
+    doc = _run(argv, tmp_path)
+    assert doc["parameters"]["placement"] == placement
+    rows = doc["summaries"]
+    assert {r["direction"] for r in rows} == {"stack-server", "stack-client", "kernel"}
+    for r in rows:  # the stack, the asyncio peer and the kernel baseline: each phase pinned
+        assert (r["subject_cpus"], r["peer_cpus"]) == (subject, peer), r
 
 
 def test_throughput_quick(tmp_path: Path) -> None:
