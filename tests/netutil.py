@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 #: TAP created by the ``tap_pair`` fixture, inside the test's own namespace.
 TAP_NAME = "anptap0"
@@ -19,3 +20,15 @@ STACK_MAC = bytes.fromhex("020000000002")
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+def echo_round(s: socket.socket, msg: bytes) -> bytes:
+    """Send ``msg`` on a blocking socket and read until as many bytes came back (or EOF)."""
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        chunk = s.recv(len(msg) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got

@@ -22,7 +22,7 @@ from anp_async.mq import HostConfig, MultiQueueHost
 from anp_async.nic.netns import Netns
 from anp_async.nic.steering import steer_icmp, steer_queue
 from anp_async.nic.tap import TapNic
-from tests.netutil import KERNEL_CIDR, STACK_IP
+from tests.netutil import KERNEL_CIDR, STACK_IP, echo_round
 
 pytestmark = pytest.mark.root
 TAP = "anpmq0"
@@ -96,7 +96,7 @@ def host2(netns: Netns, tmp_path: Path) -> Iterator[Host]:
         yield h
 
 
-def _icmp_echo(ident: int, seq: int) -> bytes:
+def _icmpecho_round(ident: int, seq: int) -> bytes:
     hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"mq-test!"
     s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr + b"\0" * (len(hdr) % 2)))
     s = (s & 0xFFFF) + (s >> 16)
@@ -118,7 +118,7 @@ def test_every_worker_answers_arp_and_icmp(host2: Host, netns: Netns) -> None:
     with raw:
         raw.settimeout(3)
         for ident in idents.values():
-            raw.sendto(_icmp_echo(ident, 1), (STACK_IP, 0))
+            raw.sendto(_icmpecho_round(ident, 1), (STACK_IP, 0))
             deadline = time.monotonic() + 3
             while True:
                 assert time.monotonic() < deadline, f"no echo reply for identifier {ident}"
@@ -141,24 +141,13 @@ def _connect_many(netns: Netns, n: int, port: int = 7) -> list[socket.socket]:
     return socks
 
 
-def _echo(s: socket.socket, msg: bytes) -> bytes:
-    s.sendall(msg)
-    got = b""
-    while len(got) < len(msg):
-        chunk = s.recv(len(msg) - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return got
-
-
 def test_a_listener_is_served_by_both_workers(host2: Host, netns: Netns) -> None:
     host, _ = host2
     socks = _connect_many(netns, 32)
     try:
         owners = [steer_queue(s.getsockname()[1], 7, 2) for s in socks]
         for i, s in enumerate(socks):
-            assert _echo(s, b"hello %d\n" % i) == b"hello %d\n" % i
+            assert echo_round(s, b"hello %d\n" % i) == b"hello %d\n" % i
         opens = [_worker_stats(host, q)["tcp"]["passive_opens"] for q in (0, 1)]
         assert opens == [owners.count(0), owners.count(1)]
         assert min(opens) > 0
@@ -237,7 +226,7 @@ def test_a_killed_worker_is_reported_and_the_others_keep_serving(host2: Host, ne
         owners = [steer_queue(s.getsockname()[1], 7, 2) for s in socks]
         assert set(owners) == {0, 1}
         for s in socks:
-            assert _echo(s, b"before\n") == b"before\n"
+            assert echo_round(s, b"before\n") == b"before\n"
         old_pid = host.pids()[0]
         host.kill_worker(0, signal.SIGKILL)
         asyncio.run_coroutine_threadsafe(host.wait_restarted(0), loop).result(30)
@@ -247,7 +236,7 @@ def test_a_killed_worker_is_reported_and_the_others_keep_serving(host2: Host, ne
         assert info["deaths"] and info["workers"][0]["pid"] != old_pid
         for s, owner in zip(socks, owners, strict=True):
             if owner == 1:  # the other worker's connections go on
-                assert _echo(s, b"after\n") == b"after\n"
+                assert echo_round(s, b"after\n") == b"after\n"
             else:  # the dead worker's are gone: its successor resets them
                 with pytest.raises((ConnectionResetError, BrokenPipeError)):
                     s.sendall(b"after\n")
@@ -255,7 +244,7 @@ def test_a_killed_worker_is_reported_and_the_others_keep_serving(host2: Host, ne
                         raise ConnectionResetError("closed")
         new = _connect_many(netns, 8)
         for s in new:
-            assert _echo(s, b"new\n") == b"new\n"
+            assert echo_round(s, b"new\n") == b"new\n"
             s.close()
     finally:
         for s in socks:

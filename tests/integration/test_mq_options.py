@@ -24,7 +24,7 @@ from anp_async import control
 from anp_async.mq import HostConfig, MultiQueueHost
 from anp_async.nic.netns import Netns, unique_name
 from anp_async.nic.steering import steer_queue
-from tests.netutil import KERNEL_CIDR, STACK_IP
+from tests.netutil import KERNEL_CIDR, STACK_IP, echo_round
 
 pytestmark = pytest.mark.root
 TAP = "anpmqo0"
@@ -34,17 +34,6 @@ def _ctl(path: str, req: dict) -> dict:
     out = control.call(path, req)
     assert out["ok"], out
     return out
-
-
-def _echo(s: socket.socket, msg: bytes) -> bytes:
-    s.sendall(msg)
-    got = b""
-    while len(got) < len(msg):
-        chunk = s.recv(len(msg) - len(got))
-        if not chunk:
-            break
-        got += chunk
-    return got
 
 
 def _http_get(ns: Netns, port: int, path: str) -> str:
@@ -82,7 +71,7 @@ def test_anp_up_queues_passes_stack_options_traces_and_serves_summed_metrics() -
             socks = [socket.create_connection((STACK_IP, 7), timeout=5) for _ in range(8)]
         owners = [steer_queue(s.getsockname()[1], 7, 2) for s in socks]
         for i, s in enumerate(socks):
-            assert _echo(s, b"hi %d\n" % i) == b"hi %d\n" % i
+            assert echo_round(s, b"hi %d\n" % i) == b"hi %d\n" % i
         conns = _ctl(sock, {"cmd": "stats"})["stats"]["tcp"]["connections"]
         mine = [c for c in conns if c.get("local", "").endswith(":7")]
         assert len(mine) == 8 and {c["worker"] for c in mine} == set(owners)
@@ -107,7 +96,7 @@ def test_anp_up_queues_passes_stack_options_traces_and_serves_summed_metrics() -
         for s, owner in zip(socks, owners, strict=True):
             s.settimeout(3)
             if owner != victim:
-                assert _echo(s, b"still\n") == b"still\n"
+                assert echo_round(s, b"still\n") == b"still\n"
                 continue
             with pytest.raises(ConnectionResetError):
                 s.sendall(b"gone\n")
@@ -230,7 +219,7 @@ def test_without_restart_a_dead_workers_connections_are_reset(
         owners = [steer_queue(s.getsockname()[1], 7, 2) for s in socks]
         assert set(owners) == {0, 1}
         for s in socks:
-            assert _echo(s, b"before\n") == b"before\n"
+            assert echo_round(s, b"before\n") == b"before\n"
         host.kill_worker(0, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while not host.deaths:
@@ -239,7 +228,7 @@ def test_without_restart_a_dead_workers_connections_are_reset(
         assert host.pids()[0] is None  # not restarted
         for s, owner in zip(socks, owners, strict=True):
             if owner == 1:
-                assert _echo(s, b"after\n") == b"after\n"
+                assert echo_round(s, b"after\n") == b"after\n"
                 continue
             s.settimeout(3)  # a reset comes at the next segment, not after retransmissions
             t0 = time.monotonic()
@@ -272,7 +261,7 @@ def test_a_stack_config_runs_as_a_host_ipv6_included_with_one_queue(
             s6 = socket.create_connection(("fd00::2", 7), timeout=5)
             s4 = socket.create_connection((STACK_IP, 7), timeout=5)
         with s6, s4:
-            assert _echo(s6, b"six\n") == b"six\n" and _echo(s4, b"four\n") == b"four\n"
+            assert echo_round(s6, b"six\n") == b"six\n" and echo_round(s4, b"four\n") == b"four\n"
             st = _ctl(hc.control or "", {"cmd": "stats"})["stats"]
             assert st["mode"]["name"] == "coalesce" and st["mode"]["params"]["rx_frames"] == 4
             assert {c["congestion"] for c in st["tcp"]["connections"]} == {"cubic"}
