@@ -152,3 +152,22 @@ async def test_rfc9293_3_6_simultaneous_close(target: Target, record: Recorder) 
     again = await flow.expect(lambda p: "A" in flags_of(p), what="TIME-WAIT re-ACK")
     record(f"crossing FINs ACKed ({summary(ack)}); TIME-WAIT re-ACKs")
     assert again[TCP].ack == seq_add(our_fin, 1) and "R" not in flags_of(again)
+
+
+async def test_rfc5681_4_2_out_of_order_fin_gets_a_dup_ack(
+    target: Target, record: Recorder
+) -> None:
+    """RFC 5681 4.2: a FIN past a hole (the data before it lost) is acknowledged at once
+    with a duplicate ACK; it counts once the hole is filled (RFC 9293 3.10.7.4 eighth)."""
+    flow, conn, _ = await established(target, 9050)
+    base = flow.snd_nxt
+    flow.send("FA", seq=seq_add(base, 100))
+    dup = await flow.expect(lambda p: "A" in flags_of(p), timeout=1.0, what="duplicate ACK")
+    record("dup ACK " + summary(dup))
+    assert dup[TCP].ack == base
+    assert not conn.eof
+    flow.send("PA", payload=b"A" * 100, seq=base)
+    flow.snd_nxt = seq_add(base, 101)
+    await flow.expect(lambda p: p[TCP].ack == flow.snd_nxt, what="ACK of the data and FIN")
+    assert await conn.wait_eof(2.0)
+    assert await conn.wait_data(100) == b"A" * 100

@@ -688,6 +688,21 @@ def test_out_of_order_fin_waits_for_the_gap() -> None:
     assert c.take_events() == [DataReceived(6), EofReceived()]
 
 
+def test_out_of_order_bare_fin_is_acked_at_once() -> None:
+    # RFC 5681 (4.2): an out-of-order segment gets an immediate duplicate ACK -- a FIN
+    # without data too (it occupies sequence space past a hole), as Linux does.
+    c = established()
+    c.on_segment(rseg(RISS + 1, ISS + 1, payload=b"abc"), 1.0)  # in order: ACK delayed
+    c.on_segment(rseg(RISS + 7, ISS + 1, FIN | ACK), 1.0)  # "def" was lost before it
+    assert c.output(1.0) == [lseg(ISS + 1, RISS + 4, window=WIN - 3)]
+    assert c.counters["ooo_segments"] == 1
+    c.on_segment(rseg(RISS + 4, ISS + 1, payload=b"def"), 1.1)  # fills the hole: FIN counts
+    assert c.state is TcpState.CLOSE_WAIT
+    # (the FIN took a sequence number; the window's right edge stays where it was)
+    assert c.output(1.1) == [lseg(ISS + 1, RISS + 8, window=WIN - 7)]
+    assert c.recv() == b"abcdef"
+
+
 def test_info_and_counters() -> None:
     c = established()
     info = c.info()

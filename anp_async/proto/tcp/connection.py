@@ -1053,6 +1053,12 @@ class TcpConnection:
                 self._rx_fin(now)
             elif fin_at > self.rcv_nxt:
                 self._rcv_fin_abs = fin_at
+                if not arr.plen:
+                    # RFC 5681 (4.2): out of order, so a duplicate ACK at once (text that
+                    # came with it asked for one already in _rx_text).
+                    self.counters["ooo_segments"] += 1
+                    self._dupacks_owed += 1
+                    self._ack_now = True
         elif self._rcv_fin_abs is not None and self._rcv_fin_abs == self.rcv_nxt:
             self._rx_fin(now)
 
