@@ -400,11 +400,14 @@ class SocketApi:
         assert rec.bound is not None
         listener = Listener(rec, backlog)
         self._tcp_bound.pop(rec.bound[1], None)  # the stack's listener holds the port now
+        # The stack's listener takes the families a Linux socket like this one hears
+        # (AF_INET: IPv4; AF_INET6: both, or IPv6 with IPV6_V6ONLY or a v6 address), so a
+        # SYN of the other family meets RST at once; Listener.enqueue still checks.
+        v4, v6 = rec.hears("0.0.0.0", rec.bound[0]), rec.hears("::", rec.bound[0])
+        family = socket.AF_UNSPEC if v4 and v6 else socket.AF_INET if v4 else socket.AF_INET6
         try:
-            # One stack listener per port hears both families; Listener.enqueue keeps
-            # the connections this socket's family and binding would get on Linux.
             listener.server = await self.stack.create_server(
-                listener.new_pump, "0.0.0.0", rec.bound[1], backlog=backlog
+                listener.new_pump, "0.0.0.0", rec.bound[1], backlog=backlog, family=family
             )
         except OSError:
             self._tcp_bound[rec.bound[1]] = rec

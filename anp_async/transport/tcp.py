@@ -324,6 +324,7 @@ class TcpLayer:
         host: str | None = None,
         port: int | None = 0,
         *,
+        family: int = socket.AF_UNSPEC,
         backlog: int = 100,
         start_serving: bool = True,
         ssl: Any = None,
@@ -342,9 +343,12 @@ class TcpLayer:
         if isinstance(host, (list, tuple)):
             host = host[0] if host else None
         addr = await resolve_ip(host)
-        # one listener per port takes both families (as a kernel socket on :: does)
+        # One listener per port takes both families (as a kernel socket on :: does), or
+        # the one ``family`` names (asyncio's create_server(family=...)).
         if addr not in ("0.0.0.0", "::", stack.ip, stack.ip6):
             raise _oserror(errno.EADDRNOTAVAIL)
+        if family not in (socket.AF_UNSPEC, socket.AF_INET, socket.AF_INET6):
+            raise _oserror(errno.EAFNOSUPPORT)
         port = int(port or 0)
         if port == 0:
             port = self.pick_port(b"", 0)
@@ -355,6 +359,8 @@ class TcpLayer:
             port,
             protocol_factory,
             backlog,
+            v4=family != socket.AF_INET6,
+            v6=family != socket.AF_INET,
             ssl=ssl,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
@@ -363,9 +369,13 @@ class TcpLayer:
             server._start_serving()
         return server
 
-    def listen(self, port: int, backlog: int, accept: Callable[[TcpEndpoint], None]) -> Listener:
-        """Listen on ``port``; ``accept(endpoint)`` for each connection that opens."""
-        return self.host.listen(port, backlog, accept)
+    def listen(
+        self, port: int, backlog: int, accept: Callable[[TcpEndpoint], None], *,
+        v4: bool = True, v6: bool = True,
+    ) -> Listener:  # fmt: skip
+        """Listen on ``port`` (for the families ``v4``/``v6``); ``accept(endpoint)`` for each
+        connection that opens."""
+        return self.host.listen(port, backlog, accept, v4=v4, v6=v6)
 
     def unlisten(self, listener: Listener) -> None:
         """Stop listening (connections already opened stay)."""

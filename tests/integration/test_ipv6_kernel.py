@@ -198,3 +198,37 @@ async def test_stack_reaches_kernel_ipv6_server(tap6_offload) -> None:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+CONNECT = textwrap.dedent("""
+    import socket, sys
+    h = sys.argv[1]
+    s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET)
+    s.settimeout(3)
+    try:
+        s.connect((h, int(sys.argv[2])))
+        print("connected")
+    except ConnectionRefusedError:
+        print("refused")
+""")
+
+
+async def test_create_server_family_limits_the_listener(tap6) -> None:
+    """``create_server(family=AF_INET)`` listens for IPv4 only (as asyncio's does on a
+    kernel socket): a kernel client's IPv6 SYN is refused, and the other way round."""
+    import socket
+
+    ns, tap = tap6
+    async with stack6(tap) as stack:
+        for family, port, ok, refused in (
+            (socket.AF_INET, 8001, "10.0.0.2", S6),
+            (socket.AF_INET6, 8002, S6, "10.0.0.2"),
+        ):
+            server = await stack.create_server(asyncio.Protocol, None, port, family=family)
+            try:
+                for host, want in ((ok, "connected"), (refused, "refused")):
+                    rc, out, err = await run_in_ns(ns, ["python3", "-c", CONNECT, host, str(port)])
+                    assert out.strip() == want, (family, host, out, err)
+            finally:
+                server.close()
+        assert stack.stats()["tcp"]["listen_other_family"] == 2

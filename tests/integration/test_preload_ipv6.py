@@ -67,8 +67,36 @@ for _ in range(int(sys.argv[2])):
 """
 
 
+V4_SERVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.bind(("0.0.0.0", 7000)); s.listen(8)
+print("listening", flush=True)
+c, peer = s.accept()
+print("peer", peer[0], c.recv(100).decode(), flush=True)
+c.sendall(b"ok"); c.close()
+"""
+
+
 def _kernel_client(ns: Netns, host: str) -> subprocess.CompletedProcess[str]:
     return ns.run(["sh", "-c", f"echo hi | nc -N -w 3 {host} 7000"], timeout=20)
+
+
+def _kernel_connect(ns: Netns, host: str) -> str:
+    """What a kernel client's connect() to port 7000 meets: connected, refused, or else."""
+    code = (
+        "import socket, sys\n"
+        "h = sys.argv[1]\n"
+        "s = socket.socket(socket.AF_INET6 if ':' in h else socket.AF_INET)\n"
+        "s.settimeout(3)\n"
+        "try:\n"
+        "    s.connect((h, 7000)); print('connected')\n"
+        "except ConnectionRefusedError:\n"
+        "    print('refused')\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    return ns.run(["python3", "-c", code, host], timeout=20).stdout.strip()
 
 
 def test_dual_stack_server_hears_both_families_v6only_hears_ipv6() -> None:
@@ -90,13 +118,30 @@ def test_dual_stack_server_hears_both_families_v6only_hears_ipv6() -> None:
         try:
             server.wait_for("listening")
             v4 = _kernel_client(ns, "10.0.0.2")  # V6ONLY: IPv4 is not this socket's
+            # the port is closed to IPv4 (RST to the SYN), not opened and then reset
+            v4_connect = _kernel_connect(ns, "10.0.0.2")
             v6 = _kernel_client(ns, STACK6)
             assert server.wait(20) == 0, server.text()
             out = server.text()
         finally:
             server.close()
         assert v4.stdout == "" and v6.stdout == "ok", describe(v4) + describe(v6)
+        assert v4_connect == "refused"
         assert out.count("peer ") == 1 and f"peer {KERNEL6}" in out, out
+
+        server = attached(tap, ["python3", "-c", V4_SERVER])
+        try:
+            server.wait_for("listening")
+            v6 = _kernel_client(ns, STACK6)  # an AF_INET socket: IPv6 is not its
+            v6_connect = _kernel_connect(ns, STACK6)
+            v4 = _kernel_client(ns, "10.0.0.2")
+            assert server.wait(20) == 0, server.text()
+            out = server.text()
+        finally:
+            server.close()
+        assert v4.stdout == "ok" and v6.stdout == "", describe(v4) + describe(v6)
+        assert v6_connect == "refused"
+        assert out.count("peer ") == 1 and "peer 10.0.0.1" in out, out
 
 
 UDP_CLIENT = f"""

@@ -68,6 +68,25 @@ def test_listen_input_rst_ack_syn() -> None:
     assert host.input(RIP, LIP, TcpSegment(RPORT, LPORT, 5001, 0, ACK, 0), 0.1) is entry
 
 
+def test_a_listener_of_one_family_is_a_closed_port_to_the_other() -> None:
+    # An AF_INET socket hears IPv4 only, an IPV6_V6ONLY one IPv6 only: a SYN of the other
+    # family meets a closed port (RST at once), as on Linux -- not a handshake and a RST.
+    host = new_host()
+    lip6, rip6 = bytes.fromhex("fd00" + "00" * 13 + "02"), bytes.fromhex("fd00" + "00" * 13 + "01")
+    host.local_ip6 = lip6
+    host.listen(LPORT, 4, lambda _: None, v6=False)
+    assert host.input(rip6, lip6, syn(), 0.0) is None
+    assert host.take_outbox() == [(rip6, TcpSegment(LPORT, RPORT, 0, 5001, RST | ACK, 0))]
+    assert host.counters["listen_other_family"] == 1 and host.counters["to_closed_port"] == 1
+    assert host.input(RIP, LIP, syn(), 0.0) is not None  # IPv4: SYN-ACK
+    assert host.take_outbox() == []
+    host.unlisten(host.listeners[LPORT])
+    host.listen(LPORT, 4, lambda _: None, v4=False)
+    assert host.input(RIP, LIP, syn(RPORT + 1), 0.0) is None
+    assert host.take_outbox() == [(RIP, TcpSegment(LPORT, RPORT + 1, 0, 5001, RST | ACK, 0))]
+    assert host.input(rip6, lip6, syn(RPORT + 2), 0.0) is not None
+
+
 def test_full_backlog_drops_syn_without_cookies() -> None:
     host = new_host(syncookies=False)
     host.listen(LPORT, 1, lambda _: None)

@@ -87,9 +87,17 @@ class Listener:
     closed: bool = False
     #: When this listener last answered a SYN with a cookie (None: never).
     cookie_sent_at: float | None = None
+    #: The families it takes (an AF_INET socket hears IPv4 only, an IPV6_V6ONLY one IPv6
+    #: only); a SYN of the other family finds the port closed and is answered with RST.
+    v4: bool = True
+    v6: bool = True
 
     def __post_init__(self) -> None:
         self.backlog = max(1, self.backlog)
+
+    def hears(self, src: bytes) -> bool:
+        """Does this listener take segments from address ``src`` (4 or 16 bytes)?"""
+        return self.v6 if len(src) == 16 else self.v4
 
 
 def rst_reply(seg: TcpSegment) -> TcpSegment | None:
@@ -176,7 +184,11 @@ class TcpHost(Generic[E]):
             return None
         listener = self.listeners.get(seg.dst_port)
         if listener is not None and not listener.closed:
-            return self._listen_input(listener, src, seg, now)
+            if listener.hears(src):
+                return self._listen_input(listener, src, seg, now)
+            # RFC 9293 3.10.7.1: no listener of this family -- a closed port, as Linux
+            # answers a SYN from IPv6 to a port only an AF_INET socket listens on.
+            self.counters["listen_other_family"] += 1
         self.counters["to_closed_port"] += 1
         self._reset(src, seg)
         return None
@@ -438,11 +450,15 @@ class TcpHost(Generic[E]):
 
     # -------------------------------------------------------------- listeners
 
-    def listen(self, port: int, backlog: int, accept: Callable[[Any], None]) -> Listener:
-        """Start listening on ``port``; OSError(EADDRINUSE) if something listens there."""
+    def listen(
+        self, port: int, backlog: int, accept: Callable[[Any], None], *,
+        v4: bool = True, v6: bool = True,
+    ) -> Listener:  # fmt: skip
+        """Start listening on ``port`` for the families ``v4``/``v6``; OSError(EADDRINUSE)
+        if something listens there."""
         if port in self.listeners:
             raise _oserror(errno.EADDRINUSE)
-        listener = Listener(port, backlog, accept)
+        listener = Listener(port, backlog, accept, v4=v4, v6=v6)
         self.listeners[port] = listener
         return listener
 
