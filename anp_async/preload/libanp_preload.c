@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -164,6 +165,7 @@ REAL(int, dup2, (int, int));
 REAL(int, dup3, (int, int, int));
 REAL(int, fcntl, (int, int, ...));
 REAL(int, fcntl64, (int, int, ...));
+REAL(int, ioctl, (int, unsigned long, ...));
 
 static void resolve_real(void)
 {
@@ -171,7 +173,7 @@ static void resolve_real(void)
     R(socket); R(socketpair); R(close); R(bind); R(listen); R(accept); R(accept4);
     R(connect); R(getsockname); R(getpeername); R(setsockopt); R(getsockopt);
     R(read); R(write); R(readv); R(writev); R(recv); R(send); R(recvfrom); R(sendto);
-    R(recvmsg); R(sendmsg); R(dup); R(dup2); R(dup3); R(fcntl); R(fcntl64);
+    R(recvmsg); R(sendmsg); R(dup); R(dup2); R(dup3); R(fcntl); R(fcntl64); R(ioctl);
 #undef R
     if (!real_fcntl64)
         real_fcntl64 = real_fcntl;
@@ -1475,6 +1477,41 @@ int fcntl64(int fd, int cmd, ...)
     r = fcntl_common(real_fcntl64, fd, cmd, ap);
     va_end(ap);
     return r;
+}
+
+/* FIONREAD (= SIOCINQ) on a UDP socket: Linux answers the payload size of the next
+ * datagram (0 if none waits). The program's end is a SOCK_SEQPACKET socket, which would
+ * answer the size of all its packets together, headers included: peek at the next one. */
+static int udp_inq(int fd, int *out)
+{
+    struct anp_udp_hdr h;
+    ssize_t r = real_recv(fd, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC);
+    if (r < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        r = 0;
+    }
+    /* an error report (ICMP) carries no datagram */
+    *out = (r >= (ssize_t)sizeof h && !h.err) ? (int)(r - (ssize_t)sizeof h) : 0;
+    return 0;
+}
+
+int ioctl(int fd, unsigned long req, ...)
+{
+    va_list ap;
+    void *arg;
+    struct anp_sock *s;
+    ensure_real();
+    va_start(ap, req);
+    arg = va_arg(ap, void *);
+    va_end(ap);
+    s = lookup(fd);
+    if (s && s->type == SOCK_DGRAM && req == FIONREAD) {
+        if (!arg)
+            return fail(EFAULT);
+        return udp_inq(fd, (int *)arg);
+    }
+    return real_ioctl(fd, req, arg);
 }
 
 /* ------------------------------------------------------------------ start-up */
