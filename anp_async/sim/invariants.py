@@ -82,8 +82,10 @@ class Checker:
             cfg = c.cfg
             if info["send_queued"] > cfg.send_buffer:  # type: ignore[operator]
                 fail(f"{host.name}: send buffer {info['send_queued']} > {cfg.send_buffer}")
-            if info["recv_queued"] > cfg.recv_buffer + 65535:  # type: ignore[operator]
-                fail(f"{host.name}: receive buffer {info['recv_queued']} > {cfg.recv_buffer}")
+            # autotuning may grow the window up to recv_buffer_max (0: it is off)
+            rbuf = max(cfg.recv_buffer, cfg.recv_buffer_max)
+            if info["recv_queued"] > rbuf + 65535:  # type: ignore[operator]
+                fail(f"{host.name}: receive buffer {info['recv_queued']} > {rbuf}")
             if info["ooo_segments"] > cfg.max_ooo_segments:  # type: ignore[operator]
                 fail(f"{host.name}: {info['ooo_segments']} out-of-order segments")
         pending = sum(n for _, n in stack.arp.pending())
