@@ -178,8 +178,9 @@ class SocketRecord:
 
     def hears(self, host: str, bound_ip: str) -> bool:
         """Would a Linux socket of this family, bound to ``bound_ip``, get traffic from
-        ``host``? (The stack has one listener / binding per port for both families; Linux
-        has an AF_INET socket hear IPv4, AF_INET6 both unless IPV6_V6ONLY.)"""
+        ``host``? (Linux has an AF_INET socket hear IPv4, AF_INET6 both unless
+        IPV6_V6ONLY. A listener passes the answer to the stack's listener as its family;
+        a UDP binding, one per port for both families, filters with it here.)"""
         v6 = _is_v6(host)
         if self.family == socket.AF_INET:
             return not v6
