@@ -50,7 +50,7 @@ from typing import Any
 
 from .apps import BenchError
 from .common import proc_cpu_ns
-from .procs import STACK_IP, TAP_KERNEL_IP, TAP_NAME, VETH_K_IP, BenchEnv, Peer
+from .procs import STACK_IP, TAP_KERNEL_IP, VETH_K_IP, BenchEnv, Peer
 
 HELP = "a C client through the LD_PRELOAD library vs on kernel sockets: 64 B RR, bulk, IPC cost"
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -182,7 +182,7 @@ def run_kernel(env: BenchEnv, exe: str, args: argparse.Namespace) -> list[dict[s
 def _anp_run(env: BenchEnv, mode: str, program: list[str]) -> list[str]:
     assert env.ns_k is not None
     return [
-        "ip", "netns", "exec", env.ns_k.name, _anp(), "run", "--tap", TAP_NAME,
+        "ip", "netns", "exec", env.ns_k.name, _anp(), "run", "--tap", env.tap,
         "--ip", f"{STACK_IP}/24", "--peer", f"{TAP_KERNEL_IP}/24", "--mode", mode,
         "--isolate", "--", *program,
     ]  # fmt: skip

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import selectors
 import subprocess
 import sys
@@ -27,7 +28,10 @@ from anp_async.nic.netns import Netns, disable_ipv6, loopback_up, unique_name, v
 from .apps import BenchError
 from .common import CPU_GROUPS, WARM_MARK
 
-TAP_NAME = "anpb0"
+#: The stack's TAP is ``anpb`` + 6 hex digits, new per run: the TAP lives in the run's own
+#: namespace, but ``anp run --tap T`` (the preload benchmark) names its control socket
+#: after it (``/run/anp/T.sock``), which two overlapping runs would share.
+TAP_PREFIX = "anpb"
 TAP_KERNEL_IP = "10.0.0.1"
 STACK_IP = "10.0.0.2"
 VETH_K_IP = "10.0.1.2"
@@ -180,6 +184,8 @@ class BenchEnv:
         placement: str = "free",
     ) -> None:  # fmt: skip
         self.log_dir = log_dir
+        #: The stack's TAP (in namespace K), unique per run.
+        self.tap = TAP_PREFIX + secrets.token_hex(3)
         #: One of :data:`PLACEMENTS` (see :meth:`place`).
         self.placement = placement
         self.loop = loop
@@ -288,7 +294,7 @@ class BenchEnv:
         """The stack in ``mode`` on the TAP (in K), in its own process in the root ns."""
         assert self.ns_k is not None
         argv = [
-            python(), "-m", "anp_async.bench.stack_peer", "--net", "stack", "--tap", TAP_NAME,
+            python(), "-m", "anp_async.bench.stack_peer", "--net", "stack", "--tap", self.tap,
             "--netns", self.ns_k.name, "--ip", f"{STACK_IP}/24",
             "--peer", f"{TAP_KERNEL_IP}/24", "--mode", mode,
             "--mode-params", json.dumps(params or {}), "--loop", self.loop,
@@ -320,7 +326,7 @@ class BenchEnv:
     def tap_counter(self, name: str) -> int:
         """A statistics counter of the TAP's kernel end (e.g. ``tx_dropped``); -1 if gone."""
         assert self.ns_k is not None
-        res = self.ns_k.run(["cat", f"/sys/class/net/{TAP_NAME}/statistics/{name}"])
+        res = self.ns_k.run(["cat", f"/sys/class/net/{self.tap}/statistics/{name}"])
         try:
             return int(res.stdout.strip())
         except ValueError:
