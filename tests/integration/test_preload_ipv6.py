@@ -12,12 +12,15 @@ import hashlib
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 from anp_async.nic.netns import Netns
 from tests.preloadutil import anp_up, attached, describe, kernel_proc
+
+T = TypeVar("T")
 
 pytestmark = [pytest.mark.root]
 
@@ -99,46 +102,51 @@ def _kernel_connect(ns: Netns, host: str) -> str:
     return ns.run(["python3", "-c", code, host], timeout=20).stdout.strip()
 
 
+def _serve(tap: str, program: list[str], clients: Callable[[], T]) -> tuple[str, T]:
+    """Run ``program`` on the stack; once it listens, ``clients()``; then wait for it to
+    exit. Returns its output and what ``clients()`` returned."""
+    server = attached(tap, program)
+    try:
+        server.wait_for("listening")
+        got = clients()
+        assert server.wait(20) == 0, server.text()
+        return server.text(), got
+    finally:
+        server.close()
+
+
 def test_dual_stack_server_hears_both_families_v6only_hears_ipv6() -> None:
     with dual_stack() as (ns, tap):
-        server = attached(tap, ["python3", "-c", DUAL_SERVER, "0", "2"])
-        try:
-            server.wait_for("listening")
-            v4, v6 = _kernel_client(ns, "10.0.0.2"), _kernel_client(ns, STACK6)
-            assert server.wait(20) == 0, server.text()
-            out = server.text()
-        finally:
-            server.close()
+        out, (v4, v6) = _serve(
+            tap, ["python3", "-c", DUAL_SERVER, "0", "2"],
+            lambda: (_kernel_client(ns, "10.0.0.2"), _kernel_client(ns, STACK6)),
+        )  # fmt: skip
         assert v4.stdout == "ok" and v6.stdout == "ok", describe(v4) + describe(v6)
         assert "listening ('::', 7000)" in out, out
         assert "peer ::ffff:10.0.0.1 local ::ffff:10.0.0.2 hi" in out, out
         assert f"peer {KERNEL6} local {STACK6} hi" in out, out
 
-        server = attached(tap, ["python3", "-c", DUAL_SERVER, "1", "1"])
-        try:
-            server.wait_for("listening")
-            v4 = _kernel_client(ns, "10.0.0.2")  # V6ONLY: IPv4 is not this socket's
-            # the port is closed to IPv4 (RST to the SYN), not opened and then reset
-            v4_connect = _kernel_connect(ns, "10.0.0.2")
-            v6 = _kernel_client(ns, STACK6)
-            assert server.wait(20) == 0, server.text()
-            out = server.text()
-        finally:
-            server.close()
+        # V6ONLY: IPv4 is not this socket's -- the port is closed to it (RST to the SYN),
+        # not opened and then reset
+        out, (v4, v4_connect, v6) = _serve(
+            tap, ["python3", "-c", DUAL_SERVER, "1", "1"],
+            lambda: (
+                _kernel_client(ns, "10.0.0.2"), _kernel_connect(ns, "10.0.0.2"),
+                _kernel_client(ns, STACK6),
+            ),
+        )  # fmt: skip
         assert v4.stdout == "" and v6.stdout == "ok", describe(v4) + describe(v6)
         assert v4_connect == "refused"
         assert out.count("peer ") == 1 and f"peer {KERNEL6}" in out, out
 
-        server = attached(tap, ["python3", "-c", V4_SERVER])
-        try:
-            server.wait_for("listening")
-            v6 = _kernel_client(ns, STACK6)  # an AF_INET socket: IPv6 is not its
-            v6_connect = _kernel_connect(ns, STACK6)
-            v4 = _kernel_client(ns, "10.0.0.2")
-            assert server.wait(20) == 0, server.text()
-            out = server.text()
-        finally:
-            server.close()
+        # an AF_INET socket: IPv6 is not its
+        out, (v6, v6_connect, v4) = _serve(
+            tap, ["python3", "-c", V4_SERVER],
+            lambda: (
+                _kernel_client(ns, STACK6), _kernel_connect(ns, STACK6),
+                _kernel_client(ns, "10.0.0.2"),
+            ),
+        )  # fmt: skip
         assert v4.stdout == "ok" and v6.stdout == "", describe(v4) + describe(v6)
         assert v6_connect == "refused"
         assert out.count("peer ") == 1 and "peer 10.0.0.1" in out, out
