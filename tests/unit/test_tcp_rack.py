@@ -451,3 +451,32 @@ def test_rack_log_is_bounded() -> None:
     r.on_rto(1)
     r.on_sent(5, 8, 2.0, True)  # a retransmission inside a record restamps it whole
     assert len(r.segs) == rack_mod.MAX_RECORDS and r.segs[0].xmit == 2.0
+
+
+def test_min_rtt_follows_a_longer_path_after_its_window() -> None:
+    # RFC 8985 (6.2 step 4): RACK.min_RTT is windowed, so the reordering window
+    # (min_RTT / 4) grows with a path that became longer for good.
+    from anp_async.proto.tcp.rack import MIN_RTT_WINDOW
+
+    r = Rack()
+    sb = SackScoreboard()
+    seq, now = 0, 1.0
+
+    def one(rtt: float) -> None:
+        nonlocal seq, now
+        r.on_sent(seq, seq + MSS, now, False)
+        seq += MSS
+        now += rtt
+        r.on_ack(seq, sb, now, None, False, seq)
+
+    one(0.010)
+    assert r.min_rtt == pytest.approx(0.010)
+    r.reordering_seen = True  # else no reordering window at all once DupThresh is reached
+    for _ in range(50):  # the path becomes 100 ms; inside the window the minimum holds
+        one(0.100)
+    assert r.min_rtt == pytest.approx(0.010)
+    now += MIN_RTT_WINDOW
+    one(0.100)
+    one(0.100)
+    assert r.min_rtt == pytest.approx(0.100)
+    assert r.reo_wnd(False, 0.100) == pytest.approx(0.100 / 4)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 
+from .minfilter import WindowedMin
 from .sack import DUP_THRESH, SackScoreboard
 
 __all__ = ["Rack", "TLP_WCDELACKT"]
@@ -34,6 +35,8 @@ TLP_PTO_NO_RTT = 1.0
 REO_WND_PERSIST = 16
 # RFC 8985 (6.2 step 4): RACK.reo_wnd starts at min_RTT / 4.
 REO_WND_DIVISOR = 4.0
+#: Seconds over which RACK.min_RTT is the minimum (Linux: net.ipv4.tcp_min_rtt_wlen).
+MIN_RTT_WINDOW = 300.0
 # Bounded per connection: past this many records a new transmission joins the last one and
 # records are no longer split at SACK edges (coarser, never unbounded).
 MAX_RECORDS = 8192
@@ -71,7 +74,7 @@ class Rack:
         "xmit_ts",
         "end_seq",
         "rtt",
-        "min_rtt",
+        "_min_rtt",
         "fack",
         "reordering_seen",
         "reo_wnd_mult",
@@ -94,7 +97,9 @@ class Rack:
         self.xmit_ts: float | None = None
         self.end_seq = 0
         self.rtt = 0.0  # RACK.rtt: the RTT of that segment
-        self.min_rtt = math.inf
+        # RFC 8985 (6.2 step 4): a windowed min-filtered RTT, which follows a path that
+        # became longer (a global minimum would keep the reordering window too small).
+        self._min_rtt = WindowedMin(MIN_RTT_WINDOW)
         self.fack = 0  # RACK.fack: the highest end delivered
         self.reordering_seen = False
         self.reo_wnd_mult = 1
@@ -111,6 +116,11 @@ class Rack:
         self.n_rtx = 0  # records that were retransmitted (time order != sequence order)
         self.n_sacked = 0  # records SACKed (RACK.segs_sacked)
         self.dsack_seen = 0  # the scoreboard's D-SACK count at the last ACK
+
+    @property
+    def min_rtt(self) -> float:
+        """RACK.min_RTT: the smallest RTT of the last :data:`MIN_RTT_WINDOW` seconds."""
+        return self._min_rtt.value
 
     # ----------------------------------------------------------- transmissions
 
@@ -277,8 +287,7 @@ class Rack:
         if k:
             del segs[:k]  # nothing lost, retransmitted or SACKed among them: no counts move
         rtt = now - last.xmit
-        if rtt < self.min_rtt:
-            self.min_rtt = rtt
+        self._min_rtt.update(now, rtt)
         if self.xmit_ts is None or _sent_after(last.xmit, last.end, self.xmit_ts, self.end_seq):
             self.rtt = rtt
             self.xmit_ts = last.xmit
@@ -333,8 +342,7 @@ class Rack:
             # Step 2: an ACK of the original transmission, or too quick to be of the
             # retransmission: ambiguous, no RTT from it.
             return
-        if rtt < self.min_rtt:
-            self.min_rtt = rtt
+        self._min_rtt.update(now, rtt)
         if self.xmit_ts is None or _sent_after(s.xmit, s.end, self.xmit_ts, self.end_seq):
             self.rtt = rtt
             self.xmit_ts = s.xmit
