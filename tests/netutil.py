@@ -32,3 +32,20 @@ def echo_round(s: socket.socket, msg: bytes) -> bytes:
             break
         got += chunk
     return got
+
+
+#: A kernel-side program (``python3 -c CONNECT_PROBE HOST PORT``) that prints what its
+#: connect() meets: ``connected``, ``refused``, or the name of another OSError.
+CONNECT_PROBE = """
+import socket, sys
+h = sys.argv[1]
+s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET)
+s.settimeout(3)
+try:
+    s.connect((h, int(sys.argv[2])))
+    print("connected")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as e:
+    print(type(e).__name__)
+"""

@@ -16,9 +16,9 @@ Read the asyncio rows' min and max beside the median: with 1,000 connections tha
 baseline is bimodal. In some rounds its accept queue (asyncio's backlog of 100) is full
 when SYNs arrive: Linux drops them (nstat ListenOverflows/ListenDrops on the server) and
 the client sends them again one second later (TCPSynRetrans): such rounds take ~1.1 s,
-the others ~0.35 s (seen over this veth: 2 of 8 rounds slow, 44 and 100 SYNs dropped). The median and the paired ratios
-then depend on how many rounds were slow; the ratio to the fastest asyncio round is the
-strict one.
+the others ~0.35 s (seen over this veth: 2 of 8 rounds slow, 44 and 100 SYNs dropped).
+The median and the paired ratios then depend on how many rounds were slow; the ratio to
+the fastest asyncio round is the strict one.
 
 The client (``python -m anp_async.bench.burst client ...``) is bounded: N connections,
 one write each, and a time limit per round.

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .apps import BenchError
+from .common import PLACEMENTS
 
 HELP = "latency, throughput and receive-livelock experiments against the kernel"
 MODES = ("interrupt", "coalesce", "poll", "adaptive")
@@ -169,7 +170,7 @@ def configure_bench(p: argparse.ArgumentParser) -> None:
             b.add_argument("--protos", type=_csv(PROTOS), default=list(PROTOS))
             b.add_argument("--directions", type=_csv(DIRECTIONS), default=list(DIRECTIONS))
             b.add_argument(
-                "--placement", choices=("free", "same", "apart"), default="free",
+                "--placement", choices=tuple(PLACEMENTS), default="free",
                 help="CPUs of the process under test and its peer: free (the scheduler's "
                 "choice, default), same (both on CPU 0), apart (CPU 0 and CPU 1)",
             )  # fmt: skip
@@ -379,8 +380,8 @@ def run_bench(args: argparse.Namespace) -> int:
         console.print(line)
     where = getattr(args, "placement", "free")
     if where != "free":
-        cpus = "both on CPU 0" if where == "same" else "under test on CPU 0, its peer on CPU 1"
-        console.print(f"placement: {where} ({cpus})")
+        a, b = PLACEMENTS[where]
+        console.print(f"placement: {where} (under test on CPU {a}, its peer on CPU {b})")
     console.print(f"results: {doc['out']}")
     if doc.get("plots"):
         console.print("plots: " + ", ".join(str(Path(doc["out"]) / p) for p in doc["plots"]))

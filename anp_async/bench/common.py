@@ -126,6 +126,15 @@ class BulkCheck:
             view = view[BULK_BLOCK:]
 
 
+#: Where a latency phase puts the process under test and its peer: ``free`` leaves both to
+#: the scheduler, ``same`` pins both to CPU 0, ``apart`` the one under test to CPU 0 and the
+#: peer to CPU 1. The CPU a request costs depends on it: a wake-up across CPUs costs an
+#: inter-processor interrupt and, on an idle CPU, the way out of its idle state (in a VM,
+#: exits to the hypervisor), paid in the time of the process that wakes or is woken;
+#: on one CPU the two processes hand over to each other directly.
+PLACEMENTS = {"free": (None, None), "same": (0, 0), "apart": (0, 1)}
+
+
 #: A process whose CPU is that of other processes: a multi-queue stack peer (its pid) and
 #: its workers' pids (``anp bench ... --queues N``); :func:`proc_cpu_ns` sums them.
 CPU_GROUPS: dict[int, list[int]] = {}
@@ -200,7 +209,6 @@ def profiled(out_dir: str, name: str, run: Callable[[], int]) -> int:
     seconds per generation, objects collected) when it returns or raises."""
     import cProfile
     import gc
-    import os
 
     gc_stats = {g: {"passes": 0, "seconds": 0.0, "collected": 0} for g in (0, 1, 2)}
     started = [0.0]

@@ -77,12 +77,9 @@ def _tcp_sink_conn(conn: socket.socket) -> None:
         total = 0
         t0 = cpu0 = 0
         with contextlib.suppress(OSError):
-            header = bytearray()
-            while len(header) < BULK_HEADER.size:
-                piece = conn.recv(BULK_HEADER.size - len(header))
-                if not piece:
-                    return
-                header += piece
+            header = conn.recv(BULK_HEADER.size, socket.MSG_WAITALL)
+            if len(header) < BULK_HEADER.size:
+                return  # closed before announcing its seed
             check = BulkCheck(BULK_HEADER.unpack(header)[0])
             while True:
                 n = conn.recv_into(buf)

@@ -26,7 +26,7 @@ from typing import Any
 from anp_async.nic.netns import Netns, disable_ipv6, loopback_up, unique_name, veth_pair
 
 from .apps import BenchError
-from .common import CPU_GROUPS, WARM_MARK
+from .common import CPU_GROUPS, PLACEMENTS, WARM_MARK
 
 #: The stack's TAP is ``anpb`` + 6 hex digits, new per run: the TAP lives in the run's own
 #: namespace, but ``anp run --tap T`` (the preload benchmark) names its control socket
@@ -158,15 +158,6 @@ class Peer:
                 self._sel.close()
                 self.proc.stdout.close()
         self._log.close()
-
-
-#: Where a latency phase puts the process under test and its peer: ``free`` leaves both to
-#: the scheduler, ``same`` pins both to CPU 0, ``apart`` the one under test to CPU 0 and the
-#: peer to CPU 1. The CPU a request costs depends on it: a wake-up across CPUs costs an
-#: inter-processor interrupt and, on an idle CPU, the way out of its idle state (in a VM,
-#: exits to the hypervisor), paid in the time of the process that wakes or is woken;
-#: on one CPU the two processes hand over to each other directly.
-PLACEMENTS = {"free": (None, None), "same": (0, 0), "apart": (0, 1)}
 
 
 def pin(pid: int, cpu: int) -> None:

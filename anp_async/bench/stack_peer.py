@@ -32,12 +32,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import traceback
 from typing import Any
 
 from .apps import CLIENTS, BenchError, KernelNet, bulk_send, start_servers
-from .common import emit
+from .common import emit, profiled
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -161,19 +162,13 @@ async def _main(args: argparse.Namespace, nic: Any) -> int:
 
 
 def _pid() -> int:
-    import os
-
     return os.getpid()
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     out = os.environ.get("ANP_BENCH_PROFILE")
     if not out:
         return _main_unprofiled(argv)
-    from .common import profiled
-
     return profiled(out, "stack_peer", lambda: _main_unprofiled(argv))
 
 

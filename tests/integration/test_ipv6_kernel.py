@@ -18,7 +18,7 @@ import pytest
 from anp_async import Stack, StackConfig
 from anp_async.nic.netns import Netns
 from anp_async.nic.tap import TapNic
-from tests.netutil import KERNEL_CIDR, STACK_CIDR, STACK_MAC, TAP_NAME
+from tests.netutil import CONNECT_PROBE, KERNEL_CIDR, STACK_CIDR, STACK_MAC, TAP_NAME
 from tests.stackutil import fast_tcp, ping_received, run_in_ns
 
 K6 = "fd00::1"
@@ -200,19 +200,6 @@ async def test_stack_reaches_kernel_ipv6_server(tap6_offload) -> None:
                 await proc.wait()
 
 
-CONNECT = textwrap.dedent("""
-    import socket, sys
-    h = sys.argv[1]
-    s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET)
-    s.settimeout(3)
-    try:
-        s.connect((h, int(sys.argv[2])))
-        print("connected")
-    except ConnectionRefusedError:
-        print("refused")
-""")
-
-
 async def test_create_server_family_limits_the_listener(tap6) -> None:
     """``create_server(family=AF_INET)`` listens for IPv4 only (as asyncio's does on a
     kernel socket): a kernel client's IPv6 SYN is refused, and the other way round."""
@@ -227,7 +214,7 @@ async def test_create_server_family_limits_the_listener(tap6) -> None:
             server = await stack.create_server(asyncio.Protocol, None, port, family=family)
             try:
                 for host, want in ((ok, "connected"), (refused, "refused")):
-                    rc, out, err = await run_in_ns(ns, ["python3", "-c", CONNECT, host, str(port)])
+                    rc, out, err = await run_in_ns(ns, ["python3", "-c", CONNECT_PROBE, host, str(port)])
                     assert out.strip() == want, (family, host, out, err)
             finally:
                 server.close()

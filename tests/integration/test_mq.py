@@ -96,7 +96,7 @@ def host2(netns: Netns, tmp_path: Path) -> Iterator[Host]:
         yield h
 
 
-def _icmpecho_round(ident: int, seq: int) -> bytes:
+def _icmp_echo(ident: int, seq: int) -> bytes:
     hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"mq-test!"
     s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr + b"\0" * (len(hdr) % 2)))
     s = (s & 0xFFFF) + (s >> 16)
@@ -118,7 +118,7 @@ def test_every_worker_answers_arp_and_icmp(host2: Host, netns: Netns) -> None:
     with raw:
         raw.settimeout(3)
         for ident in idents.values():
-            raw.sendto(_icmpecho_round(ident, 1), (STACK_IP, 0))
+            raw.sendto(_icmp_echo(ident, 1), (STACK_IP, 0))
             deadline = time.monotonic() + 3
             while True:
                 assert time.monotonic() < deadline, f"no echo reply for identifier {ident}"

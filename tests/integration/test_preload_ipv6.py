@@ -18,6 +18,7 @@ from typing import TypeVar
 import pytest
 
 from anp_async.nic.netns import Netns
+from tests.netutil import CONNECT_PROBE
 from tests.preloadutil import anp_up, attached, describe, kernel_proc
 
 T = TypeVar("T")
@@ -87,19 +88,7 @@ def _kernel_client(ns: Netns, host: str) -> subprocess.CompletedProcess[str]:
 
 def _kernel_connect(ns: Netns, host: str) -> str:
     """What a kernel client's connect() to port 7000 meets: connected, refused, or else."""
-    code = (
-        "import socket, sys\n"
-        "h = sys.argv[1]\n"
-        "s = socket.socket(socket.AF_INET6 if ':' in h else socket.AF_INET)\n"
-        "s.settimeout(3)\n"
-        "try:\n"
-        "    s.connect((h, 7000)); print('connected')\n"
-        "except ConnectionRefusedError:\n"
-        "    print('refused')\n"
-        "except OSError as e:\n"
-        "    print(type(e).__name__)\n"
-    )
-    return ns.run(["python3", "-c", code, host], timeout=20).stdout.strip()
+    return ns.run(["python3", "-c", CONNECT_PROBE, host, "7000"], timeout=20).stdout.strip()
 
 
 def _serve(tap: str, program: list[str], clients: Callable[[], T]) -> tuple[str, T]:
