@@ -56,18 +56,33 @@ def _payload(i: int, size: int) -> bytes:
     return (seed * reps)[:size]
 
 
-async def _one(host: str, i: int, size: int, timeout: float) -> None:
+async def _one(host: str, i: int, size: int, timeout: float, t0: float) -> dict[str, float]:
+    """One connection's echo; when (since ``t0``) it was connected and when it was done."""
     data = _payload(i, size)
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, ECHO_PORT), timeout)
+    connected = time.perf_counter() - t0
     try:
         writer.write(data)
         got = await asyncio.wait_for(reader.readexactly(size), timeout)
         if got != data:
             raise BenchError(f"connection {i}: echo differs")
+        echoed = time.perf_counter() - t0
     finally:
         writer.close()
         with contextlib.suppress(OSError, asyncio.TimeoutError):
             await asyncio.wait_for(writer.wait_closed(), timeout)
+    return {"connected": connected, "echoed": echoed}
+
+
+def _quantiles(values: list[float]) -> dict[str, float]:
+    """p50, p90, p99 and max of per-connection times: where a round's tail comes from."""
+    if not values:
+        return {}
+    v = sorted(values)
+    at = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
+    out = {k: v[min(len(v) - 1, int(q * len(v)))] for k, q in at.items()}
+    out["max"] = v[-1]
+    return out
 
 
 async def run_client(host: str, conns: int, size: int, time_limit: float) -> dict[str, Any]:
@@ -79,21 +94,28 @@ async def run_client(host: str, conns: int, size: int, time_limit: float) -> dic
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     t0 = time.perf_counter()
-    tasks = [asyncio.ensure_future(_one(host, i, size, time_limit)) for i in range(conns)]
+    tasks = [asyncio.ensure_future(_one(host, i, size, time_limit, t0)) for i in range(conns)]
     done, pending = await asyncio.wait(tasks, timeout=time_limit)
     for t in pending:
         t.cancel()
     secs = time.perf_counter() - t0
     errors: collections.Counter[str] = collections.Counter()
+    times: list[dict[str, float]] = []
     for t in done:
         exc = t.exception()
         if exc is not None:
             errors[type(exc).__name__] += 1
+        else:
+            times.append(t.result())
     if pending:
         errors["NotDoneInTime"] += len(pending)
         await asyncio.wait(pending, timeout=5)
     failed = sum(errors.values())
-    return {"seconds": secs, "ok": conns - failed, "failed": failed, "errors": dict(errors)}
+    return {
+        "seconds": secs, "ok": conns - failed, "failed": failed, "errors": dict(errors),
+        "connected": _quantiles([t["connected"] for t in times]),
+        "echoed": _quantiles([t["echoed"] for t in times]),
+    }  # fmt: skip
 
 
 # ------------------------------------------------------------------------ the runner
@@ -130,7 +152,7 @@ ROUND_COUNTERS = (
     "listen_overflow", "conn_retransmits", "conn_timeouts", "conn_spurious_rto",
     "conn_tlp_probes", "conn_tlp_recoveries", "conn_dsack_rx", "conn_recoveries",
     "conn_segments_out", "rst_sent", "conn_rst_sent", "conn_dropped_bad_ack",
-    "syn_iss_from_cookie",
+    "syn_iss_from_cookie", "rx_segments", "tx_segments", "tso_segments_sent",
 )  # fmt: skip
 
 
@@ -156,6 +178,14 @@ def _summarize(setup: str, conns: int, size: int, rounds: list[dict[str, Any]]) 
     for k in ("syncookies_sent", "syncookies_failed", "conn_retransmits", "tap_dropped"):
         if k in rounds[0]:
             row[k] = sum(r[k] for r in rounds)
+    for phase in ("connected", "echoed"):
+        # Per-connection times within a round (median over the rounds): a p99 or max far
+        # above the p50 means a few connections waited for a timer (a SYN or data
+        # retransmission), not that every connection was slow.
+        for q in ("p50", "p99", "max"):
+            vals = [r[phase][q] for r in rounds if r.get(phase)]
+            if vals:
+                row[f"{phase}_{q}"] = statistics.median(vals)
     paired = [r["x_kernel"] for r in rounds if "x_kernel" in r]
     if paired:
         # The median of each round's time over the kernel round right after it.
@@ -231,12 +261,19 @@ def summary_rows(rows: list[dict]) -> list[list[str]]:
         table.append([
             r["setup"], str(r["conns"]), str(r["size"]), str(r["rounds"]),
             f"{r['seconds']:.3f}", f"{r.get('seconds_min', math.nan):.3f}",
-            f"{r['seconds_max']:.3f}", t_cell,
+            f"{r['seconds_max']:.3f}", _tail_cell(r), t_cell,
             str(r["failed"]), errs, f"{r['cpu_s_per_conn'] * 1e6:.0f}", f"{c_ratio:.2f}",
             f"{flat:.2f}",
             str(r.get("syncookies_sent", "-")), str(r.get("tap_dropped", "-")), _loss_cell(r),
         ])  # fmt: skip
     return table
+
+
+def _tail_cell(row: dict) -> str:
+    """Per-connection echo times in a round: p50, p99, max (medians over the rounds)."""
+    if "echoed_p50" not in row:
+        return "-"
+    return f"{row['echoed_p50']:.2f} {row['echoed_p99']:.2f} {row['echoed_max']:.2f}"
 
 
 def _loss_cell(row: dict) -> str:
@@ -253,7 +290,8 @@ def _loss_cell(row: dict) -> str:
 
 
 SUMMARY_COLUMNS = (
-    "setup", "conns", "size", "rounds", "seconds (median)", "min", "max", "x asyncio (paired)",
+    "setup", "conns", "size", "rounds", "seconds (median)", "min", "max",
+    "per conn s: p50 p99 max", "x asyncio (paired)",
     "failed", "errors", "cpu µs/conn", "cpu x asyncio", "cpu/conn x fewest conns", "cookies",
     "tap drops",
     "per conn: rtx rto(spurious) tlp",

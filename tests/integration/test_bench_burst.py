@@ -35,6 +35,9 @@ def test_burst_quick(tmp_path: Path) -> None:
         assert r["rounds"] == 2 and r["size"] == 3000
         assert r["failed"] == 0 and r["errors"] == {}
         assert 0 < r["seconds"] <= r["seconds_max"] and r["cpu_s_per_conn"] > 0
+        # Per-connection times: connected before echoed, p50 <= p99 <= max <= the round.
+        assert 0 < r["connected_p50"] <= r["echoed_p50"]
+        assert r["echoed_p50"] <= r["echoed_p99"] <= r["echoed_max"] <= r["seconds_max"]
         if r["setup"] == "adaptive":
             assert r["syncookies_sent"] == 0 and r["tap_dropped"] >= 0
             # Each stack round has the kernel round after it; their ratio's median.
