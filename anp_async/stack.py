@@ -46,7 +46,7 @@ from .proto.ethernet import (
 from .proto.ipv6 import NH_ICMPV6, IPv6Header, ip6_to_bytes
 from .proto.numbers import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from .proto.tcp.config import TcpConfig
-from .proto.tcp.fastpath import HeaderTemplate
+from .proto.tcp.fastpath import TX_NOT_TEMPLATED, TX_SENT, TX_TSO, HeaderTemplate
 from .proto.tcp.segment import TcpSegment, build_tcp_header, build_tcp_header_partial
 from .stack_ipv6 import Ipv6Layer, parse_prefix6
 from .transport.resolve import resolve_ip
@@ -622,33 +622,42 @@ class Stack:
             partial=self.offload.enabled, mtu=self.mtu, next_hop=route[0], arp_version=-1,
         )  # fmt: skip
 
-    def send_templated(self, tpl: HeaderTemplate, seg: TcpSegment, mss: int, now: float) -> bool:
-        """Send ``seg`` with its connection's header template; False (nothing sent, nothing
-        counted) when the segment needs :meth:`send_tcp` instead: not template-shaped
-        (options beyond the timestamp, ECN, a TSO super-segment) or the neighbour not
-        resolved. The template follows the ARP table: a changed or expired entry is
-        looked up again (the invalidation hook), as ``send_ip`` would for every datagram.
+    def send_templated(self, tpl: HeaderTemplate, seg: TcpSegment, mss: int, now: float) -> int:
+        """Send ``seg`` with its connection's header template: ``TX_SENT``, or ``TX_TSO``
+        when the NIC is to cut it at ``mss`` (as :meth:`send_tcp`'s True);
+        ``TX_NOT_TEMPLATED`` (0: nothing sent, nothing counted) when the segment needs
+        :meth:`send_tcp` instead: not template-shaped (options beyond the timestamp, ECN)
+        or the neighbour not resolved. The template follows the ARP table: a changed or
+        expired entry is looked up again (the invalidation hook), as ``send_ip`` would
+        for every datagram.
         """
         if tpl.arp_version != self.arp.version or now >= tpl.expires:
             got = self.arp.lookup_until(tpl.next_hop, now)
             if got is None:
-                return False  # send_ip holds the datagram and asks ARP
+                return TX_NOT_TEMPLATED  # send_ip holds the datagram and asks ARP
             mac, expires = got
             tpl.relink(build_ethernet_header(mac, self.mac_b, ETH_P_IP), self.arp.version,
                        expires)  # fmt: skip
         hdr = tpl.header(seg, self.ip_ids.next, mss)
         if hdr is None:
-            return False
+            return TX_NOT_TEMPLATED
         payload = seg.payload
         self.ip_counters["tx_packets"] += 1
+        sent = TX_SENT
         if self.vnet_hdr:
             # The virtio-net header as a part of its own, as _send_frame sends it (what
-            # PcapNic leaves out): the kernel completes the partial checksum.
+            # PcapNic leaves out): the kernel completes the partial checksum, and cuts a
+            # super-segment (the template took it only with mss and offload).
             vnet = self._vnet_tcp
+            plen = len(payload)
+            if mss and plen > mss - 12:  # beyond one segment with the 12-byte timestamp
+                vnet, tso = self.offload.tcp_header(len(hdr) - tpl.ip_offset - 20, plen, mss)
+                if tso:
+                    sent = TX_TSO
             self.nic.send([vnet, hdr, payload] if payload else [vnet, hdr])
         else:
             self.nic.send([hdr, payload] if payload else [hdr])
-        return True
+        return sent
 
     def send_ip(
         self,

@@ -97,8 +97,9 @@ class NetStack(Protocol):
     def tcp_template(self, dst: bytes, sport: int, dport: int) -> HeaderTemplate | None:
         """A header template for one IPv4 connection's segments (None: not templated)."""
 
-    def send_templated(self, tpl: HeaderTemplate, seg: TcpSegment, mss: int, now: float) -> bool:
-        """Send ``seg`` with ``tpl``; False (nothing sent): use ``send_tcp``."""
+    def send_templated(self, tpl: HeaderTemplate, seg: TcpSegment, mss: int, now: float) -> int:
+        """Send ``seg`` with ``tpl``: ``TX_SENT``, ``TX_TSO`` (a super-segment for the NIC
+        to cut), or ``TX_NOT_TEMPLATED`` (0, nothing sent): use ``send_tcp``."""
 
     def add_unreachable_listener(self, cb: Callable[[bytes], None]) -> None:
         """Call ``cb(next_hop)`` when ARP (or IPv6 Neighbor Discovery) gives up on a next hop."""

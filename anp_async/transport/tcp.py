@@ -42,7 +42,7 @@ from ..proto.tcp.events import (
     SendSpace,
     TcpEvent,
 )
-from ..proto.tcp.fastpath import HeaderTemplate, predict_frame
+from ..proto.tcp.fastpath import TX_TSO, HeaderTemplate, predict_frame
 from ..proto.tcp.host import Key, Listener, TcpHost
 from ..proto.tcp.isn import IsnGenerator
 from ..proto.tcp.segment import TcpSegment, parse_tcp
@@ -529,8 +529,12 @@ class TcpEndpoint:
             tpl = None
         rip = self.key[0]
         for seg in segs:
-            if tpl is not None and stack.send_templated(tpl, seg, mss, now):
-                layer.host.counters["tx_segments"] += 1
+            sent = stack.send_templated(tpl, seg, mss, now) if tpl is not None else 0
+            if sent:
+                c = layer.host.counters
+                c["tx_segments"] += 1
+                if sent == TX_TSO:
+                    c["tso_segments_sent"] += 1
             else:
                 layer._transmit(rip, seg, mss)
 

@@ -31,7 +31,11 @@ from ..checksum import fold, ones_sum, verify_transport
 from ..numbers import IPPROTO_TCP
 from .segment import ACK, PSH, TcpSegment
 
-__all__ = ["HeaderTemplate", "predict_frame"]
+__all__ = ["TX_NOT_TEMPLATED", "TX_SENT", "TX_TSO", "HeaderTemplate", "predict_frame"]
+
+#: What sending through a template did: nothing (the segment takes the layered way), sent
+#: one segment, or sent a TSO super-segment for the NIC to cut.
+TX_NOT_TEMPLATED, TX_SENT, TX_TSO = 0, 1, 2
 
 _FROM_BYTES = int.from_bytes
 
@@ -130,6 +134,7 @@ class HeaderTemplate:
 
     __slots__ = (
         "head",
+        "ip_offset",
         "dst",
         "next_hop",
         "addrs",
@@ -161,6 +166,8 @@ class HeaderTemplate:
         expires: float = float("inf"),
     ) -> None:
         self.head = link + b"\x45\x00"  # version 4, IHL 5, TOS 0 (no ECN codepoint)
+        #: Where the IPv4 header starts in what :meth:`header` returns.
+        self.ip_offset = len(link)
         self.dst = dst_ip
         self.next_hop = dst_ip if next_hop is None else next_hop
         self.addrs = src_ip + dst_ip + struct.pack("!HH", sport, dport)
@@ -193,9 +200,11 @@ class HeaderTemplate:
     def header(self, seg: TcpSegment, next_id: Callable[[], int], mss: int = 0) -> bytes | None:
         """Everything in front of ``seg``'s payload (head, IPv4, TCP), taking an IPv4 ID
         from ``next_id``; None (no ID taken) when the segment is not template-shaped:
-        options other than the timestamp alone, an ECN codepoint, an urgent pointer, a
-        datagram beyond the MTU, or more payload than one ``mss`` segment (a TSO
-        super-segment, whose virtio-net header differs; 0: no TSO)."""
+        options other than the timestamp alone, an ECN codepoint, an urgent pointer, or a
+        datagram beyond the MTU. With ``mss`` (the connection's, 0: no TSO) and a partial
+        checksum, more payload than one ``mss`` segment is a TSO super-segment: its IPv4
+        total length is the whole's (up to 65,535), and the NIC cuts it (the caller
+        gives it the virtio-net header that asks for the cut)."""
         if seg.ecn or seg.urg:
             return None
         o = seg.options
@@ -223,7 +232,10 @@ class HeaderTemplate:
         tcp_len = thl + plen
         total = 20 + tcp_len
         # RFC 6691 (as the offload cuts): the MSS counts data behind a 20-byte header.
-        if total > self.mtu or (mss and plen > mss + 20 - thl):
+        if mss and plen > mss + 20 - thl:
+            if not self.partial or total > 0xFFFF:
+                return None  # TSO needs checksum offload; IPv4 lengths have 16 bits
+        elif total > self.mtu:
             return None
         ident = next_id()
         # (checksum.fold inlined: these sums are never 0, so "% 0xffff or 0xffff" is it.)
