@@ -101,9 +101,15 @@ class Checker:
         stack = host.stack
         assert stack is not None
         dirty = stack.tcp.dirty  # flushed (and re-timed) at the end of the receive batch
+        deferred = stack.tcp.deferred  # flushed after the applications' turn (a loop pass)
+        if deferred and stack.tcp._deferred_handle is None:
+            self.world.fail(
+                f"{host.name}: {len(deferred)} connections wait for an output pass that "
+                "nothing scheduled"
+            )
         for ep in stack.tcp.conns.values():
             c = ep.conn
-            if not c.state.sends or ep in dirty:
+            if not c.state.sends or ep in dirty or ep in deferred:
                 continue
             data_end = c._sbuf_base + c.send_queued
             fin = c._fin_abs

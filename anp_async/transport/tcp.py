@@ -96,6 +96,9 @@ class TcpLayer:
         )
         self.host.local_ip6 = stack.ip6_b
         self.dirty: dict[TcpEndpoint, None] = {}
+        #: Endpoints whose output pass waits for their applications' turn (``flush_dirty``).
+        self.deferred: dict[TcpEndpoint, None] = {}
+        self._deferred_handle: asyncio.Handle | None = None
         #: Established IPv4 connections by the raw bytes that name them in a frame
         #: (source IP, our IP, source port, our port): the receive fast path's table.
         self.fast_table: dict[bytes, TcpEndpoint] = {}
@@ -239,12 +242,36 @@ class TcpLayer:
             ep.flush()
 
     def flush_dirty(self) -> None:
-        """Flush every endpoint touched during the receive batch (at the batch's time)."""
+        """Flush every endpoint touched during the receive batch (at the batch's time).
+
+        An endpoint that handed its application data (or EOF) which the application did
+        not answer from inside the callback -- a stream reader's task runs on the next
+        loop pass -- takes its output pass after that pass instead (:meth:`_flush_deferred`,
+        scheduled behind the tasks the batch woke): the reply then carries the ACK the
+        batch owes, as a delayed ACK rides on an RPC reply in Linux, instead of a pure ACK
+        now and the reply in a second frame. The ACK waits one loop pass, never a timer;
+        RFC 5681 (4.2)'s every-second-segment ACK and immediate duplicate ACKs stay well
+        inside their bounds (500 ms; "immediately" against a round trip)."""
         now = self.stack.rx_now
         while self.dirty:
             ep = next(iter(self.dirty))
             del self.dirty[ep]
-            ep.flush(now)
+            ep.flush(now, after_app=True)
+        if self.deferred and self._deferred_handle is None:
+            loop = self.stack.loop
+            assert loop is not None
+            self._deferred_handle = loop.call_soon(self._flush_deferred)
+
+    def _flush_deferred(self) -> None:
+        """The output passes ``flush_dirty`` left for after the applications' turn (an
+        endpoint that flushed since, its application having written, is gone from the
+        set: its reply took the ACK)."""
+        self._deferred_handle = None
+        deferred = self.deferred
+        while deferred:
+            ep = next(iter(deferred))
+            del deferred[ep]
+            ep.flush()
 
     def _host_unreachable(self, next_hop: bytes) -> None:
         for ep in self.host.opening_via(next_hop, self.stack.next_hop):
@@ -389,6 +416,10 @@ class TcpLayer:
             self.unlisten(listener)
         for ep in list(self.conns.values()):
             ep.abort()
+        self.deferred.clear()
+        if self._deferred_handle is not None:
+            self._deferred_handle.cancel()
+            self._deferred_handle = None
 
     def busy(self) -> bool:
         """True while a connection still has data or a FIN to deliver to its peer."""
@@ -436,6 +467,7 @@ class TcpEndpoint:
         "_timer_when",
         "_flushing",
         "_again",
+        "_fed_app",
         "eof_received",
         "closed_reason",
         "_rip_str",
@@ -457,6 +489,8 @@ class TcpEndpoint:
         self._timer_when = 0.0
         self._flushing = False
         self._again = False
+        #: A DataReceived or EOF was handed to the transport in this flush.
+        self._fed_app = False
         self.eof_received = False
         self.closed_reason: CloseReason | str | None = None
         #: The transport is gone: the kernel would call this an orphaned socket.
@@ -472,18 +506,22 @@ class TcpEndpoint:
 
     # -------------------------------------------------------------- flushing
 
-    def flush(self, now: float | None = None) -> None:
+    def flush(self, now: float | None = None, after_app: bool = False) -> None:
         """Transmit what the engine has due, dispatch its events, re-arm the timer.
 
         ``now``: the receive batch's clock, taken for the first output pass as for the
         batch's input (the events' callbacks run just before it: an application that
         spends long in them makes that pass's times early by as much); later passes, after
-        more callbacks, read the clock."""
+        more callbacks, read the clock. ``after_app`` (the end of a receive batch): when
+        the events fed the application and it did not answer from its callbacks, leave
+        the output pass to ``TcpLayer._flush_deferred``, after the application's turn."""
         if self._flushing:
             self._again = True  # a callback asked for a flush: loop once more below
             return
-        self._flushing = True
         layer = self.layer
+        if layer.deferred:
+            layer.deferred.pop(self, None)  # this pass does what the deferred one would
+        self._flushing = True
         stack = layer.stack
         conn = self.conn
         try:
@@ -493,9 +531,13 @@ class TcpEndpoint:
             for _ in range(16):
                 touched = False
                 if events:
+                    self._fed_app = False
                     for ev in events:
                         self._dispatch(ev)
                     touched = self._again
+                    if after_app and self._fed_app and not touched:
+                        layer.deferred[self] = None
+                        return  # (the deferred pass re-arms the timer)
                 self._again = False
                 t = stack.now() if now is None else now
                 segs = conn.output(t)
@@ -598,6 +640,7 @@ class TcpEndpoint:
         layer = self.layer
         layer.host.remove(self)
         layer.dirty.pop(self, None)
+        layer.deferred.pop(self, None)
         if self.fast_key is not None and layer.fast_table.get(self.fast_key) is self:
             del layer.fast_table[self.fast_key]
         layer._closed_conn_counters.add(self.conn.counters, "conn_")
@@ -608,6 +651,7 @@ class TcpEndpoint:
         tr = self.transport
         if isinstance(ev, DataReceived):
             if tr is not None:
+                self._fed_app = True
                 tr._on_data()
             elif self.orphaned:
                 # Nobody will read: the application closed. Data that arrives between the
@@ -620,6 +664,7 @@ class TcpEndpoint:
         elif isinstance(ev, EofReceived):
             self.eof_received = True
             if tr is not None:
+                self._fed_app = True
                 tr._on_data()
         elif isinstance(ev, Connected):
             self._on_connected()
