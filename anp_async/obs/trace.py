@@ -656,7 +656,11 @@ class Tracer:
         self._decide(rec, moved, us)
 
     def _t_tcp_flush_dirty(self, orig: Callable[..., Any]) -> None:
-        """End of the receive batch: TCP output and the transport calls it causes."""
+        """End of the receive batch: TCP output and the transport calls it causes.
+
+        Every output pass runs here, at the batch's end, so each connection's segments
+        show beside the frame that caused them: under trace, ``flush_dirty``'s deferral
+        (a reply carrying the batch's ACK) is off and a pure ACK may precede the reply."""
         tcp = self.stack.tcp
         dirty = getattr(tcp, "dirty", None)
         if dirty is None:  # a layer without the dirty set: no per-connection detail
