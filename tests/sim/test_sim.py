@@ -34,6 +34,17 @@ FOUND = {
 }
 
 
+def test_heavy_loss_does_not_learn_the_backoff_as_rtt() -> None:
+    # Found with loss=0.2 both ways and 3x the data: after several timeouts, the ACK of
+    # an original transmission was judged a spurious timeout and its echo's age (our own
+    # backoff wait, up to 211 s) was taken as an RTT sample; SRTT went from 0.16 s to
+    # 9 s, the RTO to its 60 s maximum, and the transfer did not finish in 900 s. Now the
+    # age is a sample only after a single timeout and within its backed-off timer.
+    r = run_seed(2, "bulk", "loss=0.2", scale=3)
+    assert r.ok, r.failures
+    assert r.virtual_seconds < 60, r.virtual_seconds  # 17.7 s now
+
+
 @pytest.mark.parametrize(("scenario", "seed"), sorted(FOUND))
 def test_seeds_that_found_bugs_pass(scenario: str, seed: int) -> None:
     r = run_seed(seed, scenario)

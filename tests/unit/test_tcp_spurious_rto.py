@@ -152,9 +152,14 @@ def test_a_second_timeout_keeps_the_first_retransmission_ts() -> None:
     c.on_timer(t)
     assert sent(c.output(t)) == [0]
     assert c.counters["timeouts"] == 2
+    srtt, samples = c.rtt.srtt, c.rtt.samples
     c.on_segment(rseg(seg_no(4), orig), 1.7)
     assert c.counters["spurious_rto"] == 1
     assert c.cc.ssthresh == INITIAL_SSTHRESH  # the state from before the first timeout
+    # After two timeouts the echo's 0.7 s age is mostly our own backoff wait, not the
+    # original's round trip: no RTT sample (the backoff ends at the next valid one).
+    assert c.rtt.srtt == srtt and c.rtt.samples == samples
+    assert c.rtt.backoff_count == 2
 
 
 def test_other_congestion_signal_since_keeps_the_window() -> None:
