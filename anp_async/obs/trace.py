@@ -624,7 +624,7 @@ class Tracer:
         ep = tcp.conns.get(key)
         if ep is not None:
             return ep.conn.state.value, ep
-        return ("LISTEN" if key[2] in tcp.listeners else "CLOSED"), None
+        return ("LISTEN" if tcp.host.listener_for(key[2], key[0]) else "CLOSED"), None
 
     def _t_tcp_input(self, orig: Callable[..., Any], hdr: Any, data: Any) -> None:
         tcp = self.stack.tcp

@@ -96,7 +96,9 @@ class SocketApi:
         self._socks: dict[int, SocketRecord] = {}
         self._by_inode: dict[int, int] = {}
         self._ended: collections.OrderedDict[int, SocketRecord] = collections.OrderedDict()
-        self._tcp_bound: dict[int, StreamSocket] = {}
+        #: Stream sockets bound but not listening, by port (an IPv4 one and an
+        #: IPV6_V6ONLY one may share a port, as on Linux).
+        self._tcp_bound: dict[int, list[StreamSocket]] = {}
         self._next_sid = 1
         self._handlers: dict[int, Handler] = {
             Op.SOCKET: self._op_socket,
@@ -329,8 +331,27 @@ class SocketApi:
         return self.stack.next_hop(addr_to_bytes(ip)) is not None
 
     def unbind_tcp(self, port: int, rec: StreamSocket) -> None:
-        if self._tcp_bound.get(port) is rec:
-            del self._tcp_bound[port]
+        same = self._tcp_bound.get(port, [])
+        if rec in same:
+            same.remove(rec)
+            if not same:
+                del self._tcp_bound[port]
+
+    def _hold_port(self, port: int, rec: StreamSocket) -> None:
+        self._tcp_bound.setdefault(port, []).append(rec)
+
+    def _port_taken(self, port: int, rec: StreamSocket, ip: str) -> bool:
+        """Would binding ``rec`` to ``ip``:``port`` clash (Linux: EADDRINUSE)? Two sockets
+        clash when they would hear the same family there: an AF_INET socket and an
+        IPV6_V6ONLY one (set before bind) do not, an AF_INET6 dual-stack one clashes
+        with both."""
+        v4, v6 = rec.hears("0.0.0.0", ip), rec.hears("::", ip)
+        for other in self._tcp_bound.get(port, []):
+            assert other.bound is not None
+            ip2 = other.bound[0]
+            if (v4 and other.hears("0.0.0.0", ip2)) or (v6 and other.hears("::", ip2)):
+                return True
+        return self.stack.tcp.host.listen_conflict(port, v4=v4, v6=v6)
 
     # ------------------------------------------------------------------ operations
 
@@ -372,10 +393,10 @@ class SocketApi:
             port = self.stack.tcp.pick_port(b"", 0)
             while port in self._tcp_bound:
                 port = self.stack.tcp.pick_port(b"", 0)
-        elif port in self._tcp_bound or port in self.stack.tcp.listeners:
+        elif self._port_taken(port, rec, ip):
             return _err(req.op, errno.EADDRINUSE)
         rec.bound = (ip, port)
-        self._tcp_bound[port] = rec
+        self._hold_port(port, rec)
         return Message(req.op)
 
     async def _bind_udp(self, rec: DatagramSocket, req: Message, ip: str, port: int) -> Message:
@@ -399,7 +420,7 @@ class SocketApi:
     async def _listen(self, rec: StreamSocket, req: Message, backlog: int) -> Message:
         assert rec.bound is not None
         listener = Listener(rec, backlog)
-        self._tcp_bound.pop(rec.bound[1], None)  # the stack's listener holds the port now
+        self.unbind_tcp(rec.bound[1], rec)  # the stack's listener holds the port now
         # The stack's listener takes the families a Linux socket like this one hears
         # (AF_INET: IPv4; AF_INET6: both, or IPv6 with IPV6_V6ONLY or a v6 address), so a
         # SYN of the other family meets RST at once; Listener.enqueue still checks.
@@ -410,7 +431,7 @@ class SocketApi:
                 listener.new_pump, "0.0.0.0", rec.bound[1], backlog=backlog, family=family
             )
         except OSError:
-            self._tcp_bound[rec.bound[1]] = rec
+            self._hold_port(rec.bound[1], rec)
             raise
         rec.listener = listener  # the hang-up watcher still tells when the program closes it
         if self.siblings is not None:
@@ -420,7 +441,7 @@ class SocketApi:
                 listener.close()
                 rec.listener = None
                 if not rec.closed:
-                    self._tcp_bound[rec.bound[1]] = rec
+                    self._hold_port(rec.bound[1], rec)
                 raise
         return Message(req.op)
 

@@ -121,7 +121,8 @@ class TcpLayer:
         return self.host.conns
 
     @property
-    def listeners(self) -> dict[int, Listener]:
+    def listeners(self) -> dict[int, list[Listener]]:
+        """Every listener by port (see :attr:`TcpHost.listeners`)."""
         return self.host.listeners
 
     @property
@@ -370,8 +371,9 @@ class TcpLayer:
         if isinstance(host, (list, tuple)):
             host = host[0] if host else None
         addr = await resolve_ip(host)
-        # One listener per port takes both families (as a kernel socket on :: does), or
-        # the one ``family`` names (asyncio's create_server(family=...)).
+        # One listener takes both families (as a kernel socket on :: does), or the one
+        # ``family`` names (asyncio's create_server(family=...)); an IPv4 and an IPv6
+        # listener may share a port.
         if addr not in ("0.0.0.0", "::", stack.ip, stack.ip6):
             raise _oserror(errno.EADDRNOTAVAIL)
         if family not in (socket.AF_UNSPEC, socket.AF_INET, socket.AF_INET6):
@@ -379,7 +381,9 @@ class TcpLayer:
         port = int(port or 0)
         if port == 0:
             port = self.pick_port(b"", 0)
-        elif port in self.listeners:
+        elif self.host.listen_conflict(
+            port, v4=family != socket.AF_INET6, v6=family != socket.AF_INET
+        ):
             raise _oserror(errno.EADDRINUSE)
         server = Server(
             self,
@@ -412,8 +416,9 @@ class TcpLayer:
 
     def close_all(self) -> None:
         """Stop every listener and abort every connection (the stack is closing)."""
-        for listener in list(self.listeners.values()):
-            self.unlisten(listener)
+        for same_port in self.listeners.values():
+            for listener in same_port:
+                self.unlisten(listener)
         for ep in list(self.conns.values()):
             ep.abort()
         self.deferred.clear()
@@ -445,9 +450,13 @@ class TcpLayer:
             "open_connections": len(self.conns),
             "listeners": sorted(self.listeners),
             # For anp ss: per listening port, connections in SYN-RECEIVED and the backlog.
+            # (A port with an IPv4 and an IPv6 listener shows their sums.)
             "listen_queues": {
-                str(port): {"half_open": lst.half_open, "backlog": lst.backlog}
-                for port, lst in sorted(self.listeners.items())
+                str(port): {
+                    "half_open": sum(lst.half_open for lst in same),
+                    "backlog": sum(lst.backlog for lst in same),
+                }
+                for port, same in sorted(self.listeners.items())
             },
             "connections": conns,
         }

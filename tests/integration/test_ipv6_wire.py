@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -100,6 +101,41 @@ async def test_tcp_echo_over_ipv6_and_peername() -> None:
         w4.write_eof()
         assert await asyncio.wait_for(r4.read(), 5) == b"v4"
         server.close()
+
+
+async def test_a_server_per_family_on_one_port() -> None:
+    # asyncio's create_server(family=...) twice on one port, as a program with an AF_INET
+    # and an IPV6_V6ONLY socket has: each family reaches its own server; a server for
+    # both families on that port is EADDRINUSE.
+    async with v6_stacks(dad=0) as (a, b):
+
+        def tagged(tag: bytes) -> object:
+            async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                w.write(tag + await r.read())
+                await w.drain()
+                w.close()
+
+            return serve
+
+        s4 = await b.start_server(tagged(b"4:"), "0.0.0.0", 7, family=socket.AF_INET)
+        s6 = await b.start_server(tagged(b"6:"), "::", 7, family=socket.AF_INET6)
+        with pytest.raises(OSError) as e:
+            await b.start_server(tagged(b"?"), "::", 7)
+        assert e.value.errno == errno.EADDRINUSE
+        for host, want in (("10.0.0.2", b"4:x"), ("fd00::2", b"6:x")):
+            r, w = await a.open_connection(host, 7)
+            w.write(b"x")
+            w.write_eof()
+            assert await asyncio.wait_for(r.read(), 5) == want
+            w.close()
+        s4.close()  # the IPv4 port is closed now; IPv6 still reaches its server
+        with pytest.raises(ConnectionRefusedError):
+            await a.open_connection("10.0.0.2", 7)
+        r, w = await a.open_connection("fd00::2", 7)
+        w.write_eof()
+        assert await asyncio.wait_for(r.read(), 5) == b"6:"
+        w.close()
+        s6.close()
 
 
 async def test_tcp_refused_over_ipv6() -> None:

@@ -141,6 +141,45 @@ def test_dual_stack_server_hears_both_families_v6only_hears_ipv6() -> None:
         assert out.count("peer ") == 1 and "peer 10.0.0.1" in out, out
 
 
+TWO_SOCKET_SERVER = """
+import errno, select, socket
+# A dual-stack server the way nginx's "listen 80; listen [::]:80;" is one: an AF_INET
+# socket and an IPV6_V6ONLY one on the same port.
+s4 = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s4.bind(("0.0.0.0", 7000)); s4.listen(8)
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+s6.bind(("::", 7000)); s6.listen(8)
+dual = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+try:
+    dual.bind(("::", 7000)); print("dual bind ok", flush=True)
+except OSError as e:
+    print("dual bind", errno.errorcode[e.errno], flush=True)
+print("listening", flush=True)
+for _ in range(2):
+    ready, _, _ = select.select([s4, s6], [], [], 20)
+    for s in ready:
+        c, peer = s.accept()
+        name = "v6only" if s is s6 else "inet"
+        print(name, "peer", peer[0], c.recv(100).decode(), flush=True)
+        c.sendall(b"ok"); c.close()
+"""
+
+
+def test_an_inet_and_a_v6only_socket_share_a_port() -> None:
+    # Linux lets them (a dual-stack AF_INET6 socket on the port then gets EADDRINUSE,
+    # as this program checks on the stack); each family reaches its own socket.
+    with dual_stack() as (ns, tap):
+        out, (v4, v6) = _serve(
+            tap, ["python3", "-c", TWO_SOCKET_SERVER],
+            lambda: (_kernel_client(ns, "10.0.0.2"), _kernel_client(ns, STACK6)),
+        )  # fmt: skip
+        assert v4.stdout == "ok" and v6.stdout == "ok", describe(v4) + describe(v6)
+        assert "dual bind EADDRINUSE" in out, out
+        assert "inet peer 10.0.0.1 hi" in out, out
+        assert f"v6only peer {KERNEL6} hi" in out, out
+
+
 UDP_CLIENT = f"""
 import errno, socket
 u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)

@@ -3,6 +3,7 @@ replies out. SYN cookies through the host are in test_tcp_syncookies.py."""
 
 from __future__ import annotations
 
+import errno
 import random
 from dataclasses import dataclass
 
@@ -62,7 +63,8 @@ def test_listen_input_rst_ack_syn() -> None:
     entry = host.input(RIP, LIP, syn(), 0.0)
     assert entry is not None and entry.key == (RIP, RPORT, LPORT)
     assert entry.conn.state is TcpState.SYN_RECEIVED
-    assert host.listeners[LPORT].half_open == 1 and host.conns[entry.key] is entry
+    [listener] = host.listeners[LPORT]
+    assert listener.half_open == 1 and host.conns[entry.key] is entry
     assert [host.counters[k] for k in ("listen_rst_dropped", "listen_ack_reset")] == [1, 1]
     # The next segment of that 4-tuple goes to the connection, not the listener.
     assert host.input(RIP, LIP, TcpSegment(RPORT, LPORT, 5001, 0, ACK, 0), 0.1) is entry
@@ -80,11 +82,46 @@ def test_a_listener_of_one_family_is_a_closed_port_to_the_other() -> None:
     assert host.counters["listen_other_family"] == 1 and host.counters["to_closed_port"] == 1
     assert host.input(RIP, LIP, syn(), 0.0) is not None  # IPv4: SYN-ACK
     assert host.take_outbox() == []
-    host.unlisten(host.listeners[LPORT])
+    host.unlisten(host.listeners[LPORT][0])
     host.listen(LPORT, 4, lambda _: None, v4=False)
     assert host.input(RIP, LIP, syn(RPORT + 1), 0.0) is None
     assert host.take_outbox() == [(RIP, TcpSegment(LPORT, RPORT + 1, 0, 5001, RST | ACK, 0))]
     assert host.input(rip6, lip6, syn(RPORT + 2), 0.0) is not None
+
+
+def test_an_ipv4_and_an_ipv6_only_listener_share_a_port() -> None:
+    # A dual-stack server's two sockets (AF_INET on 0.0.0.0 and IPV6_V6ONLY on ::) listen
+    # on one port, as on Linux: each family's SYN reaches its own listener. A listener
+    # that hears both families clashes with either (EADDRINUSE), as AF_INET6 without
+    # IPV6_V6ONLY does on Linux.
+    host = new_host()
+    lip6, rip6 = bytes.fromhex("fd00" + "00" * 13 + "02"), bytes.fromhex("fd00" + "00" * 13 + "01")
+    host.local_ip6 = lip6
+    got4: list[object] = []
+    got6: list[object] = []
+    l4 = host.listen(LPORT, 4, got4.append, v6=False)
+    with pytest.raises(OSError) as e:
+        host.listen(LPORT, 4, lambda _: None)  # both families: IPv4 is taken
+    assert e.value.errno == errno.EADDRINUSE
+    l6 = host.listen(LPORT, 4, got6.append, v4=False)
+    [a, b] = host.listeners[LPORT]
+    assert a is l4 and b is l6 and host.listening(LPORT)
+    with pytest.raises(OSError):
+        host.listen(LPORT, 4, lambda _: None, v4=False)  # a second IPv6-only one
+    e4 = host.input(RIP, LIP, syn(RPORT), 0.0)
+    e6 = host.input(rip6, lip6, syn(RPORT + 1), 0.0)
+    assert e4 is not None and e6 is not None and host.take_outbox() == []
+    assert (l4.half_open, l6.half_open) == (1, 1)
+    assert host.counters["listen_other_family"] == 0
+    # One closes: the other family's port is closed again, this one still listens.
+    host.unlisten(l4)
+    [only] = host.listeners[LPORT]
+    assert only is l6
+    assert host.input(RIP, LIP, syn(RPORT + 2), 0.0) is None
+    assert host.take_outbox() == [(RIP, TcpSegment(LPORT, RPORT + 2, 0, 5001, RST | ACK, 0))]
+    assert host.input(rip6, lip6, syn(RPORT + 3), 0.0) is not None
+    host.unlisten(l6)
+    assert not host.listening(LPORT) and host.listeners == {}
 
 
 def test_full_backlog_drops_syn_without_cookies() -> None:
@@ -121,7 +158,7 @@ def test_retransmitted_syn_after_a_cookie_gets_the_cookie_iss() -> None:
     assert a is not None and host.input(RIP, LIP, syn(RPORT + 2), 0.0) is not None
     assert host.input(RIP, LIP, syn(RPORT, seq=7000), 0.0) is None
     [(_, cookie_synack)] = host.take_outbox()
-    host.listeners[LPORT].half_open -= 1  # (the I/O layer does this when A completes)
+    host.listeners[LPORT][0].half_open -= 1  # (the I/O layer does this when A completes)
     x = host.input(RIP, LIP, syn(RPORT, seq=7000), 1.0)  # the SYN retransmitted
     assert x is not None and x.conn.state is TcpState.SYN_RECEIVED
     [synack] = x.conn.output(1.0)

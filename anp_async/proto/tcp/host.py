@@ -142,7 +142,12 @@ class TcpHost(Generic[E]):
         self.mtu = mtu
         self._new_entry = new_entry
         self.conns: dict[Key, E] = {}
-        self.listeners: dict[int, Listener] = {}
+        # Listeners by port, one table per family: the listener an IPv4 SYN to a port
+        # reaches, and the one an IPv6 SYN reaches. One that hears both (Linux: AF_INET6
+        # without IPV6_V6ONLY) is in both; an AF_INET socket and an IPV6_V6ONLY one may
+        # share a port, as on Linux (a dual-stack server's two sockets).
+        self._listeners4: dict[int, Listener] = {}
+        self._listeners6: dict[int, Listener] = {}
         self.counters = Counters()
         self.max_connections = 65536
         #: Which (local port, remote port) pairs :meth:`pick_port` may take; None: any.
@@ -182,10 +187,10 @@ class TcpHost(Generic[E]):
         if dst != self._local(src):
             self.counters["to_broadcast_dropped"] += 1
             return None
-        listener = self.listeners.get(seg.dst_port)
+        listener = self.listener_for(seg.dst_port, src)
         if listener is not None and not listener.closed:
-            if listener.hears(src):
-                return self._listen_input(listener, src, seg, now)
+            return self._listen_input(listener, src, seg, now)
+        if self.listening(seg.dst_port):
             # RFC 9293 3.10.7.1: no listener of this family -- a closed port, as Linux
             # answers a SYN from IPv6 to a port only an AF_INET socket listens on.
             self.counters["listen_other_family"] += 1
@@ -197,7 +202,7 @@ class TcpHost(Generic[E]):
         return (
             seg.flags & (SYN | ACK | RST) == SYN
             and conn.state is TcpState.TIME_WAIT
-            and seg.dst_port in self.listeners
+            and self.listening(seg.dst_port)
             and conn.accepts_new_syn(seg)
         )
 
@@ -410,7 +415,7 @@ class TcpHost(Generic[E]):
 
     def port_free(self, remote: bytes, rport: int, lport: int) -> bool:
         """No connection (TIME_WAIT included) uses this 4-tuple and no listener the port."""
-        return (remote, rport, lport) not in self.conns and lport not in self.listeners
+        return (remote, rport, lport) not in self.conns and not self.listening(lport)
 
     def pick_port(self, remote: bytes, rport: int) -> int:
         """A random ephemeral port whose 4-tuple is free; OSError(EADDRNOTAVAIL) if none."""
@@ -455,18 +460,45 @@ class TcpHost(Generic[E]):
         v4: bool = True, v6: bool = True,
     ) -> Listener:  # fmt: skip
         """Start listening on ``port`` for the families ``v4``/``v6``; OSError(EADDRINUSE)
-        if something listens there."""
-        if port in self.listeners:
+        if something listens there for one of them."""
+        if self.listen_conflict(port, v4=v4, v6=v6):
             raise _oserror(errno.EADDRINUSE)
         listener = Listener(port, backlog, accept, v4=v4, v6=v6)
-        self.listeners[port] = listener
+        if v4:
+            self._listeners4[port] = listener
+        if v6:
+            self._listeners6[port] = listener
         return listener
 
     def unlisten(self, listener: Listener) -> None:
         """Stop listening; connections it opened stay."""
         listener.closed = True
-        if self.listeners.get(listener.port) is listener:
-            del self.listeners[listener.port]
+        for table in (self._listeners4, self._listeners6):
+            if table.get(listener.port) is listener:
+                del table[listener.port]
+
+    def listener_for(self, port: int, src: bytes) -> Listener | None:
+        """The listener a SYN from ``src`` (4 or 16 bytes) to ``port`` reaches, if any."""
+        return (self._listeners6 if len(src) == 16 else self._listeners4).get(port)
+
+    def listening(self, port: int) -> bool:
+        """Does a listener of either family hold ``port``?"""
+        return port in self._listeners4 or port in self._listeners6
+
+    def listen_conflict(self, port: int, *, v4: bool = True, v6: bool = True) -> bool:
+        """Would a listener for these families clash with one on ``port`` (EADDRINUSE)?"""
+        return (v4 and port in self._listeners4) or (v6 and port in self._listeners6)
+
+    @property
+    def listeners(self) -> dict[int, list[Listener]]:
+        """Every listener by port (two where an IPv4-only and an IPv6-only one share it)."""
+        out: dict[int, list[Listener]] = {}
+        for table in (self._listeners4, self._listeners6):
+            for port, listener in table.items():
+                same = out.setdefault(port, [])
+                if all(x is not listener for x in same):
+                    same.append(listener)
+        return out
 
     # ------------------------------------------------------------------ state
 
