@@ -4,6 +4,7 @@ kernel client over a TAP in a namespace of its own, in this process.
     python -m anp_async.bench.profile_rr rr --count 5000 --mode interrupt
     python -m anp_async.bench.profile_rr rr --count 3000 --cprofile /tmp/rr.prof   # + top 30
     python -m anp_async.bench.profile_rr bulk --bytes 256M --mode adaptive
+    python -m anp_async.bench.profile_rr icmp --count 5000 --mode interrupt   # 64 B pings
 
 Prints one JSON line: the client's mean round trip (or MB/s) and this process's CPU per
 request (or per MB) while the client ran. ``--cprofile`` adds cProfile (which slows the
@@ -87,6 +88,26 @@ async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     writer.close()
 
 
+class _BufferedSink(asyncio.BufferedProtocol):
+    """The sink as a BufferedProtocol: bytes land in one reused buffer (recv_into's way)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray(1 << 18)
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self._buf
+
+    def buffer_updated(self, nbytes: int) -> None:
+        pass
+
+    def eof_received(self) -> bool:
+        return False
+
+
 def _cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -102,17 +123,24 @@ async def _run(args: argparse.Namespace, prof: cProfile.Profile | None) -> dict[
         cfg = StackConfig(nic=tap, ip="10.0.0.2/24", mode=args.mode, tcp=tcp)
         async with Stack(cfg) as stack:
             await stack.start_server(tcp_echo_handler, "10.0.0.2", 7)
-            await stack.start_server(_sink, "10.0.0.2", 9)
-            rr = args.what == "rr"
-            if args.what == "send":
-                code = _SINK_SERVER
+            if args.sink == "buffered":
+                await stack.create_server(_BufferedSink, "10.0.0.2", 9)
+            else:
+                await stack.start_server(_sink, "10.0.0.2", 9)
+            rr = args.what in ("rr", "icmp")
+            if args.what == "icmp":  # the benchmark's own ICMP client: warm line, JSON line
+                cmd = ["-m", "anp_async.bench.kernel_peer", "client", "--proto", "icmp",
+                       "--host", "10.0.0.2", "--size", "64", "--count", str(args.count),
+                       "--warmup", "200"]  # fmt: skip
+            elif args.what == "send":
+                cmd = ["-c", _SINK_SERVER]
             else:
                 code = (_RR_CLIENT if rr else _BULK_CLIENT).format(
                     n=args.count if rr else args.bytes
                 )
+                cmd = ["-c", code]
             proc = await asyncio.create_subprocess_exec(
-                "ip", "netns", "exec", ns.name, sys.executable, "-c", code,
-                stdout=subprocess.PIPE,
+                "ip", "netns", "exec", ns.name, sys.executable, *cmd, stdout=subprocess.PIPE,
             )  # fmt: skip
             assert proc.stdout is not None
             try:
@@ -140,9 +168,14 @@ async def _run(args: argparse.Namespace, prof: cProfile.Profile | None) -> dict[
                 await proc.wait()
             cpu = c1 - c0
             if rr:
+                if args.what == "icmp":
+                    samples = json.loads(line)["samples_ns"]
+                    rr_us = sum(samples) / len(samples) / 1e3
+                else:
+                    rr_us = float(line)
                 return {
-                    "what": "rr", "mode": args.mode, "count": args.count,
-                    "rr_us": float(line), "cpu_us_per_req": cpu / args.count * 1e6,
+                    "what": args.what, "mode": args.mode, "count": args.count,
+                    "rr_us": rr_us, "cpu_us_per_req": cpu / args.count * 1e6,
                 }  # fmt: skip
             mb = args.bytes / 1e6
             return {
@@ -157,10 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     from anp_async.cli import parse_size
 
     p = argparse.ArgumentParser(prog="python -m anp_async.bench.profile_rr")
-    p.add_argument("what", choices=("rr", "bulk", "send"))
+    p.add_argument("what", choices=("rr", "icmp", "bulk", "send"))
     p.add_argument("--count", type=int, default=5000, help="requests (rr)")
     p.add_argument("--bytes", type=parse_size, default=256 << 20, help="bytes (bulk)")
     p.add_argument("--mode", default="interrupt")
+    p.add_argument(
+        "--sink", choices=("stream", "buffered"), default="stream",
+        help="bulk's receiver: a StreamReader task or a BufferedProtocol (default stream)",
+    )  # fmt: skip
     p.add_argument("--no-offload", dest="offload", action="store_false")
     p.add_argument(
         "--recv-buffer", type=parse_size, help="TcpConfig.recv_buffer (default: its default)"
