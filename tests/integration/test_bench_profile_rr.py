@@ -1,0 +1,45 @@
+"""``python -m anp_async.bench.profile_rr``: the in-process profiling harness runs each of
+its workloads against a kernel client in a namespace of its own and reports a figure
+(nothing here asserts a speed; the namespace is gone afterwards)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from anp_async.nic.netns import NETNS_DIR
+
+pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["rr", "--count", "200"],
+        ["icmp", "--count", "200", "--mode", "adaptive"],
+        ["bulk", "--bytes", "4M", "--sink", "buffered"],
+    ],
+    ids=["rr", "icmp", "bulk-buffered"],
+)
+def test_profile_rr_workloads(argv: list[str]) -> None:
+    before = _prof_namespaces()
+    out = subprocess.run(
+        [sys.executable, "-m", "anp_async.bench.profile_rr", *argv],
+        capture_output=True, text=True, timeout=150, check=True,
+    )  # fmt: skip
+    res = json.loads(out.stdout.splitlines()[0])
+    assert res["what"] == ("bulk-receive" if argv[0] == "bulk" else argv[0])
+    if argv[0] == "bulk":
+        assert res["bytes"] == 4 << 20 and res["mbps"] > 0 and res["cpu_ms_per_mb"] > 0
+    else:
+        assert res["count"] == 200 and res["rr_us"] > 0 and res["cpu_us_per_req"] > 0
+    assert _prof_namespaces() == before  # its namespace (anp-prof-*) is removed
+
+
+def _prof_namespaces() -> set[str]:
+    names = os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []
+    return {n for n in names if n.startswith("anp-prof")}
