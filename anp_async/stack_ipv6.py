@@ -276,6 +276,11 @@ class Ipv6Layer:
         elif msg.type == icmpv6.PACKET_TOO_BIG:
             c.inc("packet_too_big")
             self._learn_pmtu(quoted.dst, msg.rest)
+            if quoted.proto == IPPROTO_TCP:
+                # RFC 8201 (5.2): the packetization layer cuts to the path MTU. TCP's
+                # segments carry a partial checksum and may be TSO super-segments, which
+                # fragmentation at the source cannot split: TCP itself must send less.
+                self.stack.tcp.path_mtu_reduced(quoted, first8, self.path_mtu(quoted.dst))
             return
         else:
             type4, code4 = 11, 0  # time exceeded / parameter problem: soft errors
@@ -420,8 +425,9 @@ class Ipv6Layer:
     def path_mtu(self, dst: bytes) -> int:
         """The MTU to use towards ``dst``: the link's, or less as Packet Too Big said.
 
-        TCP's segments are cut to it by fragmentation at the source (RFC 8200 (5)); its MSS
-        is not lowered, and TSO super-segments are not re-cut (their checksum is partial).
+        A larger packet is fragmented at the source (RFC 8200 (5)) unless it carries a
+        virtio-net header (a partial checksum, a TSO super-segment): TCP's connections
+        lower their MSS to the path MTU instead (``TcpLayer.path_mtu_reduced``).
         """
         known = self.pmtu.get(dst)
         if known is None:

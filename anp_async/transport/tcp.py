@@ -233,6 +233,13 @@ class TcpLayer:
         if ep is not None:
             ep.fail(CloseReason.REFUSED)
 
+    def path_mtu_reduced(self, quoted: IPv6Header, first8: memoryview, mtu: int) -> None:
+        """A Packet Too Big quoting one of our segments: its connection lowers its MSS to
+        the path MTU ``mtu`` and resends (the host checks the quote, RFC 5927)."""
+        ep = self.host.path_mtu_reduced(quoted.dst, first8, mtu, self.stack.now())
+        if ep is not None:
+            self.touch(ep)
+
     # ---------------------------------------------------------------- output
 
     def touch(self, ep: TcpEndpoint) -> None:
@@ -551,8 +558,7 @@ class TcpEndpoint:
                 t = stack.now() if now is None else now
                 segs = conn.output(t)
                 if segs:
-                    cfg = conn.cfg
-                    mss = (conn.peer_mss if conn.peer_mss < cfg.mss else cfg.mss) if cfg.tso_max else 0
+                    mss = conn.seg_mss if conn.cfg.tso_max else 0
                     self._send(segs, mss, t)
                 if not touched:
                     break  # output makes no events: only a callback that used us could

@@ -109,6 +109,7 @@ _COUNTER_NAMES = (
     "retransmits",
     "fast_retransmits",
     "timeouts",
+    "pmtu_reductions",
     "ooo_segments",
     "dup_segments",
     "dropped_unacceptable",
@@ -216,6 +217,7 @@ class TcpConnection:
         "snd_wl1",
         "snd_wl2",
         "snd_mss",
+        "seg_mss",
         "snd_wscale",
         "_sbuf",
         "_sbuf_base",
@@ -321,6 +323,10 @@ class TcpConnection:
         self.snd_wl1 = 0
         self.snd_wl2 = 0
         self.snd_mss = DEFAULT_MSS
+        #: The MSS in RFC 6691's sense (data behind a bare 20-byte TCP header): the
+        #: smaller of the peer's and ours, lowered by the path MTU. snd_mss is it less
+        #: the options every segment carries; a TSO cut uses it.
+        self.seg_mss = DEFAULT_MSS
         self.snd_wscale = 0
         self._sbuf = SendBuffer(cfg.send_buffer)
         self._sbuf_base = 1
@@ -688,7 +694,7 @@ class TcpConnection:
             self.ts_recent = o.timestamp[0]
             self.ts_recent_age = now
         # RFC 9293 (3.7.1): effective send MSS; TS option bytes come out of it (RFC 7323).
-        mss = min(self.peer_mss, cfg.mss)
+        mss = self.seg_mss = min(self.peer_mss, cfg.mss)
         if self.ts_ok:
             mss -= TS_OPTION_LEN
         self.snd_mss = max(mss, 64)
@@ -2204,6 +2210,37 @@ class TcpConnection:
         rack.tlp_end = self.snd_max
         self.counters["tlp_probes"] += 1
         self._arm_rtx(now)
+
+    # ------------------------------------------------------------------ path MTU
+
+    def path_mtu_reduced(self, seg_mss: int, now: float) -> bool:
+        """RFC 8201 (5.2) / RFC 1191 (6.4): the path to the peer takes segments of at most
+        ``seg_mss`` bytes behind a bare TCP header (a Packet Too Big said so; the host
+        checked it quotes data in flight). The send MSS comes down to it, and what is in
+        flight goes again at once, cut to the new size: the larger segments were dropped
+        on the way, which says nothing about congestion, so cwnd stays (Linux's
+        tcp_simple_retransmit does the same). False when nothing changes."""
+        st = self.state
+        if not st.sends or st is SYN_SENT or st is SYN_RECEIVED:
+            return False
+        seg_mss = max(seg_mss, 64)
+        if seg_mss >= self.seg_mss:
+            return False
+        self.seg_mss = seg_mss
+        self.snd_mss = max(seg_mss - TS_OPTION_LEN if self.ts_ok else seg_mss, 64)
+        if self.cc is not None:
+            self.cc.mss = self.snd_mss
+        self.counters["pmtu_reductions"] += 1
+        if self.snd_una < self.snd_max:
+            # Every segment in flight may have been too big: go back to SND.UNA as after a
+            # timeout, with neither backoff nor a congestion response (SACKed data is
+            # skipped; recover = SND.MAX, so duplicate ACKs of the old flight start no
+            # fast retransmit).
+            self.recovery.on_timeout(self.snd_una, self.snd_max, 1)
+            self.snd_nxt = self.snd_una
+            self._timed_seq = None
+            self._arm_rtx(now)
+        return True
 
     # ------------------------------------------------------------------ introspection
 

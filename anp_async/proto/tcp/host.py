@@ -359,19 +359,8 @@ class TcpHost(Generic[E]):
         """An ICMP error quoting a segment we sent to ``dst`` (``first8``: the quoted TCP
         header's first 8 bytes). Returns the entry to fail as refused (a hard error while
         opening), else None: soft errors are only counted."""
-        if len(first8) < 8:
-            return None
-        sport = int.from_bytes(first8[0:2], "big")
-        dport = int.from_bytes(first8[2:4], "big")
-        seq = int.from_bytes(first8[4:8], "big")
-        entry = self.conns.get((dst, dport, sport))
+        entry = self._quoted_entry(dst, first8)
         if entry is None:
-            self.counters["icmp_unmatched"] += 1
-            return None
-        una, nxt = entry.conn.unacked_range()
-        # RFC 5927 (4.1): accept only errors quoting a sequence number in flight.
-        if (seq - una) & MASK > (nxt - una) & MASK:
-            self.counters["icmp_out_of_window"] += 1
             return None
         self.counters["icmp_errors"] += 1
         # RFC 1122 4.2.3.9: hard errors (port/protocol unreachable) abort a connection
@@ -383,6 +372,39 @@ class TcpHost(Generic[E]):
         ):
             return entry
         return None
+
+    def path_mtu_reduced(
+        self, dst: bytes, first8: bytes | memoryview, mtu: int, now: float
+    ) -> E | None:
+        """A Packet Too Big quoting a segment we sent to ``dst`` says the path MTU is
+        ``mtu`` (RFC 8201 (5.2)): the connection lowers its MSS to fit (the MTU less the
+        IP and TCP headers) and resends what is in flight. Returns the entry to flush when
+        its MSS came down, else None."""
+        entry = self._quoted_entry(dst, first8)
+        if entry is None:
+            return None
+        self.counters["icmp_packet_too_big"] += 1
+        ip_len = 40 if len(dst) == 16 else 20
+        return entry if entry.conn.path_mtu_reduced(mtu - ip_len - 20, now) else None
+
+    def _quoted_entry(self, dst: bytes, first8: bytes | memoryview) -> E | None:
+        """The connection an ICMP error's quoted segment (to ``dst``; ``first8``: its TCP
+        header's first 8 bytes) belongs to, if that segment's sequence number is in flight
+        (RFC 5927 (4.1): others are forged or stale); None otherwise, counted."""
+        if len(first8) < 8:
+            return None
+        sport = int.from_bytes(first8[0:2], "big")
+        dport = int.from_bytes(first8[2:4], "big")
+        seq = int.from_bytes(first8[4:8], "big")
+        entry = self.conns.get((dst, dport, sport))
+        if entry is None:
+            self.counters["icmp_unmatched"] += 1
+            return None
+        una, nxt = entry.conn.unacked_range()
+        if (seq - una) & MASK > (nxt - una) & MASK:
+            self.counters["icmp_out_of_window"] += 1
+            return None
+        return entry
 
     def opening_via(self, next_hop: bytes, next_hop_of: Callable[[bytes], bytes | None]) -> list[E]:
         """Connections still opening (SYN_SENT) whose route leads through ``next_hop``."""
