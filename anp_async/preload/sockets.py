@@ -179,8 +179,8 @@ class SocketRecord:
     def hears(self, host: str, bound_ip: str) -> bool:
         """Would a Linux socket of this family, bound to ``bound_ip``, get traffic from
         ``host``? (Linux has an AF_INET socket hear IPv4, AF_INET6 both unless
-        IPV6_V6ONLY. A listener passes the answer to the stack's listener as its family;
-        a UDP binding, one per port for both families, filters with it here.)"""
+        IPV6_V6ONLY. A listener and a UDP binding pass the answer to the stack as the
+        families they take; a UDP socket bound to one address filters with it here.)"""
         v6 = _is_v6(host)
         if self.family == socket.AF_INET:
             return not v6
@@ -704,7 +704,13 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
     async def bind(self, ip: str, port: int) -> None:
         if self.transport is not None:
             raise OSError(errno.EINVAL, "already bound")
-        await self.api.stack.create_datagram_endpoint(lambda: self, local_addr=(ip, port))
+        # The stack's endpoint hears the families this socket hears on Linux, so an
+        # AF_INET and an IPV6_V6ONLY socket may share the port (datagram_received still
+        # filters for a socket bound to one address).
+        v4, v6 = self.hears("0.0.0.0", ip), self.hears("::", ip)
+        await self.api.stack.create_datagram_endpoint(
+            lambda: self, local_addr=(ip, port), v4=v4, v6=v6
+        )
         self.bound_ip = ip
         await self.api.udp_bound(self)  # the same port on the sibling workers, if any
 

@@ -42,7 +42,12 @@ class UdpLayer:
 
     def __init__(self, stack: NetStack) -> None:
         self.stack = stack
-        self.bindings: dict[int, DatagramTransport] = {}
+        # Endpoints by port, one table per family (the endpoint an IPv4 datagram to a port
+        # reaches, and the one an IPv6 datagram reaches). One that hears both is in both;
+        # an IPv4 one and an IPv6-only one (a program's AF_INET and IPV6_V6ONLY sockets)
+        # may share a port, as on Linux.
+        self._bound4: dict[int, DatagramTransport] = {}
+        self._bound6: dict[int, DatagramTransport] = {}
         self.counters = Counters()
         #: A multi-queue worker's rules (None: any port, every datagram is ours):
         #: ``port_ok(lport, rport)`` -- may an ephemeral port be chosen for a peer's port
@@ -60,19 +65,34 @@ class UdpLayer:
                 "local": f"{ip}:{port}",
                 "remote": f"{addr_to_str(ep._remote[0])}:{ep._remote[1]}" if ep._remote else "*:*",
             }
-            for port, ep in list(self.bindings.items())[:1000]
+            for port, ep in self.endpoints()[:1000]
         ]
-        return dict(self.counters) | {"endpoints": len(self.bindings), "sockets": sockets}
+        return dict(self.counters) | {"endpoints": len(self.endpoints()), "sockets": sockets}
+
+    def endpoints(self) -> list[tuple[int, DatagramTransport]]:
+        """Every endpoint with its port (an endpoint of both families once)."""
+        out = list(self._bound4.items())
+        out += [(port, ep) for port, ep in self._bound6.items() if self._bound4.get(port) is not ep]
+        return out
+
+    def bound(self, port: int) -> bool:
+        """Does an endpoint of either family hold ``port``?"""
+        return port in self._bound4 or port in self._bound6
+
+    def _unbind(self, port: int, ep: DatagramTransport) -> None:
+        for table in (self._bound4, self._bound6):
+            if table.get(port) is ep:
+                del table[port]
 
     def pick_port(self, rport: int | None = None) -> int:
         """A free ephemeral port (that ``port_ok`` accepts for peer port ``rport``)."""
         ok = self.port_ok
         for _ in range(64):
             port = random.choice(EPHEMERAL_PORTS)
-            if port not in self.bindings and (ok is None or ok(port, rport)):
+            if not self.bound(port) and (ok is None or ok(port, rport)):
                 return port
         for port in EPHEMERAL_PORTS:
-            if port not in self.bindings and (ok is None or ok(port, rport)):
+            if not self.bound(port) and (ok is None or ok(port, rport)):
                 return port
         raise _oserror(errno.EADDRINUSE)
 
@@ -88,8 +108,14 @@ class UdpLayer:
         proto: int = 0,
         flags: int = 0,
         sock: Any = None,
+        v4: bool = True,
+        v6: bool = True,
         **_: Any,
     ) -> tuple[DatagramTransport, asyncio.DatagramProtocol]:
+        """asyncio's create_datagram_endpoint on the stack. The endpoint hears both
+        families unless ``v4``/``v6`` (this stack's own keywords) leave one out: the
+        preload library passes what a program's socket hears (AF_INET: IPv4; AF_INET6
+        with IPV6_V6ONLY: IPv6), so two such sockets can share a port."""
         if sock is not None:
             raise ValueError("sock= is not supported on the stack (there is no kernel socket)")
         port = 0
@@ -106,15 +132,20 @@ class UdpLayer:
             remote = (addr_to_bytes(rhost), int(remote_addr[1]))
             if len(remote[0]) == 16:
                 family = AF_INET6
+        if not (v4 or v6):
+            raise ValueError("an endpoint must hear IPv4, IPv6 or both")
         if port == 0:
             port = self.pick_port(remote[1] if remote is not None else None)
-        elif port in self.bindings:
+        elif (v4 and port in self._bound4) or (v6 and port in self._bound6):
             raise _oserror(errno.EADDRINUSE)
         protocol = protocol_factory()
         transport = DatagramTransport(
             self, port, remote, protocol, bool(allow_broadcast), family == AF_INET6
         )
-        self.bindings[port] = transport
+        if v4:
+            self._bound4[port] = transport
+        if v6:
+            self._bound6[port] = transport
         protocol.connection_made(transport)
         return transport, protocol
 
@@ -129,7 +160,7 @@ class UdpLayer:
         except ParseError as e:
             self.counters.inc(e.reason)
             return
-        ep = self.bindings.get(dport)
+        ep = (self._bound6 if isinstance(hdr, IPv6Header) else self._bound4).get(dport)
         if ep is None:
             if self.misdirected is not None and self.misdirected(dport, ip_packet):
                 self.counters.inc("handed_on")
@@ -168,7 +199,7 @@ class UdpLayer:
             return
         sport = int.from_bytes(first8[0:2], "big")
         dport = int.from_bytes(first8[2:4], "big")
-        ep = self.bindings.get(sport)
+        ep = (self._bound6 if len(quoted.dst) == 16 else self._bound4).get(sport)
         if ep is None or ep._remote != (quoted.dst, dport):
             self.counters.inc("icmp_error_unmatched")
             return  # like Linux: only connected sockets hear about ICMP errors
@@ -182,7 +213,7 @@ class UdpLayer:
         ep._protocol.error_received(exc)
 
     def close_all(self) -> None:
-        for ep in list(self.bindings.values()):
+        for _, ep in self.endpoints():
             ep.abort()
 
 
@@ -232,7 +263,7 @@ class DatagramTransport(asyncio.DatagramTransport):
         if self._closing:
             return
         self._closing = True
-        self._layer.bindings.pop(self._port, None)
+        self._layer._unbind(self._port, self)
         assert self._layer.stack.loop is not None
         self._layer.stack.loop.call_soon(self._connection_lost, None)
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import errno
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -286,3 +286,41 @@ def test_ipv6_configuration_checked() -> None:
     finally:
         nic_a.close()
         nic_b.close()
+
+
+async def test_udp_endpoints_per_family_share_a_port() -> None:
+    # v4=/v6= (the stack's keywords, which the preload library passes for AF_INET and
+    # IPV6_V6ONLY sockets): each family's datagrams reach their own endpoint; an
+    # endpoint for both families on that port is EADDRINUSE; a family nobody hears there
+    # gets port unreachable.
+    async with v6_stacks(dad=0) as (a, b):
+        got: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        def tagged(tag: str) -> Callable[[], asyncio.DatagramProtocol]:
+            class P(asyncio.DatagramProtocol):
+                def datagram_received(self, data: bytes, addr: object) -> None:
+                    got.put_nowait((tag, data))
+
+            return P
+
+        t4, _ = await b.create_datagram_endpoint(tagged("4"), local_addr=("0.0.0.0", 5300), v6=False)
+        t6, _ = await b.create_datagram_endpoint(tagged("6"), local_addr=("::", 5300), v4=False)
+        with pytest.raises(OSError) as e:
+            await b.create_datagram_endpoint(tagged("?"), local_addr=("::", 5300))
+        assert e.value.errno == errno.EADDRINUSE
+        sender, _ = await a.create_datagram_endpoint(tagged("a"), local_addr=("::", 0))
+        sender.sendto(b"x", ("10.0.0.2", 5300))
+        assert await asyncio.wait_for(got.get(), 5) == ("4", b"x")
+        sender.sendto(b"y", ("fd00::2", 5300))
+        assert await asyncio.wait_for(got.get(), 5) == ("6", b"y")
+        t4.close()
+        await asyncio.sleep(0)
+        sender.sendto(b"z", ("10.0.0.2", 5300))  # nobody hears IPv4 there now
+        for _ in range(100):
+            if b.stats()["udp"].get("port_unreachable_sent"):
+                break
+            await asyncio.sleep(0.01)
+        assert b.stats()["udp"]["port_unreachable_sent"] == 1 and got.empty()
+        assert b.stats()["udp"]["endpoints"] == 1
+        t6.close()
+        sender.close()

@@ -180,6 +180,51 @@ def test_an_inet_and_a_v6only_socket_share_a_port() -> None:
         assert f"v6only peer {KERNEL6} hi" in out, out
 
 
+TWO_UDP_SOCKETS = """
+import errno, select, socket
+u4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u4.bind(("0.0.0.0", 5300))
+u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); u6.bind(("::", 5300))
+dual = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+try:
+    dual.bind(("::", 5300)); print("dual bind ok", flush=True)
+except OSError as e:
+    print("dual bind", errno.errorcode[e.errno], flush=True)
+print("listening", flush=True)
+got = 0
+while got < 2:
+    ready, _, _ = select.select([u4, u6], [], [], 20)
+    if not ready:
+        break
+    for u in ready:
+        data, peer = u.recvfrom(100)
+        name = "v6only" if u is u6 else "inet"
+        print(name, "from", peer[0], data.decode(), flush=True)
+        u.sendto(name.encode(), peer); got += 1
+"""
+
+UDP_ASK = """
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+u = socket.socket(fam, socket.SOCK_DGRAM); u.settimeout(5)
+u.sendto(b"q", (sys.argv[1], 5300)); print(u.recvfrom(100)[0].decode(), end="")
+"""
+
+
+def test_an_inet_and_a_v6only_udp_socket_share_a_port() -> None:
+    with dual_stack() as (ns, tap):
+
+        def ask(host: str) -> str:
+            return ns.run(["python3", "-c", UDP_ASK, host], timeout=20).stdout
+
+        out, (v4, v6) = _serve(
+            tap, ["python3", "-c", TWO_UDP_SOCKETS], lambda: (ask("10.0.0.2"), ask(STACK6))
+        )
+        assert (v4, v6) == ("inet", "v6only"), out
+        assert "dual bind EADDRINUSE" in out, out
+        assert "inet from 10.0.0.1 q" in out and f"v6only from {KERNEL6} q" in out, out
+
+
 UDP_CLIENT = f"""
 import errno, socket
 u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
