@@ -1,6 +1,7 @@
-"""``python -m anp_async.bench.profile_rr``: the in-process profiling harness runs each of
-its workloads against a kernel client in a namespace of its own and reports a figure
-(nothing here asserts a speed; the namespace is gone afterwards)."""
+"""``python -m anp_async.bench.profile_rr`` and ``tap_floor``: the in-process profiling
+harness runs each of its workloads, and the floor its pings, against a kernel client in a
+namespace of its own and reports a figure (nothing here asserts a speed; the namespace is
+gone afterwards)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,19 @@ def test_profile_rr_workloads(argv: list[str]) -> None:
     assert _prof_namespaces() == before  # its namespace (anp-prof-*) is removed
 
 
+def test_tap_floor_answers_pings() -> None:
+    before = _prof_namespaces()
+    out = subprocess.run(
+        [sys.executable, "-m", "anp_async.bench.tap_floor", "--count", "200"],
+        capture_output=True, text=True, timeout=150, check=True,
+    )  # fmt: skip
+    res = json.loads(out.stdout)
+    assert res["what"] == "tap-floor" and res["offload"] and res["count"] == 200
+    assert res["rr_us"] > 0 and res["cpu_us_per_req"] > 0
+    assert res["cpu_us_per_req"] == pytest.approx(res["user_us_per_req"] + res["sys_us_per_req"])
+    assert _prof_namespaces() == before
+
+
 def _prof_namespaces() -> set[str]:
     names = os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []
-    return {n for n in names if n.startswith("anp-prof")}
+    return {n for n in names if n.startswith(("anp-prof", "anp-floor"))}

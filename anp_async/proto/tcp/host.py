@@ -88,16 +88,13 @@ class Listener:
     #: When this listener last answered a SYN with a cookie (None: never).
     cookie_sent_at: float | None = None
     #: The families it takes (an AF_INET socket hears IPv4 only, an IPV6_V6ONLY one IPv6
-    #: only); a SYN of the other family finds the port closed and is answered with RST.
+    #: only); a SYN of the other family reaches the other family's listener on the port,
+    #: if there is one, or finds the port closed and is answered with RST.
     v4: bool = True
     v6: bool = True
 
     def __post_init__(self) -> None:
         self.backlog = max(1, self.backlog)
-
-    def hears(self, src: bytes) -> bool:
-        """Does this listener take segments from address ``src`` (4 or 16 bytes)?"""
-        return self.v6 if len(src) == 16 else self.v4
 
 
 def rst_reply(seg: TcpSegment) -> TcpSegment | None:
