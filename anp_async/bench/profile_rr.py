@@ -1,10 +1,12 @@
-"""Profile the stack's hot path: it serves TCP 64 B request/response (or bulk receive) to a
-kernel client over a TAP in a namespace of its own, in this process.
+"""Profile the stack's hot path: it serves TCP 64 B request/response, ICMP echo or bulk
+receive to a kernel client (or bulk-sends to a kernel sink) over a TAP in a namespace of
+its own, in this process.
 
     python -m anp_async.bench.profile_rr rr --count 5000 --mode interrupt
     python -m anp_async.bench.profile_rr rr --count 3000 --cprofile /tmp/rr.prof   # + top 30
     python -m anp_async.bench.profile_rr bulk --bytes 256M --mode adaptive
     python -m anp_async.bench.profile_rr icmp --count 5000 --mode interrupt   # 64 B pings
+    python -m anp_async.bench.profile_rr send --bytes 256M --mode adaptive
 
 Prints one JSON line: the client's mean round trip (or MB/s) and this process's CPU per
 request (or per MB) while the client ran. ``--cprofile`` adds cProfile (which slows the
@@ -113,6 +115,77 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _client_argv(args: argparse.Namespace) -> list[str]:
+    """The kernel side's Python arguments: it prints a warm line, then its result line."""
+    if args.what == "icmp":  # the benchmark's own ICMP client: the result is JSON
+        return ["-m", "anp_async.bench.kernel_peer", "client", "--proto", "icmp",
+                "--host", "10.0.0.2", "--size", "64", "--count", str(args.count),
+                "--warmup", "200"]  # fmt: skip
+    if args.what == "send":
+        return ["-c", _SINK_SERVER]
+    if args.what == "rr":
+        return ["-c", _RR_CLIENT.format(n=args.count)]
+    return ["-c", _BULK_CLIENT.format(n=args.bytes)]
+
+
+async def _bulk_send(stack: Stack, nbytes: int) -> None:
+    # (The sink printed its warm line after listen(): no wait, which the figure would
+    # have counted.)
+    _, w = await stack.open_connection("10.0.0.1", 9)
+    block = bytes(range(256)) * 256
+    left = nbytes
+    while left > 0:
+        w.write(block[: min(left, len(block))])
+        left -= len(block)
+        await w.drain()
+    w.close()
+
+
+def _result(args: argparse.Namespace, line: bytes, cpu: float, secs: float) -> dict[str, Any]:
+    if args.what in ("rr", "icmp"):
+        if args.what == "icmp":
+            samples = json.loads(line)["samples_ns"]
+            rr_us = sum(samples) / len(samples) / 1e3
+        else:
+            rr_us = float(line)
+        return {
+            "what": args.what, "mode": args.mode, "count": args.count,
+            "rr_us": rr_us, "cpu_us_per_req": cpu / args.count * 1e6,
+        }  # fmt: skip
+    mb = args.bytes / 1e6
+    return {
+        "what": "bulk-" + ("send" if args.what == "send" else "receive"), "mode": args.mode,
+        "bytes": args.bytes, "mbps": mb / secs, "cpu_ms_per_mb": cpu / mb * 1e3,
+    }  # fmt: skip
+
+
+async def _measure(
+    args: argparse.Namespace, stack: Stack, ns: Netns, prof: cProfile.Profile | None
+) -> dict[str, Any]:
+    """Start the kernel side; from its warm line to its result line, this process's CPU."""
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns.name, sys.executable, *_client_argv(args),
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        await asyncio.wait_for(proc.stdout.readline(), 30)  # warm
+        c0, t0 = _cpu(), time.perf_counter()
+        if prof is not None:
+            prof.enable()
+        if args.what == "send":
+            await _bulk_send(stack, args.bytes)
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        if prof is not None:
+            prof.disable()
+        c1, t1 = _cpu(), time.perf_counter()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+    return _result(args, line, c1 - c0, t1 - t0)
+
+
 async def _run(args: argparse.Namespace, prof: cProfile.Profile | None) -> dict[str, Any]:
     ns = Netns.create(unique_name("anp-prof"))
     try:
@@ -127,61 +200,7 @@ async def _run(args: argparse.Namespace, prof: cProfile.Profile | None) -> dict[
                 await stack.create_server(_BufferedSink, "10.0.0.2", 9)
             else:
                 await stack.start_server(_sink, "10.0.0.2", 9)
-            rr = args.what in ("rr", "icmp")
-            if args.what == "icmp":  # the benchmark's own ICMP client: warm line, JSON line
-                cmd = ["-m", "anp_async.bench.kernel_peer", "client", "--proto", "icmp",
-                       "--host", "10.0.0.2", "--size", "64", "--count", str(args.count),
-                       "--warmup", "200"]  # fmt: skip
-            elif args.what == "send":
-                cmd = ["-c", _SINK_SERVER]
-            else:
-                code = (_RR_CLIENT if rr else _BULK_CLIENT).format(
-                    n=args.count if rr else args.bytes
-                )
-                cmd = ["-c", code]
-            proc = await asyncio.create_subprocess_exec(
-                "ip", "netns", "exec", ns.name, sys.executable, *cmd, stdout=subprocess.PIPE,
-            )  # fmt: skip
-            assert proc.stdout is not None
-            try:
-                await asyncio.wait_for(proc.stdout.readline(), 30)  # warm
-                c0, t0 = _cpu(), time.perf_counter()
-                if prof is not None:
-                    prof.enable()
-                if args.what == "send":
-                    await asyncio.sleep(0.3)  # the sink listens
-                    _, w = await stack.open_connection("10.0.0.1", 9)
-                    block = bytes(range(256)) * 256
-                    left = args.bytes
-                    while left > 0:
-                        w.write(block[: min(left, len(block))])
-                        left -= len(block)
-                        await w.drain()
-                    w.close()
-                line = await asyncio.wait_for(proc.stdout.readline(), 120)
-                if prof is not None:
-                    prof.disable()
-                c1, t1 = _cpu(), time.perf_counter()
-            finally:
-                if proc.returncode is None:
-                    proc.kill()
-                await proc.wait()
-            cpu = c1 - c0
-            if rr:
-                if args.what == "icmp":
-                    samples = json.loads(line)["samples_ns"]
-                    rr_us = sum(samples) / len(samples) / 1e3
-                else:
-                    rr_us = float(line)
-                return {
-                    "what": args.what, "mode": args.mode, "count": args.count,
-                    "rr_us": rr_us, "cpu_us_per_req": cpu / args.count * 1e6,
-                }  # fmt: skip
-            mb = args.bytes / 1e6
-            return {
-                "what": "bulk-" + ("send" if args.what == "send" else "receive"), "mode": args.mode, "bytes": args.bytes,
-                "mbps": mb / (t1 - t0), "cpu_ms_per_mb": cpu / mb * 1e3,
-            }  # fmt: skip
+            return await _measure(args, stack, ns, prof)
     finally:
         ns.delete()
 
