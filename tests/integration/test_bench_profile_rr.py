@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.root, pytest.mark.timeout(180)]
         ["rr", "--count", "200"],
         ["icmp", "--count", "200", "--mode", "adaptive"],
         ["bulk", "--bytes", "4M", "--sink", "buffered"],
+        ["send", "--bytes", "4M", "--mode", "adaptive"],
     ],
-    ids=["rr", "icmp", "bulk-buffered"],
+    ids=["rr", "icmp", "bulk-buffered", "send"],
 )
 def test_profile_rr_workloads(argv: list[str]) -> None:
     before = _prof_namespaces()
@@ -33,8 +34,9 @@ def test_profile_rr_workloads(argv: list[str]) -> None:
         capture_output=True, text=True, timeout=150, check=True,
     )  # fmt: skip
     res = json.loads(out.stdout.splitlines()[0])
-    assert res["what"] == ("bulk-receive" if argv[0] == "bulk" else argv[0])
-    if argv[0] == "bulk":
+    bulk = {"bulk": "bulk-receive", "send": "bulk-send"}
+    assert res["what"] == bulk.get(argv[0], argv[0])
+    if argv[0] in bulk:
         assert res["bytes"] == 4 << 20 and res["mbps"] > 0 and res["cpu_ms_per_mb"] > 0
     else:
         assert res["count"] == 200 and res["rr_us"] > 0 and res["cpu_us_per_req"] > 0
