@@ -42,9 +42,15 @@ def echo_reply_in_place(eth: bytearray) -> bool:
     eth[0:6], eth[6:12] = eth[6:12], OUR_MAC
     eth[26:30], eth[30:34] = eth[30:34], eth[26:30]
     eth[34] = 0
-    # RFC 1624 (3): type 8 -> 0 lowers the sum by 0x0800, so the checksum rises by it.
-    c = int.from_bytes(eth[36:38], "big") + 0x0800
-    eth[36:38] = ((c & 0xFFFF) + (c >> 16)).to_bytes(2, "big")
+    # RFC 1624 (3), eqn. 3: HC' = ~(~HC + ~m + m') with m = 0x0800 (type 8, code 0) and
+    # m' = 0. It gives what a fresh computation gives, except for a message that is all
+    # zeros now (sum +0, checksum 0xFFFF), where the incremental sum is -0.
+    s = (~int.from_bytes(eth[36:38], "big") & 0xFFFF) + 0xF7FF
+    s = (s & 0xFFFF) + (s >> 16)
+    hc = ~s & 0xFFFF
+    if not hc and not any(eth[38:]):
+        hc = 0xFFFF
+    eth[36:38] = hc.to_bytes(2, "big")
     return True
 
 

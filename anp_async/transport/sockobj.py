@@ -9,16 +9,21 @@ from the transport and maps the options that mean something onto the stack's TCP
 from __future__ import annotations
 
 import socket
+import weakref
 from typing import Any
 
 
 class StackSocket:
-    """What ``transport.get_extra_info('socket')`` returns for a stack transport."""
+    """What ``transport.get_extra_info('socket')`` returns for a stack transport.
+
+    Options set on it live in the owner's ``_sockopts`` when it has one (a transport
+    hands out its socket with :func:`socket_of`), else in the socket itself."""
 
     def __init__(self, owner: Any, kind: str) -> None:
         self._owner = owner
         self._kind = kind
-        self._opts: dict[tuple[int, int], int] = {}
+        opts = getattr(owner, "_sockopts", None)
+        self._opts: dict[tuple[int, int], int] = opts if opts is not None else {}
 
     def __repr__(self) -> str:
         return f"<StackSocket {self._kind} {self.getsockname()}>"
@@ -74,3 +79,25 @@ class StackSocket:
 
     def close(self) -> None:
         pass
+
+
+class SocketHolder:
+    """A transport's link to its :class:`StackSocket`: the same object while anyone holds
+    it, made again when not. Only a weak reference: a strong one would tie transport and
+    socket into a reference cycle, and a closed connection's state (its buffers, the
+    frames they view) would wait for the cyclic garbage collector instead of going with
+    its last reference, as an asyncio transport's does. Options set on the socket stay
+    with the owner (``owner._sockopts``)."""
+
+    __slots__ = ("_kind", "_ref")
+
+    def __init__(self, kind: str) -> None:
+        self._kind = kind
+        self._ref: weakref.ref[StackSocket] | None = None
+
+    def get(self, owner: Any) -> StackSocket:
+        sock = self._ref() if self._ref is not None else None
+        if sock is None:
+            sock = StackSocket(owner, self._kind)
+            self._ref = weakref.ref(sock)
+        return sock

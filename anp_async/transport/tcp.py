@@ -48,7 +48,7 @@ from ..proto.tcp.isn import IsnGenerator
 from ..proto.tcp.segment import TcpSegment, parse_tcp
 from ..proto.tcp.syncookies import SynCookies
 from .resolve import addr_to_bytes, addr_to_str, resolve_ip, sockaddr
-from .sockobj import StackSocket
+from .sockobj import SocketHolder
 
 if TYPE_CHECKING:
     from .netstack import NetStack
@@ -791,7 +791,8 @@ class TcpTransport(asyncio.Transport):
             if len(ep.key[0]) == 16
             else (stack.ip, ep.key[2]),
         }
-        self._extra["socket"] = StackSocket(self, "tcp")
+        self._socket = SocketHolder("tcp")
+        self._sockopts: dict[tuple[int, int], int] = {}
         # SendSpace matters only while our buffer holds data (see _on_send_space).
         self._conn.space_wanted = False
         ep.transport = self
@@ -821,6 +822,8 @@ class TcpTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "stack_tcp_info":
             return dict(self._conn.info())
+        if name == "socket":
+            return self._socket.get(self)
         return self._extra.get(name, default)
 
     def is_closing(self) -> bool:

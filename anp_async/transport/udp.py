@@ -25,7 +25,7 @@ from ..proto.ipv4 import IPv4Header
 from ..proto.ipv6 import IPv6Header
 from ..proto.numbers import IPPROTO_ICMP, IPPROTO_UDP
 from .resolve import addr_to_bytes, addr_to_str, resolve_ip, resolve_ip_sync, sockaddr
-from .sockobj import StackSocket
+from .sockobj import SocketHolder
 
 if TYPE_CHECKING:
     from .netstack import NetStack
@@ -242,10 +242,13 @@ class DatagramTransport(asyncio.DatagramTransport):
             "sockname": sockaddr(stack.ip6_b or bytes(16), port) if family6 else (stack.ip, port),
             "peername": sockaddr(remote[0], remote[1]) if remote else None,
         }
-        self._extra["socket"] = StackSocket(self, "udp")
+        self._socket = SocketHolder("udp")
+        self._sockopts: dict[tuple[int, int], int] = {}
 
     # asyncio.BaseTransport
     def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self._socket.get(self)
         value = self._extra.get(name, default)
         return default if value is None else value
 

@@ -3,7 +3,7 @@ what it writes back must be what the stack would send, checksum included."""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from anp_async.bench.tap_floor import OUR_IP, OUR_MAC, arp_reply, echo_reply_in_place
@@ -15,6 +15,8 @@ PEER_IP = bytes([10, 0, 0, 1])
 
 
 @given(st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.binary(max_size=200))
+@example(0, 0, b"")  # a reply of all zeros: its checksum is 0xFFFF, not the incremental -0
+@example(0xF7FF, 0, b"")  # a reply whose data sums to 0xFFFF: checksum 0
 def test_echo_reply_in_place_is_the_stacks_reply(ident: int, seq: int, payload: bytes) -> None:
     req = icmp.build_echo(icmp.ECHO_REQUEST, ident, seq, payload)
     ip = build_ipv4_header(PEER_IP, OUR_IP, 1, len(req), ident=7)
