@@ -2220,8 +2220,7 @@ class TcpConnection:
         flight goes again at once, cut to the new size: the larger segments were dropped
         on the way, which says nothing about congestion, so cwnd stays (Linux's
         tcp_simple_retransmit does the same). False when nothing changes."""
-        st = self.state
-        if not st.sends or st is SYN_SENT or st is SYN_RECEIVED:
+        if not self.state.sends:  # (not while opening: no MSS is agreed yet)
             return False
         seg_mss = max(seg_mss, 64)
         if seg_mss >= self.seg_mss:
