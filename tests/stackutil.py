@@ -79,6 +79,25 @@ async def run_in_ns(
     return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
 
+async def python_in_ns(
+    ns: Netns, code: str, ready: bytes = b"ready", timeout: float = 10.0
+) -> asyncio.subprocess.Process:
+    """Start ``python3 -c code`` in ``ns`` (stdout piped) and wait for its line holding
+    ``ready``; the caller reads the rest and waits for it."""
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns.name, "python3", "-c", code, stdout=asyncio.subprocess.PIPE
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        assert ready in line, line
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc
+
+
 def ping_received(output: str) -> int:
     m = re.search(r"(\d+) (?:packets )?received", output)
     return int(m.group(1)) if m else -1

@@ -22,7 +22,7 @@ from anp_async import Stack, StackConfig
 from anp_async.nic.netns import Netns
 from anp_async.nic.tap import TapNic
 from tests.netutil import KERNEL_CIDR, STACK_CIDR, STACK_MAC
-from tests.stackutil import fast_tcp
+from tests.stackutil import fast_tcp, python_in_ns
 
 pytestmark = [pytest.mark.root, pytest.mark.timeout(120)]
 
@@ -80,13 +80,9 @@ async def test_packet_too_big_from_a_router_lowers_the_mss(
     )  # fmt: skip
     data = bytes(range(256)) * (NBYTES // 256)
     async with Stack(cfg) as stack:
-        proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", far.name, "python3", "-c", SERVER,
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        proc = await python_in_ns(far, SERVER)
         assert proc.stdout is not None
         try:
-            assert b"ready" in await asyncio.wait_for(proc.stdout.readline(), 10)
             _r, w = await stack.open_connection("fd01::2", 9001)
             info = w.get_extra_info("stack_tcp_info")
             assert info["mss"] == 1440 - 12  # H's MSS less the timestamp option

@@ -24,7 +24,7 @@ from anp_async import Stack, StackConfig
 from anp_async.nic.netns import Netns, veth_pair
 from anp_async.nic.tap import TapNic
 from tests.netutil import KERNEL_CIDR, KERNEL_IP, STACK_CIDR, STACK_IP, STACK_MAC
-from tests.stackutil import fast_tcp, run_in_ns
+from tests.stackutil import fast_tcp, python_in_ns, run_in_ns
 
 TAP = "anpmss0"
 FAR_IP = "10.0.1.2"
@@ -107,12 +107,8 @@ async def test_tso_segments_on_the_wire_fit_the_mss_the_far_end_announced(
     loop = asyncio.get_running_loop()
     async with Stack(cfg) as stack:
         # Active open: the stack connects (the SYN-ACK says MSS 500) and sends.
-        proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", far.name, "python3", "-c", SERVER,
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        proc = await python_in_ns(far, SERVER)
         assert proc.stdout is not None
-        assert b"ready" in await asyncio.wait_for(proc.stdout.readline(), 10)
         go: asyncio.Future[None] = loop.create_future()
         seen = asyncio.ensure_future(sizes_seen(far, go))
         await go

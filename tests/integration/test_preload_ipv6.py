@@ -104,13 +104,19 @@ def _serve(tap: str, program: list[str], clients: Callable[[], T]) -> tuple[str,
         server.close()
 
 
+def _served_both_families(ns: Netns, tap: str, program: list[str]) -> str:
+    """Run ``program`` on the stack while a kernel client connects over IPv4, then one over
+    IPv6; both must get "ok". Returns the program's output."""
+    out, (v4, v6) = _serve(
+        tap, program, lambda: (_kernel_client(ns, "10.0.0.2"), _kernel_client(ns, STACK6))
+    )
+    assert v4.stdout == "ok" and v6.stdout == "ok", describe(v4) + describe(v6)
+    return out
+
+
 def test_dual_stack_server_hears_both_families_v6only_hears_ipv6() -> None:
     with dual_stack() as (ns, tap):
-        out, (v4, v6) = _serve(
-            tap, ["python3", "-c", DUAL_SERVER, "0", "2"],
-            lambda: (_kernel_client(ns, "10.0.0.2"), _kernel_client(ns, STACK6)),
-        )  # fmt: skip
-        assert v4.stdout == "ok" and v6.stdout == "ok", describe(v4) + describe(v6)
+        out = _served_both_families(ns, tap, ["python3", "-c", DUAL_SERVER, "0", "2"])
         assert "listening ('::', 7000)" in out, out
         assert "peer ::ffff:10.0.0.1 local ::ffff:10.0.0.2 hi" in out, out
         assert f"peer {KERNEL6} local {STACK6} hi" in out, out
@@ -141,6 +147,17 @@ def test_dual_stack_server_hears_both_families_v6only_hears_ipv6() -> None:
         assert out.count("peer ") == 1 and "peer 10.0.0.1" in out, out
 
 
+#: What a dual-stack AF_INET6 socket's bind() to a port an AF_INET and an IPV6_V6ONLY
+#: socket hold gets (Linux: EADDRINUSE); then the program says it is ready.
+DUAL_BIND_PROBE = """
+dual = socket.socket(socket.AF_INET6, socket.{kind})
+try:
+    dual.bind(("::", {port})); print("dual bind ok", flush=True)
+except OSError as e:
+    print("dual bind", errno.errorcode[e.errno], flush=True)
+print("listening", flush=True)
+"""
+
 TWO_SOCKET_SERVER = """
 import errno, select, socket
 # A dual-stack server the way nginx's "listen 80; listen [::]:80;" is one: an AF_INET
@@ -150,12 +167,7 @@ s4.bind(("0.0.0.0", 7000)); s4.listen(8)
 s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
 s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
 s6.bind(("::", 7000)); s6.listen(8)
-dual = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-try:
-    dual.bind(("::", 7000)); print("dual bind ok", flush=True)
-except OSError as e:
-    print("dual bind", errno.errorcode[e.errno], flush=True)
-print("listening", flush=True)
+""" + DUAL_BIND_PROBE.format(kind="SOCK_STREAM", port=7000) + """
 for _ in range(2):
     ready, _, _ = select.select([s4, s6], [], [], 20)
     for s in ready:
@@ -170,11 +182,7 @@ def test_an_inet_and_a_v6only_socket_share_a_port() -> None:
     # Linux lets them (a dual-stack AF_INET6 socket on the port then gets EADDRINUSE,
     # as this program checks on the stack); each family reaches its own socket.
     with dual_stack() as (ns, tap):
-        out, (v4, v6) = _serve(
-            tap, ["python3", "-c", TWO_SOCKET_SERVER],
-            lambda: (_kernel_client(ns, "10.0.0.2"), _kernel_client(ns, STACK6)),
-        )  # fmt: skip
-        assert v4.stdout == "ok" and v6.stdout == "ok", describe(v4) + describe(v6)
+        out = _served_both_families(ns, tap, ["python3", "-c", TWO_SOCKET_SERVER])
         assert "dual bind EADDRINUSE" in out, out
         assert "inet peer 10.0.0.1 hi" in out, out
         assert f"v6only peer {KERNEL6} hi" in out, out
@@ -185,12 +193,7 @@ import errno, select, socket
 u4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u4.bind(("0.0.0.0", 5300))
 u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 u6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1); u6.bind(("::", 5300))
-dual = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-try:
-    dual.bind(("::", 5300)); print("dual bind ok", flush=True)
-except OSError as e:
-    print("dual bind", errno.errorcode[e.errno], flush=True)
-print("listening", flush=True)
+""" + DUAL_BIND_PROBE.format(kind="SOCK_DGRAM", port=5300) + """
 got = 0
 while got < 2:
     ready, _, _ = select.select([u4, u6], [], [], 20)

@@ -8,19 +8,15 @@ import asyncio
 import gc
 import socket
 
-from anp_async import Stack, StackConfig
 from anp_async.bench.apps import tcp_echo_handler
-from anp_async.nic.wire import Wire
 from anp_async.proto.tcp.connection import TcpConnection
 from anp_async.transport.tcp import TcpTransport
 from anp_async.transport.udp import DatagramTransport
+from tests.stackutil import wire_stacks
 
 
 async def test_closed_connections_leave_no_reference_cycles() -> None:
-    a, b = Wire.pair()
-    async with Stack(StackConfig(nic=a, ip="10.0.0.1/24")) as sa, Stack(
-        StackConfig(nic=b, ip="10.0.0.2/24")
-    ) as sb:
+    async with wire_stacks() as (sa, sb):
         await sb.start_server(tcp_echo_handler, "10.0.0.2", 7)
 
         async def one() -> None:
@@ -34,7 +30,9 @@ async def test_closed_connections_leave_no_reference_cycles() -> None:
             await w.wait_closed()
 
         await one()  # warm: whatever the first connection creates once
-        udp, _ = await sa.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=("0.0.0.0", 0))
+        udp, _ = await sa.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("0.0.0.0", 0)
+        )
         udp.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         udp.close()
         await asyncio.sleep(0.2)
@@ -54,10 +52,7 @@ async def test_closed_connections_leave_no_reference_cycles() -> None:
 
 
 async def test_the_socket_object_is_stable_and_keeps_options() -> None:
-    a, b = Wire.pair()
-    async with Stack(StackConfig(nic=a, ip="10.0.0.1/24")) as sa, Stack(
-        StackConfig(nic=b, ip="10.0.0.2/24")
-    ) as sb:
+    async with wire_stacks() as (sa, sb):
         await sb.start_server(tcp_echo_handler, "10.0.0.2", 7)
         _r, w = await sa.open_connection("10.0.0.2", 7)
         s1 = w.get_extra_info("socket")
