@@ -584,14 +584,19 @@ class Stack:
             v6 = self.v6
             if v6 is None:
                 raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
+            vnet: bytes | None = None
+            tso = False
             if off.enabled:  # checksum offload and TSO6, as for IPv4
                 hdr = build_tcp_header_partial(seg, v6.ip_b, dst)
                 vnet, tso = off.tcp_header(len(hdr), len(payload), mss, v6=True)
-                v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], src=v6.ip_b, vnet=vnet)
-                return tso
-            hdr = build_tcp_header(seg, v6.ip_b, dst)
-            v6.send(dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], src=v6.ip_b)
-            return False
+            else:
+                hdr = build_tcp_header(seg, v6.ip_b, dst)
+            # RFC 3168 (5): the ECN field is the traffic class's low two bits.
+            v6.send(
+                dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], src=v6.ip_b,
+                vnet=vnet, traffic_class=seg.ecn,
+            )  # fmt: skip
+            return tso
         # RFC 3168 (5): the connection chose the ECN field (ECT(0) on new data).
         tos = seg.ecn
         if off.enabled:

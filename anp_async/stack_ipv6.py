@@ -83,7 +83,9 @@ class Ipv6Layer:
         self._ping_seq = 0
         #: Packets from an address still in DAD, sent once it is ours (RFC 4862 (5.4):
         #: a tentative address is not used as a source); bounded.
-        self._tentative_hold: list[tuple[bytes, int, list[Buffer], int, bytes, bytes | None]] = []
+        self._tentative_hold: list[
+            tuple[bytes, int, list[Buffer], int, bytes, bytes | None, int]
+        ] = []
         # groups we listen to: all-nodes and the solicited-node group of each address
         self.groups = {ip6.ALL_NODES}
         for a in (self.ip_b, self.link_local):
@@ -368,9 +370,11 @@ class Ipv6Layer:
         hop_limit: int = 64,
         src: bytes | None = None,
         vnet: bytes | None = None,
+        traffic_class: int = 0,
     ) -> None:
         """Send one IPv6 packet whose payload is ``parts``; OSError(ENETUNREACH) with no
-        route. Larger than the MTU, it is fragmented by us, the source (RFC 8200 (5))."""
+        route. Larger than the MTU, it is fragmented by us, the source (RFC 8200 (5)).
+        ``traffic_class`` carries the ECN field TCP chose (RFC 3168 (5))."""
         hop = self.next_hop(dst)
         if hop is None:
             self.counters.inc("no_route")
@@ -381,7 +385,7 @@ class Ipv6Layer:
             if len(self._tentative_hold) >= 64:
                 self.counters.inc("tentative_hold_dropped")
                 return
-            self._tentative_hold.append((dst, proto, parts, hop_limit, src, vnet))
+            self._tentative_hold.append((dst, proto, parts, hop_limit, src, vnet, traffic_class))
             return
         length = 0
         for p in parts:
@@ -390,11 +394,14 @@ class Ipv6Layer:
         mtu = self.path_mtu(dst)
         if length + ip6.HEADER_LEN > mtu and vnet is None:
             self._ident = (self._ident + 1) & 0xFFFFFFFF
-            pieces = ip6.fragment6(b"".join(parts), mtu, src, dst, proto, self._ident, hop_limit)
+            pieces = ip6.fragment6(
+                b"".join(parts), mtu, src, dst, proto, self._ident, hop_limit, traffic_class
+            )
             packets = [[h, piece] for h, piece in pieces]
             self.counters.inc("fragmented")
         else:
-            packets = [[ip6.build_ipv6_header(src, dst, proto, length, hop_limit), *parts]]
+            hdr = ip6.build_ipv6_header(src, dst, proto, length, hop_limit, traffic_class)
+            packets = [[hdr, *parts]]
         self.counters.inc("tx_packets", len(packets))
         now = self.stack.now()
         mac = self.neighbors.lookup(hop, now)
@@ -514,12 +521,15 @@ class Ipv6Layer:
             self.counters.inc("dad_done", len(done))
         if self._tentative_hold and (done or self.dad.duplicates):
             held, self._tentative_hold = self._tentative_hold, []
-            for dst, proto, parts, hop_limit, src, vnet in held:
+            for dst, proto, parts, hop_limit, src, vnet, tclass in held:
                 if src in self.dad.duplicates:
                     self.counters.inc("tentative_hold_dropped")
                     continue
                 with contextlib.suppress(OSError):
-                    self.send(dst, proto, parts, hop_limit=hop_limit, src=src, vnet=vnet)
+                    self.send(
+                        dst, proto, parts, hop_limit=hop_limit, src=src, vnet=vnet,
+                        traffic_class=tclass,
+                    )  # fmt: skip
         if self.routers.poll(now):
             self._send_rs()
         expired = self.reassembler.poll(now)

@@ -228,13 +228,21 @@ class FaultyNic(Nic):
         return bytes(buf)
 
     def _ce_marked(self, frame: bytes) -> bytes | None:
-        """``frame`` with its IPv4 ECN field set to CE, if it was ECT; else None.
+        """``frame`` with its IP ECN field set to CE, if it was ECT; else None.
 
-        What a router does to the IP header (RFC 3168 (5)): the two low bits of the TOS
-        byte become 11 and the header checksum is updated incrementally (RFC 1624 (3)).
+        What a router does to the IP header (RFC 3168 (5)): the two low bits of the IPv4
+        TOS byte become 11 and the header checksum is updated incrementally (RFC 1624
+        (3)); IPv6 has them in the traffic class (bits 4-5 of its second byte) and no
+        header checksum.
         """
         off = ETH_HEADER_LEN + (_VNET_HDR_LEN if self.vnet_hdr else 0)
-        if len(frame) < off + 20 or frame[off - 2 : off] != b"\x08\x00":  # IPv4 only
+        if len(frame) >= off + 40 and frame[off - 2 : off] == b"\x86\xdd":
+            if (frame[off + 1] >> 4) & 3 in (0, 3):
+                return None
+            buf = bytearray(frame)
+            buf[off + 1] |= 0x30
+            return bytes(buf)
+        if len(frame) < off + 20 or frame[off - 2 : off] != b"\x08\x00":
             return None
         tos = frame[off + 1]
         if tos & 3 == 0 or tos & 3 == 3:

@@ -311,12 +311,14 @@ def fragment6(
     next_header: int,
     ident: int,
     hop_limit: int = 64,
+    traffic_class: int = 0,
 ) -> list[tuple[bytes, memoryview]]:
     """Headers and payload views for sending ``payload`` (upper-layer header and data).
 
     A packet that fits goes whole. One that does not is cut by the source (RFC 8200
     (4.5): only the source fragments) into pieces of a multiple of 8 octets, each after
-    an IPv6 header and a Fragment header.
+    an IPv6 header and a Fragment header; every piece carries ``traffic_class`` (RFC
+    3168 (5.3): fragments keep the packet's ECN field).
     """
     if mtu < MIN_MTU:
         raise ValueError(f"MTU {mtu} below the IPv6 minimum {MIN_MTU}")
@@ -325,14 +327,14 @@ def fragment6(
     if n > MAX_PAYLOAD - 8:
         raise ValueError(f"payload of {n} bytes exceeds {MAX_PAYLOAD}")
     if HEADER_LEN + n <= mtu:
-        return [(build_ipv6_header(src, dst, next_header, n, hop_limit), view)]
+        return [(build_ipv6_header(src, dst, next_header, n, hop_limit, traffic_class), view)]
     step = (mtu - HEADER_LEN - 8) & ~7
     out = []
     for offset in range(0, n, step):
         piece = view[offset : offset + step]
         more = offset + step < n
         fh = _FRAG.pack(next_header, 0, offset | int(more), ident)
-        ip = build_ipv6_header(src, dst, NH_FRAGMENT, 8 + len(piece), hop_limit)
+        ip = build_ipv6_header(src, dst, NH_FRAGMENT, 8 + len(piece), hop_limit, traffic_class)
         out.append((ip + fh, piece))
     return out
 

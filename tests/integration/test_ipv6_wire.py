@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from anp_async import Stack, StackConfig
+from anp_async.nic.faults import FaultConfig, FaultyNic
 from anp_async.nic.wire import Wire
 from anp_async.proto import nd
 from anp_async.proto.ipv6 import ip6_to_bytes
@@ -324,3 +325,39 @@ async def test_udp_endpoints_per_family_share_a_port() -> None:
         assert b.stats()["udp"]["endpoints"] == 1
         t6.close()
         sender.close()
+
+
+async def test_ecn_over_ipv6_marks_instead_of_loss() -> None:
+    # RFC 3168 over IPv6: new data leaves ECT(0) in the traffic class; a router that
+    # marks CE (the fault NIC on a's transmit side) reaches b, which echoes ECE; a halves
+    # cwnd and sends CWR, and nothing is retransmitted.
+    nic_a, nic_b = Wire.pair()
+    faulty = FaultyNic(nic_a, FaultConfig(ce_mark=0.02, seed=13, direction="tx"))
+    tcp = fast_tcp(ecn=True)
+    a = StackConfig(nic=faulty, ip="10.0.0.1/24", ip6="fd00::1/64", dad_transmits=0, tcp=tcp)
+    b = StackConfig(nic=nic_b, ip="10.0.0.2/24", ip6="fd00::2/64", dad_transmits=0, tcp=tcp)
+    data = bytes(range(256)) * 8192  # 2 MiB
+    async with Stack(a) as sa, Stack(b) as sb:
+
+        async def count(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            n = 0
+            while chunk := await r.read(1 << 20):
+                n += len(chunk)
+            w.write(str(n).encode())
+            await w.drain()
+            w.close()
+
+        server = await sb.start_server(count, "::", 7100)
+        reader, writer = await sa.open_connection("fd00::2", 7100)
+        writer.write(data)
+        await writer.drain()
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 30) == str(len(data)).encode()
+        info = writer.get_extra_info("stack_tcp_info")
+        writer.close()
+        server.close()
+        ta, tb = sa.stats()["tcp"], sb.stats()["tcp"]
+    assert info["ecn"] is True and info["bytes_retrans"] == 0
+    assert faulty.fault_stats["ce_marked"] > 0  # so the data was ECT
+    assert tb.get("conn_ecn_ce_rx", 0) > 0
+    assert ta.get("conn_ecn_reductions", 0) > 0 and ta.get("conn_ecn_cwr_sent", 0) > 0

@@ -364,3 +364,25 @@ def test_ce_marking_sets_ce_on_ect_ipv4_only_with_a_valid_checksum() -> None:
     assert fa.fault_stats["ce_marked"] == 3
     fa.close()
     b.close()
+
+
+def test_ce_marking_sets_ce_in_the_ipv6_traffic_class() -> None:
+    from anp_async.proto.ipv6 import build_ipv6_header, parse_ipv6_header
+
+    eth6 = ETH[:12] + b"\x86\xdd"
+
+    def ip6_frame(tclass: int) -> bytes:
+        src, dst = bytes.fromhex("fd00" + "00" * 13 + "01"), bytes.fromhex("fd00" + "00" * 13 + "02")
+        return eth6 + build_ipv6_header(src, dst, 6, 20, traffic_class=tclass) + bytes(20)
+
+    a, b = Wire.pair()
+    fa = FaultyNic(a, FaultConfig(ce_mark=1.0))
+    for tclass in (0x00, 0x02, 0x01, 0x03, 0xB8 | 0x02):
+        fa.send([ip6_frame(tclass)])
+    got = drain(b)
+    out = [parse_ipv6_header(memoryview(f)[ETH_HEADER_LEN:]).traffic_class for f in got]
+    # RFC 3168 (5): Not-ECT passes, ECT(0)/ECT(1) become CE, the DSCP bits are kept.
+    assert out == [0x00, 0x03, 0x03, 0x03, 0xBB]
+    assert fa.fault_stats["ce_marked"] == 3
+    fa.close()
+    b.close()
