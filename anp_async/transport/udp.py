@@ -24,6 +24,7 @@ from ..proto.errors import ParseError
 from ..proto.ipv4 import IPv4Header
 from ..proto.ipv6 import IPv6Header
 from ..proto.numbers import IPPROTO_ICMP, IPPROTO_UDP
+from ..proto.ports import FamilyPorts
 from .resolve import addr_to_bytes, addr_to_str, resolve_ip, resolve_ip_sync, sockaddr
 from .sockobj import SocketHolder
 
@@ -42,12 +43,9 @@ class UdpLayer:
 
     def __init__(self, stack: NetStack) -> None:
         self.stack = stack
-        # Endpoints by port, one table per family (the endpoint an IPv4 datagram to a port
-        # reaches, and the one an IPv6 datagram reaches). One that hears both is in both;
-        # an IPv4 one and an IPv6-only one (a program's AF_INET and IPV6_V6ONLY sockets)
-        # may share a port, as on Linux.
-        self._bound4: dict[int, DatagramTransport] = {}
-        self._bound6: dict[int, DatagramTransport] = {}
+        # Endpoints by port and family: an IPv4 one and an IPv6-only one (a program's
+        # AF_INET and IPV6_V6ONLY sockets) may share a port, as on Linux.
+        self.ports: FamilyPorts[DatagramTransport] = FamilyPorts()
         self.counters = Counters()
         #: A multi-queue worker's rules (None: any port, every datagram is ours):
         #: ``port_ok(lport, rport)`` -- may an ephemeral port be chosen for a peer's port
@@ -59,40 +57,26 @@ class UdpLayer:
     def stats(self) -> dict[str, Any]:
         """Counters, the endpoint count and (for ``anp ss``) one entry per endpoint."""
         ip = self.stack.ip
+        endpoints = self.ports.items()
         sockets = [
             {
                 "state": "ESTABLISHED" if ep._remote is not None else "UNCONN",
                 "local": f"{ip}:{port}",
                 "remote": f"{addr_to_str(ep._remote[0])}:{ep._remote[1]}" if ep._remote else "*:*",
             }
-            for port, ep in self.endpoints()[:1000]
+            for port, ep in endpoints[:1000]
         ]
-        return dict(self.counters) | {"endpoints": len(self.endpoints()), "sockets": sockets}
-
-    def endpoints(self) -> list[tuple[int, DatagramTransport]]:
-        """Every endpoint with its port (an endpoint of both families once)."""
-        out = list(self._bound4.items())
-        out += [(port, ep) for port, ep in self._bound6.items() if self._bound4.get(port) is not ep]
-        return out
-
-    def bound(self, port: int) -> bool:
-        """Does an endpoint of either family hold ``port``?"""
-        return port in self._bound4 or port in self._bound6
-
-    def _unbind(self, port: int, ep: DatagramTransport) -> None:
-        for table in (self._bound4, self._bound6):
-            if table.get(port) is ep:
-                del table[port]
+        return dict(self.counters) | {"endpoints": len(endpoints), "sockets": sockets}
 
     def pick_port(self, rport: int | None = None) -> int:
         """A free ephemeral port (that ``port_ok`` accepts for peer port ``rport``)."""
         ok = self.port_ok
         for _ in range(64):
             port = random.choice(EPHEMERAL_PORTS)
-            if not self.bound(port) and (ok is None or ok(port, rport)):
+            if not self.ports.held(port) and (ok is None or ok(port, rport)):
                 return port
         for port in EPHEMERAL_PORTS:
-            if not self.bound(port) and (ok is None or ok(port, rport)):
+            if not self.ports.held(port) and (ok is None or ok(port, rport)):
                 return port
         raise _oserror(errno.EADDRINUSE)
 
@@ -136,16 +120,13 @@ class UdpLayer:
             raise ValueError("an endpoint must hear IPv4, IPv6 or both")
         if port == 0:
             port = self.pick_port(remote[1] if remote is not None else None)
-        elif (v4 and port in self._bound4) or (v6 and port in self._bound6):
+        elif self.ports.conflict(port, v4=v4, v6=v6):
             raise _oserror(errno.EADDRINUSE)
         protocol = protocol_factory()
         transport = DatagramTransport(
             self, port, remote, protocol, bool(allow_broadcast), family == AF_INET6
         )
-        if v4:
-            self._bound4[port] = transport
-        if v6:
-            self._bound6[port] = transport
+        self.ports.add(port, transport, v4=v4, v6=v6)
         protocol.connection_made(transport)
         return transport, protocol
 
@@ -160,7 +141,7 @@ class UdpLayer:
         except ParseError as e:
             self.counters.inc(e.reason)
             return
-        ep = (self._bound6 if isinstance(hdr, IPv6Header) else self._bound4).get(dport)
+        ep = self.ports.get(dport, isinstance(hdr, IPv6Header))
         if ep is None:
             if self.misdirected is not None and self.misdirected(dport, ip_packet):
                 self.counters.inc("handed_on")
@@ -199,7 +180,7 @@ class UdpLayer:
             return
         sport = int.from_bytes(first8[0:2], "big")
         dport = int.from_bytes(first8[2:4], "big")
-        ep = (self._bound6 if len(quoted.dst) == 16 else self._bound4).get(sport)
+        ep = self.ports.get(sport, len(quoted.dst) == 16)
         if ep is None or ep._remote != (quoted.dst, dport):
             self.counters.inc("icmp_error_unmatched")
             return  # like Linux: only connected sockets hear about ICMP errors
@@ -213,7 +194,7 @@ class UdpLayer:
         ep._protocol.error_received(exc)
 
     def close_all(self) -> None:
-        for _, ep in self.endpoints():
+        for _, ep in self.ports.items():
             ep.abort()
 
 
@@ -266,7 +247,7 @@ class DatagramTransport(asyncio.DatagramTransport):
         if self._closing:
             return
         self._closing = True
-        self._layer._unbind(self._port, self)
+        self._layer.ports.remove(self._port, self)
         assert self._layer.stack.loop is not None
         self._layer.stack.loop.call_soon(self._connection_lost, None)
 

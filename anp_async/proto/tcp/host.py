@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from ...counters import Counters
+from ..ports import FamilyPorts
 from .config import ChallengeAckLimiter, TcpConfig
 from .connection import TcpConnection, TcpState, rcv_wscale_for
 from .isn import IsnGenerator
@@ -139,12 +140,9 @@ class TcpHost(Generic[E]):
         self.mtu = mtu
         self._new_entry = new_entry
         self.conns: dict[Key, E] = {}
-        # Listeners by port, one table per family: the listener an IPv4 SYN to a port
-        # reaches, and the one an IPv6 SYN reaches. One that hears both (Linux: AF_INET6
-        # without IPV6_V6ONLY) is in both; an AF_INET socket and an IPV6_V6ONLY one may
-        # share a port, as on Linux (a dual-stack server's two sockets).
-        self._listeners4: dict[int, Listener] = {}
-        self._listeners6: dict[int, Listener] = {}
+        # Listeners by port and family: an AF_INET and an IPV6_V6ONLY listener may share
+        # a port, as on Linux (a dual-stack server's two sockets).
+        self._listening: FamilyPorts[Listener] = FamilyPorts()
         self.counters = Counters()
         self.max_connections = 65536
         #: Which (local port, remote port) pairs :meth:`pick_port` may take; None: any.
@@ -483,40 +481,32 @@ class TcpHost(Generic[E]):
         if self.listen_conflict(port, v4=v4, v6=v6):
             raise _oserror(errno.EADDRINUSE)
         listener = Listener(port, backlog, accept, v4=v4, v6=v6)
-        if v4:
-            self._listeners4[port] = listener
-        if v6:
-            self._listeners6[port] = listener
+        self._listening.add(port, listener, v4=v4, v6=v6)
         return listener
 
     def unlisten(self, listener: Listener) -> None:
         """Stop listening; connections it opened stay."""
         listener.closed = True
-        for table in (self._listeners4, self._listeners6):
-            if table.get(listener.port) is listener:
-                del table[listener.port]
+        self._listening.remove(listener.port, listener)
 
     def listener_for(self, port: int, src: bytes) -> Listener | None:
         """The listener a SYN from ``src`` (4 or 16 bytes) to ``port`` reaches, if any."""
-        return (self._listeners6 if len(src) == 16 else self._listeners4).get(port)
+        return self._listening.get(port, len(src) == 16)
 
     def listening(self, port: int) -> bool:
         """Does a listener of either family hold ``port``?"""
-        return port in self._listeners4 or port in self._listeners6
+        return self._listening.held(port)
 
     def listen_conflict(self, port: int, *, v4: bool = True, v6: bool = True) -> bool:
         """Would a listener for these families clash with one on ``port`` (EADDRINUSE)?"""
-        return (v4 and port in self._listeners4) or (v6 and port in self._listeners6)
+        return self._listening.conflict(port, v4=v4, v6=v6)
 
     @property
     def listeners(self) -> dict[int, list[Listener]]:
         """Every listener by port (two where an IPv4-only and an IPv6-only one share it)."""
         out: dict[int, list[Listener]] = {}
-        for table in (self._listeners4, self._listeners6):
-            for port, listener in table.items():
-                same = out.setdefault(port, [])
-                if all(x is not listener for x in same):
-                    same.append(listener)
+        for port, listener in self._listening.items():
+            out.setdefault(port, []).append(listener)
         return out
 
     # ------------------------------------------------------------------ state
