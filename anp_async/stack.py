@@ -654,10 +654,12 @@ class Stack:
             # PcapNic leaves out): the kernel completes the partial checksum, and cuts a
             # super-segment (the template took it only with mss and offload).
             vnet = self._vnet_tcp
-            plen = len(payload)
-            if mss and plen > mss - 12:  # beyond one segment with the 12-byte timestamp
-                vnet, tso = self.offload.tcp_header(len(hdr) - tpl.ip_offset - 20, plen, mss)
-                if tso:
+            if mss:
+                # The template took more than one segment's payload only as TSO (its rule,
+                # RFC 6691's: the MSS counts data behind a 20-byte header).
+                thl = len(hdr) - tpl.ip_offset - 20
+                if len(payload) > mss + 20 - thl:
+                    vnet = self.offload.tcp_header(thl, len(payload), mss)[0]
                     sent = TX_TSO
             self.nic.send([vnet, hdr, payload] if payload else [vnet, hdr])
         else:

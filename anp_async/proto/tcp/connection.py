@@ -693,11 +693,7 @@ class TcpConnection:
         if self.ts_ok and o.timestamp is not None:
             self.ts_recent = o.timestamp[0]
             self.ts_recent_age = now
-        # RFC 9293 (3.7.1): effective send MSS; TS option bytes come out of it (RFC 7323).
-        mss = self.seg_mss = min(self.peer_mss, cfg.mss)
-        if self.ts_ok:
-            mss -= TS_OPTION_LEN
-        self.snd_mss = max(mss, 64)
+        self._set_seg_mss(min(self.peer_mss, cfg.mss))
         self._rcv_mss = min(DEFAULT_MSS, self.snd_mss)
         # RFC 8985 (2.2): RACK-TLP needs SACK.
         self.recovery.enable_rack(cfg.rack and self.sack_ok)
@@ -2213,6 +2209,12 @@ class TcpConnection:
 
     # ------------------------------------------------------------------ path MTU
 
+    def _set_seg_mss(self, seg_mss: int) -> None:
+        # RFC 9293 (3.7.1): the effective send MSS; TS option bytes come out of it (RFC
+        # 7323, RFC 6691).
+        self.seg_mss = seg_mss
+        self.snd_mss = max(seg_mss - TS_OPTION_LEN if self.ts_ok else seg_mss, 64)
+
     def path_mtu_reduced(self, seg_mss: int, now: float) -> bool:
         """RFC 8201 (5.2) / RFC 1191 (6.4): the path to the peer takes segments of at most
         ``seg_mss`` bytes behind a bare TCP header (a Packet Too Big said so; the host
@@ -2225,8 +2227,7 @@ class TcpConnection:
         seg_mss = max(seg_mss, 64)
         if seg_mss >= self.seg_mss:
             return False
-        self.seg_mss = seg_mss
-        self.snd_mss = max(seg_mss - TS_OPTION_LEN if self.ts_ok else seg_mss, 64)
+        self._set_seg_mss(seg_mss)
         if self.cc is not None:
             self.cc.mss = self.snd_mss
         self.counters["pmtu_reductions"] += 1
