@@ -40,7 +40,7 @@ import time
 from typing import Any
 
 from .apps import BenchError
-from .common import ECHO_PORT, emit, proc_cpu_ns
+from .common import ECHO_PORT, emit, percentile, proc_cpu_ns
 from .procs import STACK_IP, VETH_C_IP, BenchEnv, Peer
 
 #: Upper bounds of one client run, whatever the options ask.
@@ -79,8 +79,7 @@ def _quantiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
     v = sorted(values)
-    at = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
-    out = {k: v[min(len(v) - 1, int(q * len(v)))] for k, q in at.items()}
+    out = {f"p{p}": percentile(v, p) for p in (50, 90, 99)}
     out["max"] = v[-1]
     return out
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import pstats
@@ -27,6 +28,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from anp_async import Stack, StackConfig, TcpConfig
@@ -115,12 +117,24 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def icmp_client_argv(count: int) -> list[str]:
+    """Python arguments of the benchmark's own ICMP client (64 B pings to 10.0.0.2): it
+    prints a warm line, then a JSON line (:func:`mean_rtt_us` reads it)."""
+    return ["-m", "anp_async.bench.kernel_peer", "client", "--proto", "icmp",
+            "--host", "10.0.0.2", "--size", "64", "--count", str(count),
+            "--warmup", "200"]  # fmt: skip
+
+
+def mean_rtt_us(line: bytes) -> float:
+    """The mean round trip in the kernel client's JSON result line."""
+    samples = json.loads(line)["samples_ns"]
+    return sum(samples) / len(samples) / 1e3
+
+
 def _client_argv(args: argparse.Namespace) -> list[str]:
     """The kernel side's Python arguments: it prints a warm line, then its result line."""
-    if args.what == "icmp":  # the benchmark's own ICMP client: the result is JSON
-        return ["-m", "anp_async.bench.kernel_peer", "client", "--proto", "icmp",
-                "--host", "10.0.0.2", "--size", "64", "--count", str(args.count),
-                "--warmup", "200"]  # fmt: skip
+    if args.what == "icmp":
+        return icmp_client_argv(args.count)
     if args.what == "send":
         return ["-c", _SINK_SERVER]
     if args.what == "rr":
@@ -143,11 +157,7 @@ async def _bulk_send(stack: Stack, nbytes: int) -> None:
 
 def _result(args: argparse.Namespace, line: bytes, cpu: float, secs: float) -> dict[str, Any]:
     if args.what in ("rr", "icmp"):
-        if args.what == "icmp":
-            samples = json.loads(line)["samples_ns"]
-            rr_us = sum(samples) / len(samples) / 1e3
-        else:
-            rr_us = float(line)
+        rr_us = mean_rtt_us(line) if args.what == "icmp" else float(line)
         return {
             "what": args.what, "mode": args.mode, "count": args.count,
             "rr_us": rr_us, "cpu_us_per_req": cpu / args.count * 1e6,
@@ -159,30 +169,37 @@ def _result(args: argparse.Namespace, line: bytes, cpu: float, secs: float) -> d
     }  # fmt: skip
 
 
-async def _measure(
-    args: argparse.Namespace, stack: Stack, ns: Netns, prof: cProfile.Profile | None
-) -> dict[str, Any]:
-    """Start the kernel side; from its warm line to its result line, this process's CPU."""
+@contextlib.asynccontextmanager
+async def kernel_client(ns: Netns, argv: list[str]) -> AsyncIterator[asyncio.StreamReader]:
+    """Run ``python argv`` in ``ns``; past its warm line, yield its output (the result
+    line comes next). It is killed if still running when the block ends."""
     proc = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns.name, sys.executable, *_client_argv(args),
-        stdout=subprocess.PIPE,
+        "ip", "netns", "exec", ns.name, sys.executable, *argv, stdout=subprocess.PIPE
     )  # fmt: skip
     assert proc.stdout is not None
     try:
         await asyncio.wait_for(proc.stdout.readline(), 30)  # warm
+        yield proc.stdout
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def _measure(
+    args: argparse.Namespace, stack: Stack, ns: Netns, prof: cProfile.Profile | None
+) -> dict[str, Any]:
+    """Start the kernel side; from its warm line to its result line, this process's CPU."""
+    async with kernel_client(ns, _client_argv(args)) as out:
         c0, t0 = _cpu(), time.perf_counter()
         if prof is not None:
             prof.enable()
         if args.what == "send":
             await _bulk_send(stack, args.bytes)
-        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        line = await asyncio.wait_for(out.readline(), 120)
         if prof is not None:
             prof.disable()
         c1, t1 = _cpu(), time.perf_counter()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
     return _result(args, line, c1 - c0, t1 - t0)
 
 

@@ -22,13 +22,14 @@ import asyncio
 import json
 import os
 import resource
-import subprocess
 import sys
 from typing import Any
 
 from anp_async.nic.netns import Netns, unique_name
 from anp_async.nic.tap import TapNic
 from anp_async.nic.vnet import VNET_HDR_LEN
+
+from .profile_rr import icmp_client_argv, kernel_client, mean_rtt_us
 
 OUR_MAC = bytes.fromhex("020000000002")
 OUR_IP = bytes([10, 0, 0, 2])
@@ -90,27 +91,17 @@ async def run(count: int, offload: bool) -> dict[str, Any]:
 
         loop = asyncio.get_running_loop()
         loop.add_reader(fd, on_readable)
-        proc = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", ns.name, sys.executable, "-m", "anp_async.bench.kernel_peer",
-            "client", "--proto", "icmp", "--host", "10.0.0.2", "--size", "64",
-            "--count", str(count), "--warmup", "200", stdout=subprocess.PIPE,
-        )  # fmt: skip
-        assert proc.stdout is not None
         try:
-            await asyncio.wait_for(proc.stdout.readline(), 30)  # warm
-            u0, s0 = _cpu()
-            line = await asyncio.wait_for(proc.stdout.readline(), 120)
-            u1, s1 = _cpu()
+            async with kernel_client(ns, icmp_client_argv(count)) as out:
+                u0, s0 = _cpu()
+                line = await asyncio.wait_for(out.readline(), 120)
+                u1, s1 = _cpu()
         finally:
-            if proc.returncode is None:
-                proc.kill()
-            await proc.wait()
             loop.remove_reader(fd)
             tap.close()
-        samples = json.loads(line)["samples_ns"]
         return {
             "what": "tap-floor", "offload": offload, "count": count,
-            "rr_us": sum(samples) / len(samples) / 1e3,
+            "rr_us": mean_rtt_us(line),
             "cpu_us_per_req": (u1 - u0 + s1 - s0) / count * 1e6,
             "user_us_per_req": (u1 - u0) / count * 1e6, "sys_us_per_req": (s1 - s0) / count * 1e6,
         }  # fmt: skip

@@ -17,7 +17,7 @@ class StackSocket:
     """What ``transport.get_extra_info('socket')`` returns for a stack transport.
 
     Options set on it live in the owner's ``_sockopts`` when it has one (a transport
-    hands out its socket with :func:`socket_of`), else in the socket itself."""
+    hands out its socket through a :class:`SocketHolder`), else in the socket itself."""
 
     def __init__(self, owner: Any, kind: str) -> None:
         self._owner = owner
