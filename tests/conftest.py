@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from anp_async.nic.netns import Netns, created_namespaces
+from anp_async.nic.netns import Netns, created_namespaces, names_created
 from anp_async.nic.tap import TapNic
 from tests.netutil import (
     KERNEL_CIDR,
@@ -60,7 +60,13 @@ def tap_pair(netns: Netns) -> Iterator[tuple[Netns, TapNic]]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Delete namespaces this run created and left behind; fail the run if there were any."""
+    """Delete namespaces this run created and left behind; fail the run if there were any,
+    or if any namespace it created was not named ``anp-<unique>``."""
+    misnamed = sorted(n for n in names_created() if not n.startswith("anp-"))
+    if misnamed:
+        print(f"\nconftest: namespaces not named anp-<unique>: {misnamed}")
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     leftovers = sorted(created_namespaces())
     for name in leftovers:
         try:

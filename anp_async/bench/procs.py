@@ -192,8 +192,8 @@ class BenchEnv:
 
     def __enter__(self) -> BenchEnv:
         try:
-            self.ns_k = Netns.create(unique_name("anpbk"))
-            self.ns_c = Netns.create(unique_name("anpbc"))
+            self.ns_k = Netns.create(unique_name("anp-bk"))
+            self.ns_c = Netns.create(unique_name("anp-bc"))
             for ns in (self.ns_k, self.ns_c):
                 loopback_up(ns)
                 disable_ipv6(ns, "all")

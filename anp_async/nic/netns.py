@@ -32,6 +32,8 @@ _libc.setns.restype = ctypes.c_int
 
 # Names created by this process and not yet deleted (the test session checks it is empty).
 _created: set[str] = set()
+#: Every name this process created, deleted since or not (``names_created``).
+_history: set[str] = set()
 _created_lock = threading.Lock()
 
 
@@ -44,6 +46,13 @@ def created_namespaces() -> set[str]:
     """Namespaces created by this process with :meth:`Netns.create` that still exist."""
     with _created_lock:
         return {n for n in _created if os.path.exists(os.path.join(NETNS_DIR, n))}
+
+
+def names_created() -> set[str]:
+    """Every namespace name this process created with :meth:`Netns.create`, including
+    those deleted since (the tests check them against the ``anp-`` naming rule)."""
+    with _created_lock:
+        return set(_history)
 
 
 def _setns(fd: int) -> None:
@@ -98,6 +107,7 @@ class Netns:
             raise OSError(f"ip netns add {name} failed: {res.stderr.strip()}")
         with _created_lock:
             _created.add(name)
+            _history.add(name)
         return ns
 
     def pids(self) -> list[int]:
