@@ -81,15 +81,16 @@ def sockets(stats: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     ip = stats.get("address", "0.0.0.0")
     tcp = stats.get("tcp") or {}
-    queues = tcp.get("listen_queues") or {}
-    for port in tcp.get("listeners") or []:
-        q = queues.get(str(port)) or {}
+    for lst in tcp.get("listen_sockets") or []:
         # A listener's Recv-Q: connections still in SYN-RECEIVED (the stack hands each
         # established one to the server at once); Send-Q: the backlog, as ss shows it.
-        rows.append(
-            {"proto": "tcp", "state": "LISTEN", "local": f"{ip}:{port}", "remote": "*:*",
-             "recv_q": q.get("half_open", 0), "send_q": q.get("backlog", 0)}
-        )  # fmt: skip
+        # One row per listening socket: an IPv4 and an IPv6-only one on a port are two.
+        row = {"proto": "tcp", "state": "LISTEN", "local": lst.get("local", f"{ip}:?"),
+               "remote": "*:*", "recv_q": lst.get("half_open", 0),
+               "send_q": lst.get("backlog", 0)}  # fmt: skip
+        if "worker" in lst:
+            row["worker"] = lst["worker"]
+        rows.append(row)
 
     for c in tcp.get("connections") or []:
         row = dict(c)

@@ -49,6 +49,11 @@ class FamilyPorts(Generic[T]):
 
     def items(self) -> list[tuple[int, T]]:
         """Every (port, item), an item of both families once."""
-        out = list(self._v4.items())
-        out += [(p, it) for p, it in self._v6.items() if self._v4.get(p) is not it]
+        return [(port, item) for port, item, _, _ in self.entries()]
+
+    def entries(self) -> list[tuple[int, T, bool, bool]]:
+        """Every (port, item, hears IPv4, hears IPv6), an item of both families once."""
+        v6 = self._v6
+        out = [(p, it, True, v6.get(p) is it) for p, it in self._v4.items()]
+        out += [(p, it, False, True) for p, it in v6.items() if self._v4.get(p) is not it]
         return out

@@ -96,6 +96,21 @@ def addr_to_str(addr: bytes) -> str:
     return str(ipaddress.ip_address(bytes(addr)))
 
 
+def endpoint_name(addr: bytes, port: int) -> str:
+    """``10.0.0.1:80`` or ``[fd00::1]:80``, as ``ss`` prints an address and port."""
+    return f"[{addr_to_str(addr)}]:{port}" if len(addr) == 16 else f"{addr_to_str(addr)}:{port}"
+
+
+def bound_name(ip: str, ip6: str | None, port: int, v4: bool, v6: bool) -> str:
+    """How ``ss`` names a socket bound to the stack's port ``port`` that hears the families
+    ``v4``/``v6``: ``10.0.0.2:80`` (IPv4), ``[fd00::2]:80`` (IPv6 only), or ``*:80`` for a
+    dual-stack socket on a stack that has both families (as ss shows ``[::]:80``
+    without IPV6_V6ONLY); a dual-stack socket on an IPv4-only stack hears IPv4 only."""
+    if v6 and ip6 is not None:
+        return f"*:{port}" if v4 else f"[{ip6}]:{port}"
+    return f"{ip}:{port}"
+
+
 def sockaddr(addr: bytes, port: int) -> tuple[str, int] | tuple[str, int, int, int]:
     """The socket-module address of ``addr:port``: a 2-tuple for IPv4, a 4-tuple
     (host, port, flowinfo, scope_id) for IPv6, as ``getpeername`` gives them."""

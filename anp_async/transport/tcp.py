@@ -47,7 +47,7 @@ from ..proto.tcp.host import Key, Listener, TcpHost
 from ..proto.tcp.isn import IsnGenerator
 from ..proto.tcp.segment import TcpSegment, parse_tcp
 from ..proto.tcp.syncookies import SynCookies
-from .resolve import addr_to_bytes, addr_to_str, resolve_ip, sockaddr
+from .resolve import addr_to_bytes, bound_name, endpoint_name, resolve_ip, sockaddr
 from .sockobj import SocketHolder
 
 if TYPE_CHECKING:
@@ -440,13 +440,12 @@ class TcpLayer:
     def stats(self) -> dict[str, Any]:
         """Counters (the host's, every connection's summed), listeners and a connection list."""
         conns = []
+        ip, ip6 = self.stack.ip, self.stack.ip6
         for ep in list(self.conns.values())[:1000]:
             info = dict(ep.conn.info())
             v6 = len(ep.key[0]) == 16
-            info["local"] = f"[{self.stack.ip6}]:{ep.key[2]}" if v6 else f"{self.stack.ip}:{ep.key[2]}"
-            info["remote"] = (
-                f"[{addr_to_str(ep.key[0])}]:{ep.key[1]}" if v6 else f"{addr_to_str(ep.key[0])}:{ep.key[1]}"
-            )
+            info["local"] = f"[{ip6}]:{ep.key[2]}" if v6 else f"{ip}:{ep.key[2]}"
+            info["remote"] = endpoint_name(ep.key[0], ep.key[1])
             conns.append({k: (v.name if hasattr(v, "name") else v) for k, v in info.items()})
         totals = Counters(self.counters)
         for ep in self.conns.values():
@@ -456,8 +455,15 @@ class TcpLayer:
         return dict(totals) | {
             "open_connections": len(self.conns),
             "listeners": sorted(self.listeners),
-            # For anp ss: per listening port, connections in SYN-RECEIVED and the backlog.
-            # (A port with an IPv4 and an IPv6 listener shows their sums.)
+            # For anp ss: one entry per listening socket (an IPv4 and an IPv6-only one on
+            # a port are two, as in Linux), its SYN-RECEIVED count and backlog.
+            "listen_sockets": [
+                {"port": lst.port, "local": bound_name(ip, ip6, lst.port, lst.v4, lst.v6),
+                 "half_open": lst.half_open, "backlog": lst.backlog}
+                for _, same in sorted(self.listeners.items())
+                for lst in same
+            ],  # fmt: skip
+            # For the metrics, per port (a port with two listeners shows their sums).
             "listen_queues": {
                 str(port): {
                     "half_open": sum(lst.half_open for lst in same),

@@ -25,7 +25,14 @@ from ..proto.ipv4 import IPv4Header
 from ..proto.ipv6 import IPv6Header
 from ..proto.numbers import IPPROTO_ICMP, IPPROTO_UDP
 from ..proto.ports import FamilyPorts
-from .resolve import addr_to_bytes, addr_to_str, resolve_ip, resolve_ip_sync, sockaddr
+from .resolve import (
+    addr_to_bytes,
+    bound_name,
+    endpoint_name,
+    resolve_ip,
+    resolve_ip_sync,
+    sockaddr,
+)
 from .sockobj import SocketHolder
 
 if TYPE_CHECKING:
@@ -56,15 +63,15 @@ class UdpLayer:
 
     def stats(self) -> dict[str, Any]:
         """Counters, the endpoint count and (for ``anp ss``) one entry per endpoint."""
-        ip = self.stack.ip
-        endpoints = self.ports.items()
+        ip, ip6 = self.stack.ip, self.stack.ip6
+        endpoints = self.ports.entries()
         sockets = [
             {
                 "state": "ESTABLISHED" if ep._remote is not None else "UNCONN",
-                "local": f"{ip}:{port}",
-                "remote": f"{addr_to_str(ep._remote[0])}:{ep._remote[1]}" if ep._remote else "*:*",
+                "local": bound_name(ip, ip6, port, v4, v6),
+                "remote": endpoint_name(*ep._remote) if ep._remote else "*:*",
             }
-            for port, ep in endpoints[:1000]
+            for port, ep, v4, v6 in endpoints[:1000]
         ]
         return dict(self.counters) | {"endpoints": len(endpoints), "sockets": sockets}
 

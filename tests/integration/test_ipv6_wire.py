@@ -13,6 +13,7 @@ import pytest
 from anp_async import Stack, StackConfig
 from anp_async.nic.faults import FaultConfig, FaultyNic
 from anp_async.nic.wire import Wire
+from anp_async.obs.ss import parse_filter, sockets
 from anp_async.proto import nd
 from anp_async.proto.ipv6 import ip6_to_bytes
 from tests.stackutil import fast_tcp
@@ -325,6 +326,50 @@ async def test_udp_endpoints_per_family_share_a_port() -> None:
         assert b.stats()["udp"]["endpoints"] == 1
         t6.close()
         sender.close()
+
+
+async def test_ss_shows_each_family_socket_on_its_own_row() -> None:
+    # As ss on Linux: an AF_INET and an IPV6_V6ONLY listener on one port are two LISTEN
+    # rows with their own queues; a dual-stack one is *:PORT; IPv6 peers are bracketed.
+    async with v6_stacks(dad=0) as (a, b):
+
+        async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(await r.read())
+            await w.drain()
+            w.close()
+
+        s4 = await b.start_server(serve, "0.0.0.0", 7, family=socket.AF_INET, backlog=5)
+        s6 = await b.start_server(serve, "::", 7, family=socket.AF_INET6, backlog=9)
+        dual = await b.start_server(serve, "::", 8)
+        u4, _ = await b.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("0.0.0.0", 5300), v6=False
+        )
+        u6, _ = await b.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("::", 5300), v4=False
+        )
+        peer, _ = await a.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("::", 0)
+        )
+        r, w = await a.open_connection("fd00::2", 7)
+        for _ in range(100):  # until b has taken the handshake's last ACK
+            rows = sockets(b.stats())
+            if any(x["state"] == "ESTABLISHED" for x in rows):
+                break
+            await asyncio.sleep(0.01)
+        listen = sorted((x["local"], x["send_q"]) for x in rows if x["state"] == "LISTEN")
+        assert listen == [("*:8", 100), ("10.0.0.2:7", 5), ("[fd00::2]:7", 9)], rows
+        udp = sorted(x["local"] for x in rows if x["proto"] == "udp")
+        assert udp == ["10.0.0.2:5300", "[fd00::2]:5300"], rows
+        (est,) = [x for x in rows if x["state"] == "ESTABLISHED"]
+        assert est["local"] == "[fd00::2]:7" and est["remote"].startswith("[fd00::1]:"), est
+        assert parse_filter(["dst", "fd00::1"])(est)
+        w.write_eof()
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        w.close()
+        for t in (u4, u6, peer):
+            t.close()
+        for srv in (s4, s6, dual):
+            srv.close()
 
 
 async def test_ecn_over_ipv6_marks_instead_of_loss() -> None:

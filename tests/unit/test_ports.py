@@ -31,3 +31,13 @@ def test_a_dual_item_is_listed_once_and_released_from_both() -> None:
     assert t.held(53)
     t.remove(53, "dual")
     assert not t.held(53)
+
+
+def test_entries_say_which_families_each_item_hears() -> None:
+    t: FamilyPorts[str] = FamilyPorts()
+    t.add(53, "dual")
+    t.add(80, "inet", v6=False)
+    t.add(80, "v6only", v4=False)
+    assert sorted(t.entries()) == [
+        (53, "dual", True, True), (80, "inet", True, False), (80, "v6only", False, True),
+    ]  # fmt: skip
