@@ -478,11 +478,11 @@ class Stack:
             return
         to_send, released = self.arp.on_arp(pkt, self.now())
         for dst_mac, arp_payload in to_send:
-            self._send_frame(dst_mac, ETH_P_ARP, [arp_payload])
+            self.send_frame(dst_mac, ETH_P_ARP, [arp_payload])
         for dst_mac, held in released:
             parts = cast("list[Buffer]", held)  # what send_ip handed the hold queue
             vnet = parts.vnet if isinstance(parts, _OffloadDatagram) else None
-            self._send_frame(dst_mac, ETH_P_IP, parts, vnet)
+            self.send_frame(dst_mac, ETH_P_IP, parts, vnet)
         self._arm_arp_timer()
 
     def _rx_ipv4(self, payload: memoryview, src_mac: bytes) -> None:
@@ -499,7 +499,7 @@ class Stack:
         ipc["rx_packets"] += 1
         if hdr.is_fragment:
             whole = self.reassembler.add(hdr, data, self.now())
-            self._arm_timer("reasm", self.reassembler.next_deadline(), self._on_reasm_timer)
+            self.arm_timer("reasm", self.reassembler.next_deadline(), self._on_reasm_timer)
             if whole is None:
                 return
             ipc.inc("reassembled")
@@ -557,9 +557,11 @@ class Stack:
 
     # --------------------------------------------------------------- transmit
 
-    def _send_frame(
+    def send_frame(
         self, dst_mac: bytes, ethertype: int, parts: list[Buffer], vnet: bytes | None = None
     ) -> None:
+        """One Ethernet frame to ``dst_mac``: its header, then ``parts`` (behind the
+        virtio-net header ``vnet``, or a plain one, when the NIC takes one)."""
         key = (dst_mac, ethertype)
         hdr = self._eth_headers.get(key)
         if hdr is None:
@@ -650,7 +652,7 @@ class Stack:
         self.ip_counters["tx_packets"] += 1
         sent = TX_SENT
         if self.vnet_hdr:
-            # The virtio-net header as a part of its own, as _send_frame sends it (what
+            # The virtio-net header as a part of its own, as send_frame sends it (what
             # PcapNic leaves out): the kernel completes the partial checksum, and cuts a
             # super-segment (the template took it only with mss and offload).
             vnet = self._vnet_tcp
@@ -719,7 +721,7 @@ class Stack:
         self.ip_counters["tx_packets"] += len(datagrams)
         if mac is not None:
             for d in datagrams:
-                self._send_frame(mac, ETH_P_IP, d, vnet)
+                self.send_frame(mac, ETH_P_IP, d, vnet)
             return
         now = self.now()
         if vnet is not None:
@@ -727,12 +729,12 @@ class Stack:
         for d in datagrams:
             # Hold the datagram until ARP answers; the ARP table bounds the hold queue.
             for dst_mac, req in self.arp.resolve(next_hop, d, now):
-                self._send_frame(dst_mac, ETH_P_ARP, [req])
+                self.send_frame(dst_mac, ETH_P_ARP, [req])
         self._arm_arp_timer()
 
     # ----------------------------------------------------------------- timers
 
-    def _arm_timer(self, name: str, when: float | None, cb: Callable[[], None]) -> None:
+    def arm_timer(self, name: str, when: float | None, cb: Callable[[], None]) -> None:
         """Keep one loop timer per name at the earliest deadline (None cancels it)."""
         handle = self._timers.get(name)
         if when is None:
@@ -753,16 +755,15 @@ class Stack:
         self._timers[name] = self.loop.call_at(when, fire)
 
     def _arm_arp_timer(self) -> None:
-        self._arm_timer("arp", self.arp.next_deadline(), self._on_arp_timer)
+        self.arm_timer("arp", self.arp.next_deadline(), self._on_arp_timer)
 
     def _on_arp_timer(self) -> None:
         requests, failed = self.arp.poll(self.now())
         for dst_mac, req in requests:
-            self._send_frame(dst_mac, ETH_P_ARP, [req])
+            self.send_frame(dst_mac, ETH_P_ARP, [req])
         for ip, _dropped in failed:
             self.ip_counters.inc("arp_failed_drops", len(_dropped))
-            for listener in list(self._unreachable_listeners):
-                listener(ip)
+            self.notify_unreachable(ip)
             self._fail_pings(ip)
         self._arm_arp_timer()
 
@@ -770,7 +771,7 @@ class Stack:
         expired = self.reassembler.poll(self.now())
         if expired:
             self.ip_counters.inc("reassembly_timeouts", expired)
-        self._arm_timer("reasm", self.reassembler.next_deadline(), self._on_reasm_timer)
+        self.arm_timer("reasm", self.reassembler.next_deadline(), self._on_reasm_timer)
 
     # ------------------------------------------------------------------- ping
 
@@ -871,8 +872,14 @@ class Stack:
         return self.v6.send_error(hdr, packet, payload, type_, code)
 
     def add_unreachable_listener(self, cb: Callable[[bytes], None]) -> None:
-        """Register ``cb(next_hop)`` to be called when ARP gives up on a next hop."""
+        """Register ``cb(next_hop)`` to be called when ARP or Neighbor Discovery gives up
+        on a next hop."""
         self._unreachable_listeners.append(cb)
+
+    def notify_unreachable(self, next_hop: bytes) -> None:
+        """ARP or Neighbor Discovery gave up on ``next_hop``: tell the listeners."""
+        for listener in list(self._unreachable_listeners):
+            listener(next_hop)
 
     # -------------------------------------------------------------- sockets API
 

@@ -15,7 +15,8 @@ import contextlib
 import errno
 import os
 import time
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .counters import Counters
 from .nic.base import Buffer
@@ -26,7 +27,8 @@ from .proto.ethernet import ETH_P_IPV6
 from .proto.numbers import IPPROTO_TCP, IPPROTO_UDP
 
 if TYPE_CHECKING:
-    from .stack import Stack
+    from .transport.tcp import TcpLayer
+    from .transport.udp import UdpLayer
 
 # ICMPv6 Destination Unreachable codes that end a connection being opened, given to the
 # TCP and UDP layers as the IPv4 (type, code) they know (RFC 4443 (3.1), RFC 1122 4.2.3.9)
@@ -51,13 +53,43 @@ def parse_prefix6(text: str) -> tuple[bytes, int]:
     return ip, int(plen) if sep else 64
 
 
+class Ipv6Owner(Protocol):
+    """What the IPv6 layer needs of the stack that owns it (``stack.Stack`` is one): this
+    module never imports ``stack.py``, which imports it."""
+
+    mac_b: bytes
+    mtu: int
+    #: The NIC vouched for the transport checksum of the packet being received.
+    rx_csum_trusted: bool
+    tcp: TcpLayer
+    udp: UdpLayer
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the stack runs on (None before it starts)."""
+
+    def now(self) -> float:
+        """The stack's clock (the loop's time)."""
+
+    def send_frame(
+        self, dst_mac: bytes, ethertype: int, parts: list[Buffer], vnet: bytes | None = None
+    ) -> None:
+        """One Ethernet frame to ``dst_mac`` carrying ``parts``."""
+
+    def arm_timer(self, name: str, when: float | None, cb: Callable[[], None]) -> None:
+        """Keep one loop timer named ``name`` at ``when`` (None cancels it)."""
+
+    def notify_unreachable(self, next_hop: bytes) -> None:
+        """Neighbor Discovery gave up on ``next_hop``: fail what waits for it."""
+
+
 class Ipv6Layer:
     """IPv6 for one :class:`Stack`: its addresses (the configured one and a link-local
     one from the MAC), DAD, the neighbour cache, routers, ICMPv6 and fragments."""
 
     def __init__(
         self,
-        stack: Stack,
+        stack: Ipv6Owner,
         address: str,
         gateway: str | None = None,
         *,
@@ -407,7 +439,7 @@ class Ipv6Layer:
         mac = self.neighbors.lookup(hop, now)
         if mac is not None:
             for pkt in packets:
-                self.stack._send_frame(mac, ETH_P_IPV6, pkt, vnet)
+                self.stack.send_frame(mac, ETH_P_IPV6, pkt, vnet)
             self._arm()
             return
         for pkt in packets:
@@ -450,7 +482,7 @@ class Ipv6Layer:
     ) -> None:
         msg = icmpv6.build_icmpv6(type_, 0, rest, body, src, dst)
         hdr = ip6.build_ipv6_header(src, dst, ip6.NH_ICMPV6, len(msg), nd.ND_HOP_LIMIT)
-        self.stack._send_frame(mac, ETH_P_IPV6, [hdr, msg])
+        self.stack.send_frame(mac, ETH_P_IPV6, [hdr, msg])
 
     def _send_ns(self, target: bytes, dst: bytes, mac: bytes, dad: bool = False) -> None:
         # RFC 4862 (5.4.2): a DAD probe comes from :: without our link-layer address
@@ -487,7 +519,7 @@ class Ipv6Layer:
     def _release(self, released: list[tuple[bytes, object]]) -> None:
         for mac, held in released:
             parts, vnet = cast("tuple[list[Buffer], bytes | None]", held)
-            self.stack._send_frame(mac, ETH_P_IPV6, parts, vnet)
+            self.stack.send_frame(mac, ETH_P_IPV6, parts, vnet)
 
     # ---------------------------------------------------------------- timers
 
@@ -502,7 +534,7 @@ class Ipv6Layer:
             )
             if d is not None
         ]
-        self.stack._arm_timer("ipv6", min(deadlines) if deadlines else None, self._on_timer)
+        self.stack.arm_timer("ipv6", min(deadlines) if deadlines else None, self._on_timer)
 
     def _on_timer(self) -> None:
         now = self.stack.now()
@@ -538,8 +570,7 @@ class Ipv6Layer:
         self._arm()
 
     def _fail(self, neighbor: bytes) -> None:
-        for listener in list(self.stack._unreachable_listeners):
-            listener(neighbor)
+        self.stack.notify_unreachable(neighbor)
         for key, (fut, dst, _sent) in list(self._pings.items()):
             if not fut.done() and self.next_hop(dst) == neighbor:
                 fut.set_exception(OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH)))

@@ -343,7 +343,7 @@ class Tracer:
     #: (object attribute path, traced method name) pairs attach() installs.
     HOOKS = (
         ("", "_rx_frame"), ("", "_rx_arp"), ("", "_rx_ipv4"), ("", "_rx_icmp"),
-        ("", "_send_frame"), ("tcp", "input"), ("tcp", "flush_dirty"), ("udp", "input"),
+        ("", "send_frame"), ("tcp", "input"), ("tcp", "flush_dirty"), ("udp", "input"),
     )  # fmt: skip
 
     def __init__(
