@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iproute2 iputils-ping iputils-arping netcat-openbsd curl tcpdump tshark socat nftables procps python3-venv)
+APT_PACKAGES=(iproute2 iputils-ping iputils-arping netcat-openbsd curl tcpdump tshark socat iperf3 nftables procps python3-venv)
 
 # The LD_PRELOAD library (anp run -- PROGRAM) is C: a compiler, if the machine has none.
 command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || APT_PACKAGES+=(gcc libc6-dev)

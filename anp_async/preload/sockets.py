@@ -709,10 +709,19 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
         # filters for a socket bound to one address).
         v4, v6 = self.hears("0.0.0.0", ip), self.hears("::", ip)
         await self.api.stack.create_datagram_endpoint(
-            lambda: self, local_addr=(ip, port), v4=v4, v6=v6
+            lambda: self, local_addr=(ip, port), v4=v4, v6=v6, share_port=self.shares_port
         )
         self.bound_ip = ip
         await self.api.udp_bound(self)  # the same port on the sibling workers, if any
+
+    @property
+    def shares_port(self) -> bool:
+        """SO_REUSEADDR (or SO_REUSEPORT) was set before bind: the socket may share its
+        port with others that set it (the stack's ``share_port``)."""
+        return any(
+            _int_of(self.options.get((socket.SOL_SOCKET, opt), b"")) != 0
+            for opt in (socket.SO_REUSEADDR, socket.SO_REUSEPORT)
+        )
 
     @property
     def port(self) -> int:

@@ -4,13 +4,23 @@ Linux lets an AF_INET socket and an IPV6_V6ONLY AF_INET6 socket hold the same po
 dual-stack server's two sockets), while an AF_INET6 socket that hears both families
 clashes with either (EADDRINUSE). :class:`FamilyPorts` keeps one table per family: an
 item that hears both is in both, and a packet is looked up in its own family's table.
+
+Several UDP sockets may also share a port in one family when every one of them set
+SO_REUSEADDR (iperf3's UDP server binds a fresh socket on the port it just connected). A
+datagram then reaches the socket connected to its source, else the most recently bound
+unconnected one: Linux's UDP lookup scores a connected socket higher, and among equals
+takes the newest.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+#: (item, it agreed to share the port) in binding order, the newest last.
+_Holders = list[tuple[T, bool]]
 
 
 class FamilyPorts(Generic[T]):
@@ -19,29 +29,60 @@ class FamilyPorts(Generic[T]):
     __slots__ = ("_v4", "_v6")
 
     def __init__(self) -> None:
-        self._v4: dict[int, T] = {}
-        self._v6: dict[int, T] = {}
+        self._v4: dict[int, _Holders[T]] = {}
+        self._v6: dict[int, _Holders[T]] = {}
 
-    def conflict(self, port: int, *, v4: bool = True, v6: bool = True) -> bool:
-        """Would an item hearing these families clash with one on ``port``?"""
-        return (v4 and port in self._v4) or (v6 and port in self._v6)
+    def conflict(self, port: int, *, v4: bool = True, v6: bool = True, share: bool = False) -> bool:
+        """Would an item hearing these families clash with one on ``port``? With
+        ``share`` (SO_REUSEADDR) it joins holders that all agreed to share."""
+        for table, hears in ((self._v4, v4), (self._v6, v6)):
+            holders = table.get(port) if hears else None
+            if holders and not (share and all(shared for _, shared in holders)):
+                return True
+        return False
 
-    def add(self, port: int, item: T, *, v4: bool = True, v6: bool = True) -> None:
+    def add(
+        self, port: int, item: T, *, v4: bool = True, v6: bool = True, share: bool = False
+    ) -> None:
         """Hold ``port`` for ``item`` in the families it hears (check :meth:`conflict`)."""
-        if v4:
-            self._v4[port] = item
-        if v6:
-            self._v6[port] = item
+        for table, hears in ((self._v4, v4), (self._v6, v6)):
+            if hears:
+                table.setdefault(port, []).append((item, share))
 
     def remove(self, port: int, item: T) -> None:
         """Release ``port`` wherever ``item`` holds it."""
         for table in (self._v4, self._v6):
-            if table.get(port) is item:
+            holders = table.get(port)
+            if holders is None:
+                continue
+            holders[:] = [h for h in holders if h[0] is not item]
+            if not holders:
                 del table[port]
 
-    def get(self, port: int, v6: bool) -> T | None:
-        """The item a packet of that family to ``port`` reaches."""
-        return (self._v6 if v6 else self._v4).get(port)
+    def get(
+        self,
+        port: int,
+        v6: bool,
+        src: Hashable = None,
+        remote_of: Callable[[T], Hashable | None] | None = None,
+    ) -> T | None:
+        """The item a packet of that family to ``port`` reaches. Where several share the
+        port, ``remote_of(item)`` (the peer it is connected to, None if none) picks the
+        one connected to ``src``, else the newest unconnected one (None: every holder is
+        connected to someone else)."""
+        holders = (self._v6 if v6 else self._v4).get(port)
+        if not holders:
+            return None
+        if len(holders) == 1 or remote_of is None:
+            return holders[-1][0]
+        unconnected = None
+        for item, _ in holders:
+            remote = remote_of(item)
+            if remote is None:
+                unconnected = item  # (a later one, bound more recently, wins)
+            elif remote == src:
+                return item
+        return unconnected
 
     def held(self, port: int) -> bool:
         """Does an item of either family hold ``port``?"""
@@ -53,7 +94,11 @@ class FamilyPorts(Generic[T]):
 
     def entries(self) -> list[tuple[int, T, bool, bool]]:
         """Every (port, item, hears IPv4, hears IPv6), an item of both families once."""
-        v6 = self._v6
-        out = [(p, it, True, v6.get(p) is it) for p, it in self._v4.items()]
-        out += [(p, it, False, True) for p, it in v6.items() if self._v4.get(p) is not it]
+        out: list[tuple[int, T, bool, bool]] = []
+        for port, holders in self._v4.items():
+            v6 = [it for it, _ in self._v6.get(port, ())]
+            out += [(port, it, True, any(x is it for x in v6)) for it, _ in holders]
+        for port, holders in self._v6.items():
+            v4 = [it for it, _ in self._v4.get(port, ())]
+            out += [(port, it, False, True) for it, _ in holders if not any(x is it for x in v4)]
         return out

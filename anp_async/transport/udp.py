@@ -101,12 +101,16 @@ class UdpLayer:
         sock: Any = None,
         v4: bool = True,
         v6: bool = True,
+        share_port: bool = False,
         **_: Any,
     ) -> tuple[DatagramTransport, asyncio.DatagramProtocol]:
         """asyncio's create_datagram_endpoint on the stack. The endpoint hears both
         families unless ``v4``/``v6`` (this stack's own keywords) leave one out: the
         preload library passes what a program's socket hears (AF_INET: IPv4; AF_INET6
-        with IPV6_V6ONLY: IPv6), so two such sockets can share a port."""
+        with IPV6_V6ONLY: IPv6), so two such sockets can share a port. ``share_port``
+        (also the stack's own; the library passes a socket's SO_REUSEADDR) lets
+        endpoints that all set it bind one port in one family, as Linux does: a datagram
+        reaches the one connected to its source, else the newest unconnected one."""
         if sock is not None:
             raise ValueError("sock= is not supported on the stack (there is no kernel socket)")
         port = 0
@@ -127,13 +131,13 @@ class UdpLayer:
             raise ValueError("an endpoint must hear IPv4, IPv6 or both")
         if port == 0:
             port = self.pick_port(remote[1] if remote is not None else None)
-        elif self.ports.conflict(port, v4=v4, v6=v6):
+        elif self.ports.conflict(port, v4=v4, v6=v6, share=share_port):
             raise _oserror(errno.EADDRINUSE)
         protocol = protocol_factory()
         transport = DatagramTransport(
             self, port, remote, protocol, bool(allow_broadcast), family == AF_INET6
         )
-        self.ports.add(port, transport, v4=v4, v6=v6)
+        self.ports.add(port, transport, v4=v4, v6=v6, share=share_port)
         protocol.connection_made(transport)
         return transport, protocol
 
@@ -148,7 +152,13 @@ class UdpLayer:
         except ParseError as e:
             self.counters.inc(e.reason)
             return
-        ep = self.ports.get(dport, isinstance(hdr, IPv6Header))
+        src = (hdr.src, sport)
+        ep = self.ports.get(dport, isinstance(hdr, IPv6Header), src, _remote_of)
+        if ep is not None and ep._remote is not None and ep._remote != src:
+            # Connected to another peer: no socket takes it, and Linux answers as for a
+            # closed port (the connected socket hears its peer only).
+            self.counters.inc("not_from_connected_peer")
+            ep = None
         if ep is None:
             if self.misdirected is not None and self.misdirected(dport, ip_packet):
                 self.counters.inc("handed_on")
@@ -173,9 +183,6 @@ class UdpLayer:
                 stack.send_ip(hdr.src, IPPROTO_ICMP, [msg])
                 self.counters.inc("port_unreachable_sent")
             return
-        if ep._remote is not None and (hdr.src, sport) != ep._remote:
-            self.counters.inc("not_from_connected_peer")
-            return
         self.counters.inc("rx_datagrams")
         ep._deliver(bytes(payload), sockaddr(hdr.src, sport))
 
@@ -187,8 +194,9 @@ class UdpLayer:
             return
         sport = int.from_bytes(first8[0:2], "big")
         dport = int.from_bytes(first8[2:4], "big")
-        ep = self.ports.get(sport, len(quoted.dst) == 16)
-        if ep is None or ep._remote != (quoted.dst, dport):
+        remote = (bytes(quoted.dst), dport)
+        ep = self.ports.get(sport, len(quoted.dst) == 16, remote, _remote_of)
+        if ep is None or ep._remote != remote:
             self.counters.inc("icmp_error_unmatched")
             return  # like Linux: only connected sockets hear about ICMP errors
         self.counters.inc("icmp_errors")
@@ -203,6 +211,11 @@ class UdpLayer:
     def close_all(self) -> None:
         for _, ep in self.ports.items():
             ep.abort()
+
+
+def _remote_of(ep: DatagramTransport) -> tuple[bytes, int] | None:
+    """The peer a (connected) endpoint hears alone, None if it hears anyone."""
+    return ep._remote
 
 
 class DatagramTransport(asyncio.DatagramTransport):

@@ -249,6 +249,32 @@ def test_socat_exec_cat_on_stack(c_apps: dict[str, str]) -> None:
         assert proc.wait(30) == 0, proc.text()
 
 
+def _iperf3(ns: Netns, *args: str) -> dict:
+    """A kernel-side iperf3 client run against the stack's server; its JSON report."""
+    argv = ["timeout", "40", "iperf3", "-c", STACK_IP, "-p", "5201", "-t", "1", "-J", *args]
+    r = retry_in_ns(ns, argv)
+    assert r.returncode == 0, describe(r)
+    report = json.loads(r.stdout)
+    assert "error" not in report, report["error"]
+    return report
+
+
+def test_iperf3_udp_server_on_stack() -> None:
+    """iperf3's UDP test: for each stream the server connects the socket that took the
+    stream's first datagram to the client and binds a fresh one on the same port
+    (SO_REUSEADDR), so each stream's datagrams must reach their own connected socket.
+    Before shared ports the second bind failed (EADDRINUSE) and iperf3 gave up."""
+    program = ["iperf3", "-s", "-B", STACK_IP, "-p", "5201", "--forceflush"]
+    with stack_server(program, "Server listening", "adaptive") as (ns, _proc):
+        two = _iperf3(ns, "-u", "-b", "20M", "-P", "2")
+        streams = [s["udp"] for s in two["end"]["streams"]]
+        assert len(streams) == 2 and all(s["packets"] > 1000 for s in streams), streams
+        assert two["end"]["sum"]["lost_percent"] < 5, two["end"]["sum"]
+        back = _iperf3(ns, "-u", "-b", "20M", "-R")  # the stack's socket sends
+        assert back["end"]["sum"]["packets"] > 1000, back["end"]["sum"]
+        assert back["end"]["sum"]["lost_percent"] < 5, back["end"]["sum"]
+
+
 URLLIB_CLIENT = """
 import hashlib, socket, sys, urllib.request
 body = urllib.request.urlopen(sys.argv[1], timeout=30).read()

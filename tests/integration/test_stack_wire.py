@@ -100,6 +100,55 @@ async def test_udp_port_in_use() -> None:
         assert info.value.errno == 98  # EADDRINUSE
 
 
+async def test_udp_shared_port_reaches_the_connected_endpoint_else_the_newest() -> None:
+    # share_port (what a preloaded socket's SO_REUSEADDR asks) as Linux: endpoints that
+    # all set it bind one port; a datagram goes to the one connected to its source, else
+    # to the newest unconnected one; with only another peer's connected endpoint left,
+    # the port answers as closed (port unreachable).
+    async with wire_stacks("interrupt") as (a, b):
+        port = ("10.0.0.2", 5201)
+        old, p_old = await b.create_datagram_endpoint(Collector, local_addr=port, share_port=True)
+        conn, p_conn = await b.create_datagram_endpoint(
+            Collector, local_addr=port, remote_addr=("10.0.0.1", 4001), share_port=True
+        )
+        with pytest.raises(OSError) as info:
+            await b.create_datagram_endpoint(Collector, local_addr=port)
+        assert info.value.errno == 98  # EADDRINUSE: this one did not ask to share
+        peer1, _ = await a.create_datagram_endpoint(
+            Collector, local_addr=("10.0.0.1", 4001), remote_addr=port
+        )
+        peer2, p_peer2 = await a.create_datagram_endpoint(
+            Collector, local_addr=("10.0.0.1", 4002), remote_addr=port
+        )
+
+        async def delivered(pr: Collector, n: int) -> list[bytes]:
+            async with asyncio.timeout(5):
+                while len(pr.got) + len(pr.errors) < n:
+                    pr.event.clear()
+                    await pr.event.wait()
+            return [d for d, _ in pr.got]
+
+        peer1.sendto(b"from 4001")
+        peer2.sendto(b"from 4002")
+        assert await delivered(p_conn, 1) == [b"from 4001"]
+        assert await delivered(p_old, 1) == [b"from 4002"]
+        new, p_new = await b.create_datagram_endpoint(Collector, local_addr=port, share_port=True)
+        peer2.sendto(b"again")
+        assert await delivered(p_new, 1) == [b"again"]
+        old.close()
+        new.close()
+        await asyncio.sleep(0)
+        peer2.sendto(b"anyone?")  # only the endpoint connected to 4001 holds the port now
+        await delivered(p_peer2, 1)
+        assert isinstance(p_peer2.errors[0], ConnectionRefusedError)
+        counters = b.stats()["udp"]
+        assert counters["not_from_connected_peer"] == 1
+        assert counters["port_unreachable_sent"] == 1
+        assert p_old.got == [(b"from 4002", ("10.0.0.1", 4002))] and len(p_conn.got) == 1
+        for t in (conn, peer1, peer2):
+            t.close()
+
+
 async def test_ping_unresolvable_neighbour_is_ehostunreach() -> None:
     async with wire_stacks("interrupt") as (a, _b):
         a.arp.retry_interval = 0.05  # type: ignore[attr-defined]

@@ -41,3 +41,39 @@ def test_entries_say_which_families_each_item_hears() -> None:
     assert sorted(t.entries()) == [
         (53, "dual", True, True), (80, "inet", True, False), (80, "v6only", False, True),
     ]  # fmt: skip
+
+
+def test_a_port_is_shared_only_when_every_holder_agreed() -> None:
+    # Linux's SO_REUSEADDR on UDP: both sockets must set it.
+    t: FamilyPorts[str] = FamilyPorts()
+    t.add(5201, "plain", v6=False)
+    assert t.conflict(5201, v6=False, share=True)  # the holder did not agree
+    t.remove(5201, "plain")
+    t.add(5201, "a", v6=False, share=True)
+    assert t.conflict(5201, v6=False)  # the newcomer did not agree
+    assert not t.conflict(5201, v6=False, share=True)
+    t.add(5201, "b", v6=False, share=True)
+    assert not t.conflict(5201, v4=False)  # IPv6 is still free
+    assert sorted(t.items()) == [(5201, "a"), (5201, "b")]
+    t.remove(5201, "a")
+    assert t.items() == [(5201, "b")] and t.held(5201)
+
+
+def test_a_shared_port_reaches_the_connected_holder_else_the_newest() -> None:
+    t: FamilyPorts[str] = FamilyPorts()
+    remotes: dict[str, tuple[str, int] | None] = {"old": None, "conn": None, "new": None}
+    for name in ("old", "conn", "new"):
+        t.add(5201, name, share=True)
+    remotes["conn"] = ("10.0.0.1", 4000)
+    pick = remotes.__getitem__
+    assert t.get(5201, False, ("10.0.0.1", 4000), pick) == "conn"
+    assert t.get(5201, True, ("10.0.0.1", 4001), pick) == "new"  # newest unconnected
+    assert t.get(5201, False) == "new"  # (no source given: the newest)
+    t.remove(5201, "new")
+    assert t.get(5201, False, ("10.0.0.9", 53), pick) == "old"
+    t.remove(5201, "old")
+    # Only a socket connected elsewhere is left: no holder takes the datagram (nor does
+    # the lone holder ``get`` returns without a ``remote_of``; the caller checks it).
+    t.add(5201, "conn2", share=True)
+    remotes["conn2"] = ("10.0.0.2", 1)
+    assert t.get(5201, False, ("10.0.0.1", 4001), pick) is None
