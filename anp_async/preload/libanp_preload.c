@@ -59,7 +59,7 @@
 
 /* ------------------------------------------------------------------ protocol */
 
-#define ANP_MSG_DATA 64
+#define ANP_MSG_DATA 256 /* room for getsockopt(TCP_INFO): 232 bytes */
 
 struct anp_msg {
     int32_t op;

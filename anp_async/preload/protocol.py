@@ -40,9 +40,10 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-#: op, sid, res, a0..a3, len, data[64] -- ``struct anp_msg``.
-MSG = struct.Struct("=iii4iI64s")
-DATA_MAX = 64
+#: op, sid, res, a0..a3, len, data[256] -- ``struct anp_msg``. (256: room for the
+#: largest option value a program reads, getsockopt(TCP_INFO)'s 232 bytes.)
+MSG = struct.Struct("=iii4iI256s")
+DATA_MAX = 256
 
 #: Datagram header between the two ends of a UDP socket: address (IPv4 in the first 4
 #: bytes), port (network order), an errno in place of a datagram (an ICMP error for a

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..transport.resolve import addr_to_bytes
-from .protocol import MSG, LibState, Message, Op, pack_sockaddr, unpack_sockaddr
+from .protocol import DATA_MAX, MSG, LibState, Message, Op, pack_sockaddr, unpack_sockaddr
 from .sockets import (
     DatagramSocket,
     HangupWatcher,
@@ -600,7 +600,7 @@ class SocketApi:
             value = rec.take_error().to_bytes(4, "little")
         else:
             value = rec.option(level, name) or (0).to_bytes(4, "little")
-        return Message(req.op, data=value[: max(0, min(req.a[2] or 4, 64))])
+        return Message(req.op, data=value[: max(0, min(req.a[2] or 4, DATA_MAX))])
 
     def _op_eof(self, rec: SocketRecord | None, req: Message, _fd: int) -> Message:
         if isinstance(rec, StreamSocket) and rec.end_errno:

@@ -32,6 +32,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..transport.tcpinfo import unconnected_tcp_info
 from .protocol import (
     ADDR_SLOT,
     UDP_HDR,
@@ -290,6 +291,13 @@ class StreamSocket(SocketRecord):
                 if isinstance(v, bytes):
                     return v
                 return int(v).to_bytes(4, "little", signed=True)
+        if level == socket.IPPROTO_TCP and name == socket.TCP_INFO:
+            # No connection (yet, or any more): its state and zeros, as Linux answers.
+            return unconnected_tcp_info(self.listener is not None)
+        if level == socket.IPPROTO_TCP and name == socket.TCP_MAXSEG:
+            # Linux before a connection: the MSS set with TCP_MAXSEG, else 536.
+            recorded = super().option(level, name)
+            return recorded if recorded and _int_of(recorded) > 0 else (536).to_bytes(4, "little")
         return super().option(level, name)
 
     def watch_hangup(self) -> None:

@@ -59,7 +59,9 @@ class StackSocket:
         if apply is not None:
             apply(level, optname, ival)
 
-    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> int:
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        """As ``socket.getsockopt``: an int, or bytes (at most ``buflen``) for a structured
+        option such as TCP_INFO or TCP_CONGESTION."""
         if (level, optname) == (socket.SOL_SOCKET, socket.SO_TYPE):
             return int(self.type)
         if (level, optname) == (socket.SOL_SOCKET, socket.SO_ERROR):
@@ -68,7 +70,7 @@ class StackSocket:
         if getter is not None:
             v = getter(level, optname)
             if v is not None:
-                return v
+                return v[:buflen] if isinstance(v, bytes) and buflen is not None else v
         return self._opts.get((level, optname), 0)
 
     def setblocking(self, flag: bool) -> None:

@@ -49,6 +49,7 @@ from ..proto.tcp.segment import TcpSegment, parse_tcp
 from ..proto.tcp.syncookies import SynCookies
 from .resolve import addr_to_bytes, bound_name, endpoint_name, resolve_ip, sockaddr
 from .sockobj import SocketHolder
+from .tcpinfo import pack_tcp_info
 
 if TYPE_CHECKING:
     from .netstack import NetStack
@@ -61,6 +62,8 @@ _TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
 _TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 _TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
+_TCP_INFO = getattr(socket, "TCP_INFO", 11)
+_TCP_MAXSEG = getattr(socket, "TCP_MAXSEG", 2)
 
 def _oserror(code: int) -> OSError:
     return OSError(code, os.strerror(code))
@@ -1144,6 +1147,13 @@ class TcpTransport(asyncio.Transport):
         if level == socket.IPPROTO_TCP and optname == _TCP_CONGESTION:
             name = self._conn.cfg.congestion
             return b"reno" if name == "newreno" else name.encode()  # Linux's names
+        if level == socket.IPPROTO_TCP and optname == _TCP_INFO:
+            ep = self._ep
+            stack = ep.layer.stack if ep is not None else None
+            now = stack.now() if stack is not None else self._loop.time()
+            return pack_tcp_info(self._conn.info(), now, stack.mtu if stack else 1500)
+        if level == socket.IPPROTO_TCP and optname == _TCP_MAXSEG:
+            return self._conn.snd_mss  # (Linux: the MSS in use, less the options)
         return None
 
     def _apply_sockopt(self, level: int, optname: int, value: int) -> None:

@@ -275,6 +275,57 @@ def test_iperf3_udp_server_on_stack() -> None:
         assert back["end"]["sum"]["lost_percent"] < 5, back["end"]["sum"]
 
 
+ECHO_SERVER = """
+import socket, threading
+srv = socket.create_server(("0.0.0.0", 7000))
+print("listening", flush=True)
+def serve(c):
+    with c:
+        while data := c.recv(65536):
+            c.sendall(data)
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
+"""
+
+TCP_INFO_PROBE = """
+import socket, struct, sys
+s = socket.create_connection((sys.argv[1], 7000), timeout=10)
+s.sendall(b"x" * 100000)
+got = 0
+while got < 100000:
+    got += len(s.recv(65536))
+raw = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+f = struct.unpack_from("<8B24I4Q", raw)
+print(len(raw), "state", f[0], "ca", f[1], "options", f[5] & 7, "snd_mss", f[10],
+      "maxseg", s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG),
+      "rtt>0", f[23] > 0, "cwnd>=2", f[26] >= 2, "advmss", f[27],
+      "acked", f[34], "received", f[35])
+short = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
+print("short", len(short), short[0])
+"""
+
+
+def test_tcp_info_and_maxseg_like_the_kernel() -> None:
+    """getsockopt(TCP_INFO) gives Linux's struct tcp_info (iperf3 reads its cwnd and
+    retransmissions, nginx its RTT) and TCP_MAXSEG the MSS in use: the same program
+    prints the same on kernel sockets and on the stack's."""
+    a, b = Netns.create(), Netns.create()
+    try:
+        veth_pair(a, b, "10.0.1.1/24", "10.0.1.2/24")
+        with kernel_proc(b, [sys.executable, "-c", ECHO_SERVER]):
+            k = retry_in_ns(a, [sys.executable, "-c", TCP_INFO_PROBE, "10.0.1.2"])
+        assert k.returncode == 0, describe(k)
+        with kernel_proc(a, [sys.executable, "-c", ECHO_SERVER]):
+            st = run_on_stack(a, [sys.executable, "-c", TCP_INFO_PROBE, KERNEL_IP], "poll")
+        assert st.returncode == 0, describe(st)
+    finally:
+        a.delete()
+        b.delete()
+    want = "232 state 1 ca 0 options 7 snd_mss 1448 maxseg 1448 rtt>0 True cwnd>=2 True"
+    assert k.stdout.startswith(want), k.stdout  # (the kernel's own answer, for reference)
+    assert st.stdout == k.stdout, (k.stdout, st.stdout)
+
+
 URLLIB_CLIENT = """
 import hashlib, socket, sys, urllib.request
 body = urllib.request.urlopen(sys.argv[1], timeout=30).read()

@@ -2285,6 +2285,21 @@ class TcpConnection:
             "send_queued": len(self._sbuf),
             "recv_queued": len(self._rbuf),
             "ooo_segments": len(self._ooo),
+            # For getsockopt(TCP_INFO) (``transport/tcpinfo.py``), as Linux counts them:
+            "timeouts_in_a_row": self._retries,  # RTOs without progress (icsk_retransmits)
+            "backoff": self.rtt.backoff_count,
+            "probes_unanswered": self._probes_unanswered + self._ka_probes,
+            "last_rx": self._last_rx,  # when a segment last arrived (the caller's clock)
+            "not_sent": max(0, self._data_end - self.snd_nxt),
+            "segments_in": self.counters["segments_in"],
+            "segments_out": self.counters["segments_out"],
+            "ooo_segments_total": self.counters["ooo_segments"],
+            "dsack_rx": self.counters["dsack_rx"],
+            # The MSS we advertised, less the timestamp option every segment carries.
+            "advmss": self.cfg.mss - (12 if self.ts_ok else 0),
+            # Sequence space acknowledged, the SYN (and a FIN) counted as one each.
+            "seq_acked": self.snd_una,
+            "delayed_ack": self.cfg.delayed_ack,
         }
 
     def __repr__(self) -> str:
