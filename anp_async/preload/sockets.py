@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..transport.tcpinfo import unconnected_tcp_info
 from .protocol import (
     ADDR_SLOT,
+    DATA_MAX,
     UDP_HDR,
     LibState,
     Message,
@@ -287,7 +288,7 @@ class StreamSocket(SocketRecord):
         if transport is not None and level == socket.IPPROTO_TCP:
             sockobj = transport.get_extra_info("socket")
             if sockobj is not None:
-                v = sockobj.getsockopt(level, name)
+                v = sockobj.getsockopt(level, name, DATA_MAX)
                 if isinstance(v, bytes):
                     return v
                 return int(v).to_bytes(4, "little", signed=True)

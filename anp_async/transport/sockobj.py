@@ -68,7 +68,7 @@ class StackSocket:
             return 0
         getter = getattr(self._owner, "_get_sockopt", None)
         if getter is not None:
-            v = getter(level, optname)
+            v = getter(level, optname, buflen)
             if v is not None:
                 return v[:buflen] if isinstance(v, bytes) and buflen is not None else v
         return self._opts.get((level, optname), 0)

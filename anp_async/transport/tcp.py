@@ -62,6 +62,7 @@ _TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
 _TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 _TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
+_TCP_CA_NAME_MAX = 16
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _TCP_MAXSEG = getattr(socket, "TCP_MAXSEG", 2)
 
@@ -1142,11 +1143,14 @@ class TcpTransport(asyncio.Transport):
 
     # ----------------------------------------------------- socket options
 
-    def _get_sockopt(self, level: int, optname: int) -> Any:
+    def _get_sockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         """getsockopt() answers that come from the engine (None: use the recorded value)."""
         if level == socket.IPPROTO_TCP and optname == _TCP_CONGESTION:
-            name = self._conn.cfg.congestion
-            return b"reno" if name == "newreno" else name.encode()  # Linux's names
+            cc = self._conn.cfg.congestion
+            name = b"reno" if cc == "newreno" else cc.encode()  # Linux's names
+            # With a buffer, Linux's TCP_CA_NAME_MAX (16) bytes, NUL-padded: C callers
+            # read a string. (Without one, the bare name.)
+            return name if buflen is None else name.ljust(_TCP_CA_NAME_MAX, b"\0")
         if level == socket.IPPROTO_TCP and optname == _TCP_INFO:
             ep = self._ep
             stack = ep.layer.stack if ep is not None else None

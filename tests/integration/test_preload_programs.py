@@ -275,6 +275,23 @@ def test_iperf3_udp_server_on_stack() -> None:
         assert back["end"]["sum"]["lost_percent"] < 5, back["end"]["sum"]
 
 
+def test_iperf3_client_on_stack(netns: Netns) -> None:
+    """iperf3 as a client on the stack, sending to a kernel iperf3 server: its report of
+    the sender's cwnd, RTT and retransmissions comes from getsockopt(TCP_INFO), its MSS
+    from TCP_MAXSEG (before those, it warned 'Ignoring nonsense TCP MSS 0')."""
+    with kernel_proc(netns, ["iperf3", "-s", "-p", "5201", "-1", "--forceflush"], "listening"):
+        r = run_on_stack(netns, ["iperf3", "-c", KERNEL_IP, "-p", "5201", "-t", "1", "-J"])
+    assert r.returncode == 0 and "nonsense" not in r.stderr, describe(r)
+    report = json.loads(r.stdout)
+    (stream,) = report["end"]["streams"]
+    sender = stream["sender"]
+    assert sender["bytes"] > 10 * MiB and sender["max_snd_cwnd"] >= 10 * 1448, sender
+    assert 0 < sender["mean_rtt"] < 1_000_000 and sender["retransmits"] >= 0, sender
+    assert report["end"]["sum_received"]["bytes"] > 10 * MiB
+    # TCP_CONGESTION read into a C string buffer: NUL-padded, as from the kernel.
+    assert report["end"]["sender_tcp_congestion"] == "reno", report["end"]
+
+
 ECHO_SERVER = """
 import socket, threading
 srv = socket.create_server(("0.0.0.0", 7000))
