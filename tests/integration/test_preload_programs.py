@@ -249,6 +249,30 @@ def test_socat_exec_cat_on_stack(c_apps: dict[str, str]) -> None:
         assert proc.wait(30) == 0, proc.text()
 
 
+UDP_ECHO_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect((sys.argv[1], 5300))
+for i in range(3):
+    s.send(f"{sys.argv[2]}-{i}".encode())
+    print(s.recv(100).decode())
+"""
+
+
+def test_socat_udp_fork_on_stack() -> None:
+    """socat's UDP server with fork: the socket that got a peer's first datagram is
+    connected to that peer and handed to a child running cat, and socat binds a fresh
+    socket on the port (reuseaddr) for the next peer: each peer's datagrams must reach
+    its own child."""
+    program = ["socat", f"UDP-LISTEN:5300,bind={STACK_IP},fork,reuseaddr", "EXEC:cat"]
+    with stack_server(program, None) as (ns, proc):
+        for who in ("a", "b", "c"):
+            r = retry_in_ns(ns, [sys.executable, "-c", UDP_ECHO_CLIENT, STACK_IP, who])
+            assert r.returncode == 0, describe(r) + proc.text()
+            assert r.stdout.split() == [f"{who}-{i}" for i in range(3)], describe(r)
+
+
 def _iperf3(ns: Netns, *args: str) -> dict:
     """A kernel-side iperf3 client run against the stack's server; its JSON report."""
     argv = ["timeout", "40", "iperf3", "-c", STACK_IP, "-p", "5201", "-t", "1", "-J", *args]
