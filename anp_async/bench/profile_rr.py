@@ -117,12 +117,17 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+#: Pings the ICMP client sends before its measured ones.
+WARMUP_PINGS = 200
+
+
 def icmp_client_argv(count: int) -> list[str]:
     """Python arguments of the benchmark's own ICMP client (64 B pings to 10.0.0.2): it
-    prints a warm line, then a JSON line (:func:`mean_rtt_us` reads it)."""
+    prints a warm line after :data:`WARMUP_PINGS` pings, then ``count`` more and a JSON
+    line (:func:`mean_rtt_us` reads it)."""
     return ["-m", "anp_async.bench.kernel_peer", "client", "--proto", "icmp",
             "--host", "10.0.0.2", "--size", "64", "--count", str(count),
-            "--warmup", "200"]  # fmt: skip
+            "--warmup", str(WARMUP_PINGS)]  # fmt: skip
 
 
 def mean_rtt_us(line: bytes) -> float:

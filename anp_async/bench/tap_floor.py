@@ -3,6 +3,7 @@ a TAP with the least work there is, and no stack.
 
     python -m anp_async.bench.tap_floor --count 5000            # virtio-net header on
     python -m anp_async.bench.tap_floor --count 5000 --no-offload
+    python -m anp_async.bench.tap_floor --count 5000 --blocking # no event loop at all
 
 A reader callback takes each frame, answers an ARP request for 10.0.0.2 or turns an echo
 request into its reply in place (MACs and addresses swapped, type 0, the checksum fixed by
@@ -11,6 +12,9 @@ RFC 1624's incremental rule) and writes it back: one wake-up, one ``read`` and o
 pings it from a namespace of its own; one JSON line gives the mean round trip and this
 process's CPU per ping (user and system). Whatever the stack costs above this figure is
 the stack's; the figure itself is the machine's price of a TAP round trip through asyncio.
+``--blocking`` answers from a plain blocking ``read``/``writev`` loop in a thread of its
+own instead (its CPU clock measured, no user/system split): the least any Python program
+can spend per ping on a TAP, event loop or not.
 Bounded: ``--count`` pings (at most 1,000,000), a 120 s limit; the namespace is removed on
 exit.
 """
@@ -19,16 +23,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
 import sys
+import threading
+import time
 from typing import Any
 
 from anp_async.nic.netns import Netns, unique_name
 from anp_async.nic.tap import TapNic
 from anp_async.nic.vnet import VNET_HDR_LEN
 
+from .profile_rr import WARMUP_PINGS as WARMUP
 from .profile_rr import icmp_client_argv, kernel_client, mean_rtt_us
 
 OUR_MAC = bytes.fromhex("020000000002")
@@ -70,24 +78,47 @@ def _cpu() -> tuple[float, float]:
     return r.ru_utime, r.ru_stime
 
 
-async def run(count: int, offload: bool) -> dict[str, Any]:
+def _answer(fd: int, off: int) -> bool:
+    """Read one frame from the TAP ``fd`` and answer it if it is an echo request or an
+    ARP request for us; True for an echo answered."""
+    frame = bytearray(os.read(fd, 65536))
+    eth = frame[off:]
+    if echo_reply_in_place(eth):
+        os.writev(fd, [bytes(off), eth] if off else [eth])  # (a plain vnet header)
+        return True
+    if (reply := arp_reply(eth)) is not None:
+        os.writev(fd, [bytes(off), reply] if off else [reply])
+    return False
+
+
+def _blocking_responder(fd: int, off: int, count: int, out: dict[str, float]) -> None:
+    """Answer the client's warm-up pings, then ``count`` more, in blocking calls; the
+    thread's CPU time over those ``count`` goes to ``out["cpu_s"]``."""
+    os.set_blocking(fd, True)
+    answered = 0
+    while answered < WARMUP:
+        answered += _answer(fd, off)
+    t0 = time.thread_time()
+    while answered < WARMUP + count:
+        answered += _answer(fd, off)
+    out["cpu_s"] = time.thread_time() - t0
+
+
+async def run(count: int, offload: bool, blocking: bool = False) -> dict[str, Any]:
     ns = Netns.create(unique_name("anp-floor"))
     try:
         tap = TapNic.open("anpfloor0", peer="10.0.0.1/24", netns=ns.name, vnet_hdr=offload)
         fd = tap.fileno()
         off = VNET_HDR_LEN if offload else 0
-        vnet = bytes(off)  # no offload asked for: the reply's checksum is complete
+        if blocking:
+            try:
+                return await _run_blocking(ns, fd, off, count, offload)
+            finally:
+                tap.close()
 
         def on_readable() -> None:
-            try:
-                frame = bytearray(os.read(fd, 65536))
-            except BlockingIOError:
-                return
-            eth = frame[off:]
-            if echo_reply_in_place(eth):
-                os.writev(fd, [vnet, eth] if off else [eth])
-            elif (reply := arp_reply(eth)) is not None:
-                os.writev(fd, [vnet, reply] if off else [reply])
+            with contextlib.suppress(BlockingIOError):
+                _answer(fd, off)
 
         loop = asyncio.get_running_loop()
         loop.add_reader(fd, on_readable)
@@ -109,13 +140,34 @@ async def run(count: int, offload: bool) -> dict[str, Any]:
         ns.delete()
 
 
+async def _run_blocking(
+    ns: Netns, fd: int, off: int, count: int, offload: bool
+) -> dict[str, Any]:
+    got: dict[str, float] = {}
+    thread = threading.Thread(
+        target=_blocking_responder, args=(fd, off, count, got), daemon=True
+    )  # (daemon: a client that died early leaves it blocked in read; the process ends)
+    thread.start()
+    async with kernel_client(ns, icmp_client_argv(count)) as out:
+        line = await asyncio.wait_for(out.readline(), 120)
+    await asyncio.to_thread(thread.join, 10)
+    if "cpu_s" not in got:
+        raise RuntimeError("the blocking responder did not answer every ping")
+    return {
+        "what": "tap-floor-blocking", "offload": offload, "count": count,
+        "rr_us": mean_rtt_us(line), "cpu_us_per_req": got["cpu_s"] / count * 1e6,
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m anp_async.bench.tap_floor")
     p.add_argument("--count", type=int, default=5000, help="pings (default 5000)")
     p.add_argument("--no-offload", dest="offload", action="store_false",
                    help="no virtio-net header on the TAP")  # fmt: skip
+    p.add_argument("--blocking", action="store_true",
+                   help="answer from a blocking read/write loop, no event loop")  # fmt: skip
     a = p.parse_args(argv)
-    print(json.dumps(asyncio.run(run(max(1, min(a.count, 1_000_000)), a.offload))))
+    print(json.dumps(asyncio.run(run(max(1, min(a.count, 1_000_000)), a.offload, a.blocking))))
     return 0
 
 

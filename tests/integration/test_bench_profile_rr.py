@@ -56,6 +56,18 @@ def test_tap_floor_answers_pings() -> None:
     assert _prof_namespaces() == before
 
 
+def test_tap_floor_blocking_answers_pings() -> None:
+    before = _prof_namespaces()
+    out = subprocess.run(
+        [sys.executable, "-m", "anp_async.bench.tap_floor", "--count", "200", "--blocking"],
+        capture_output=True, text=True, timeout=150, check=True,
+    )  # fmt: skip
+    res = json.loads(out.stdout)
+    assert res["what"] == "tap-floor-blocking" and res["count"] == 200
+    assert res["rr_us"] > 0 and res["cpu_us_per_req"] > 0
+    assert _prof_namespaces() == before
+
+
 def _prof_namespaces() -> set[str]:
     names = os.listdir(NETNS_DIR) if os.path.isdir(NETNS_DIR) else []
     return {n for n in names if n.startswith(("anp-prof", "anp-floor"))}
