@@ -134,6 +134,9 @@ static int ctl_fd = -1;
 static pid_t ctl_pid;
 static const char *ctl_path;
 static int debug;
+/* The stack's IPv4 subnet broadcast address (network order; 0: none), from the reply to
+ * a SOCKET request: sending to it needs SO_BROADCAST, as sending to 255.255.255.255 does. */
+static uint32_t stack_bcast;
 
 /* ------------------------------------------------------------------ libc */
 
@@ -512,6 +515,8 @@ int socket(int domain, int type, int protocol)
         return fail(-rc);
     }
     sid = rc;
+    if (rep.a[0])
+        memcpy(&stack_bcast, &rep.a[0], sizeof stack_bcast);
     s = new_entry(sid, base, domain, ST_NEW);
     if (!s) {
         real_close(pair[0]);
@@ -572,6 +577,23 @@ static int address_request(int fd, struct anp_sock *s, const struct sockaddr *ad
 }
 
 /* ------------------------------------------------------------------ bind, listen, accept */
+
+/* Linux: a datagram to a broadcast address, or connect() to one, needs SO_BROADCAST
+ * (EACCES without it). The anp process would drop it, after the call had succeeded. */
+static int broadcast_refused(const struct anp_sock *s, const union anp_addr *a)
+{
+    uint32_t ip;
+    int i;
+    if (a->sa.sa_family != AF_INET)
+        return 0;
+    ip = a->v4.sin_addr.s_addr;
+    if (ip != htonl(INADDR_BROADCAST) && (!stack_bcast || ip != stack_bcast))
+        return 0;
+    for (i = 0; i < s->nopts; i++)
+        if (s->opts[i].level == SOL_SOCKET && s->opts[i].name == SO_BROADCAST)
+            return !s->opts[i].value;
+    return 1;
+}
 
 int bind(int fd, const struct sockaddr *addr, socklen_t len)
 {
@@ -757,6 +779,8 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len)
     if (rc != 0)
         return rc < 0 ? -1 : real_connect(fd, addr, len);
     if (s->type == SOCK_DGRAM) {
+        if (broadcast_refused(s, &a))
+            return fail(EACCES);
         rc = ctl_call(&req, -1, &rep, NULL);
         if (rc < 0)
             return fail(-rc);
@@ -1027,6 +1051,8 @@ static ssize_t udp_send(int fd, struct anp_sock *s, const struct msghdr *msg, in
     } else {
         return fail(EDESTADDRREQ);
     }
+    if (broadcast_refused(s, &dst))
+        return fail(EACCES);
     for (i = 0; i < msg->msg_iovlen; i++)
         total += msg->msg_iov[i].iov_len;
     if (total > 65507)

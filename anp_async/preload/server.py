@@ -376,7 +376,13 @@ class SocketApi:
         else:
             sock.close()
             return _err(req.op, errno.ESOCKTNOSUPPORT)
-        return Message(req.op, sid=sid, res=self._add(rec, req.inode(1)))
+        # a0: the stack's IPv4 broadcast address (as its bytes lie in memory), for the
+        # library's SO_BROADCAST check on sendto/connect.
+        bcast = self.stack.iface.broadcast or bytes(4)
+        return Message(
+            req.op, sid=sid, res=self._add(rec, req.inode(1)),
+            a=(int.from_bytes(bcast, "little", signed=True), 0, 0, 0),
+        )  # fmt: skip
 
     def _op_bind(self, rec: SocketRecord | None, req: Message, _fd: int) -> Any:
         ip, port = unpack_sockaddr(req.data)

@@ -718,19 +718,27 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
         # filters for a socket bound to one address).
         v4, v6 = self.hears("0.0.0.0", ip), self.hears("::", ip)
         await self.api.stack.create_datagram_endpoint(
-            lambda: self, local_addr=(ip, port), v4=v4, v6=v6, share_port=self.shares_port
-        )
+            lambda: self, local_addr=(ip, port), v4=v4, v6=v6, share_port=self.shares_port,
+            allow_broadcast=self._flag(socket.SO_BROADCAST),
+        )  # fmt: skip
         self.bound_ip = ip
         await self.api.udp_bound(self)  # the same port on the sibling workers, if any
+
+    def _flag(self, name: int) -> bool:
+        """Is the SOL_SOCKET option ``name`` set?"""
+        return _int_of(self.options.get((socket.SOL_SOCKET, name), b"")) != 0
 
     @property
     def shares_port(self) -> bool:
         """SO_REUSEADDR (or SO_REUSEPORT) was set before bind: the socket may share its
         port with others that set it (the stack's ``share_port``)."""
-        return any(
-            _int_of(self.options.get((socket.SOL_SOCKET, opt), b"")) != 0
-            for opt in (socket.SO_REUSEADDR, socket.SO_REUSEPORT)
-        )
+        return self._flag(socket.SO_REUSEADDR) or self._flag(socket.SO_REUSEPORT)
+
+    def set_option(self, level: int, name: int, value: bytes) -> None:
+        super().set_option(level, name, value)
+        if (level, name) == (socket.SOL_SOCKET, socket.SO_BROADCAST) and self.transport:
+            # (The library refuses a broadcast without it; this lets one with it through.)
+            self.transport.set_allow_broadcast(self._flag(name))  # type: ignore[attr-defined]
 
     @property
     def port(self) -> int:

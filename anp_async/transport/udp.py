@@ -323,6 +323,11 @@ class DatagramTransport(asyncio.DatagramTransport):
         and only its ICMP errors are reported."""
         self._remote = (addr_to_bytes(remote[0]), int(remote[1])) if remote is not None else None
 
+    def set_allow_broadcast(self, allowed: bool) -> None:
+        """SO_BROADCAST, set after the endpoint was made (the socket API of preloaded
+        programs): may datagrams go to a broadcast address."""
+        self._allow_broadcast = allowed
+
     def get_write_buffer_size(self) -> int:
         return 0
 
