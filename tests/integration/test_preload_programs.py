@@ -21,6 +21,7 @@ import json
 import os
 import pathlib
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -273,6 +274,27 @@ def test_socat_udp_fork_on_stack() -> None:
             assert r.stdout.split() == [f"{who}-{i}" for i in range(3)], describe(r)
 
 
+def _probe_kernel_then_stack(
+    server: str, probe: str, mode: str
+) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """Run the Python ``probe`` (its argument: the server's address) against the Python
+    ``server`` (which prints "listening"): kernel to kernel over a veth pair, then on the
+    stack (receive ``mode``) against the same server on the kernel side of the TAP."""
+    a, b = Netns.create(), Netns.create()
+    try:
+        veth_pair(a, b, "10.0.1.1/24", "10.0.1.2/24")
+        with kernel_proc(b, [sys.executable, "-c", server]):
+            k = retry_in_ns(a, [sys.executable, "-c", probe, "10.0.1.2"])
+        assert k.returncode == 0, describe(k)
+        with kernel_proc(a, [sys.executable, "-c", server]):
+            st = run_on_stack(a, [sys.executable, "-c", probe, KERNEL_IP], mode)
+        assert st.returncode == 0, describe(st)
+    finally:
+        a.delete()
+        b.delete()
+    return k, st
+
+
 UDP_PROBE = """
 import errno, socket, sys
 peer = sys.argv[1]
@@ -328,18 +350,7 @@ def test_udp_corner_cases_like_the_kernel() -> None:
     """Truncation, MSG_PEEK / MSG_TRUNC, empty datagrams, IP_TOS, and broadcasts: EACCES
     without SO_BROADCAST (the library checks, as the kernel refuses at once), delivered
     with it. The same program on kernel sockets and on the stack's prints the same."""
-    a, b = Netns.create(), Netns.create()
-    try:
-        veth_pair(a, b, "10.0.1.1/24", "10.0.1.2/24")
-        with kernel_proc(b, [sys.executable, "-c", UDP_ECHO_SERVER]):
-            k = a.run([sys.executable, "-c", UDP_PROBE, "10.0.1.2"], timeout=60)
-        assert k.returncode == 0, describe(k)
-        with kernel_proc(a, [sys.executable, "-c", UDP_ECHO_SERVER]):
-            st = run_on_stack(a, [sys.executable, "-c", UDP_PROBE, KERNEL_IP], "coalesce")
-        assert st.returncode == 0, describe(st)
-    finally:
-        a.delete()
-        b.delete()
+    k, st = _probe_kernel_then_stack(UDP_ECHO_SERVER, UDP_PROBE, "coalesce")
     assert "broadcast, no SO_BROADCAST EACCES EACCES" in k.stdout  # the kernel's answer
     assert "its echo b'to all'" in k.stdout, k.stdout
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
@@ -422,18 +433,7 @@ def test_tcp_info_and_maxseg_like_the_kernel() -> None:
     """getsockopt(TCP_INFO) gives Linux's struct tcp_info (iperf3 reads its cwnd and
     retransmissions, nginx its RTT) and TCP_MAXSEG the MSS in use: the same program
     prints the same on kernel sockets and on the stack's."""
-    a, b = Netns.create(), Netns.create()
-    try:
-        veth_pair(a, b, "10.0.1.1/24", "10.0.1.2/24")
-        with kernel_proc(b, [sys.executable, "-c", ECHO_SERVER]):
-            k = retry_in_ns(a, [sys.executable, "-c", TCP_INFO_PROBE, "10.0.1.2"])
-        assert k.returncode == 0, describe(k)
-        with kernel_proc(a, [sys.executable, "-c", ECHO_SERVER]):
-            st = run_on_stack(a, [sys.executable, "-c", TCP_INFO_PROBE, KERNEL_IP], "poll")
-        assert st.returncode == 0, describe(st)
-    finally:
-        a.delete()
-        b.delete()
+    k, st = _probe_kernel_then_stack(ECHO_SERVER, TCP_INFO_PROBE, "poll")
     want = "232 state 1 ca 0 options 7 snd_mss 1448 maxseg 1448 rtt>0 True cwnd>=2 True"
     assert k.stdout.startswith(want), k.stdout  # (the kernel's own answer, for reference)
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
