@@ -71,7 +71,8 @@ struct anp_msg {
 };
 
 enum {
-    OP_SOCKET = 1,   /* a0 type, a1/a2 inode of the program's end, a3 family; fd -> sid   */
+    OP_SOCKET = 1,   /* a0 type, a1/a2 inode of the program's end, a3 family; fd -> sid,
+                        a0 the stack's IPv4 broadcast address (network order)             */
     OP_BIND = 2,     /* data: an address slot (sockaddr_in or sockaddr_in6, 28 bytes)     */
     OP_LISTEN = 3,   /* a0 backlog                                                        */
     OP_ACCEPT = 4,   /* -> sid of the new socket, data: peer slot + local slot; fd        */

@@ -7,8 +7,9 @@ is ``struct anp_msg`` in ``libanp_preload.c``: the two must change together.
 =============  ===================================================  ================================
 op             request                                              reply
 =============  ===================================================  ================================
-SOCKET         a0 type, a1/a2 inode of the program's end,           res: the socket id (sid)
-               a3 family; fd: the anp end of the pair
+SOCKET         a0 type, a1/a2 inode of the program's end,           res: the socket id (sid); a0:
+               a3 family; fd: the anp end of the pair               the stack's IPv4 broadcast
+                                                                    address, its bytes as stored
 BIND           data: address slot                                   res 0
 LISTEN         a0 backlog                                           res 0
 ACCEPT         --                                                   sid of the new socket, data:
