@@ -49,6 +49,7 @@ from .proto.tcp.config import TcpConfig
 from .proto.tcp.fastpath import TX_NOT_TEMPLATED, TX_SENT, TX_TSO, HeaderTemplate
 from .proto.tcp.segment import TcpSegment, build_tcp_header, build_tcp_header_partial
 from .stack_ipv6 import Ipv6Layer, parse_prefix6
+from .transport.ping import PingLayer
 from .transport.resolve import resolve_ip
 from .transport.tcp import TcpLayer
 from .transport.udp import UdpLayer
@@ -281,6 +282,8 @@ class Stack:
                 raise ValueError(f"IPv6 needs an MTU of at least 1280, the link has {self.mtu}")
             self.v6 = Ipv6Layer(self, config.ip6, config.gateway6, dad_transmits=config.dad_transmits)
         self.udp = UdpLayer(self)
+        #: Ping sockets (ICMP echo endpoints by identifier), apart from the stack's own pings.
+        self.ping_sockets = PingLayer(self, self._ping_ident)
         self.tcp = TcpLayer(self, tcp_cfg)
         #: True while a receive batch is processed (TCP output waits for its end).
         self.in_rx = False
@@ -331,6 +334,7 @@ class Stack:
         log.info("stack %s closing, %d TCP connections to abort", self.ip, len(self.tcp.conns))
         self.tcp.close_all()
         self.udp.close_all()
+        self.ping_sockets.close_all()
         # Let connection_lost callbacks scheduled by the aborts run.
         await asyncio.sleep(0)
         if self._mode is not None:
@@ -534,7 +538,8 @@ class Stack:
         elif msg.type == icmp.ECHO_REPLY:
             pending = self._pings.pop((msg.ident, msg.seq), None)
             if pending is None or pending.future.done():
-                c.inc("echo_reply_unmatched")
+                if not self.ping_sockets.input(hdr, msg, data):
+                    c.inc("echo_reply_unmatched")
                 return
             c.inc("echo_replies")
             pending.future.set_result(time.perf_counter() - pending.sent)
@@ -786,6 +791,7 @@ class Stack:
         if not 0 <= ident <= 0xFFFF:
             raise ValueError(f"an ICMP echo identifier is 0..65535, not {ident}")
         self._ping_ident = ident
+        self.ping_sockets.reserved_ident = ident
 
     def receive(self, frames: list[bytes]) -> None:
         """Process ``frames`` as if the NIC had delivered them in one batch (a multi-queue
@@ -893,6 +899,18 @@ class Stack:
         """Like ``loop.create_datagram_endpoint`` on this stack: returns (transport, protocol)."""
         return await self.udp.create_endpoint(protocol_factory, local_addr, remote_addr, **kwargs)
 
+    async def create_ping_endpoint(
+        self,
+        protocol_factory: Callable[[], Any],
+        local_addr: tuple[str, int] | None = None,
+        remote_addr: tuple[str, int] | None = None,
+    ) -> tuple[asyncio.DatagramTransport, Any]:
+        """A ping socket (Linux's ``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)``) on this
+        stack: ``sendto`` an ICMP echo request, ``datagram_received`` gets the echo
+        replies that carry its identifier (``local_addr[1]``; 0: a free one). See
+        ``transport/ping.py``."""
+        return await self.ping_sockets.create_endpoint(protocol_factory, local_addr, remote_addr)
+
     async def create_connection(
         self, protocol_factory: Callable[[], Any], host: str, port: int, **kwargs: Any
     ) -> tuple[asyncio.Transport, Any]:
@@ -952,6 +970,7 @@ class Stack:
             | {f"reassembly_{k}": self.reassembler.counters[k] for k in _REASSEMBLY_DROPS},
             "icmp": dict(self.icmp_counters),
             "udp": self.udp.stats(),
+            "ping_sockets": self.ping_sockets.stats(),
             "tcp": self.tcp.stats(),
             "offload": self.offload.stats(),
             **({"ipv6": self.v6.stats()} if self.v6 is not None else {}),

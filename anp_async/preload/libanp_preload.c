@@ -71,8 +71,9 @@ struct anp_msg {
 };
 
 enum {
-    OP_SOCKET = 1,   /* a0 type, a1/a2 inode of the program's end, a3 family; fd -> sid,
-                        a0 the stack's IPv4 broadcast address (network order)             */
+    OP_SOCKET = 1,   /* a0 type (| IPPROTO_ICMP << 16: a ping socket), a1/a2 inode of the
+                        program's end, a3 family; fd -> sid, a0 the stack's IPv4
+                        broadcast address (network order)                                 */
     OP_BIND = 2,     /* data: an address slot (sockaddr_in or sockaddr_in6, 28 bytes)     */
     OP_LISTEN = 3,   /* a0 backlog                                                        */
     OP_ACCEPT = 4,   /* -> sid of the new socket, data: peer slot + local slot; fd        */
@@ -99,7 +100,8 @@ struct anp_udp_hdr {
     uint16_t port;    /* network order */
     uint16_t err;     /* from anp: an errno to report instead of a datagram (ICMP) */
     uint16_t family;  /* AF_INET or AF_INET6 */
-    uint16_t pad;
+    uint8_t ttl;      /* from anp: the datagram's TTL / hop limit (0: not known) */
+    uint8_t pad;
 };
 
 /* ------------------------------------------------------------------ state */
@@ -123,6 +125,7 @@ struct anp_sock {
     int eof_asked;
     int sndbuf_restore; /* the send buffer size to give back after a connect's filler */
     int udp_connected;
+    int icmp;     /* a ping socket: SOCK_DGRAM with IPPROTO_ICMP */
     union anp_addr udp_peer;
     int nopts;
     struct anp_opt opts[ANP_MAX_OPTS]; /* replayed if the socket goes to the kernel */
@@ -484,6 +487,8 @@ static struct anp_sock *new_entry(int sid, int type, int family, int state)
 int socket(int domain, int type, int protocol)
 {
     int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+    /* Linux's ping sockets (what iputils ping opens first): echo requests out, replies in */
+    int icmp = domain == AF_INET && base == SOCK_DGRAM && protocol == IPPROTO_ICMP;
     int pair[2], sid, rc;
     struct anp_msg req, rep;
     struct stat st;
@@ -491,7 +496,7 @@ int socket(int domain, int type, int protocol)
     ensure_real();
     if (!ctl_path || (domain != AF_INET && domain != AF_INET6) ||
         (base != SOCK_STREAM && base != SOCK_DGRAM) ||
-        (protocol != 0 && protocol != IPPROTO_TCP && protocol != IPPROTO_UDP) ||
+        (protocol != 0 && protocol != IPPROTO_TCP && protocol != IPPROTO_UDP && !icmp) ||
         (base == SOCK_STREAM && protocol == IPPROTO_UDP) ||
         (base == SOCK_DGRAM && protocol == IPPROTO_TCP))
         return real_socket(domain, type, protocol);
@@ -504,7 +509,7 @@ int socket(int domain, int type, int protocol)
         real_fcntl(pair[0], F_SETFD, 0);
     fstat(pair[0], &st);
     msg_init(&req, OP_SOCKET, -1);
-    req.a[0] = base;
+    req.a[0] = base | (icmp ? IPPROTO_ICMP << 16 : 0);
     req.a[1] = (int32_t)(uint32_t)(st.st_ino & 0xffffffffu);
     req.a[2] = (int32_t)(uint32_t)((uint64_t)st.st_ino >> 32);
     req.a[3] = domain;
@@ -523,6 +528,7 @@ int socket(int domain, int type, int protocol)
         real_close(pair[0]);
         return fail(ENOMEM);
     }
+    s->icmp = icmp;
     tab_set(pair[0], s);
     LOG("socket(%s, %s) = %d (sid %d)", domain == AF_INET ? "inet" : "inet6",
         base == SOCK_STREAM ? "stream" : "dgram", pair[0], sid);
@@ -536,7 +542,7 @@ static int to_kernel(int fd, struct anp_sock *s)
     int k, fl, fdfl, i;
     fl = real_fcntl(fd, F_GETFL);
     fdfl = real_fcntl(fd, F_GETFD);
-    k = real_socket(s->family, s->type, 0);
+    k = real_socket(s->family, s->type, s->icmp ? IPPROTO_ICMP : 0);
     if (k < 0)
         return -1;
     if (fl >= 0)
@@ -950,7 +956,9 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
         case SO_DOMAIN:
             return put_int(val, len, s->family);
         case SO_PROTOCOL:
-            return put_int(val, len, s->type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP);
+            return put_int(val, len, s->type == SOCK_STREAM ? IPPROTO_TCP
+                                     : s->icmp                ? IPPROTO_ICMP
+                                                              : IPPROTO_UDP);
         case SO_ACCEPTCONN:
             return put_int(val, len, s->state == ST_LISTENING);
         default:
@@ -1082,6 +1090,38 @@ static ssize_t udp_send(int fd, struct anp_sock *s, const struct msghdr *msg, in
     return r < (ssize_t)sizeof h ? 0 : r - (ssize_t)sizeof h;
 }
 
+static int opt_set(const struct anp_sock *s, int level, int name)
+{
+    int i;
+    for (i = 0; i < s->nopts; i++)
+        if (s->opts[i].level == level && s->opts[i].name == name)
+            return s->opts[i].value != 0;
+    return 0;
+}
+
+/* IP_RECVTTL / IPV6_RECVHOPLIMIT: the datagram's TTL (hop limit) as ancillary data, as
+ * Linux gives it (iputils ping prints it); no other ancillary data is delivered. */
+static void put_ttl(const struct anp_sock *s, struct msghdr *msg, int family, int ttl)
+{
+    int v6 = family == AF_INET6;
+    size_t room = msg->msg_control ? msg->msg_controllen : 0;
+    struct cmsghdr *c;
+    msg->msg_controllen = 0;
+    if (!ttl || !opt_set(s, v6 ? IPPROTO_IPV6 : IPPROTO_IP, v6 ? IPV6_RECVHOPLIMIT : IP_RECVTTL))
+        return;
+    if (room < CMSG_SPACE(sizeof(int))) {
+        msg->msg_flags |= MSG_CTRUNC;
+        return;
+    }
+    memset(msg->msg_control, 0, CMSG_SPACE(sizeof(int)));
+    c = (struct cmsghdr *)msg->msg_control;
+    c->cmsg_level = v6 ? IPPROTO_IPV6 : IPPROTO_IP;
+    c->cmsg_type = v6 ? IPV6_HOPLIMIT : IP_TTL;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &ttl, sizeof ttl);
+    msg->msg_controllen = CMSG_SPACE(sizeof(int));
+}
+
 static ssize_t udp_recv(int fd, struct anp_sock *s, struct msghdr *msg, int flags)
 {
     struct anp_udp_hdr h;
@@ -1129,8 +1169,8 @@ static ssize_t udp_recv(int fd, struct anp_sock *s, struct msghdr *msg, int flag
     } else {
         msg->msg_namelen = 0;
     }
-    msg->msg_controllen = 0;
     msg->msg_flags = m.msg_flags;
+    put_ttl(s, msg, h.family, h.ttl);
     return r - (ssize_t)sizeof h;
 }
 

@@ -7,9 +7,9 @@ is ``struct anp_msg`` in ``libanp_preload.c``: the two must change together.
 =============  ===================================================  ================================
 op             request                                              reply
 =============  ===================================================  ================================
-SOCKET         a0 type, a1/a2 inode of the program's end,           res: the socket id (sid); a0:
-               a3 family; fd: the anp end of the pair               the stack's IPv4 broadcast
-                                                                    address, its bytes as stored
+SOCKET         a0 type (| IPPROTO_ICMP << 16 for a ping socket),    res: the socket id (sid); a0:
+               a1/a2 inode of the program's end, a3 family; fd:     the stack's IPv4 broadcast
+               the anp end of the pair                              address, its bytes as stored
 BIND           data: address slot                                   res 0
 LISTEN         a0 backlog                                           res 0
 ACCEPT         --                                                   sid of the new socket, data:
@@ -48,8 +48,8 @@ DATA_MAX = 256
 
 #: Datagram header between the two ends of a UDP socket: address (IPv4 in the first 4
 #: bytes), port (network order), an errno in place of a datagram (an ICMP error for a
-#: connected socket), and the address family.
-UDP_HDR = struct.Struct("=16s2sHHxx")
+#: connected socket), the address family, and the datagram's TTL (hop limit; 0: not known).
+UDP_HDR = struct.Struct("=16s2sHHBx")
 
 #: One address on the channel: sockaddr_in or sockaddr_in6, in a slot of 28 bytes.
 ADDR_SLOT = 28
@@ -137,14 +137,16 @@ def unpack_sockaddr(data: bytes) -> tuple[str, int]:
     raise ValueError(f"address family {family} is neither AF_INET nor AF_INET6")
 
 
-def pack_udp_header(ip: str, port: int, err: int = 0) -> bytes:
+def pack_udp_header(ip: str, port: int, err: int = 0, ttl: int = 0) -> bytes:
+    """The header of a datagram from ``ip``:``port`` (``err``: an errno reported instead;
+    ``ttl``: its TTL or hop limit, 0 if not known, for IP_RECVTTL)."""
     family = _family(ip)
     raw = socket.inet_pton(family, ip.split("%", 1)[0])
-    return UDP_HDR.pack(raw, port.to_bytes(2, "big"), err, family)
+    return UDP_HDR.pack(raw, port.to_bytes(2, "big"), err, family, min(255, max(0, ttl)))
 
 
 def unpack_udp_header(data: bytes | memoryview) -> tuple[str, int]:
-    raw, port, _err, family = UDP_HDR.unpack(data[: UDP_HDR.size])
+    raw, port, _err, family, _ttl = UDP_HDR.unpack(data[: UDP_HDR.size])
     if family == socket.AF_INET6:
         return socket.inet_ntop(socket.AF_INET6, raw), int.from_bytes(port, "big")
     return socket.inet_ntoa(raw[:4]), int.from_bytes(port, "big")

@@ -32,6 +32,7 @@ from .sockets import (
     DatagramSocket,
     HangupWatcher,
     Listener,
+    PingSocket,
     RemoteConn,
     RemoteStream,
     SocketRecord,
@@ -362,7 +363,7 @@ class SocketApi:
         if len(self._socks) >= MAX_SOCKETS:
             sock.close()
             return _err(req.op, errno.EMFILE)
-        kind, family = req.a[0], req.a[3]
+        kind, proto, family = req.a[0] & 0xFFFF, req.a[0] >> 16, req.a[3]
         if family not in (socket.AF_INET, socket.AF_INET6):
             sock.close()
             return _err(req.op, errno.EAFNOSUPPORT)
@@ -371,6 +372,8 @@ class SocketApi:
         if kind == socket.SOCK_STREAM:
             rec = StreamSocket(self, sid, sock, family)
             rec.watch_hangup()
+        elif kind == socket.SOCK_DGRAM and proto == socket.IPPROTO_ICMP:
+            rec = PingSocket(self, sid, sock, family)
         elif kind == socket.SOCK_DGRAM:
             rec = DatagramSocket(self, sid, sock, family)
         else:

@@ -771,7 +771,8 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
         if not self.hears(host, self.bound_ip):
             self.api.counters["udp_other_family_dropped"] += 1
             return
-        self._to_program(pack_udp_header(host, port), data)
+        ttl = getattr(self.transport, "rx_ttl", 0)  # (the stack's transports have it)
+        self._to_program(pack_udp_header(host, port, ttl=ttl), data)
 
     def error_received(self, exc: Exception) -> None:
         if self.peer is not None:  # Linux reports ICMP errors to connected sockets only
@@ -838,6 +839,21 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
         if transport is not None:
             transport.close()
 
+
+
+class PingSocket(DatagramSocket):
+    """A ping socket of the program (``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)``, what
+    iputils ``ping`` opens first): bound to an echo identifier instead of a port, it sends
+    the echo requests the program writes and gets the replies to that identifier
+    (``transport/ping.py``)."""
+
+    kind = "icmp"
+
+    async def bind(self, ip: str, port: int) -> None:
+        if self.transport is not None:
+            raise OSError(errno.EINVAL, "already bound")
+        await self.api.stack.create_ping_endpoint(lambda: self, local_addr=(ip, port))
+        self.bound_ip = ip
 
 def names_of(data: bytes) -> tuple[tuple[str, int], tuple[str, int]]:
     """(sockname, peername) from an ACCEPT reply's peer slot + local slot."""

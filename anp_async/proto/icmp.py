@@ -111,6 +111,23 @@ def build_echo_reply_from(request: IcmpMessage) -> bytes:
     return build_echo(ECHO_REPLY, request.ident, request.seq, request.payload)
 
 
+def echo_request_as(message: Buffer, ident: int) -> bytes:
+    """The echo request a program wrote to a ping socket (Linux's ICMP datagram sockets:
+    ``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)``), as it leaves: the identifier is the
+    socket's ``ident`` whatever the program put there, and the checksum is computed.
+
+    ``ParseError`` reasons (the socket answers EINVAL): ``icmp_truncated`` under 8 bytes,
+    ``icmp_not_echo_request`` for any other type or code (Linux sends only echo requests
+    from such a socket).
+    """
+    if len(message) < HEADER_LEN:
+        raise ParseError("icmp_truncated", f"{len(message)} bytes")
+    type_, code, _csum, _ident, seq = _unpack(message)
+    if type_ != ECHO_REQUEST or code != 0:
+        raise ParseError("icmp_not_echo_request", f"type {type_} code {code}")
+    return build_echo(ECHO_REQUEST, ident, seq, memoryview(message)[HEADER_LEN:])
+
+
 def build_error(type_: int, code: int, original_ip_packet: Buffer, rest: int = 0) -> bytes:
     """An error message quoting the start of ``original_ip_packet``.
 

@@ -102,3 +102,22 @@ class FamilyPorts(Generic[T]):
             v4 = [it for it, _ in self._v4.get(port, ())]
             out += [(port, it, False, True) for it, _ in holders if not any(x is it for x in v4)]
         return out
+
+
+def pick_free(
+    ports: FamilyPorts[T],
+    candidates: range,
+    ok: Callable[[int], bool],
+    choice: Callable[[range], int],
+) -> int | None:
+    """A number of ``candidates`` (ports, echo identifiers) that no item holds and ``ok``
+    accepts: 64 draws with ``choice`` (the caller's randomness), then a scan in order;
+    None when there is none."""
+    for _ in range(64):
+        n = choice(candidates)
+        if not ports.held(n) and ok(n):
+            return n
+    for n in candidates:
+        if not ports.held(n) and ok(n):
+            return n
+    return None

@@ -15,7 +15,7 @@ import os
 import random
 from collections.abc import Callable
 from socket import AF_INET6
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..counters import Counters
 from ..proto import icmp
@@ -24,7 +24,7 @@ from ..proto.errors import ParseError
 from ..proto.ipv4 import IPv4Header
 from ..proto.ipv6 import IPv6Header
 from ..proto.numbers import IPPROTO_ICMP, IPPROTO_UDP
-from ..proto.ports import FamilyPorts
+from ..proto.ports import FamilyPorts, pick_free
 from .resolve import (
     addr_to_bytes,
     bound_name,
@@ -43,6 +43,15 @@ EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
 
 def _oserror(code: int) -> OSError:
     return OSError(code, os.strerror(code))
+
+
+class EndpointLayer(Protocol):
+    """What a :class:`DatagramTransport` needs of the layer that keeps it (``UdpLayer``,
+    or ``ping.PingLayer`` for ICMP echo sockets)."""
+
+    stack: NetStack
+    ports: FamilyPorts[Any]
+    counters: Counters
 
 
 class UdpLayer:
@@ -78,14 +87,12 @@ class UdpLayer:
     def pick_port(self, rport: int | None = None) -> int:
         """A free ephemeral port (that ``port_ok`` accepts for peer port ``rport``)."""
         ok = self.port_ok
-        for _ in range(64):
-            port = random.choice(EPHEMERAL_PORTS)
-            if not self.ports.held(port) and (ok is None or ok(port, rport)):
-                return port
-        for port in EPHEMERAL_PORTS:
-            if not self.ports.held(port) and (ok is None or ok(port, rport)):
-                return port
-        raise _oserror(errno.EADDRINUSE)
+        port = pick_free(
+            self.ports, EPHEMERAL_PORTS, lambda p: ok is None or ok(p, rport), random.choice
+        )
+        if port is None:
+            raise _oserror(errno.EADDRINUSE)
+        return port
 
     async def create_endpoint(
         self,
@@ -184,7 +191,8 @@ class UdpLayer:
                 self.counters.inc("port_unreachable_sent")
             return
         self.counters.inc("rx_datagrams")
-        ep._deliver(bytes(payload), sockaddr(hdr.src, sport))
+        ttl = hdr.ttl if isinstance(hdr, IPv4Header) else hdr.hop_limit
+        ep._deliver(bytes(payload), sockaddr(hdr.src, sport), ttl)
 
     def icmp_error(
         self, type_: int, code: int, quoted: IPv4Header | IPv6Header, first8: memoryview
@@ -223,7 +231,7 @@ class DatagramTransport(asyncio.DatagramTransport):
 
     def __init__(
         self,
-        layer: UdpLayer,
+        layer: EndpointLayer,
         port: int,
         remote: tuple[bytes, int] | None,
         protocol: asyncio.DatagramProtocol,
@@ -245,6 +253,8 @@ class DatagramTransport(asyncio.DatagramTransport):
         }
         self._socket = SocketHolder("udp")
         self._sockopts: dict[tuple[int, int], int] = {}
+        #: The TTL of the datagram being delivered (see ``_deliver``).
+        self.rx_ttl = 0
 
     # asyncio.BaseTransport
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -331,6 +341,11 @@ class DatagramTransport(asyncio.DatagramTransport):
     def get_write_buffer_size(self) -> int:
         return 0
 
-    def _deliver(self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int]) -> None:
+    def _deliver(
+        self, data: bytes, addr: tuple[str, int] | tuple[str, int, int, int], ttl: int = 0
+    ) -> None:
         if not self._closing:
+            # While datagram_received runs, ``rx_ttl`` is the datagram's TTL (hop limit):
+            # the socket API of preloaded programs hands it on for IP_RECVTTL.
+            self.rx_ttl = ttl
             self._protocol.datagram_received(data, addr)

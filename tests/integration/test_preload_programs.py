@@ -324,6 +324,12 @@ s.send(b"")
 print("empty", s.recv(100))
 s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x10)
 print("tos", s.getsockopt(socket.IPPROTO_IP, socket.IP_TOS))
+s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_RECVTTL", 12), 1)  # (Linux: 12)
+s.send(b"ttl?")
+data, anc, flags, _ = s.recvmsg(100, socket.CMSG_SPACE(4))
+print("IP_RECVTTL", data, [(lv, t, int.from_bytes(d, "little")) for lv, t, d in anc])
+s.send(b"ttl?")
+print("no room", bool(s.recvmsg(100, 0)[2] & socket.MSG_CTRUNC))
 bc = peer.rsplit(".", 1)[0] + ".255"
 print("broadcast, no SO_BROADCAST", e(lambda: s.sendto(b"x", (bc, 9))),
       e(lambda: s.sendto(b"x", ("255.255.255.255", 9))))
@@ -347,13 +353,29 @@ while True:
 
 
 def test_udp_corner_cases_like_the_kernel() -> None:
-    """Truncation, MSG_PEEK / MSG_TRUNC, empty datagrams, IP_TOS, and broadcasts: EACCES
+    """Truncation, MSG_PEEK / MSG_TRUNC, empty datagrams, IP_TOS, IP_RECVTTL's ancillary
+    data (MSG_CTRUNC without room for it), and broadcasts: EACCES
     without SO_BROADCAST (the library checks, as the kernel refuses at once), delivered
     with it. The same program on kernel sockets and on the stack's prints the same."""
     k, st = _probe_kernel_then_stack(UDP_ECHO_SERVER, UDP_PROBE, "coalesce")
     assert "broadcast, no SO_BROADCAST EACCES EACCES" in k.stdout  # the kernel's answer
     assert "its echo b'to all'" in k.stdout, k.stdout
+    assert "IP_RECVTTL b'ttl?' [(0, 2, 64)]\nno room True" in k.stdout, k.stdout
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
+
+
+def test_ping_from_the_stack(netns: Netns) -> None:
+    """iputils ping, unmodified: it opens a ping socket (SOCK_DGRAM, IPPROTO_ICMP), which
+    the stack serves (before, it fell back to a raw socket in the program's empty
+    namespace and lost every ping); the TTL it prints comes from IP_RECVTTL."""
+    r = run_on_stack(netns, ["ping", "-c", "3", "-i", "0.2", "-W", "2", KERNEL_IP])
+    assert r.returncode == 0, describe(r)
+    assert "3 packets transmitted, 3 received" in r.stdout, describe(r)
+    assert r.stdout.count(f"bytes from {KERNEL_IP}: icmp_seq=") == 3, describe(r)
+    assert "ttl=64" in r.stdout, describe(r)
+    # Nobody answers 10.0.0.77 (ARP fails): ping reports the loss, as on the kernel.
+    r = run_on_stack(netns, ["ping", "-c", "1", "-W", "1", "10.0.0.77"])
+    assert r.returncode == 1 and "0 received" in r.stdout, describe(r)
 
 
 def _iperf3(ns: Netns, *args: str) -> dict:

@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from anp_async.nic.faults import FaultConfig
+from anp_async.proto import icmp
 from tests.stackutil import ALL_MODES, wire_stacks
 
 
@@ -147,6 +148,34 @@ async def test_udp_shared_port_reaches_the_connected_endpoint_else_the_newest() 
         assert p_old.got == [(b"from 4002", ("10.0.0.1", 4002))] and len(p_conn.got) == 1
         for t in (conn, peer1, peer2):
             t.close()
+
+
+async def test_ping_socket_sends_requests_and_gets_its_replies() -> None:
+    # Linux's ping sockets (transport/ping.py): the request leaves with the socket's
+    # identifier whatever the program wrote there, the reply comes back whole to that
+    # socket only; anything but an echo request is EINVAL.
+    async with wire_stacks("interrupt") as (a, b):
+        tr, pr = await a.create_ping_endpoint(Collector, local_addr=("0.0.0.0", 4242))
+        other, p_other = await a.create_ping_endpoint(Collector)
+        assert tr.get_extra_info("sockname") == ("10.0.0.1", 4242)
+        with pytest.raises(OSError) as info:
+            await a.create_ping_endpoint(Collector, local_addr=("0.0.0.0", 4242))
+        assert info.value.errno == 98  # EADDRINUSE
+        tr.sendto(icmp.build_echo(icmp.ECHO_REQUEST, 7, 1, b"payload"), ("10.0.0.2", 0))
+        async with asyncio.timeout(5):
+            await pr.event.wait()
+        (data, addr), = pr.got
+        reply = icmp.parse_icmp(data)
+        assert (reply.type, reply.ident, reply.seq) == (icmp.ECHO_REPLY, 4242, 1)
+        assert bytes(reply.payload) == b"payload" and addr == ("10.0.0.2", 0)
+        assert b.stats()["icmp"]["echo_requests"] == 1 and not p_other.got
+        pr.event.clear()
+        tr.sendto(icmp.build_echo(icmp.ECHO_REPLY, 7, 2, b"no"), ("10.0.0.2", 0))
+        assert isinstance(pr.errors[0], OSError) and pr.errors[0].errno == 22  # EINVAL
+        assert await a.ping("10.0.0.2") >= 0  # the stack's own pings still get theirs
+        assert a.stats()["ping_sockets"]["echo_replies_delivered"] == 1
+        tr.close()
+        other.close()
 
 
 async def test_ping_unresolvable_neighbour_is_ehostunreach() -> None:

@@ -3,7 +3,7 @@ IPV6_V6ONLY and dual-stack AF_INET6 sockets)."""
 
 from __future__ import annotations
 
-from anp_async.proto.ports import FamilyPorts
+from anp_async.proto.ports import FamilyPorts, pick_free
 
 
 def test_an_ipv4_and_an_ipv6_only_item_share_a_port_a_dual_one_clashes() -> None:
@@ -77,3 +77,14 @@ def test_a_shared_port_reaches_the_connected_holder_else_the_newest() -> None:
     t.add(5201, "conn2", share=True)
     remotes["conn2"] = ("10.0.0.2", 1)
     assert t.get(5201, False, ("10.0.0.1", 4001), pick) is None
+
+
+def test_pick_free_draws_then_scans_and_says_when_none_is_left() -> None:
+    t: FamilyPorts[str] = FamilyPorts()
+    for p in (1, 2, 3):
+        t.add(p, f"x{p}", v6=False)
+    draws = iter([2, 5, 4])  # a held one, then one that ok refuses, then a free one
+    assert pick_free(t, range(1, 6), lambda p: p != 5, lambda r: next(draws)) == 4
+    # (when every draw misses, the scan finds the free one in order)
+    assert pick_free(t, range(1, 6), lambda p: p != 4, lambda r: 1) == 5
+    assert pick_free(t, range(1, 4), lambda p: True, lambda r: 1) is None

@@ -18,6 +18,7 @@ from anp_async.proto.icmp import (
     build_echo,
     build_echo_reply_from,
     build_error,
+    echo_request_as,
     error_allowed,
     parse_icmp,
     parse_icmp_error,
@@ -142,3 +143,20 @@ def test_error_allowed_rules():
     assert not error_allowed(*variant(proto=1, data=err))  # never an error about an error
     echo = build_echo(ECHO_REQUEST, 1, 1, b"")
     assert error_allowed(*variant(proto=1, data=echo))
+
+
+def test_echo_request_as_a_ping_socket_sends_it():
+    # What a program wrote (its own identifier, any checksum) leaves with the socket's
+    # identifier and a correct checksum, the sequence number and data untouched.
+    written = bytes([8, 0, 0xAB, 0xCD, 0x12, 0x34, 0x00, 0x07]) + b"data!"
+    out = echo_request_as(written, 4242)
+    msg = parse_icmp(out)  # (verifies the checksum)
+    assert (msg.type, msg.code, msg.ident, msg.seq) == (ECHO_REQUEST, 0, 4242, 7)
+    assert bytes(msg.payload) == b"data!"
+    assert ICMP(out).id == 4242  # scapy reads it the same way
+    for bad, reason in ((written[:7], "icmp_truncated"),
+                        (bytes([0]) + written[1:], "icmp_not_echo_request"),
+                        (written[:1] + bytes([1]) + written[2:], "icmp_not_echo_request")):
+        with pytest.raises(ParseError) as e:
+            echo_request_as(bad, 1)
+        assert e.value.reason == reason
