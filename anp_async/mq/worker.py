@@ -233,6 +233,8 @@ async def _serve(spec: WorkerSpec) -> None:
             while steer_icmp(ident, spec.queues) != spec.index:
                 ident = (ident + 1) & 0xFFFF
             stack.ping_ident = ident
+            # Ping sockets too: an identifier whose replies the TAP steers to this worker.
+            stack.ping_sockets.ident_ok = lambda i: steer_icmp(i, spec.queues) == spec.index
             stack.udp.port_ok = own_udp_ports(spec.index, spec.queues)
             stack.udp.misdirected = udp_hand_on(spec, nic.kernel_mac)
         if spec.trace is not None:

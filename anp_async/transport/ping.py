@@ -49,12 +49,17 @@ class PingLayer:
         self.counters = Counters()
         #: The identifier of the stack's own pings, never handed to a socket.
         self.reserved_ident = reserved_ident
+        #: A multi-queue worker's rule (None: any): may an identifier be picked -- one
+        #: whose replies the TAP steers to this worker's queue (``mq/worker.py``).
+        self.ident_ok: Callable[[int], bool] | None = None
 
     def pick_ident(self) -> int:
         """A free echo identifier (Linux picks one for an unbound ping socket)."""
+        ok = self.ident_ok
         ident = pick_free(
-            self.ports, range(1, 0x10000), lambda i: i != self.reserved_ident, random.choice
-        )
+            self.ports, range(1, 0x10000),
+            lambda i: i != self.reserved_ident and (ok is None or ok(i)), random.choice,
+        )  # fmt: skip
         if ident is None:
             raise _oserror(errno.EADDRINUSE)
         return ident

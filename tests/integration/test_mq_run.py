@@ -215,7 +215,7 @@ print("bound ok")
 
 
 def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path, c_apps: dict[str, str]) -> None:
-    """curl, nc, a C client with 64 connections and a UDP client on the stack under
+    """curl, nc, a C client with 64 connections, a UDP client and ping on the stack under
     --queues 2 reach kernel servers: the program's TCP connects take turns between the
     workers (each connects from a port steered back to itself), UDP leaves from the front
     (replies that reach the other worker are handed to it); every byte checked."""
@@ -242,7 +242,8 @@ def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path, c_apps: dict
                       f"echo hello-nc | nc -N {KERNEL_IP} 7300 && "
                       f"{c_apps['many_conns']} {KERNEL_IP} 7302 64 20000 && "
                       f"python3 -c '{UDP_CLIENT}' {KERNEL_IP} && "
-                      f"python3 -c '{BOUND_CLIENT}' {KERNEL_IP} {' '.join(map(str, bound))}")  # fmt: skip
+                      f"python3 -c '{BOUND_CLIENT}' {KERNEL_IP} {' '.join(map(str, bound))} && "
+                      f"ping -c 3 -i 0.2 -W 2 {KERNEL_IP}")  # fmt: skip
             argv = [ANP, "run", *stack_opts(new_tap()), "--queues", "2", "--isolate", "--",
                     "sh", "-c", script]  # fmt: skip
             r = ns.run(argv, timeout=120, env=env(), cwd=ROOT)
@@ -255,6 +256,8 @@ def test_clients_on_two_workers_curl_nc_udp(tmp_path: pathlib.Path, c_apps: dict
             assert "ok 64 connections" in r.stdout, describe(r)
             assert tp_srv.wait(20) == 0, tp_srv.text()
             assert "bound ok" in r.stdout, describe(r)
+            # A ping socket's identifier is one the TAP steers back to its worker.
+            assert "3 packets transmitted, 3 received" in r.stdout, describe(r)
             assert echo_srv.wait(20) == 0, echo_srv.text()
             # 66 unbound connects in turn, 2 bound ones steered to each worker, bind(0)'s.
             opens = [int(n) for n in re.findall(r"active_opens=(\d+)", r.stderr)]
