@@ -793,6 +793,11 @@ class Stack:
         self._ping_ident = ident
         self.ping_sockets.reserved_ident = ident
 
+    def ip6_source_for(self, dst: bytes) -> bytes | None:
+        """The IPv6 source address a packet to ``dst`` leaves from (RFC 6724 in short:
+        link-local for link-local destinations); None without IPv6."""
+        return self.v6.source_for(dst) if self.v6 is not None else None
+
     def receive(self, frames: list[bytes]) -> None:
         """Process ``frames`` as if the NIC had delivered them in one batch (a multi-queue
         worker feeds in the ARP replies that reached another worker's queue)."""
@@ -904,12 +909,16 @@ class Stack:
         protocol_factory: Callable[[], Any],
         local_addr: tuple[str, int] | None = None,
         remote_addr: tuple[str, int] | None = None,
+        *,
+        v6: bool = False,
     ) -> tuple[asyncio.DatagramTransport, Any]:
-        """A ping socket (Linux's ``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)``) on this
-        stack: ``sendto`` an ICMP echo request, ``datagram_received`` gets the echo
-        replies that carry its identifier (``local_addr[1]``; 0: a free one). See
-        ``transport/ping.py``."""
-        return await self.ping_sockets.create_endpoint(protocol_factory, local_addr, remote_addr)
+        """A ping socket (Linux's ``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)``; with
+        ``v6``, ICMPv6's) on this stack: ``sendto`` an echo request, ``datagram_received``
+        gets the echo replies that carry its identifier (``local_addr[1]``; 0: a free
+        one). See ``transport/ping.py``."""
+        return await self.ping_sockets.create_endpoint(
+            protocol_factory, local_addr, remote_addr, v6=v6
+        )
 
     async def create_connection(
         self, protocol_factory: Callable[[], Any], host: str, port: int, **kwargs: Any

@@ -27,6 +27,7 @@ from .proto.ethernet import ETH_P_IPV6
 from .proto.numbers import IPPROTO_TCP, IPPROTO_UDP
 
 if TYPE_CHECKING:
+    from .transport.ping import PingLayer
     from .transport.tcp import TcpLayer
     from .transport.udp import UdpLayer
 
@@ -63,6 +64,7 @@ class Ipv6Owner(Protocol):
     rx_csum_trusted: bool
     tcp: TcpLayer
     udp: UdpLayer
+    ping_sockets: PingLayer
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -248,7 +250,7 @@ class Ipv6Layer:
         if not self.errors.allow(self.stack.now()):
             ic.inc("error_rate_limited")  # RFC 4443 (2.4 f)
             return False
-        src = self._source_for(hdr.src)
+        src = self.source_for(hdr.src)
         msg = icmpv6.build_error(type_, code, packet, src, hdr.src, rest)
         try:
             self.send(hdr.src, ip6.NH_ICMPV6, [msg], src=src)
@@ -283,7 +285,8 @@ class Ipv6Layer:
         elif t == icmpv6.ECHO_REPLY:
             pending = self._pings.pop((msg.ident, msg.seq), None)
             if pending is None or pending[0].done():
-                c.inc("echo_reply_unmatched")
+                if not self.stack.ping_sockets.input6(hdr, msg, data):
+                    c.inc("echo_reply_unmatched")
                 return
             c.inc("echo_replies")
             pending[0].set_result(time.perf_counter() - pending[2])
@@ -375,7 +378,7 @@ class Ipv6Layer:
 
     # ------------------------------------------------------------ transmit
 
-    def _source_for(self, dst: bytes) -> bytes:
+    def source_for(self, dst: bytes) -> bytes:
         """RFC 6724 in short: link-local for link-local and link-scope multicast
         destinations, the configured address for everything else."""
         if ip6.is_link_local(dst) or (ip6.is_multicast(dst) and dst[1] & 0x0F == 2):
@@ -412,7 +415,7 @@ class Ipv6Layer:
             self.counters.inc("no_route")
             raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
         if src is None:
-            src = self._source_for(dst)
+            src = self.source_for(dst)
         if self.dad.is_tentative(src):
             if len(self._tentative_hold) >= 64:
                 self.counters.inc("tentative_hold_dropped")
@@ -588,7 +591,7 @@ class Ipv6Layer:
         self._pings[key] = (fut, dst, time.perf_counter())
         self.icmp_counters.inc("echo_requests_sent")
         try:
-            src = self._source_for(dst)
+            src = self.source_for(dst)
             msg = icmpv6.build_icmpv6(
                 icmpv6.ECHO_REQUEST, 0, (ident << 16) | key[1], payload, src, dst
             )

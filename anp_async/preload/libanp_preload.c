@@ -71,7 +71,7 @@ struct anp_msg {
 };
 
 enum {
-    OP_SOCKET = 1,   /* a0 type (| IPPROTO_ICMP << 16: a ping socket), a1/a2 inode of the
+    OP_SOCKET = 1,   /* a0 type (| IPPROTO_ICMP[V6] << 16: a ping socket), a1/a2 inode of the
                         program's end, a3 family; fd -> sid, a0 the stack's IPv4
                         broadcast address (network order)                                 */
     OP_BIND = 2,     /* data: an address slot (sockaddr_in or sockaddr_in6, 28 bytes)     */
@@ -125,7 +125,7 @@ struct anp_sock {
     int eof_asked;
     int sndbuf_restore; /* the send buffer size to give back after a connect's filler */
     int udp_connected;
-    int icmp;     /* a ping socket: SOCK_DGRAM with IPPROTO_ICMP */
+    int icmp;     /* a ping socket: its protocol (IPPROTO_ICMP or IPPROTO_ICMPV6), else 0 */
     union anp_addr udp_peer;
     int nopts;
     struct anp_opt opts[ANP_MAX_OPTS]; /* replayed if the socket goes to the kernel */
@@ -488,7 +488,10 @@ int socket(int domain, int type, int protocol)
 {
     int base = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
     /* Linux's ping sockets (what iputils ping opens first): echo requests out, replies in */
-    int icmp = domain == AF_INET && base == SOCK_DGRAM && protocol == IPPROTO_ICMP;
+    int icmp = base == SOCK_DGRAM && ((domain == AF_INET && protocol == IPPROTO_ICMP) ||
+                                      (domain == AF_INET6 && protocol == IPPROTO_ICMPV6))
+                   ? protocol
+                   : 0;
     int pair[2], sid, rc;
     struct anp_msg req, rep;
     struct stat st;
@@ -509,7 +512,7 @@ int socket(int domain, int type, int protocol)
         real_fcntl(pair[0], F_SETFD, 0);
     fstat(pair[0], &st);
     msg_init(&req, OP_SOCKET, -1);
-    req.a[0] = base | (icmp ? IPPROTO_ICMP << 16 : 0);
+    req.a[0] = base | (icmp << 16);
     req.a[1] = (int32_t)(uint32_t)(st.st_ino & 0xffffffffu);
     req.a[2] = (int32_t)(uint32_t)((uint64_t)st.st_ino >> 32);
     req.a[3] = domain;
@@ -542,7 +545,7 @@ static int to_kernel(int fd, struct anp_sock *s)
     int k, fl, fdfl, i;
     fl = real_fcntl(fd, F_GETFL);
     fdfl = real_fcntl(fd, F_GETFD);
-    k = real_socket(s->family, s->type, s->icmp ? IPPROTO_ICMP : 0);
+    k = real_socket(s->family, s->type, s->icmp);
     if (k < 0)
         return -1;
     if (fl >= 0)
@@ -957,7 +960,7 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
             return put_int(val, len, s->family);
         case SO_PROTOCOL:
             return put_int(val, len, s->type == SOCK_STREAM ? IPPROTO_TCP
-                                     : s->icmp                ? IPPROTO_ICMP
+                                     : s->icmp                ? s->icmp
                                                               : IPPROTO_UDP);
         case SO_ACCEPTCONN:
             return put_int(val, len, s->state == ST_LISTENING);

@@ -7,7 +7,7 @@ is ``struct anp_msg`` in ``libanp_preload.c``: the two must change together.
 =============  ===================================================  ================================
 op             request                                              reply
 =============  ===================================================  ================================
-SOCKET         a0 type (| IPPROTO_ICMP << 16 for a ping socket),    res: the socket id (sid); a0:
+SOCKET         a0 type (| IPPROTO_ICMP[V6] << 16: a ping socket),   res: the socket id (sid); a0:
                a1/a2 inode of the program's end, a3 family; fd:     the stack's IPv4 broadcast
                the anp end of the pair                              address, its bytes as stored
 BIND           data: address slot                                   res 0

@@ -372,7 +372,7 @@ class SocketApi:
         if kind == socket.SOCK_STREAM:
             rec = StreamSocket(self, sid, sock, family)
             rec.watch_hangup()
-        elif kind == socket.SOCK_DGRAM and proto == socket.IPPROTO_ICMP:
+        elif kind == socket.SOCK_DGRAM and proto in (socket.IPPROTO_ICMP, socket.IPPROTO_ICMPV6):
             rec = PingSocket(self, sid, sock, family)
         elif kind == socket.SOCK_DGRAM:
             rec = DatagramSocket(self, sid, sock, family)

@@ -842,7 +842,8 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
 
 
 class PingSocket(DatagramSocket):
-    """A ping socket of the program (``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)``, what
+    """A ping socket of the program (``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`` or
+    AF_INET6 with IPPROTO_ICMPV6, what
     iputils ``ping`` opens first): bound to an echo identifier instead of a port, it sends
     the echo requests the program writes and gets the replies to that identifier
     (``transport/ping.py``)."""
@@ -852,7 +853,9 @@ class PingSocket(DatagramSocket):
     async def bind(self, ip: str, port: int) -> None:
         if self.transport is not None:
             raise OSError(errno.EINVAL, "already bound")
-        await self.api.stack.create_ping_endpoint(lambda: self, local_addr=(ip, port))
+        await self.api.stack.create_ping_endpoint(
+            lambda: self, local_addr=(ip, port), v6=self.family == socket.AF_INET6
+        )
         self.bound_ip = ip
 
 def names_of(data: bytes) -> tuple[tuple[str, int], tuple[str, int]]:

@@ -124,6 +124,23 @@ def build_icmpv6(type_: int, code: int, rest: int, body: Buffer, src: bytes, dst
     return _pack(type_, code, ~total & 0xFFFF, rest) + bytes(body)
 
 
+def echo_request_as(message: Buffer, ident: int, src: bytes, dst: bytes) -> bytes:
+    """The echo request a program wrote to an ICMPv6 ping socket (``socket(AF_INET6,
+    SOCK_DGRAM, IPPROTO_ICMPV6)``), as it leaves from ``src`` to ``dst``: the identifier
+    is the socket's ``ident``, the checksum computed (pseudo-header included).
+
+    ``ParseError`` reasons (the socket answers EINVAL): ``icmp6_truncated`` under 8
+    bytes, ``icmp6_not_echo_request`` for any other type or code.
+    """
+    if len(message) < HEADER_LEN:
+        raise ParseError("icmp6_truncated", f"{len(message)} bytes")
+    type_, code, _csum, rest = _unpack(message)
+    if type_ != ECHO_REQUEST or code != 0:
+        raise ParseError("icmp6_not_echo_request", f"type {type_} code {code}")
+    body = memoryview(message)[HEADER_LEN:]
+    return build_icmpv6(ECHO_REQUEST, 0, (ident << 16) | (rest & 0xFFFF), body, src, dst)
+
+
 def build_echo_reply_from(request: Icmpv6Message, src: bytes, dst: bytes) -> bytes:
     """The Echo Reply to ``request``: same identifier, sequence and data (RFC 4443 (4.2))."""
     return build_icmpv6(ECHO_REPLY, 0, request.rest, request.body, src, dst)

@@ -48,6 +48,9 @@ class NetStack(Protocol):
     def next_hop(self, dst: bytes) -> bytes | None:
         """The neighbour a packet to ``dst`` (4 or 16 bytes) goes to; None: unreachable."""
 
+    def ip6_source_for(self, dst: bytes) -> bytes | None:
+        """The IPv6 source address of a packet to ``dst``; None without IPv6."""
+
     @property
     def mtu(self) -> int:
         """The link MTU (TCP derives its MSS from it)."""

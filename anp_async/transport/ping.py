@@ -1,11 +1,12 @@
 """Ping sockets on the stack: Linux's ICMP datagram sockets.
 
-``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`` is what iputils ``ping`` opens first (and
-what lets a program ping without raw sockets). Linux binds such a socket to an echo
-*identifier* the way a UDP socket is bound to a port. The program writes echo requests
-(ICMP header and data). Each one leaves with the socket's identifier and a computed
-checksum (``proto/icmp.echo_request_as``). The echo replies that carry the identifier
-come back to it whole (ICMP header and data, no IP header), from address (sender, 0).
+``socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`` (and ``AF_INET6`` with ``IPPROTO_ICMPV6``)
+is what iputils ``ping`` opens first, and what lets a program ping without raw sockets.
+Linux binds such a socket to an echo *identifier* the way a UDP socket is bound to a
+port. The program writes echo requests (ICMP header and data). Each one leaves with the
+socket's identifier and a computed checksum (``proto/icmp.echo_request_as``,
+``proto/icmpv6.echo_request_as``). The echo replies that carry the identifier come back
+to it whole (ICMP header and data, no IP header), from address (sender, 0).
 
 ``PingLayer`` keeps the endpoints by identifier in the same per-family table UDP uses;
 each endpoint is a :class:`~anp_async.transport.udp.DatagramTransport` whose ``sendto``
@@ -23,12 +24,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..counters import Counters
-from ..proto import icmp
+from ..proto import icmp, icmpv6
 from ..proto.errors import ParseError
 from ..proto.ipv4 import IPv4Header
+from ..proto.ipv6 import NH_ICMPV6, IPv6Header
 from ..proto.numbers import IPPROTO_ICMP
 from ..proto.ports import FamilyPorts, pick_free
-from .resolve import addr_to_bytes, addr_to_str, resolve_ip, resolve_ip_sync
+from .resolve import addr_to_bytes, resolve_ip, resolve_ip_sync, sockaddr
 from .udp import DatagramTransport
 
 if TYPE_CHECKING:
@@ -40,11 +42,11 @@ def _oserror(code: int) -> OSError:
 
 
 class PingLayer:
-    """The ping endpoints of one stack (IPv4), by echo identifier."""
+    """The ping endpoints of one stack, by family and echo identifier."""
 
     def __init__(self, stack: NetStack, reserved_ident: int | None = None) -> None:
         self.stack = stack
-        #: Endpoints by identifier (IPv4 only: the table's IPv6 side stays empty).
+        #: Endpoints by identifier, an IPv4 and an IPv6 table (an endpoint is in one).
         self.ports: FamilyPorts[PingTransport] = FamilyPorts()
         self.counters = Counters()
         #: The identifier of the stack's own pings, never handed to a socket.
@@ -69,39 +71,51 @@ class PingLayer:
         protocol_factory: Callable[[], asyncio.DatagramProtocol],
         local_addr: tuple[str, int] | None = None,
         remote_addr: tuple[str, int] | None = None,
-        **_: Any,
+        *,
+        v6: bool = False,
     ) -> tuple[PingTransport, asyncio.DatagramProtocol]:
-        """A ping endpoint with the identifier ``local_addr[1]`` (0 or none: a free one);
-        ``remote_addr`` connects it (only that host's replies, sent there by default)."""
+        """A ping endpoint (ICMPv6 with ``v6``) with the identifier ``local_addr[1]`` (0 or
+        none: a free one); ``remote_addr`` connects it (that host's replies only)."""
         ident = 0
         if local_addr is not None:
             host, ident = local_addr[0], int(local_addr[1])
-            if await resolve_ip(host) not in ("0.0.0.0", self.stack.ip):
+            ours = ("::", self.stack.ip6) if v6 else ("0.0.0.0", self.stack.ip)
+            if await resolve_ip(host) not in ours:
                 raise _oserror(errno.EADDRNOTAVAIL)
             if not 0 <= ident <= 0xFFFF:
                 raise _oserror(errno.EINVAL)
+        if v6 and self.stack.ip6_b is None:
+            raise _oserror(errno.EAFNOSUPPORT)
         remote = None
         if remote_addr is not None:
             remote = (addr_to_bytes(await resolve_ip(remote_addr[0])), 0)
         if ident == 0:
             ident = self.pick_ident()
-        elif self.ports.conflict(ident, v6=False) or ident == self.reserved_ident:
+        elif self.ports.conflict(ident, v4=not v6, v6=v6) or ident == self.reserved_ident:
             raise _oserror(errno.EADDRINUSE)
         protocol = protocol_factory()
-        transport = PingTransport(self, ident, remote, protocol, False)
-        self.ports.add(ident, transport, v6=False)
+        transport = PingTransport(self, ident, remote, protocol, False, v6)
+        self.ports.add(ident, transport, v4=not v6, v6=v6)
         protocol.connection_made(transport)
         return transport, protocol
 
     def input(self, hdr: IPv4Header, reply: icmp.IcmpMessage, message: memoryview) -> bool:
-        """An echo reply (``message`` the whole ICMP message, ``hdr`` its IP header) that
-        no ping of the stack's own waits for: True when an endpoint took it."""
-        src = hdr.src
-        ep = self.ports.get(reply.ident, False, (src, 0), _remote_of)
+        """An IPv4 echo reply (``message`` the whole ICMP message) that no ping of the
+        stack's own waits for: True when an endpoint took it."""
+        return self._deliver(hdr.src, reply.ident, message, hdr.ttl, False)
+
+    def input6(
+        self, hdr: IPv6Header, reply: icmpv6.Icmpv6Message, message: memoryview
+    ) -> bool:
+        """An ICMPv6 echo reply, as :meth:`input`."""
+        return self._deliver(hdr.src, reply.ident, message, hdr.hop_limit, True)
+
+    def _deliver(self, src: bytes, ident: int, message: memoryview, ttl: int, v6: bool) -> bool:
+        ep = self.ports.get(ident, v6, (src, 0), _remote_of)
         if ep is None or (ep._remote is not None and ep._remote[0] != src):
             return False
         self.counters.inc("echo_replies_delivered")
-        ep._deliver(bytes(message), (addr_to_str(src), 0), hdr.ttl)
+        ep._deliver(bytes(message), sockaddr(src, 0), ttl)
         return True
 
     def stats(self) -> dict[str, int]:
@@ -132,18 +146,29 @@ class PingTransport(DatagramTransport):
         else:
             dst = addr_to_bytes(resolve_ip_sync(addr[0]))
         layer = self._layer
+        stack = layer.stack
+        if len(dst) == 4 and stack.iface.is_broadcast(dst) and not self._allow_broadcast:
+            self._protocol.error_received(_oserror(errno.EACCES))
+            return
         try:
-            message = icmp.echo_request_as(data, self._port)
+            if len(dst) == 16:
+                src = stack.ip6_source_for(dst)
+                if src is None:
+                    raise _oserror(errno.ENETUNREACH)
+                message = icmpv6.echo_request_as(data, self._port, src, dst)
+                proto = NH_ICMPV6
+            else:
+                message = icmp.echo_request_as(data, self._port)
+                proto = IPPROTO_ICMP
         except ParseError as e:
             layer.counters.inc(e.reason)
             self._protocol.error_received(_oserror(errno.EINVAL))
             return
-        stack = layer.stack
-        if stack.iface.is_broadcast(dst) and not self._allow_broadcast:
-            self._protocol.error_received(_oserror(errno.EACCES))
+        except OSError as exc:
+            self._protocol.error_received(exc)
             return
         try:
-            stack.send_ip(dst, IPPROTO_ICMP, [message])
+            stack.send_ip(dst, proto, [message])
         except OSError as exc:
             self._protocol.error_received(exc)
             return

@@ -372,6 +372,25 @@ async def test_ss_shows_each_family_socket_on_its_own_row() -> None:
             srv.close()
 
 
+async def test_icmpv6_ping_socket() -> None:
+    # An ICMPv6 ping socket (transport/ping.py): the request leaves with the socket's
+    # identifier and a checksum over the pseudo-header, the reply comes back whole.
+    async with v6_stacks(dad=0) as (a, _b):
+        got: asyncio.Queue[tuple[bytes, object]] = asyncio.Queue()
+
+        class P(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                got.put_nowait((data, addr))
+
+        tr, _ = await a.create_ping_endpoint(P, local_addr=("::", 777), v6=True)
+        request = bytes([128, 0, 0, 0, 0, 1, 0, 5]) + b"six"  # (identifier 1, no checksum)
+        tr.sendto(request, ("fd00::2", 0))
+        data, addr = await asyncio.wait_for(got.get(), 5)
+        assert data[0] == 129 and data[4:8] == (777 << 16 | 5).to_bytes(4, "big")
+        assert data[8:] == b"six" and addr == ("fd00::2", 0, 0, 0)
+        tr.close()
+
+
 async def test_ecn_over_ipv6_marks_instead_of_loss() -> None:
     # RFC 3168 over IPv6: new data leaves ECT(0) in the traffic class; a router that
     # marks CE (the fault NIC on a's transmit side) reaches b, which echoes ECE; a halves

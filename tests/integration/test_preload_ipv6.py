@@ -58,6 +58,16 @@ def test_curl_6_downloads_from_a_kernel_ipv6_server() -> None:
             assert hashlib.sha256(f.read()).digest() == hashlib.sha256(data).digest()
 
 
+def test_ping_6_from_the_stack() -> None:
+    """iputils ping over IPv6, unmodified: its ICMPv6 ping socket (SOCK_DGRAM,
+    IPPROTO_ICMPV6) is the stack's; the hop limit it prints comes from
+    IPV6_RECVHOPLIMIT."""
+    with dual_stack() as (_ns, tap):
+        out = run_attached(tap, ["ping", "-c", "3", "-i", "0.2", "-W", "2", KERNEL6])
+    assert "3 packets transmitted, 3 received" in out, out
+    assert out.count(f"bytes from {KERNEL6}: icmp_seq=") == 3 and "ttl=64" in out, out
+
+
 DUAL_SERVER = """
 import socket, sys
 s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)

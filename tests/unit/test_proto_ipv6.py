@@ -226,6 +226,22 @@ def test_echo_roundtrip_with_scapy():
     assert bytes(fresh)[40:] == reply
 
 
+def test_echo_request_as_an_icmpv6_ping_socket_sends_it():
+    # A program's request (its own identifier, no checksum) leaves with the socket's
+    # identifier and the checksum over the pseudo-header: what scapy builds for it.
+    written = bytes(ICMPv6EchoRequest(id=1, seq=9, data=b"abc"))
+    written = written[:2] + b"\0\0" + written[4:]
+    out = icmpv6.echo_request_as(written, 4242, AB, BB)
+    msg = icmpv6.parse_icmpv6(out, AB, BB)  # (verifies the checksum)
+    assert (msg.type, msg.ident, msg.seq, bytes(msg.body)) == (128, 4242, 9, b"abc")
+    assert out == bytes(IPv6(src=A, dst=B) / ICMPv6EchoRequest(id=4242, seq=9, data=b"abc"))[40:]
+    for bad, reason in ((written[:7], "icmp6_truncated"),
+                        (bytes([129]) + written[1:], "icmp6_not_echo_request")):
+        with pytest.raises(ParseError) as e:
+            icmpv6.echo_request_as(bad, 1, AB, BB)
+        assert e.value.reason == reason
+
+
 def test_bad_checksum_and_truncation():
     req = bytearray(bytes(ICMPv6EchoRequest(id=1)))
     with pytest.raises(ParseError) as e:
