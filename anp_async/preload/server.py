@@ -607,6 +607,10 @@ class SocketApi:
         level, name = req.a[0], req.a[1]
         if level == socket.SOL_SOCKET and name == socket.SO_ERROR:
             value = rec.take_error().to_bytes(4, "little")
+        elif (level, name) == (socket.IPPROTO_IP, socket.IP_OPTIONS):
+            # The stack sends no IP options and keeps none a peer sent: an empty answer,
+            # as Linux gives (sshd refuses a connection whose IP_OPTIONS are not empty).
+            value = rec.option(level, name) or b""
         else:
             value = rec.option(level, name) or (0).to_bytes(4, "little")
         return Message(req.op, data=value[: max(0, min(req.a[2] or 4, DATA_MAX))])

@@ -448,16 +448,18 @@ print(len(raw), "state", f[0], "ca", f[1], "options", f[5] & 7, "snd_mss", f[10]
       "acked", f[34], "received", f[35])
 short = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
 print("short", len(short), short[0])
+print("IP_OPTIONS", s.getsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, 40))
 """
 
 
 def test_tcp_info_and_maxseg_like_the_kernel() -> None:
     """getsockopt(TCP_INFO) gives Linux's struct tcp_info (iperf3 reads its cwnd and
-    retransmissions, nginx its RTT) and TCP_MAXSEG the MSS in use: the same program
-    prints the same on kernel sockets and on the stack's."""
+    retransmissions, nginx its RTT), TCP_MAXSEG the MSS in use and IP_OPTIONS nothing:
+    the same program prints the same on kernel sockets and on the stack's."""
     k, st = _probe_kernel_then_stack(ECHO_SERVER, TCP_INFO_PROBE, "poll")
     want = "232 state 1 ca 0 options 7 snd_mss 1448 maxseg 1448 rtt>0 True cwnd>=2 True"
     assert k.stdout.startswith(want), k.stdout  # (the kernel's own answer, for reference)
+    assert "IP_OPTIONS b''" in k.stdout, k.stdout  # none: sshd refuses a connection with some
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 
