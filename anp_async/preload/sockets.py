@@ -294,7 +294,8 @@ class StreamSocket(SocketRecord):
                 return int(v).to_bytes(4, "little", signed=True)
         if level == socket.IPPROTO_TCP and name == socket.TCP_INFO:
             # No connection (yet, or any more): its state and zeros, as Linux answers.
-            return unconnected_tcp_info(self.listener is not None)
+            state = "LISTEN" if self.listener else "SYN-SENT" if self.connecting else "CLOSED"
+            return unconnected_tcp_info(state)
         if level == socket.IPPROTO_TCP and name == socket.TCP_MAXSEG:
             # Linux before a connection: the MSS set with TCP_MAXSEG, else 536.
             recorded = super().option(level, name)

@@ -112,6 +112,8 @@ def pack_tcp_info(info: Mapping[str, object], now: float, pmtu: int) -> bytes:
     )  # fmt: skip
 
 
-def unconnected_tcp_info(listening: bool) -> bytes:
-    """What Linux answers for a socket with no connection: its state, zeros elsewhere."""
-    return pack_tcp_info({"state": "LISTEN" if listening else "CLOSED"}, 0.0, 0)
+def unconnected_tcp_info(state: str) -> bytes:
+    """What Linux answers for a socket with no established connection to read figures
+    from: its ``state`` ("LISTEN", "SYN-SENT" while connecting, "CLOSED"), zeros
+    elsewhere."""
+    return pack_tcp_info({"state": state}, 0.0, 0)

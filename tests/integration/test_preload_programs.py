@@ -449,6 +449,10 @@ print(len(raw), "state", f[0], "ca", f[1], "options", f[5] & 7, "snd_mss", f[10]
 short = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)
 print("short", len(short), short[0])
 print("IP_OPTIONS", s.getsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, 40))
+n = socket.socket()
+n.setblocking(False)
+n.connect_ex((sys.argv[1].rsplit(".", 1)[0] + ".77", 7000))  # nobody: it stays connecting
+print("connecting: state", n.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)[0])
 """
 
 
@@ -460,6 +464,7 @@ def test_tcp_info_and_maxseg_like_the_kernel() -> None:
     want = "232 state 1 ca 0 options 7 snd_mss 1448 maxseg 1448 rtt>0 True cwnd>=2 True"
     assert k.stdout.startswith(want), k.stdout  # (the kernel's own answer, for reference)
     assert "IP_OPTIONS b''" in k.stdout, k.stdout  # none: sshd refuses a connection with some
+    assert "connecting: state 2" in k.stdout, k.stdout  # SYN-SENT
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 

@@ -72,6 +72,7 @@ def test_states_loss_and_the_unset_ssthresh(layout: dict[str, tuple[int, int]]) 
     assert _read(raw, layout, "state") == 6 and _read(raw, layout, "ca_state") == 4
     assert _read(raw, layout, "retransmits") == 2
     assert _read(raw, layout, "snd_ssthresh") == INFINITE_SSTHRESH
-    listening = unconnected_tcp_info(True)
+    listening = unconnected_tcp_info("LISTEN")
     assert _read(listening, layout, "state") == 10 and _read(listening, layout, "snd_cwnd") == 0
-    assert _read(unconnected_tcp_info(False), layout, "state") == 7
+    assert _read(unconnected_tcp_info("SYN-SENT"), layout, "state") == 2
+    assert _read(unconnected_tcp_info("CLOSED"), layout, "state") == 7
