@@ -38,7 +38,9 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <limits.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -82,7 +84,9 @@ enum {
     OP_SETOPT = 7,   /* a0 level, a1 name, data value (len)                              */
     OP_GETOPT = 8,   /* a0 level, a1 name -> data value (len)                            */
     OP_EOF = 9,      /* why did the stream end? -> res 0 or -errno (ECONNRESET ...)      */
-    OP_IDENTIFY = 10 /* a0/a1 inode -> sid, a0 type, a1 state, a2 family                  */
+    OP_IDENTIFY = 10, /* a0/a1 inode -> sid, a0 type, a1 state, a2 family                 */
+    OP_IFADDRS = 12  /* -> data: IPv4 address (4), prefix (1), IPv6 address (16), prefix
+                        (1; 0: none): the stack's interface, for getifaddrs()            */
 };
 
 /* An address on the control channel: a sockaddr_in or a sockaddr_in6 (the family says
@@ -173,6 +177,8 @@ REAL(int, dup3, (int, int, int));
 REAL(int, fcntl, (int, int, ...));
 REAL(int, fcntl64, (int, int, ...));
 REAL(int, ioctl, (int, unsigned long, ...));
+REAL(int, getifaddrs, (struct ifaddrs **));
+REAL(void, freeifaddrs, (struct ifaddrs *));
 
 static void resolve_real(void)
 {
@@ -181,6 +187,7 @@ static void resolve_real(void)
     R(connect); R(getsockname); R(getpeername); R(setsockopt); R(getsockopt);
     R(read); R(write); R(readv); R(writev); R(recv); R(send); R(recvfrom); R(sendto);
     R(recvmsg); R(sendmsg); R(dup); R(dup2); R(dup3); R(fcntl); R(fcntl64); R(ioctl);
+    R(getifaddrs); R(freeifaddrs);
 #undef R
     if (!real_fcntl64)
         real_fcntl64 = real_fcntl;
@@ -1638,4 +1645,124 @@ __attribute__((constructor)) static void anp_preload_init(void)
     ctl_path = strdup(ctl_path);
     pthread_atfork(NULL, NULL, after_fork_child);
     adopt_inherited();
+}
+
+/* ------------------------------------------------------------------ interfaces */
+
+/* getifaddrs() shows the program the stack's interface, "anp0" with the stack's
+ * addresses: the program's own namespace has only lo (--isolate), or the kernel's end of
+ * the TAP, so a program that finds its addresses by enumerating interfaces (and binds
+ * each, as DNS and NTP servers do) would not find the stack's. The entries are appended
+ * to the kernel's list in one block of ours, which freeifaddrs() cuts off and frees. */
+
+#define ANP_IF_NAME "anp0"
+#define ANP_IFA_BLOCKS 64
+
+struct anp_ifa {
+    struct ifaddrs ifa;
+    union anp_addr addr, mask, bcast;
+};
+
+struct anp_ifa_block {
+    struct anp_ifa node[2];
+    char name[IF_NAMESIZE];
+};
+
+static struct anp_ifa_block *ifa_blocks[ANP_IFA_BLOCKS];
+
+static void prefix_mask(union anp_addr *m, int family, int plen)
+{
+    uint8_t *b;
+    int i, n;
+    memset(m, 0, sizeof *m);
+    m->sa.sa_family = (sa_family_t)family;
+    b = family == AF_INET6 ? m->v6.sin6_addr.s6_addr : (uint8_t *)&m->v4.sin_addr.s_addr;
+    n = family == AF_INET6 ? 16 : 4;
+    for (i = 0; i < n; i++, plen -= 8)
+        b[i] = plen >= 8 ? 0xff : plen > 0 ? (uint8_t)(0xff << (8 - plen)) : 0;
+}
+
+static int fill_ifa(struct anp_ifa_block *blk, const struct anp_msg *rep)
+{
+    int n = 0;
+    const uint8_t *d = rep->data;
+    unsigned flags = IFF_UP | IFF_RUNNING | IFF_BROADCAST | IFF_MULTICAST;
+    strcpy(blk->name, ANP_IF_NAME);
+    if (d[4] && d[4] <= 32) {
+        struct anp_ifa *e = &blk->node[n++];
+        e->addr.v4.sin_family = AF_INET;
+        memcpy(&e->addr.v4.sin_addr, d, 4);
+        prefix_mask(&e->mask, AF_INET, d[4]);
+        e->bcast.v4.sin_family = AF_INET;
+        e->bcast.v4.sin_addr.s_addr =
+            e->addr.v4.sin_addr.s_addr | ~e->mask.v4.sin_addr.s_addr;
+        e->ifa.ifa_broadaddr = &e->bcast.sa;
+    }
+    if (d[21] && d[21] <= 128) {
+        struct anp_ifa *e = &blk->node[n++];
+        e->addr.v6.sin6_family = AF_INET6;
+        memcpy(&e->addr.v6.sin6_addr, d + 5, 16);
+        prefix_mask(&e->mask, AF_INET6, d[21]);
+    }
+    for (int i = 0; i < n; i++) {
+        struct anp_ifa *e = &blk->node[i];
+        e->ifa.ifa_name = blk->name;
+        e->ifa.ifa_flags = flags;
+        e->ifa.ifa_addr = &e->addr.sa;
+        e->ifa.ifa_netmask = &e->mask.sa;
+        e->ifa.ifa_next = i + 1 < n ? &blk->node[i + 1].ifa : NULL;
+    }
+    return n;
+}
+
+int getifaddrs(struct ifaddrs **ifap)
+{
+    struct anp_msg req, rep;
+    struct anp_ifa_block *blk;
+    struct ifaddrs **tail;
+    int rc, slot;
+    ensure_real();
+    rc = real_getifaddrs(ifap);
+    if (rc != 0 || !ctl_path)
+        return rc;
+    msg_init(&req, OP_IFADDRS, -1);
+    if (ctl_call(&req, -1, &rep, NULL) < 0 || rep.len < 22)
+        return 0; /* (an older anp, or none: the kernel's list alone) */
+    blk = calloc(1, sizeof *blk);
+    if (!blk)
+        return 0;
+    pthread_mutex_lock(&tab_lock);
+    for (slot = 0; slot < ANP_IFA_BLOCKS && ifa_blocks[slot]; slot++)
+        ;
+    if (slot == ANP_IFA_BLOCKS || !fill_ifa(blk, &rep)) {
+        pthread_mutex_unlock(&tab_lock);
+        free(blk);
+        return 0;
+    }
+    ifa_blocks[slot] = blk;
+    pthread_mutex_unlock(&tab_lock);
+    for (tail = ifap; *tail; tail = &(*tail)->ifa_next)
+        ;
+    *tail = &blk->node[0].ifa;
+    return 0;
+}
+
+void freeifaddrs(struct ifaddrs *ifa)
+{
+    struct ifaddrs **link;
+    int i;
+    ensure_real();
+    pthread_mutex_lock(&tab_lock);
+    for (link = &ifa; *link; link = &(*link)->ifa_next)
+        for (i = 0; i < ANP_IFA_BLOCKS; i++)
+            if (ifa_blocks[i] && *link == &ifa_blocks[i]->node[0].ifa) {
+                free(ifa_blocks[i]); /* ours are the list's tail: cut them off */
+                ifa_blocks[i] = NULL;
+                *link = NULL;
+                goto done;
+            }
+done:
+    pthread_mutex_unlock(&tab_lock);
+    if (ifa && real_freeifaddrs)
+        real_freeifaddrs(ifa);
 }

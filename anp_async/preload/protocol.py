@@ -24,6 +24,10 @@ EOF            --                                                   res 0 or -er
                                                                     stream ended (reset ...)
 IDENTIFY       a0/a1 inode (a socket inherited across exec)         res sid, a0 type, a1 state,
                                                                     a2 family
+IFADDRS        --                                                   data: the stack's IPv4
+                                                                    address (4), prefix length
+                                                                    (1), IPv6 address (16),
+                                                                    prefix length (1; 0: none)
 RELEASED       (never the library's: a sibling worker's API tells   --
                the front worker, unasked, which sockets it handed
                out with ACCEPT it has forgotten; data: int32 sids)
@@ -69,6 +73,7 @@ class Op(IntEnum):
     EOF = 9
     IDENTIFY = 10
     RELEASED = 11
+    IFADDRS = 12
 
 
 class LibState(IntEnum):

@@ -112,6 +112,7 @@ class SocketApi:
             Op.GETOPT: self._op_getopt,
             Op.EOF: self._op_eof,
             Op.IDENTIFY: self._op_identify,
+            Op.IFADDRS: self._op_ifaddrs,
         }
         self.siblings: Siblings | None = None
         if siblings:
@@ -253,7 +254,7 @@ class SocketApi:
                 os.close(fd)
             return _err(req.op, errno.EINVAL)
         rec = None
-        if req.op not in (Op.SOCKET, Op.IDENTIFY):
+        if req.op not in (Op.SOCKET, Op.IDENTIFY, Op.IFADDRS):
             rec = self._socks.get(req.sid)
             if rec is None and req.op in (Op.NAME, Op.EOF, Op.GETOPT):
                 rec = self._ended.get(req.sid)
@@ -620,6 +621,16 @@ class SocketApi:
             code, rec.end_errno = rec.end_errno, 0
             return _err(req.op, code)
         return Message(req.op)
+
+    def _op_ifaddrs(self, _: SocketRecord | None, req: Message, _fd: int) -> Message:
+        """The stack's addresses, for the library's getifaddrs()."""
+        stack = self.stack
+        v6 = stack.v6
+        data = (
+            stack.ip_b + bytes([stack.iface.prefix_len])
+            + (v6.ip_b + bytes([v6.prefix_len]) if v6 is not None else bytes(17))
+        )  # fmt: skip
+        return Message(req.op, data=data)
 
     def _op_identify(self, _: SocketRecord | None, req: Message, _fd: int) -> Message:
         sid = self._by_inode.get(req.inode(0))

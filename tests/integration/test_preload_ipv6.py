@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import pathlib
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from typing import TypeVar
 import pytest
 
 from anp_async.nic.netns import Netns
+from tests import capps
 from tests.netutil import CONNECT_PROBE
 from tests.preloadutil import anp_up, attached, describe, kernel_proc
 
@@ -66,6 +68,22 @@ def test_ping_6_from_the_stack() -> None:
         out = run_attached(tap, ["ping", "-c", "3", "-i", "0.2", "-W", "2", KERNEL6])
     assert "3 packets transmitted, 3 received" in out, out
     assert out.count(f"bytes from {KERNEL6}: icmp_seq=") == 3 and "ttl=64" in out, out
+
+
+def test_getifaddrs_shows_the_stacks_interface(tmp_path: pathlib.Path) -> None:
+    """A program that finds its addresses by enumerating interfaces (as DNS and NTP
+    servers do before binding each) sees the stack's as "anp0": the IPv4 address with its
+    netmask and broadcast, the IPv6 one with its prefix; binding them reaches the stack.
+    Its own namespace has only lo, so before it saw nothing to serve on. hostname -I
+    (which reads the same list) prints the stack's addresses."""
+    exe = capps.compile_one("ifaddrs_bind", str(tmp_path / "ifaddrs_bind"))
+    with dual_stack() as (_ns, tap):
+        out = run_attached(tap, [exe])
+        names = run_attached(tap, ["hostname", "-I"])
+    assert "if anp0 10.0.0.2 mask 255.255.255.0 bcast 10.0.0.255 up 1" in out, out
+    assert f"if anp0 {STACK6} mask ffff:ffff:ffff:ffff:: bcast - up 1" in out, out
+    assert "bind 10.0.0.2 ok" in out and f"bind {STACK6} ok" in out, out
+    assert names.split("\n")[0].split() == ["10.0.0.2", STACK6], names
 
 
 DUAL_SERVER = """
