@@ -689,7 +689,8 @@ class Stack:
         the MTU is fragmented (TCP never needs it: its segments fit the MSS), unless
         ``vnet`` is given: then it is a virtio-net header (only for a NIC with
         ``vnet_hdr``) asking the kernel to segment it (TSO) or finish its checksum.
-        A 16-byte ``dst`` goes out as IPv6 (``ttl`` is then the hop limit).
+        A 16-byte ``dst`` goes out as IPv6 (``ttl`` is then the hop limit, ``tos`` the
+        traffic class).
         """
         if len(dst) == 16:
             if self.v6 is None:
@@ -697,7 +698,7 @@ class Stack:
                 raise OSError(errno.ENETUNREACH, os.strerror(errno.ENETUNREACH))
             # TCP and UDP checksums were computed with our configured address
             src = None if proto == NH_ICMPV6 else self.v6.ip_b
-            self.v6.send(dst, proto, parts, hop_limit=ttl, src=src, vnet=vnet)
+            self.v6.send(dst, proto, parts, hop_limit=ttl, src=src, vnet=vnet, traffic_class=tos)
             return
         length = 0
         for p in parts:

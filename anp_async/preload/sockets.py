@@ -722,6 +722,7 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
             lambda: self, local_addr=(ip, port), v4=v4, v6=v6, share_port=self.shares_port,
             allow_broadcast=self._flag(socket.SO_BROADCAST),
         )  # fmt: skip
+        self._apply_options()
         self.bound_ip = ip
         await self.api.udp_bound(self)  # the same port on the sibling workers, if any
 
@@ -737,9 +738,16 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
 
     def set_option(self, level: int, name: int, value: bytes) -> None:
         super().set_option(level, name, value)
-        if (level, name) == (socket.SOL_SOCKET, socket.SO_BROADCAST) and self.transport:
-            # (The library refuses a broadcast without it; this lets one with it through.)
-            self.transport.set_allow_broadcast(self._flag(name))  # type: ignore[attr-defined]
+        if self.transport is not None:
+            # SO_BROADCAST (the library refuses a broadcast without it; this lets one with
+            # it through), IP_TTL, IP_TOS and their IPv6 kin shape what the stack sends.
+            apply_option(self.transport, level, name, value)
+
+    def _apply_options(self) -> None:
+        """The options set before the endpoint existed (bind, or the first send)."""
+        assert self.transport is not None
+        for (level, name), value in self.options.items():
+            apply_option(self.transport, level, name, value)
 
     @property
     def port(self) -> int:
@@ -857,6 +865,7 @@ class PingSocket(DatagramSocket):
         await self.api.stack.create_ping_endpoint(
             lambda: self, local_addr=(ip, port), v6=self.family == socket.AF_INET6
         )
+        self._apply_options()
         self.bound_ip = ip
 
 def names_of(data: bytes) -> tuple[tuple[str, int], tuple[str, int]]:

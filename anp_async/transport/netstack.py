@@ -82,9 +82,12 @@ class NetStack(Protocol):
     def now(self) -> float:
         """The stack's clock in seconds."""
 
-    def send_ip(self, dst: bytes, proto: int, parts: list[Buffer], *, ttl: int = 64) -> None:
-        """Send one IP datagram, IPv6 for a 16-byte ``dst`` (OSError(ENETUNREACH) when no
-        route leads to ``dst``)."""
+    def send_ip(
+        self, dst: bytes, proto: int, parts: list[Buffer], *, ttl: int = 64, tos: int = 0
+    ) -> None:
+        """Send one IP datagram, IPv6 for a 16-byte ``dst`` (``ttl``: the TTL or hop
+        limit, ``tos``: the TOS byte or traffic class; OSError(ENETUNREACH) when no route
+        leads to ``dst``)."""
 
     def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> bool:
         """Send one TCP segment; True when the NIC cuts it into ``mss``-sized ones (TSO)."""

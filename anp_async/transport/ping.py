@@ -168,7 +168,7 @@ class PingTransport(DatagramTransport):
             self._protocol.error_received(exc)
             return
         try:
-            stack.send_ip(dst, proto, [message])
+            stack.send_ip(dst, proto, [message], **self._ip_fields(dst))
         except OSError as exc:
             self._protocol.error_received(exc)
             return

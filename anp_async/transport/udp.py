@@ -14,7 +14,7 @@ import errno
 import os
 import random
 from collections.abc import Callable
-from socket import AF_INET6
+from socket import AF_INET6, IPPROTO_IP, IPPROTO_IPV6, SO_BROADCAST, SOL_SOCKET
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..counters import Counters
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from .netstack import NetStack
 
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
+_IP_TOS, _IP_TTL, _IPV6_UNICAST_HOPS, _IPV6_TCLASS = 1, 2, 16, 67  # (Linux's numbers)
 
 
 def _oserror(code: int) -> OSError:
@@ -255,6 +256,9 @@ class DatagramTransport(asyncio.DatagramTransport):
         self._sockopts: dict[tuple[int, int], int] = {}
         #: The TTL of the datagram being delivered (see ``_deliver``).
         self.rx_ttl = 0
+        #: IP_TTL / IPV6_UNICAST_HOPS and IP_TOS / IPV6_TCLASS, by family (IPv6: True).
+        self._hops = {False: 64, True: 64}
+        self._classes = {False: 0, True: 0}
 
     # asyncio.BaseTransport
     def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -321,7 +325,7 @@ class DatagramTransport(asyncio.DatagramTransport):
         src = stack.ip_b if len(dst) == 4 else (stack.ip6_b or bytes(16))
         hdr = udp_proto.build_udp_header(self._port, dport, src, dst, payload)
         try:
-            stack.send_ip(dst, IPPROTO_UDP, [hdr, payload])
+            stack.send_ip(dst, IPPROTO_UDP, [hdr, payload], **self._ip_fields(dst))
         except OSError as exc:
             self._protocol.error_received(exc)
             return
@@ -333,10 +337,25 @@ class DatagramTransport(asyncio.DatagramTransport):
         and only its ICMP errors are reported."""
         self._remote = (addr_to_bytes(remote[0]), int(remote[1])) if remote is not None else None
 
-    def set_allow_broadcast(self, allowed: bool) -> None:
-        """SO_BROADCAST, set after the endpoint was made (the socket API of preloaded
-        programs): may datagrams go to a broadcast address."""
-        self._allow_broadcast = allowed
+    def _apply_sockopt(self, level: int, optname: int, value: int) -> None:
+        """setsockopt() on the socket-like object (the socket API of preloaded programs
+        uses it too): SO_BROADCAST, and the IP header fields of what this endpoint sends,
+        as Linux takes them (IP_TTL -1 and IPV6_UNICAST_HOPS -1: the default; out of
+        range: ignored here, EINVAL on Linux)."""
+        key = (level, optname)
+        if key in ((IPPROTO_IP, _IP_TTL), (IPPROTO_IPV6, _IPV6_UNICAST_HOPS)):
+            if value == -1 or 1 <= value <= 255:
+                self._hops[level == IPPROTO_IPV6] = 64 if value == -1 else value
+        elif key in ((IPPROTO_IP, _IP_TOS), (IPPROTO_IPV6, _IPV6_TCLASS)):
+            if -1 <= value <= 255:
+                self._classes[level == IPPROTO_IPV6] = max(0, value)
+        elif key == (SOL_SOCKET, SO_BROADCAST):
+            self._allow_broadcast = bool(value)
+
+    def _ip_fields(self, dst: bytes) -> dict[str, int]:
+        """``send_ip``'s TTL and TOS for a datagram to ``dst`` (its family's options)."""
+        v6 = len(dst) == 16
+        return {"ttl": self._hops[v6], "tos": self._classes[v6]}
 
     def get_write_buffer_size(self) -> int:
         return 0

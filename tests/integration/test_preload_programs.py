@@ -330,6 +330,12 @@ data, anc, flags, _ = s.recvmsg(100, socket.CMSG_SPACE(4))
 print("IP_RECVTTL", data, [(lv, t, int.from_bytes(d, "little")) for lv, t, d in anc])
 s.send(b"ttl?")
 print("no room", bool(s.recvmsg(100, 0)[2] & socket.MSG_CTRUNC))
+s.send(b"header?")
+print("sent with", s.recv(100))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 5)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x28)
+s.send(b"header?")
+print("sent with", s.recv(100))
 bc = peer.rsplit(".", 1)[0] + ".255"
 print("broadcast, no SO_BROADCAST", e(lambda: s.sendto(b"x", (bc, 9))),
       e(lambda: s.sendto(b"x", ("255.255.255.255", 9))))
@@ -345,22 +351,29 @@ UDP_ECHO_SERVER = """
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", 7001))
+s.setsockopt(socket.IPPROTO_IP, 12, 1)  # IP_RECVTTL
+s.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
 print("listening", flush=True)
 while True:
-    data, addr = s.recvfrom(65535)
+    data, anc, _, addr = s.recvmsg(65535, 256)
+    if data == b"header?":  # what the request's IP header carried
+        got = {t: d[0] for _, t, d in anc}  # (IP_TOS = 1, IP_TTL = 2)
+        data = f"ttl {got.get(2)} tos {got.get(1)}".encode()
     s.sendto(data, addr)
 """
 
 
 def test_udp_corner_cases_like_the_kernel() -> None:
-    """Truncation, MSG_PEEK / MSG_TRUNC, empty datagrams, IP_TOS, IP_RECVTTL's ancillary
-    data (MSG_CTRUNC without room for it), and broadcasts: EACCES
+    """Truncation, MSG_PEEK / MSG_TRUNC, empty datagrams, IP_TOS and IP_TTL (read back, and
+    in the header of what is sent), IP_RECVTTL's ancillary data (MSG_CTRUNC without room
+    for it), and broadcasts: EACCES
     without SO_BROADCAST (the library checks, as the kernel refuses at once), delivered
     with it. The same program on kernel sockets and on the stack's prints the same."""
     k, st = _probe_kernel_then_stack(UDP_ECHO_SERVER, UDP_PROBE, "coalesce")
     assert "broadcast, no SO_BROADCAST EACCES EACCES" in k.stdout  # the kernel's answer
     assert "its echo b'to all'" in k.stdout, k.stdout
     assert "IP_RECVTTL b'ttl?' [(0, 2, 64)]\nno room True" in k.stdout, k.stdout
+    assert "sent with b'ttl 64 tos 16'\nsent with b'ttl 5 tos 40'" in k.stdout, k.stdout
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 

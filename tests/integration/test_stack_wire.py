@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -176,6 +177,35 @@ async def test_ping_socket_sends_requests_and_gets_its_replies() -> None:
         assert a.stats()["ping_sockets"]["echo_replies_delivered"] == 1
         tr.close()
         other.close()
+
+
+async def test_udp_ttl_and_tos_from_the_socket_options() -> None:
+    # setsockopt(IP_TTL / IP_TOS) on the endpoint's socket object shapes the header of
+    # what it sends, as on Linux (-1: the default TTL again); the receiver reads the TTL.
+    async with wire_stacks("interrupt") as (a, b):
+        seen: list[tuple[int, int]] = []
+
+        class Headers(asyncio.DatagramProtocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                seen.append((self.transport.rx_ttl, data[0]))  # type: ignore[attr-defined]
+
+        await b.create_datagram_endpoint(Headers, local_addr=("10.0.0.2", 9999))
+        tr, _ = await a.create_datagram_endpoint(Collector, remote_addr=("10.0.0.2", 9999))
+        sock = tr.get_extra_info("socket")
+        tr.sendto(b"\x00")
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 7)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x28)
+        tr.sendto(b"\x01")
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, -1)
+        tr.sendto(b"\x02")
+        async with asyncio.timeout(5):
+            while len(seen) < 3:
+                await asyncio.sleep(0.01)
+        assert seen == [(64, 0), (7, 1), (64, 2)]  # (the TOS byte: the preload UDP probe)
+        tr.close()
 
 
 async def test_ping_unresolvable_neighbour_is_ehostunreach() -> None:
