@@ -578,12 +578,14 @@ class Stack:
         else:
             self.nic.send([hdr, *parts])
 
-    def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> bool:
+    def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0, dscp: int = 0) -> bool:
         """Send one TCP segment to ``dst``; True when the NIC is to cut it at ``mss`` (TSO).
 
         With the virtio-net header the checksum is left partial for the kernel to finish
         and the offload decides whether the segment is a super-segment; without it the
-        header carries the full checksum. Raises OSError(ENETUNREACH) like ``send_ip``.
+        header carries the full checksum. ``dscp``: the upper six bits of the TOS byte
+        (traffic class) the socket asked for, beside the connection's ECN field. Raises
+        OSError(ENETUNREACH) like ``send_ip``.
         """
         payload = seg.payload
         off = self.offload
@@ -601,11 +603,11 @@ class Stack:
             # RFC 3168 (5): the ECN field is the traffic class's low two bits.
             v6.send(
                 dst, IPPROTO_TCP, [hdr, payload] if payload else [hdr], src=v6.ip_b,
-                vnet=vnet, traffic_class=seg.ecn,
+                vnet=vnet, traffic_class=dscp | seg.ecn,
             )  # fmt: skip
             return tso
         # RFC 3168 (5): the connection chose the ECN field (ECT(0) on new data).
-        tos = seg.ecn
+        tos = dscp | seg.ecn
         if off.enabled:
             hdr = build_tcp_header_partial(seg, self.ip_b, dst)
             vnet, tso = off.tcp_header(len(hdr), len(payload), mss)

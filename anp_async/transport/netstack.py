@@ -89,8 +89,9 @@ class NetStack(Protocol):
         limit, ``tos``: the TOS byte or traffic class; OSError(ENETUNREACH) when no route
         leads to ``dst``)."""
 
-    def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> bool:
-        """Send one TCP segment; True when the NIC cuts it into ``mss``-sized ones (TSO)."""
+    def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0, dscp: int = 0) -> bool:
+        """Send one TCP segment (``dscp``: the TOS byte's upper six bits); True when the
+        NIC cuts it into ``mss``-sized ones (TSO)."""
 
     @property
     def mac_b(self) -> bytes:

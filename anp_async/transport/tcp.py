@@ -62,6 +62,7 @@ _TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
 _TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 _TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
+_IP_TOS, _IPV6_TCLASS = 1, 67  # (Linux's numbers)
 _TCP_CA_NAME_MAX = 16
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _TCP_MAXSEG = getattr(socket, "TCP_MAXSEG", 2)
@@ -216,11 +217,12 @@ class TcpLayer:
         self.dirty[ep] = None
         return True
 
-    def _transmit(self, dst: bytes, seg: TcpSegment, mss: int = 0) -> None:
+    def _transmit(self, dst: bytes, seg: TcpSegment, mss: int = 0, dscp: int = 0) -> None:
         """Send ``seg``; ``mss`` (the connection's, 0 for none) lets a NIC with the virtio-net
-        header cut a segment larger than it into MSS-sized ones (TSO)."""
+        header cut a segment larger than it into MSS-sized ones (TSO); ``dscp``: the TOS
+        byte's upper six bits (IP_TOS / IPV6_TCLASS)."""
         try:
-            tso = self.stack.send_tcp(dst, seg, mss)
+            tso = self.stack.send_tcp(dst, seg, mss, dscp)
         except OSError:
             self.counters["tx_no_route"] += 1
             return
@@ -502,6 +504,7 @@ class TcpEndpoint:
         "finished",
         "fast_key",
         "tpl",
+        "dscp",
     )
 
     def __init__(self, layer: TcpLayer, key: Key, conn: TcpConnection) -> None:
@@ -529,6 +532,9 @@ class TcpEndpoint:
         #: Its header template (``proto/tcp/fastpath.py``), made at the first send in
         #: ESTABLISHED; None before, for IPv6, and while the fast path is off.
         self.tpl: HeaderTemplate | None = None
+        #: The TOS byte's upper six bits the socket asked for (IP_TOS, IPV6_TCLASS; the
+        #: ECN bits stay the connection's, as on Linux).
+        self.dscp = 0
 
     # -------------------------------------------------------------- flushing
 
@@ -592,8 +598,9 @@ class TcpEndpoint:
         tpl = self.tpl
         if tpl is None and stack.fast_path and self.conn.state is TcpState.ESTABLISHED:
             tpl = self.tpl = stack.tcp_template(self.key[0], self.key[2], self.key[1])
-        if tpl is not None and not stack.fast_path:
-            tpl = None
+        dscp = self.dscp
+        if tpl is not None and (dscp or not stack.fast_path):
+            tpl = None  # (the templates carry TOS 0: marked segments take the full build)
         rip = self.key[0]
         for seg in segs:
             sent = stack.send_templated(tpl, seg, mss, now) if tpl is not None else 0
@@ -603,7 +610,7 @@ class TcpEndpoint:
                 if sent == TX_TSO:
                     c["tso_segments_sent"] += 1
             else:
-                layer._transmit(rip, seg, mss)
+                layer._transmit(rip, seg, mss, dscp)
 
     def orphan(self) -> None:
         """The transport let go of this connection (connection_lost was called)."""
@@ -1178,6 +1185,10 @@ class TcpTransport(asyncio.Transport):
         elif level == socket.IPPROTO_TCP and optname == _TCP_USER_TIMEOUT:
             # RFC 5482 / Linux: milliseconds, 0 = system default.
             cfg.user_timeout = value / 1000.0 if value else None
+        elif (level, optname) in ((socket.IPPROTO_IP, _IP_TOS), (socket.IPPROTO_IPV6, _IPV6_TCLASS)):
+            ep = self._ep
+            if ep is not None and -1 <= value <= 255:
+                ep.dscp = max(0, value) & 0xFC  # (Linux keeps TCP's ECN bits its own)
         elif level == socket.IPPROTO_TCP and optname == _TCP_CONGESTION:
             # The socket-like object hands bytes values over as a little-endian int.
             raw = value.to_bytes((value.bit_length() + 7) // 8, "little") if value > 0 else b""

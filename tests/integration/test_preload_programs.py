@@ -469,6 +469,49 @@ print("connecting: state", n.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232
 """
 
 
+TOS_SNIFFER = """
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.settimeout(20)
+print("listening", flush=True)
+seen = 0
+while seen < 2:
+    ip = s.recv(65535)[14:]
+    hl = (ip[0] & 15) * 4
+    tcp = ip[hl:]
+    if ip[9] == 6 and int.from_bytes(tcp[2:4], "big") == 7002 and len(tcp) > (tcp[12] >> 4) * 4:
+        print("data segment tos", ip[1], flush=True)
+        seen += 1
+"""
+
+TOS_CLIENT = """
+import socket, sys
+for tos in (0, 0x29):  # (the ECN bits of 0x29 are the connection's, not the socket's)
+    s = socket.create_connection((sys.argv[1], 7002), timeout=10)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    s.sendall(b"marked?")
+    s.recv(100)
+    s.close()
+print("done")
+"""
+
+
+def test_tcp_ip_tos_marks_the_segments(netns: Netns) -> None:
+    """IP_TOS on a TCP socket marks its segments with the DSCP (the ECN bits stay the
+    connection's, as on Linux); a packet socket on the kernel side reads the TOS of the
+    data segments that arrive. (Marked segments leave through the full header build, not
+    the header templates.) Before, every segment left with TOS 0."""
+    echo = [sys.executable, "-c", ECHO_SERVER.replace("7000", "7002")]
+    with kernel_proc(netns, echo), \
+            kernel_proc(netns, [sys.executable, "-c", TOS_SNIFFER]) as sniffer:  # fmt: skip
+        r = run_on_stack(netns, [sys.executable, "-c", TOS_CLIENT, KERNEL_IP], "adaptive")
+        assert r.returncode == 0 and "done" in r.stdout, describe(r)
+        assert sniffer.wait(20) == 0, sniffer.text()
+        out = sniffer.stdout().decode()
+    assert out.count("data segment tos") == 2, out
+    assert "data segment tos 0\n" in out and "data segment tos 40\n" in out, out
+
+
 def test_tcp_info_and_maxseg_like_the_kernel() -> None:
     """getsockopt(TCP_INFO) gives Linux's struct tcp_info (iperf3 reads its cwnd and
     retransmissions, nginx its RTT), TCP_MAXSEG the MSS in use and IP_OPTIONS nothing:
