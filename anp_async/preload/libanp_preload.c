@@ -595,21 +595,27 @@ static int address_request(int fd, struct anp_sock *s, const struct sockaddr *ad
 
 /* ------------------------------------------------------------------ bind, listen, accept */
 
+/* Is the (int-valued) option set to non-zero? The library remembers what the program set. */
+static int opt_set(const struct anp_sock *s, int level, int name)
+{
+    int i;
+    for (i = 0; i < s->nopts; i++)
+        if (s->opts[i].level == level && s->opts[i].name == name)
+            return s->opts[i].value != 0;
+    return 0;
+}
+
 /* Linux: a datagram to a broadcast address, or connect() to one, needs SO_BROADCAST
  * (EACCES without it). The anp process would drop it, after the call had succeeded. */
 static int broadcast_refused(const struct anp_sock *s, const union anp_addr *a)
 {
     uint32_t ip;
-    int i;
     if (a->sa.sa_family != AF_INET)
         return 0;
     ip = a->v4.sin_addr.s_addr;
     if (ip != htonl(INADDR_BROADCAST) && (!stack_bcast || ip != stack_bcast))
         return 0;
-    for (i = 0; i < s->nopts; i++)
-        if (s->opts[i].level == SOL_SOCKET && s->opts[i].name == SO_BROADCAST)
-            return !s->opts[i].value;
-    return 1;
+    return !opt_set(s, SOL_SOCKET, SO_BROADCAST);
 }
 
 int bind(int fd, const struct sockaddr *addr, socklen_t len)
@@ -1098,15 +1104,6 @@ static ssize_t udp_send(int fd, struct anp_sock *s, const struct msghdr *msg, in
         return -1;
     }
     return r < (ssize_t)sizeof h ? 0 : r - (ssize_t)sizeof h;
-}
-
-static int opt_set(const struct anp_sock *s, int level, int name)
-{
-    int i;
-    for (i = 0; i < s->nopts; i++)
-        if (s->opts[i].level == level && s->opts[i].name == name)
-            return s->opts[i].value != 0;
-    return 0;
 }
 
 /* IP_RECVTTL / IPV6_RECVHOPLIMIT: the datagram's TTL (hop limit) as ancillary data, as

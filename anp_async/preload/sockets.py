@@ -164,6 +164,12 @@ class SocketRecord:
     def set_option(self, level: int, name: int, value: bytes) -> None:
         self.options[(level, name)] = value
 
+    def apply_options(self, transport: asyncio.BaseTransport) -> None:
+        """The options the program set before its stack transport existed (connect,
+        accept, bind or the first send), on it now."""
+        for (level, name), value in self.options.items():
+            apply_option(transport, level, name, value)
+
     def take_error(self) -> int:
         err, self.pending_error = self.pending_error, 0
         return err
@@ -250,8 +256,7 @@ class StreamSocket(SocketRecord):
             _name(transport.get_extra_info("sockname")),
             _name(transport.get_extra_info("peername")),
         )
-        for (level, name), value in self.options.items():
-            apply_option(transport, level, name, value)
+        self.apply_options(transport)
 
     def sockname(self) -> tuple[str, int]:
         if self.names is not None:
@@ -722,7 +727,8 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
             lambda: self, local_addr=(ip, port), v4=v4, v6=v6, share_port=self.shares_port,
             allow_broadcast=self._flag(socket.SO_BROADCAST),
         )  # fmt: skip
-        self._apply_options()
+        assert self.transport is not None
+        self.apply_options(self.transport)
         self.bound_ip = ip
         await self.api.udp_bound(self)  # the same port on the sibling workers, if any
 
@@ -743,11 +749,6 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
             # it through), IP_TTL, IP_TOS and their IPv6 kin shape what the stack sends.
             apply_option(self.transport, level, name, value)
 
-    def _apply_options(self) -> None:
-        """The options set before the endpoint existed (bind, or the first send)."""
-        assert self.transport is not None
-        for (level, name), value in self.options.items():
-            apply_option(self.transport, level, name, value)
 
     @property
     def port(self) -> int:
@@ -865,7 +866,8 @@ class PingSocket(DatagramSocket):
         await self.api.stack.create_ping_endpoint(
             lambda: self, local_addr=(ip, port), v6=self.family == socket.AF_INET6
         )
-        self._apply_options()
+        assert self.transport is not None
+        self.apply_options(self.transport)
         self.bound_ip = ip
 
 def names_of(data: bytes) -> tuple[tuple[str, int], tuple[str, int]]:

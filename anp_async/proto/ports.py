@@ -66,14 +66,14 @@ class FamilyPorts(Generic[T]):
         src: Hashable = None,
         remote_of: Callable[[T], Hashable | None] | None = None,
     ) -> T | None:
-        """The item a packet of that family to ``port`` reaches. Where several share the
-        port, ``remote_of(item)`` (the peer it is connected to, None if none) picks the
-        one connected to ``src``, else the newest unconnected one (None: every holder is
-        connected to someone else)."""
+        """The item a packet of that family to ``port`` reaches. With ``remote_of(item)``
+        (the peer an item is connected to, None if none): the one connected to ``src``,
+        else the newest unconnected one; never one connected to another peer (None when
+        only such hold the port: Linux answers as for a closed port)."""
         holders = (self._v6 if v6 else self._v4).get(port)
         if not holders:
             return None
-        if len(holders) == 1 or remote_of is None:
+        if remote_of is None:
             return holders[-1][0]
         unconnected = None
         for item, _ in holders:

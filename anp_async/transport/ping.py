@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,15 +29,13 @@ from ..proto.ipv4 import IPv4Header
 from ..proto.ipv6 import NH_ICMPV6, IPv6Header
 from ..proto.numbers import IPPROTO_ICMP
 from ..proto.ports import FamilyPorts, pick_free
+from .errors import oserror
 from .resolve import addr_to_bytes, resolve_ip, resolve_ip_sync, sockaddr
-from .udp import DatagramTransport
+from .udp import DatagramTransport, remote_of
 
 if TYPE_CHECKING:
     from .netstack import NetStack
 
-
-def _oserror(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
 
 
 class PingLayer:
@@ -63,7 +60,7 @@ class PingLayer:
             lambda i: i != self.reserved_ident and (ok is None or ok(i)), random.choice,
         )  # fmt: skip
         if ident is None:
-            raise _oserror(errno.EADDRINUSE)
+            raise oserror(errno.EADDRINUSE)
         return ident
 
     async def create_endpoint(
@@ -81,18 +78,18 @@ class PingLayer:
             host, ident = local_addr[0], int(local_addr[1])
             ours = ("::", self.stack.ip6) if v6 else ("0.0.0.0", self.stack.ip)
             if await resolve_ip(host) not in ours:
-                raise _oserror(errno.EADDRNOTAVAIL)
+                raise oserror(errno.EADDRNOTAVAIL)
             if not 0 <= ident <= 0xFFFF:
-                raise _oserror(errno.EINVAL)
+                raise oserror(errno.EINVAL)
         if v6 and self.stack.ip6_b is None:
-            raise _oserror(errno.EAFNOSUPPORT)
+            raise oserror(errno.EAFNOSUPPORT)
         remote = None
         if remote_addr is not None:
             remote = (addr_to_bytes(await resolve_ip(remote_addr[0])), 0)
         if ident == 0:
             ident = self.pick_ident()
         elif self.ports.conflict(ident, v4=not v6, v6=v6) or ident == self.reserved_ident:
-            raise _oserror(errno.EADDRINUSE)
+            raise oserror(errno.EADDRINUSE)
         protocol = protocol_factory()
         transport = PingTransport(self, ident, remote, protocol, False, v6)
         self.ports.add(ident, transport, v4=not v6, v6=v6)
@@ -111,8 +108,8 @@ class PingLayer:
         return self._deliver(hdr.src, reply.ident, message, hdr.hop_limit, True)
 
     def _deliver(self, src: bytes, ident: int, message: memoryview, ttl: int, v6: bool) -> bool:
-        ep = self.ports.get(ident, v6, (src, 0), _remote_of)
-        if ep is None or (ep._remote is not None and ep._remote[0] != src):
+        ep = self.ports.get(ident, v6, (src, 0), remote_of)  # (a connected one: (addr, 0))
+        if ep is None:
             return False
         self.counters.inc("echo_replies_delivered")
         ep._deliver(bytes(message), sockaddr(src, 0), ttl)
@@ -125,10 +122,6 @@ class PingLayer:
     def close_all(self) -> None:
         for _, ep in self.ports.items():
             ep.abort()
-
-
-def _remote_of(ep: PingTransport) -> tuple[bytes, int] | None:
-    return ep._remote
 
 
 class PingTransport(DatagramTransport):
@@ -148,13 +141,13 @@ class PingTransport(DatagramTransport):
         layer = self._layer
         stack = layer.stack
         if len(dst) == 4 and stack.iface.is_broadcast(dst) and not self._allow_broadcast:
-            self._protocol.error_received(_oserror(errno.EACCES))
+            self._protocol.error_received(oserror(errno.EACCES))
             return
         try:
             if len(dst) == 16:
                 src = stack.ip6_source_for(dst)
                 if src is None:
-                    raise _oserror(errno.ENETUNREACH)
+                    raise oserror(errno.ENETUNREACH)
                 message = icmpv6.echo_request_as(data, self._port, src, dst)
                 proto = NH_ICMPV6
             else:
@@ -162,7 +155,7 @@ class PingTransport(DatagramTransport):
                 proto = IPPROTO_ICMP
         except ParseError as e:
             layer.counters.inc(e.reason)
-            self._protocol.error_received(_oserror(errno.EINVAL))
+            self._protocol.error_received(oserror(errno.EINVAL))
             return
         except OSError as exc:
             self._protocol.error_received(exc)

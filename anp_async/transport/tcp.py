@@ -47,6 +47,7 @@ from ..proto.tcp.host import Key, Listener, TcpHost
 from ..proto.tcp.isn import IsnGenerator
 from ..proto.tcp.segment import TcpSegment, parse_tcp
 from ..proto.tcp.syncookies import SynCookies
+from .errors import oserror
 from .resolve import addr_to_bytes, bound_name, endpoint_name, resolve_ip, sockaddr
 from .sockobj import SocketHolder
 from .tcpinfo import pack_tcp_info
@@ -62,13 +63,9 @@ _TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", 5)
 _TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", 6)
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", 18)
 _TCP_CONGESTION = getattr(socket, "TCP_CONGESTION", 13)
-_IP_TOS, _IPV6_TCLASS = 1, 67  # (Linux's numbers)
 _TCP_CA_NAME_MAX = 16
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _TCP_MAXSEG = getattr(socket, "TCP_MAXSEG", 2)
-
-def _oserror(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
 
 
 def close_reason_to_exc(reason: CloseReason | str) -> Exception | None:
@@ -82,7 +79,7 @@ def close_reason_to_exc(reason: CloseReason | str) -> Exception | None:
     if reason == CloseReason.TIMEOUT:
         return TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
     if reason == CloseReason.UNREACHABLE:
-        return _oserror(errno.EHOSTUNREACH)
+        return oserror(errno.EHOSTUNREACH)
     return ConnectionError(reason)
 
 
@@ -321,11 +318,11 @@ class TcpLayer:
         rip = addr_to_bytes(await resolve_ip(host))
         rport = int(port)
         if stack.next_hop(rip) is None:
-            raise _oserror(errno.ENETUNREACH)
+            raise oserror(errno.ENETUNREACH)
         if local_addr is not None and local_addr[1]:
             lport = int(local_addr[1])
             if not self.host.port_free(rip, rport, lport):
-                raise _oserror(errno.EADDRINUSE)
+                raise oserror(errno.EADDRINUSE)
         else:
             lport = self.pick_port(rip, rport)
         overrides = {"nodelay": bool(nodelay)} if nodelay is not None else {}
@@ -388,16 +385,16 @@ class TcpLayer:
         # ``family`` names (asyncio's create_server(family=...)); an IPv4 and an IPv6
         # listener may share a port.
         if addr not in ("0.0.0.0", "::", stack.ip, stack.ip6):
-            raise _oserror(errno.EADDRNOTAVAIL)
+            raise oserror(errno.EADDRNOTAVAIL)
         if family not in (socket.AF_UNSPEC, socket.AF_INET, socket.AF_INET6):
-            raise _oserror(errno.EAFNOSUPPORT)
+            raise oserror(errno.EAFNOSUPPORT)
         port = int(port or 0)
         if port == 0:
             port = self.pick_port(b"", 0)
         elif self.host.listen_conflict(
             port, v4=family != socket.AF_INET6, v6=family != socket.AF_INET
         ):
-            raise _oserror(errno.EADDRINUSE)
+            raise oserror(errno.EADDRINUSE)
         server = Server(
             self,
             port,
@@ -1185,7 +1182,9 @@ class TcpTransport(asyncio.Transport):
         elif level == socket.IPPROTO_TCP and optname == _TCP_USER_TIMEOUT:
             # RFC 5482 / Linux: milliseconds, 0 = system default.
             cfg.user_timeout = value / 1000.0 if value else None
-        elif (level, optname) in ((socket.IPPROTO_IP, _IP_TOS), (socket.IPPROTO_IPV6, _IPV6_TCLASS)):
+        elif (level, optname) in (
+            (socket.IPPROTO_IP, socket.IP_TOS), (socket.IPPROTO_IPV6, socket.IPV6_TCLASS)
+        ):
             ep = self._ep
             if ep is not None and -1 <= value <= 255:
                 ep.dscp = max(0, value) & 0xFC  # (Linux keeps TCP's ECN bits its own)
@@ -1196,6 +1195,6 @@ class TcpTransport(asyncio.Transport):
             try:
                 self._conn.set_congestion(name)
             except ValueError:
-                raise _oserror(errno.ENOENT) from None  # as Linux for an unknown algorithm
+                raise oserror(errno.ENOENT) from None  # as Linux for an unknown algorithm
         if self._ep is not None:
             self._ep.layer.touch(self._ep)

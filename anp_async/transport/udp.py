@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import random
 from collections.abc import Callable
-from socket import AF_INET6, IPPROTO_IP, IPPROTO_IPV6, SO_BROADCAST, SOL_SOCKET
+from socket import (
+    AF_INET6,
+    IP_TOS,
+    IP_TTL,
+    IPPROTO_IP,
+    IPPROTO_IPV6,
+    IPV6_TCLASS,
+    IPV6_UNICAST_HOPS,
+    SO_BROADCAST,
+    SOL_SOCKET,
+)
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from ..counters import Counters
@@ -25,6 +34,7 @@ from ..proto.ipv4 import IPv4Header
 from ..proto.ipv6 import IPv6Header
 from ..proto.numbers import IPPROTO_ICMP, IPPROTO_UDP
 from ..proto.ports import FamilyPorts, pick_free
+from .errors import oserror
 from .resolve import (
     addr_to_bytes,
     bound_name,
@@ -39,11 +49,7 @@ if TYPE_CHECKING:
     from .netstack import NetStack
 
 EPHEMERAL_PORTS = range(32768, 61000)  # Linux's default ip_local_port_range
-_IP_TOS, _IP_TTL, _IPV6_UNICAST_HOPS, _IPV6_TCLASS = 1, 2, 16, 67  # (Linux's numbers)
 
-
-def _oserror(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
 
 
 class EndpointLayer(Protocol):
@@ -92,7 +98,7 @@ class UdpLayer:
             self.ports, EPHEMERAL_PORTS, lambda p: ok is None or ok(p, rport), random.choice
         )
         if port is None:
-            raise _oserror(errno.EADDRINUSE)
+            raise oserror(errno.EADDRINUSE)
         return port
 
     async def create_endpoint(
@@ -126,7 +132,7 @@ class UdpLayer:
             host, port = local_addr[0], int(local_addr[1])
             addr = await resolve_ip(host, family)
             if addr not in ("0.0.0.0", "::", self.stack.ip, self.stack.ip6):
-                raise _oserror(errno.EADDRNOTAVAIL)
+                raise oserror(errno.EADDRNOTAVAIL)
             if ":" in addr:
                 family = AF_INET6
         remote: tuple[bytes, int] | None = None
@@ -140,7 +146,7 @@ class UdpLayer:
         if port == 0:
             port = self.pick_port(remote[1] if remote is not None else None)
         elif self.ports.conflict(port, v4=v4, v6=v6, share=share_port):
-            raise _oserror(errno.EADDRINUSE)
+            raise oserror(errno.EADDRINUSE)
         protocol = protocol_factory()
         transport = DatagramTransport(
             self, port, remote, protocol, bool(allow_broadcast), family == AF_INET6
@@ -160,14 +166,12 @@ class UdpLayer:
         except ParseError as e:
             self.counters.inc(e.reason)
             return
-        src = (hdr.src, sport)
-        ep = self.ports.get(dport, isinstance(hdr, IPv6Header), src, _remote_of)
-        if ep is not None and ep._remote is not None and ep._remote != src:
-            # Connected to another peer: no socket takes it, and Linux answers as for a
-            # closed port (the connected socket hears its peer only).
-            self.counters.inc("not_from_connected_peer")
-            ep = None
+        v6 = isinstance(hdr, IPv6Header)
+        ep = self.ports.get(dport, v6, (hdr.src, sport), remote_of)
         if ep is None:
+            if self.ports.get(dport, v6) is not None:
+                # Held only by sockets connected to other peers: a closed port to this one.
+                self.counters.inc("not_from_connected_peer")
             if self.misdirected is not None and self.misdirected(dport, ip_packet):
                 self.counters.inc("handed_on")
                 return
@@ -204,17 +208,15 @@ class UdpLayer:
         sport = int.from_bytes(first8[0:2], "big")
         dport = int.from_bytes(first8[2:4], "big")
         remote = (bytes(quoted.dst), dport)
-        ep = self.ports.get(sport, len(quoted.dst) == 16, remote, _remote_of)
+        ep = self.ports.get(sport, len(quoted.dst) == 16, remote, remote_of)
         if ep is None or ep._remote != remote:
             self.counters.inc("icmp_error_unmatched")
             return  # like Linux: only connected sockets hear about ICMP errors
         self.counters.inc("icmp_errors")
         if type_ == icmp.DEST_UNREACH and code == icmp.PORT_UNREACH:
-            exc: OSError = ConnectionRefusedError(
-                errno.ECONNREFUSED, os.strerror(errno.ECONNREFUSED)
-            )
+            exc: OSError = ConnectionRefusedError(*oserror(errno.ECONNREFUSED).args)
         else:
-            exc = _oserror(errno.EHOSTUNREACH)
+            exc = oserror(errno.EHOSTUNREACH)
         ep._protocol.error_received(exc)
 
     def close_all(self) -> None:
@@ -222,8 +224,9 @@ class UdpLayer:
             ep.abort()
 
 
-def _remote_of(ep: DatagramTransport) -> tuple[bytes, int] | None:
-    """The peer a (connected) endpoint hears alone, None if it hears anyone."""
+def remote_of(ep: DatagramTransport) -> tuple[bytes, int] | None:
+    """The peer a (connected) endpoint hears alone, None if it hears anyone (the port
+    table's ``remote_of``)."""
     return ep._remote
 
 
@@ -316,11 +319,11 @@ class DatagramTransport(asyncio.DatagramTransport):
                 )
         stack = self._layer.stack
         if len(dst) == 4 and stack.iface.is_broadcast(dst) and not self._allow_broadcast:
-            self._protocol.error_received(_oserror(errno.EACCES))
+            self._protocol.error_received(oserror(errno.EACCES))
             return
         payload = bytes(data) if not isinstance(data, bytes) else data
         if len(payload) > udp_proto.MAX_PAYLOAD - 20:
-            self._protocol.error_received(_oserror(errno.EMSGSIZE))
+            self._protocol.error_received(oserror(errno.EMSGSIZE))
             return
         src = stack.ip_b if len(dst) == 4 else (stack.ip6_b or bytes(16))
         hdr = udp_proto.build_udp_header(self._port, dport, src, dst, payload)
@@ -343,10 +346,10 @@ class DatagramTransport(asyncio.DatagramTransport):
         as Linux takes them (IP_TTL -1 and IPV6_UNICAST_HOPS -1: the default; out of
         range: ignored here, EINVAL on Linux)."""
         key = (level, optname)
-        if key in ((IPPROTO_IP, _IP_TTL), (IPPROTO_IPV6, _IPV6_UNICAST_HOPS)):
+        if key in ((IPPROTO_IP, IP_TTL), (IPPROTO_IPV6, IPV6_UNICAST_HOPS)):
             if value == -1 or 1 <= value <= 255:
                 self._hops[level == IPPROTO_IPV6] = 64 if value == -1 else value
-        elif key in ((IPPROTO_IP, _IP_TOS), (IPPROTO_IPV6, _IPV6_TCLASS)):
+        elif key in ((IPPROTO_IP, IP_TOS), (IPPROTO_IPV6, IPV6_TCLASS)):
             if -1 <= value <= 255:
                 self._classes[level == IPPROTO_IPV6] = max(0, value)
         elif key == (SOL_SOCKET, SO_BROADCAST):

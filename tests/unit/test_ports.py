@@ -72,8 +72,9 @@ def test_a_shared_port_reaches_the_connected_holder_else_the_newest() -> None:
     t.remove(5201, "new")
     assert t.get(5201, False, ("10.0.0.9", 53), pick) == "old"
     t.remove(5201, "old")
-    # Only a socket connected elsewhere is left: no holder takes the datagram (nor does
-    # the lone holder ``get`` returns without a ``remote_of``; the caller checks it).
+    # Only a socket connected elsewhere holds it: no holder takes the datagram.
+    assert t.get(5201, False, ("10.0.0.1", 4001), pick) is None
+    assert t.get(5201, False, ("10.0.0.1", 4000), pick) == "conn"
     t.add(5201, "conn2", share=True)
     remotes["conn2"] = ("10.0.0.2", 1)
     assert t.get(5201, False, ("10.0.0.1", 4001), pick) is None
