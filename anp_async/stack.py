@@ -25,9 +25,10 @@ from typing import TYPE_CHECKING, Any, cast
 from .counters import Counters
 from .modes import make_mode
 from .modes.base import RxMode
+from .modes.timergate import TimerGate
 from .nic.base import Buffer, Nic
 from .nic.offload import VnetOffload
-from .nic.tap import MAX_QUEUES
+from .nic.tap import MAX_QUEUES, TX_QUEUE_LEN
 from .nic.vnet import F_DATA_VALID, F_NEEDS_CSUM, GSO_TCPV4, PLAIN_HEADER, VNET_HDR_LEN
 from .proto import arp as arp_proto
 from .proto import icmp
@@ -296,6 +297,9 @@ class Stack:
         #: it watches.
         self.fast_path = True
         self._closed = False
+        #: Holds TCP timers back while frames wait unread (modes/timergate.py); made
+        #: by start() on the running loop.
+        self.timer_gate: TimerGate | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -311,6 +315,9 @@ class Stack:
         self.loop = asyncio.get_running_loop()
         self._mode = make_mode(self.config.mode, **self.config.mode_params)
         self._mode.start(self.loop, self.nic, self._rx_batch)
+        self.timer_gate = TimerGate(
+            self.loop, self._rx_waiting, lambda: self.nic.stats.rx_frames, TX_QUEUE_LEN
+        )
         if self.v6 is not None:
             self.v6.start()
         log.info(
@@ -399,6 +406,10 @@ class Stack:
             acc[k] = acc.get(k, 0) + v
 
     # ---------------------------------------------------------------- receive
+
+    def _rx_waiting(self) -> bool:
+        mode = self._mode
+        return mode is not None and mode.rx_waiting()
 
     def _rx_batch(self, frames: list[bytes]) -> None:
         """Process a batch of frames from the receive mode, then flush TCP once."""
@@ -983,7 +994,8 @@ class Stack:
             "icmp": dict(self.icmp_counters),
             "udp": self.udp.stats(),
             "ping_sockets": self.ping_sockets.stats(),
-            "tcp": self.tcp.stats(),
+            "tcp": self.tcp.stats()
+            | (dict(self.timer_gate.counters) if self.timer_gate is not None else {}),
             "offload": self.offload.stats(),
             **({"ipv6": self.v6.stats()} if self.v6 is not None else {}),
         }

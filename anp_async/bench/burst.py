@@ -152,6 +152,7 @@ ROUND_COUNTERS = (
     "conn_tlp_probes", "conn_tlp_recoveries", "conn_dsack_rx", "conn_recoveries",
     "conn_segments_out", "rst_sent", "conn_rst_sent", "conn_dropped_bad_ack",
     "syn_iss_from_cookie", "rx_segments", "tx_segments", "tso_segments_sent",
+    "timers_held", "timers_hold_bound",
 )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -74,6 +75,7 @@ class RxMode(ABC):
         self._loop: asyncio.AbstractEventLoop
         self._nic: Nic
         self._deliver_fn: Deliver
+        self._poller: select.poll | None = None
 
     @abstractmethod
     def start(self, loop: asyncio.AbstractEventLoop, nic: Nic, deliver: Deliver) -> None: ...
@@ -89,6 +91,13 @@ class RxMode(ABC):
         args = ", ".join(f"{k}={v}" for k, v in self.params().items())
         return f"<{type(self).__name__} {self.name}({args}) running={self.running}>"
 
+    def rx_waiting(self) -> bool:
+        """True while frames wait for this mode: readable on the NIC (one ``poll`` with
+        no timeout), or read and held by the mode (coalesce). The stack's timer gate
+        (``modes/timergate.py``) asks this before a TCP timer acts."""
+        poller = self._poller
+        return self.running and poller is not None and bool(poller.poll(0))
+
     # -- helpers for the concrete modes -------------------------------------------------
 
     def _attach(self, loop: asyncio.AbstractEventLoop, nic: Nic, deliver: Deliver) -> None:
@@ -98,6 +107,8 @@ class RxMode(ABC):
         self._loop = loop
         self._nic = nic
         self._deliver_fn = deliver
+        self._poller = select.poll()
+        self._poller.register(nic.fileno(), select.POLLIN)
         self.running = True
 
     def _deliver(self, frames: list[bytes]) -> None:

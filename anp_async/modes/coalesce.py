@@ -208,6 +208,10 @@ class CoalesceMode(RxMode):
             self._timer = None
         self.stats.cpu_seconds += thread_time() - t0
 
+    def rx_waiting(self) -> bool:
+        """The batch being coalesced waits too."""
+        return (self.running and bool(self._pending)) or super().rx_waiting()
+
     def _flush(self) -> None:
         timer = self._timer
         if self._timer_armed and timer is not None:  # armed implies a timer

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 Buffer = bytes | bytearray | memoryview
 
 
+class TimerHold(Protocol):
+    """The stack's timer gate (``modes/timergate.py``) as a TCP timer sees it."""
+
+    def hold(self, callback: Callable[[], None]) -> bool:
+        """True: frames wait unread, ``callback`` runs once they are read; False: run
+        the timer now."""
+
+
 class NetStack(Protocol):
     """What the TCP and UDP layers need from the stack."""
 
@@ -62,6 +70,10 @@ class NetStack(Protocol):
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The loop the stack runs on (None before ``start()``)."""
+
+    @property
+    def timer_gate(self) -> TimerHold | None:
+        """Asked before a TCP timer acts (None before ``start()``)."""
 
     @property
     def in_rx(self) -> bool:

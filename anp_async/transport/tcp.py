@@ -650,6 +650,14 @@ class TcpEndpoint:
 
     def _on_timer(self) -> None:
         self._timer = None
+        gate = self.layer.stack.timer_gate
+        if gate is None or not gate.hold(self._timer_due):
+            self._timer_due()
+
+    def _timer_due(self) -> None:
+        """The timer's work, now or once the gate let it through."""
+        if self.finished or self._timer is not None:
+            return  # closed meanwhile, or input that waited re-armed the timer
         # The loop may run a timer up to its clock resolution early: never report a
         # time before the deadline we asked for.
         now = max(self.layer.stack.now(), self._timer_when)

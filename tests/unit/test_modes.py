@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -519,3 +520,33 @@ async def test_raising_deliver_is_counted_and_mode_survives(
     assert mode.stats.frames == 30
     assert any("deliver() raised" in r.getMessage() for r in caplog.records)
     assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records)
+
+
+# -- rx_waiting: what the timer gate asks -----------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODES)
+async def test_rx_waiting_tells_queued_and_held_frames(nic: PairNic, name: str) -> None:
+    loop = asyncio.get_running_loop()
+    sink = Sink()
+    params = {"rx_frames": 8, "rx_usecs": 200_000} if name == "coalesce" else {}
+    mode = make_mode(name, **params)
+    assert not mode.rx_waiting()  # not started
+    mode.start(loop, nic, sink)
+    try:
+        assert not mode.rx_waiting()
+        nic.inject(3)
+        assert mode.rx_waiting()  # readable on the NIC, nothing read yet
+        await wait_until(lambda: not nic_readable(nic))
+        # Coalesce holds the three (rx_frames 8, a long rx_usecs): still waiting for the
+        # stack; the others delivered them.
+        assert mode.rx_waiting() is (name == "coalesce")
+        assert sink.frames == ([] if name == "coalesce" else expected(3))
+    finally:
+        mode.stop()
+    assert sink.frames == expected(3)
+    assert not mode.rx_waiting()  # stopped
+
+
+def nic_readable(nic: PairNic) -> bool:
+    return bool(select.select([nic.fileno()], [], [], 0)[0])
