@@ -8,9 +8,11 @@ in the same run: each stack round is followed by a kernel round. Reported per se
 connection count: the median round's time (with the median of the paired per-round
 ratios), the connections that failed in all rounds (by exception), and the server
 process's CPU per connection -- which should stay flat as N grows (no per-segment scans
-of all connections) -- plus, for the stack, the SYN cookies it sent, the frames the TAP
-queue dropped, and per connection its retransmissions, timeouts (those found spurious and
-undone) and tail loss probes.
+of all connections). For the stack also: its CPU per TCP segment in or out (the kernel
+client sends more, smaller segments as the stack's RTT grows with N: Linux sizes its TSO
+frames by its pacing rate and minimum RTT, down to two segments), the SYN cookies it
+sent, the frames the TAP queue dropped, and per connection its retransmissions, timeouts
+(those found spurious and undone) and tail loss probes.
 
 Read the asyncio rows' min and max beside the median: with 1,000 connections that
 baseline is bimodal. In some rounds its accept queue (asyncio's backlog of 100) is full
@@ -194,6 +196,15 @@ def _summarize(setup: str, conns: int, size: int, rounds: list[dict[str, Any]]) 
         row["counters"] = {
             k: sum(r["counters"].get(k, 0) for r in rounds) for k in ROUND_COUNTERS
         }
+        # CPU per TCP segment in or out: what flat CPU per connection asks of each
+        # segment, apart from how many segments the peer chose to send (its TSO frames
+        # shrink to two segments as the stack's RTT grows under load: tcp_tso_autosize).
+        per_frame = [
+            r["server_cpu_ns"] / 1e3 / segs for r in rounds
+            if (segs := r["counters"]["rx_segments"] + r["counters"]["tx_segments"])
+        ]  # fmt: skip
+        if per_frame:
+            row["cpu_us_per_segment"] = statistics.median(per_frame)
     return row
 
 
@@ -257,13 +268,15 @@ def summary_rows(rows: list[dict]) -> list[list[str]]:
         )
         f = first[r["setup"]]
         flat = r["cpu_s_per_conn"] / f["cpu_s_per_conn"] if f["cpu_s_per_conn"] else float("nan")
+        seg, seg0 = r.get("cpu_us_per_segment"), f.get("cpu_us_per_segment")
+        seg_cell = "-" if seg is None else f"{seg:.1f}" + (f" ({seg / seg0:.2f})" if seg0 else "")
         errs = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "-"
         table.append([
             r["setup"], str(r["conns"]), str(r["size"]), str(r["rounds"]),
             f"{r['seconds']:.3f}", f"{r.get('seconds_min', math.nan):.3f}",
             f"{r['seconds_max']:.3f}", _tail_cell(r), t_cell,
             str(r["failed"]), errs, f"{r['cpu_s_per_conn'] * 1e6:.0f}", f"{c_ratio:.2f}",
-            f"{flat:.2f}",
+            f"{flat:.2f}", seg_cell,
             str(r.get("syncookies_sent", "-")), str(r.get("tap_dropped", "-")), _loss_cell(r),
         ])  # fmt: skip
     return table
@@ -292,7 +305,8 @@ def _loss_cell(row: dict) -> str:
 SUMMARY_COLUMNS = (
     "setup", "conns", "size", "rounds", "seconds (median)", "min", "max",
     "per conn s: p50 p99 max", "x asyncio (paired)",
-    "failed", "errors", "cpu µs/conn", "cpu x asyncio", "cpu/conn x fewest conns", "cookies",
+    "failed", "errors", "cpu µs/conn", "cpu x asyncio", "cpu/conn x fewest conns",
+    "cpu µs/segment (x fewest)", "cookies",
     "tap drops",
     "per conn: rtx rto(spurious) tlp",
 )  # fmt: skip

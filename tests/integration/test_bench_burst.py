@@ -43,6 +43,7 @@ def test_burst_quick(tmp_path: Path) -> None:
             # Each stack round has the kernel round after it; their ratio's median.
             assert r["x_kernel_paired"] > 0
             assert r["counters"]["conn_segments_out"] > 0
+            assert 0 < r["cpu_us_per_segment"] < r["cpu_s_per_conn"] * 1e6
     ratios = report.compare(doc, report.load_results(tmp_path))
     assert len(ratios) == len(rows)
     for r in ratios:
