@@ -422,11 +422,12 @@ class Stack:
                 self._rx_vnet(frames)
             elif self.fast_path:
                 fast = self.tcp.rx_fast
+                echo = self._rx_echo
                 for frame in frames:
                     if type(frame) is bytes and fast(frame, 0, False):
                         self.eth_counters["rx_frames"] += 1
                         self.ip_counters["rx_packets"] += 1
-                    else:
+                    elif type(frame) is not bytes or not echo(frame, 0):
                         self._rx_frame(frame)
             else:
                 for frame in frames:
@@ -441,6 +442,7 @@ class Stack:
         rx = self._rx_frame
         trusted = self.offload.rx_csum_trusted
         fast = self.tcp.rx_fast if self.fast_path else None
+        echo = self._rx_echo
         for frame in frames:
             if fast is not None and type(frame) is bytes and len(frame) > VNET_HDR_LEN:
                 # The header prediction takes a frame the kernel handed over whole or as
@@ -455,11 +457,38 @@ class Stack:
                     if gso:
                         self.offload.counters["gso_frames_received"] += 1
                     continue
+                if not gso and echo(frame, VNET_HDR_LEN):
+                    continue
             ok = trusted(frame)
             if ok is None:
                 continue  # too short for the header (counted)
             self.rx_csum_trusted = ok
             rx(memoryview(frame)[VNET_HDR_LEN:])
+
+    def _rx_echo(self, frame: bytes, off: int) -> bool:
+        """The ping fast path (``icmp.predict_echo_request``): a plain Echo Request to us
+        is answered without the layer-by-layer parse, with the same counters and the
+        same reply; False (nothing done) for any other frame."""
+        got = icmp.predict_echo_request(frame, off, self.mac_b, self.ip_b)
+        if got is None:
+            return False
+        src, message = got
+        self.eth_counters["rx_frames"] += 1
+        self.ip_counters["rx_packets"] += 1
+        c = self.icmp_counters
+        c["rx_messages"] += 1
+        c["echo_requests"] += 1
+        self._send_echo_reply(src, icmp.echo_reply_for(message))
+        return True
+
+    def _send_echo_reply(self, dst: bytes, reply: bytes) -> None:
+        try:
+            self.send_ip(dst, IPPROTO_ICMP, [reply])
+        except OSError:
+            # The sender is off-link and the stack has no gateway: nothing to answer with.
+            self.icmp_counters.inc("echo_reply_no_route")
+            return
+        self.icmp_counters["echo_replies_sent"] += 1
 
     def _rx_frame(self, frame: Buffer) -> None:
         try:
@@ -544,8 +573,7 @@ class Stack:
                 return
             c.inc("echo_requests")
             # RFC 792: the reply carries the request's identifier, sequence and data.
-            self.send_ip(hdr.src, IPPROTO_ICMP, [icmp.build_echo_reply_from(msg)])
-            c.inc("echo_replies_sent")
+            self._send_echo_reply(hdr.src, icmp.build_echo_reply_from(msg))
         elif msg.type == icmp.ECHO_REPLY:
             pending = self._pings.pop((msg.ident, msg.seq), None)
             if pending is None or pending.future.done():
