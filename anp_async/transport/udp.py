@@ -192,7 +192,11 @@ class UdpLayer:
                     self.counters.inc("port_unreachable_suppressed")
                     return
                 msg = icmp.build_dest_unreachable(icmp.PORT_UNREACH, ip_packet[: hdr.total_length])
-                stack.send_ip(hdr.src, IPPROTO_ICMP, [msg])
+                try:
+                    stack.send_ip(hdr.src, IPPROTO_ICMP, [msg])
+                except OSError:  # an off-link sender and no gateway: no way back
+                    self.counters.inc("port_unreachable_no_route")
+                    return
                 self.counters.inc("port_unreachable_sent")
             return
         self.counters.inc("rx_datagrams")

@@ -17,6 +17,7 @@ from anp_async.proto.checksum import ones_sum
 from anp_async.proto.ethernet import build_ethernet_header, mac_to_bytes
 from anp_async.proto.ipv4 import build_ipv4_header, ip_to_bytes, parse_ipv4
 from anp_async.proto.numbers import ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP
+from anp_async.proto.udp import build_udp_header
 
 MAC = mac_to_bytes("02:00:00:00:00:02")
 PEER_MAC = mac_to_bytes("02:00:00:00:00:77")
@@ -129,7 +130,8 @@ async def _answers(fast: bool, frames: list[bytes], gateway: str | None = None) 
         await asyncio.sleep(0)
         sent = _drain(peer._sock)
         counters = (dict(stack.eth_counters), dict(stack.ip_counters), dict(stack.icmp_counters))
-    return sent, counters, len(full_way)
+        udp = dict(stack.udp.counters)
+    return sent, counters + (udp,), len(full_way)
 
 
 def _without_ip_id(frame: bytes) -> bytes:
@@ -163,9 +165,18 @@ async def test_fast_and_full_way_answer_alike() -> None:
 async def test_echo_from_off_link_without_a_gateway_is_counted_not_raised(fast: bool) -> None:
     # The request from 192.0.2.1 cannot be answered (no route); the frame after it still is.
     frames = [request_frame(src=ip_to_bytes("192.0.2.1")), request_frame()]
-    sent, (_eth, _ip, icmp_c), _ = await _answers(fast, frames)
+    sent, (_eth, _ip, icmp_c, _udp), _ = await _answers(fast, frames)
     assert len(sent) == 1
     assert icmp_c["echo_reply_no_route"] == 1 and icmp_c["echo_replies_sent"] == 1
     # With a gateway the same request is answered through it.
-    sent, (_eth, _ip, icmp_c), _ = await _answers(fast, frames, gateway="10.0.0.254")
+    sent, (_eth, _ip, icmp_c, _udp), _ = await _answers(fast, frames, gateway="10.0.0.254")
     assert len(sent) == 2 and "echo_reply_no_route" not in icmp_c
+
+
+async def test_port_unreachable_to_off_link_without_a_gateway_is_counted_not_raised() -> None:
+    stranger = ip_to_bytes("192.0.2.1")
+    udp = build_udp_header(5000, 9, stranger, IP, b"x") + b"x"
+    to_closed_port = request_frame(udp, src=stranger, proto=IPPROTO_UDP)
+    sent, (_eth, _ip, _icmp, udp_c), _ = await _answers(True, [to_closed_port, request_frame()])
+    assert len(sent) == 1  # the echo after it is answered
+    assert udp_c["port_unreachable_no_route"] == 1
