@@ -344,16 +344,20 @@ class SocketApi:
 
     def _port_taken(self, port: int, rec: StreamSocket, ip: str) -> bool:
         """Would binding ``rec`` to ``ip``:``port`` clash (Linux: EADDRINUSE)? Two sockets
-        clash when they would hear the same family there: an AF_INET socket and an
-        IPV6_V6ONLY one (set before bind) do not, an AF_INET6 dual-stack one clashes
-        with both."""
+        clash when they would hear the same family there (an AF_INET socket and an
+        IPV6_V6ONLY one, set before bind, do not; an AF_INET6 dual-stack one clashes
+        with both) -- unless both set SO_REUSEPORT, or both set SO_REUSEADDR and the
+        other is not listening (Linux's inet_csk_bind_conflict; ``_tcp_bound`` holds
+        the bound sockets that do not listen, the stack's listeners the others)."""
         v4, v6 = rec.hears("0.0.0.0", ip), rec.hears("::", ip)
         for other in self._tcp_bound.get(port, []):
             assert other.bound is not None
+            if (rec.reuseport and other.reuseport) or (rec.reuseaddr and other.reuseaddr):
+                continue
             ip2 = other.bound[0]
             if (v4 and other.hears("0.0.0.0", ip2)) or (v6 and other.hears("::", ip2)):
                 return True
-        return self.stack.tcp.host.listen_conflict(port, v4=v4, v6=v6)
+        return self.stack.tcp.host.listen_conflict(port, v4=v4, v6=v6, reuseport=rec.reuseport)
 
     # ------------------------------------------------------------------ operations
 
@@ -437,9 +441,12 @@ class SocketApi:
         v4, v6 = rec.hears("0.0.0.0", rec.bound[0]), rec.hears("::", rec.bound[0])
         family = socket.AF_UNSPEC if v4 and v6 else socket.AF_INET if v4 else socket.AF_INET6
         try:
+            # (a listener clashes with every other one on its port unless both set
+            # SO_REUSEPORT: a bound SO_REUSEADDR socket cannot listen where one listens)
             listener.server = await self.stack.create_server(
-                listener.new_pump, "0.0.0.0", rec.bound[1], backlog=backlog, family=family
-            )
+                listener.new_pump, "0.0.0.0", rec.bound[1], backlog=backlog, family=family,
+                reuse_port=rec.reuseport,
+            )  # fmt: skip
         except OSError:
             self._hold_port(rec.bound[1], rec)
             raise

@@ -174,6 +174,20 @@ class SocketRecord:
         err, self.pending_error = self.pending_error, 0
         return err
 
+    def _flag(self, name: int) -> bool:
+        """Is the SOL_SOCKET option ``name`` set?"""
+        return _int_of(self.options.get((socket.SOL_SOCKET, name), b"")) != 0
+
+    @property
+    def reuseaddr(self) -> bool:
+        """SO_REUSEADDR is set."""
+        return self._flag(socket.SO_REUSEADDR)
+
+    @property
+    def reuseport(self) -> bool:
+        """SO_REUSEPORT is set."""
+        return self._flag(socket.SO_REUSEPORT)
+
     @property
     def v6only(self) -> bool:
         raw = self.options.get((socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
@@ -732,15 +746,11 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
         self.bound_ip = ip
         await self.api.udp_bound(self)  # the same port on the sibling workers, if any
 
-    def _flag(self, name: int) -> bool:
-        """Is the SOL_SOCKET option ``name`` set?"""
-        return _int_of(self.options.get((socket.SOL_SOCKET, name), b"")) != 0
-
     @property
     def shares_port(self) -> bool:
         """SO_REUSEADDR (or SO_REUSEPORT) was set before bind: the socket may share its
         port with others that set it (the stack's ``share_port``)."""
-        return self._flag(socket.SO_REUSEADDR) or self._flag(socket.SO_REUSEPORT)
+        return self.reuseaddr or self.reuseport
 
     def set_option(self, level: int, name: int, value: bytes) -> None:
         super().set_option(level, name, value)

@@ -10,6 +10,11 @@ SO_REUSEADDR (iperf3's UDP server binds a fresh socket on the port it just conne
 datagram then reaches the socket connected to its source, else the most recently bound
 unconnected one: Linux's UDP lookup scores a connected socket higher, and among equals
 takes the newest.
+
+TCP listeners share a port when every one of them set SO_REUSEPORT (a group of worker
+processes, each with its own listening socket): a SYN reaches the one its flow's hash
+picks (:meth:`FamilyPorts.pick`), so a flow's every segment reaches the same listener,
+as Linux's reuseport group selects by the 4-tuple's hash.
 """
 
 from __future__ import annotations
@@ -83,6 +88,15 @@ class FamilyPorts(Generic[T]):
             elif remote == src:
                 return item
         return unconnected
+
+    def pick(self, port: int, v6: bool, flow: int) -> T | None:
+        """The item a packet of that family to ``port`` reaches when the holders share
+        it as a group: the one the flow's hash ``flow`` (non-negative) picks, the same
+        one for every packet of the flow while the group stays."""
+        holders = (self._v6 if v6 else self._v4).get(port)
+        if not holders:
+            return None
+        return holders[flow % len(holders)][0]
 
     def held(self, port: int) -> bool:
         """Does an item of either family hold ``port``?"""

@@ -30,6 +30,7 @@ class Server(asyncio.AbstractServer):
         *,
         v4: bool = True,
         v6: bool = True,
+        reuseport: bool = False,
         ssl: Any = None,
         ssl_handshake_timeout: float | None = None,
         ssl_shutdown_timeout: float | None = None,
@@ -51,7 +52,9 @@ class Server(asyncio.AbstractServer):
         self._pending: list[TcpEndpoint] = []
         # Listen at once (the kernel's listen() does, before start_serving): handshakes
         # complete into a queue bounded by the backlog.
-        self._listener: Listener | None = layer.listen(port, backlog, self._accept, v4=v4, v6=v6)
+        self._listener: Listener | None = layer.listen(
+            port, backlog, self._accept, v4=v4, v6=v6, reuseport=reuseport
+        )
         self._sockets = [StackSocket(self, "tcp")]
 
     def __repr__(self) -> str:

@@ -392,8 +392,9 @@ class TcpLayer:
         if port == 0:
             port = self.pick_port(b"", 0)
         elif self.host.listen_conflict(
-            port, v4=family != socket.AF_INET6, v6=family != socket.AF_INET
-        ):
+            port, v4=family != socket.AF_INET6, v6=family != socket.AF_INET,
+            reuseport=bool(reuse_port),
+        ):  # fmt: skip
             raise oserror(errno.EADDRINUSE)
         server = Server(
             self,
@@ -402,6 +403,7 @@ class TcpLayer:
             backlog,
             v4=family != socket.AF_INET6,
             v6=family != socket.AF_INET,
+            reuseport=bool(reuse_port),
             ssl=ssl,
             ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout,
@@ -412,11 +414,12 @@ class TcpLayer:
 
     def listen(
         self, port: int, backlog: int, accept: Callable[[TcpEndpoint], None], *,
-        v4: bool = True, v6: bool = True,
+        v4: bool = True, v6: bool = True, reuseport: bool = False,
     ) -> Listener:  # fmt: skip
-        """Listen on ``port`` (for the families ``v4``/``v6``); ``accept(endpoint)`` for each
-        connection that opens."""
-        return self.host.listen(port, backlog, accept, v4=v4, v6=v6)
+        """Listen on ``port`` (for the families ``v4``/``v6``; ``reuseport``: share it
+        with other listeners that set it); ``accept(endpoint)`` for each connection that
+        opens."""
+        return self.host.listen(port, backlog, accept, v4=v4, v6=v6, reuseport=reuseport)
 
     def unlisten(self, listener: Listener) -> None:
         """Stop listening (connections already opened stay)."""

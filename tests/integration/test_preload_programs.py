@@ -377,6 +377,85 @@ def test_udp_corner_cases_like_the_kernel() -> None:
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 
+CONNECT_BACK_SERVER = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 7))
+s.listen()
+print("listening", flush=True)
+while True:
+    c, _ = s.accept()
+    n, host, port = c.makefile().readline().split()
+    for i in range(int(n)):  # n connections back, each sends its number and closes
+        with socket.create_connection((host, int(port)), timeout=5) as back:
+            back.sendall(b"%d" % i)
+    c.sendall(b"done")
+    c.close()
+"""
+
+TCP_BIND_PROBE = """
+import errno, select, socket, sys
+peer = sys.argv[1]
+def e(f):
+    try:
+        f()
+        return "ok"
+    except OSError as x:
+        return errno.errorcode.get(x.errno, x.errno)
+def sock(*opts):
+    s = socket.socket()
+    for o in opts:
+        s.setsockopt(socket.SOL_SOCKET, o, 1)
+    return s
+RP, RA = socket.SO_REUSEPORT, socket.SO_REUSEADDR
+a, b, c = sock(RP), sock(RP), sock()
+print("reuseport a", e(lambda: a.bind(("0.0.0.0", 7001))), e(lambda: a.listen(64)))
+print("reuseport b", e(lambda: b.bind(("0.0.0.0", 7001))), e(lambda: b.listen(64)))
+print("plain c", e(lambda: c.bind(("0.0.0.0", 7001))))
+d, f = sock(RA), sock(RA)
+print("reuseaddr d", e(lambda: d.bind(("0.0.0.0", 7002))), e(lambda: d.listen(8)))
+print("reuseaddr f beside a listener", e(lambda: f.bind(("0.0.0.0", 7002))))
+g, h = sock(RA), sock(RA)
+print("reuseaddr g h", e(lambda: g.bind(("0.0.0.0", 7003))), e(lambda: h.bind(("0.0.0.0", 7003))))
+print("listen g h", e(lambda: g.listen(8)), e(lambda: h.listen(8)))
+i, j = sock(RP), sock()
+print("reuseport i, plain j", e(lambda: i.bind(("0.0.0.0", 7004))), e(lambda: j.bind(("0.0.0.0", 7004))))
+# Connections to the reuseport pair: each listener accepts its share, every one arrives.
+ctl = socket.create_connection((peer, 7), timeout=10)
+me = ctl.getsockname()[0]
+ctl.sendall(f"20 {me} 7001\\n".encode())
+got = {a: [], b: []}
+done = False
+while not done or select.select([a, b], [], [], 0.5)[0]:
+    for ls in select.select([a, b, ctl], [], [], 10)[0]:
+        if ls is ctl:
+            done = True
+            continue
+        conn, _ = ls.accept()
+        conn.settimeout(5)
+        got[ls].append(int(conn.recv(16)))
+        conn.close()
+print("reuseport accepts: all", sorted(got[a] + got[b]) == list(range(20)),
+      "both", bool(got[a]) and bool(got[b]))
+a.close()
+print("b after a closed listening", b.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+"""
+
+
+def test_tcp_bind_rules_and_reuseport_like_the_kernel() -> None:
+    """Linux's bind rules (inet_csk_bind_conflict): SO_REUSEPORT sockets share a port,
+    listening too, and each accepts its share of the connections; SO_REUSEADDR sockets
+    share it while neither listens, and a second one cannot listen where one does. The
+    stack refused the second SO_REUSEPORT listener (nginx "listen ... reuseport",
+    multi-process servers) and the second SO_REUSEADDR bind. Same output on both."""
+    k, st = _probe_kernel_then_stack(CONNECT_BACK_SERVER, TCP_BIND_PROBE, "interrupt")
+    assert "reuseport b ok ok" in k.stdout, k.stdout
+    assert "listen g h ok EADDRINUSE" in k.stdout, k.stdout
+    assert "reuseport accepts: all True both True" in k.stdout, k.stdout
+    assert st.stdout == k.stdout, (k.stdout, st.stdout)
+
+
 def test_ping_from_the_stack(netns: Netns) -> None:
     """iputils ping, unmodified: it opens a ping socket (SOCK_DGRAM, IPPROTO_ICMP), which
     the stack serves (before, it fell back to a raw socket in the program's empty

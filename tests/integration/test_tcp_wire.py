@@ -105,3 +105,30 @@ async def test_10mib_each_way_through_faults(name: str) -> None:
             injected,
             {k: v for k, v in a.stats()["tcp"].items() if k.startswith("conn_") and "retrans" in k},
         )
+
+
+async def test_reuse_port_servers_share_a_port_and_split_the_connections() -> None:
+    # asyncio's create_server(reuse_port=True): SO_REUSEPORT's sharing, on the stack.
+    async with wire_stacks("interrupt") as (a, b):
+        served: dict[str, int] = {"one": 0, "two": 0}
+
+        def server_named(name: str):  # type: ignore[no-untyped-def]
+            async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                served[name] += 1
+                writer.write(await reader.read(100))
+                writer.close()
+
+            return serve
+
+        one = await b.start_server(server_named("one"), "10.0.0.2", 9400, reuse_port=True)
+        with pytest.raises(OSError):
+            await b.start_server(server_named("two"), "10.0.0.2", 9400)  # without it
+        two = await b.start_server(server_named("two"), "10.0.0.2", 9400, reuse_port=True)
+        for i in range(24):
+            reader, writer = await a.open_connection("10.0.0.2", 9400)
+            writer.write(b"%d" % i)
+            assert await asyncio.wait_for(reader.read(100), 10) == b"%d" % i
+            writer.close()
+        assert served["one"] + served["two"] == 24 and served["one"] and served["two"]
+        one.close()
+        two.close()

@@ -89,3 +89,14 @@ def test_pick_free_draws_then_scans_and_says_when_none_is_left() -> None:
     # (when every draw misses, the scan finds the free one in order)
     assert pick_free(t, range(1, 6), lambda p: p != 4, lambda r: 1) == 5
     assert pick_free(t, range(1, 4), lambda p: True, lambda r: 1) is None
+
+
+def test_pick_spreads_a_group_by_the_flow_and_follows_its_changes() -> None:
+    ports: FamilyPorts[str] = FamilyPorts()
+    assert ports.pick(80, False, 7) is None
+    for name in ("a", "b", "c"):
+        ports.add(80, name, v6=False, share=True)
+    assert [ports.pick(80, False, flow) for flow in range(6)] == ["a", "b", "c"] * 2
+    assert ports.pick(80, True, 0) is None  # the IPv6 table holds none of them
+    ports.remove(80, "b")
+    assert {ports.pick(80, False, flow) for flow in range(10)} == {"a", "c"}

@@ -124,6 +124,49 @@ def test_an_ipv4_and_an_ipv6_only_listener_share_a_port() -> None:
     assert not host.listening(LPORT) and host.listeners == {}
 
 
+def test_reuseport_listeners_share_a_port_each_flow_reaching_one() -> None:
+    # SO_REUSEPORT: listeners that all set it share a port (a group of worker processes),
+    # each SYN reaching the one its flow's hash picks; one without it clashes.
+    host = new_host()
+    a = host.listen(LPORT, 64, lambda _: None, reuseport=True)
+    with pytest.raises(OSError) as e:
+        host.listen(LPORT, 64, lambda _: None)
+    assert e.value.errno == errno.EADDRINUSE
+    b = host.listen(LPORT, 64, lambda _: None, reuseport=True)
+    entries = [host.input(RIP, LIP, syn(RPORT + i), 0.0) for i in range(40)]
+    assert all(e is not None for e in entries) and host.take_outbox() == []
+    picked = [e.listener for e in entries if e is not None]
+    assert picked.count(a) == a.half_open > 0 and picked.count(b) == b.half_open > 0
+    # The pick is the flow's: the same source port always reaches the same listener.
+    for i, listener in enumerate(picked):
+        assert host.listener_for(LPORT, RIP, RPORT + i) is listener
+    # One leaves the group: every new flow reaches the other.
+    host.unlisten(a)
+    assert all(host.listener_for(LPORT, RIP, RPORT + i) is b for i in range(40))
+    with pytest.raises(OSError):
+        host.listen(LPORT, 64, lambda _: None)  # b still holds it for the group
+
+
+def test_a_cookie_ack_reaches_the_reuseport_listener_that_sent_the_cookie() -> None:
+    host = new_host()
+    got: dict[int, list[object]] = {0: [], 1: []}
+    ls = [host.listen(LPORT, 1, got[i].append, reuseport=True) for i in (0, 1)]
+    # Fill both SYN queues (backlog 1 holds 2), then the next SYNs get cookies.
+    port = RPORT
+    while min(x.half_open for x in ls) < 2:
+        host.input(RIP, LIP, syn(port), 0.0)
+        port += 1
+    host.take_outbox()
+    cookie_port = port
+    assert host.input(RIP, LIP, syn(cookie_port, seq=9000), 0.0) is None
+    [(_, synack)] = host.take_outbox()
+    assert host.counters["syncookies_sent"] == 1
+    ack = TcpSegment(cookie_port, LPORT, 9001, (synack.seq + 1) & M, ACK, 65535)
+    entry = host.input(RIP, LIP, ack, 0.1)
+    assert entry is not None and entry.conn.state is TcpState.ESTABLISHED
+    assert entry.listener is host.listener_for(LPORT, RIP, cookie_port)
+
+
 def test_full_backlog_drops_syn_without_cookies() -> None:
     host = new_host(syncookies=False)
     host.listen(LPORT, 1, lambda _: None)

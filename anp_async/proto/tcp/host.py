@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import random
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -182,7 +183,7 @@ class TcpHost(Generic[E]):
         if dst != self._local(src):
             self.counters["to_broadcast_dropped"] += 1
             return None
-        listener = self.listener_for(seg.dst_port, src)
+        listener = self.listener_for(seg.dst_port, src, seg.src_port)
         if listener is not None and not listener.closed:
             return self._listen_input(listener, src, seg, now)
         if self.listening(seg.dst_port):
@@ -474,14 +475,16 @@ class TcpHost(Generic[E]):
 
     def listen(
         self, port: int, backlog: int, accept: Callable[[Any], None], *,
-        v4: bool = True, v6: bool = True,
+        v4: bool = True, v6: bool = True, reuseport: bool = False,
     ) -> Listener:  # fmt: skip
         """Start listening on ``port`` for the families ``v4``/``v6``; OSError(EADDRINUSE)
-        if something listens there for one of them."""
-        if self.listen_conflict(port, v4=v4, v6=v6):
+        if something listens there for one of them -- unless it and this one both set
+        ``reuseport`` (SO_REUSEPORT): then they share the port, each SYN going to the
+        one its flow's hash picks (:meth:`listener_for`)."""
+        if self.listen_conflict(port, v4=v4, v6=v6, reuseport=reuseport):
             raise _oserror(errno.EADDRINUSE)
         listener = Listener(port, backlog, accept, v4=v4, v6=v6)
-        self._listening.add(port, listener, v4=v4, v6=v6)
+        self._listening.add(port, listener, v4=v4, v6=v6, share=reuseport)
         return listener
 
     def unlisten(self, listener: Listener) -> None:
@@ -489,17 +492,23 @@ class TcpHost(Generic[E]):
         listener.closed = True
         self._listening.remove(listener.port, listener)
 
-    def listener_for(self, port: int, src: bytes) -> Listener | None:
-        """The listener a SYN from ``src`` (4 or 16 bytes) to ``port`` reaches, if any."""
-        return self._listening.get(port, len(src) == 16)
+    def listener_for(self, port: int, src: bytes, sport: int = 0) -> Listener | None:
+        """The listener a segment from ``src`` (4 or 16 bytes) port ``sport`` to ``port``
+        reaches, if any; among listeners sharing the port (SO_REUSEPORT), the one the
+        source's hash picks (a flow's SYN, its retransmissions and its cookie ACK reach
+        the same one)."""
+        return self._listening.pick(port, len(src) == 16, zlib.crc32(src, sport))
 
     def listening(self, port: int) -> bool:
         """Does a listener of either family hold ``port``?"""
         return self._listening.held(port)
 
-    def listen_conflict(self, port: int, *, v4: bool = True, v6: bool = True) -> bool:
-        """Would a listener for these families clash with one on ``port`` (EADDRINUSE)?"""
-        return self._listening.conflict(port, v4=v4, v6=v6)
+    def listen_conflict(
+        self, port: int, *, v4: bool = True, v6: bool = True, reuseport: bool = False
+    ) -> bool:
+        """Would a listener for these families clash with one on ``port`` (EADDRINUSE)?
+        With ``reuseport`` it joins listeners that all set it."""
+        return self._listening.conflict(port, v4=v4, v6=v6, share=reuseport)
 
     @property
     def listeners(self) -> dict[int, list[Listener]]:
