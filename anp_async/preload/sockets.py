@@ -739,7 +739,7 @@ class DatagramSocket(SocketRecord, asyncio.DatagramProtocol):
         v4, v6 = self.hears("0.0.0.0", ip), self.hears("::", ip)
         await self.api.stack.create_datagram_endpoint(
             lambda: self, local_addr=(ip, port), v4=v4, v6=v6, share_port=self.shares_port,
-            allow_broadcast=self._flag(socket.SO_BROADCAST),
+            reuse_port=self.reuseport, allow_broadcast=self._flag(socket.SO_BROADCAST),
         )  # fmt: skip
         assert self.transport is not None
         self.apply_options(self.transport)

@@ -14,7 +14,9 @@ takes the newest.
 TCP listeners share a port when every one of them set SO_REUSEPORT (a group of worker
 processes, each with its own listening socket): a SYN reaches the one its flow's hash
 picks (:meth:`FamilyPorts.pick`), so a flow's every segment reaches the same listener,
-as Linux's reuseport group selects by the 4-tuple's hash.
+as Linux's reuseport group selects by the 4-tuple's hash. Unconnected UDP sockets with
+SO_REUSEPORT are such a group too: a datagram no connected socket takes goes to the
+member its flow's hash picks.
 """
 
 from __future__ import annotations
@@ -70,24 +72,35 @@ class FamilyPorts(Generic[T]):
         v6: bool,
         src: Hashable = None,
         remote_of: Callable[[T], Hashable | None] | None = None,
+        *,
+        flow: int = 0,
+        in_group: Callable[[T], bool] | None = None,
     ) -> T | None:
         """The item a packet of that family to ``port`` reaches. With ``remote_of(item)``
         (the peer an item is connected to, None if none): the one connected to ``src``,
-        else the newest unconnected one; never one connected to another peer (None when
-        only such hold the port: Linux answers as for a closed port)."""
+        else the newest unconnected one -- or, when that one is in a group
+        (``in_group``: SO_REUSEPORT), the unconnected group member the flow's hash
+        ``flow`` picks; never one connected to another peer (None when only such hold
+        the port: Linux answers as for a closed port)."""
         holders = (self._v6 if v6 else self._v4).get(port)
         if not holders:
             return None
         if remote_of is None:
             return holders[-1][0]
-        unconnected = None
+        unconnected: list[T] = []
         for item, _ in holders:
             remote = remote_of(item)
             if remote is None:
-                unconnected = item  # (a later one, bound more recently, wins)
+                unconnected.append(item)  # (binding order: the newest last)
             elif remote == src:
                 return item
-        return unconnected
+        if not unconnected:
+            return None
+        newest = unconnected[-1]
+        if in_group is None or not in_group(newest):
+            return newest
+        group = [item for item in unconnected if in_group(item)]
+        return group[flow % len(group)]
 
     def pick(self, port: int, v6: bool, flow: int) -> T | None:
         """The item a packet of that family to ``port`` reaches when the holders share

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import zlib
 from collections.abc import Callable
 from socket import (
     AF_INET6,
@@ -124,7 +125,9 @@ class UdpLayer:
         with IPV6_V6ONLY: IPv6), so two such sockets can share a port. ``share_port``
         (also the stack's own; the library passes a socket's SO_REUSEADDR) lets
         endpoints that all set it bind one port in one family, as Linux does: a datagram
-        reaches the one connected to its source, else the newest unconnected one."""
+        reaches the one connected to its source, else the newest unconnected one.
+        ``reuse_port`` (SO_REUSEPORT) shares the port too, and its unconnected endpoints
+        are a group: each flow's datagrams go to the one its hash picks."""
         if sock is not None:
             raise ValueError("sock= is not supported on the stack (there is no kernel socket)")
         port = 0
@@ -143,6 +146,7 @@ class UdpLayer:
                 family = AF_INET6
         if not (v4 or v6):
             raise ValueError("an endpoint must hear IPv4, IPv6 or both")
+        share_port = share_port or bool(reuse_port)
         if port == 0:
             port = self.pick_port(remote[1] if remote is not None else None)
         elif self.ports.conflict(port, v4=v4, v6=v6, share=share_port):
@@ -151,6 +155,7 @@ class UdpLayer:
         transport = DatagramTransport(
             self, port, remote, protocol, bool(allow_broadcast), family == AF_INET6
         )
+        transport.reuseport = bool(reuse_port)
         self.ports.add(port, transport, v4=v4, v6=v6, share=share_port)
         protocol.connection_made(transport)
         return transport, protocol
@@ -167,7 +172,10 @@ class UdpLayer:
             self.counters.inc(e.reason)
             return
         v6 = isinstance(hdr, IPv6Header)
-        ep = self.ports.get(dport, v6, (hdr.src, sport), remote_of)
+        ep = self.ports.get(
+            dport, v6, (hdr.src, sport), remote_of, flow=zlib.crc32(hdr.src, sport),
+            in_group=in_reuseport_group,
+        )  # fmt: skip
         if ep is None:
             if self.ports.get(dport, v6) is not None:
                 # Held only by sockets connected to other peers: a closed port to this one.
@@ -228,6 +236,11 @@ class UdpLayer:
             ep.abort()
 
 
+def in_reuseport_group(ep: DatagramTransport) -> bool:
+    """Did the endpoint set SO_REUSEPORT (the port table's ``in_group``)?"""
+    return ep.reuseport
+
+
 def remote_of(ep: DatagramTransport) -> tuple[bytes, int] | None:
     """The peer a (connected) endpoint hears alone, None if it hears anyone (the port
     table's ``remote_of``)."""
@@ -250,6 +263,8 @@ class DatagramTransport(asyncio.DatagramTransport):
         self._layer = layer
         self._port = port
         self._remote = remote
+        #: SO_REUSEPORT: unconnected, it shares its port's datagrams with its group.
+        self.reuseport = False
         self._protocol = protocol
         self._allow_broadcast = allow_broadcast
         self._closing = False

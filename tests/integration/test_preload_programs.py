@@ -386,10 +386,14 @@ s.listen()
 print("listening", flush=True)
 while True:
     c, _ = s.accept()
-    n, host, port = c.makefile().readline().split()
-    for i in range(int(n)):  # n connections back, each sends its number and closes
-        with socket.create_connection((host, int(port)), timeout=5) as back:
-            back.sendall(b"%d" % i)
+    kind, n, host, port = c.makefile().readline().split()
+    for i in range(int(n)):
+        if kind == "tcp":  # n connections back, each sends its number and closes
+            with socket.create_connection((host, int(port)), timeout=5) as back:
+                back.sendall(b"%d" % i)
+        else:  # n datagrams, each from a port of its own
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as back:
+                back.sendto(b"%d" % i, (host, int(port)))
     c.sendall(b"done")
     c.close()
 """
@@ -424,7 +428,7 @@ print("reuseport i, plain j", e(lambda: i.bind(("0.0.0.0", 7004))), e(lambda: j.
 # Connections to the reuseport pair: each listener accepts its share, every one arrives.
 ctl = socket.create_connection((peer, 7), timeout=10)
 me = ctl.getsockname()[0]
-ctl.sendall(f"20 {me} 7001\\n".encode())
+ctl.sendall(f"tcp 20 {me} 7001\\n".encode())
 got = {a: [], b: []}
 done = False
 while not done or select.select([a, b], [], [], 0.5)[0]:
@@ -440,12 +444,29 @@ print("reuseport accepts: all", sorted(got[a] + got[b]) == list(range(20)),
       "both", bool(got[a]) and bool(got[b]))
 a.close()
 print("b after a closed listening", b.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+# UDP: two SO_REUSEPORT sockets on a port; datagrams from 20 ports spread over both.
+u = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+for x in u:
+    x.setsockopt(socket.SOL_SOCKET, RP, 1)
+    x.bind(("0.0.0.0", 7005))
+ctl = socket.create_connection((peer, 7), timeout=10)
+ctl.sendall(f"udp 20 {me} 7005\\n".encode())
+got = {x: [] for x in u}
+while sum(map(len, got.values())) < 20:
+    ready = select.select(u, [], [], 10)[0]
+    if not ready:
+        break
+    for x in ready:
+        got[x].append(int(x.recv(16)))
+print("udp reuseport: all", sorted(got[u[0]] + got[u[1]]) == list(range(20)),
+      "both", all(got.values()))
 """
 
 
 def test_tcp_bind_rules_and_reuseport_like_the_kernel() -> None:
     """Linux's bind rules (inet_csk_bind_conflict): SO_REUSEPORT sockets share a port,
-    listening too, and each accepts its share of the connections; SO_REUSEADDR sockets
+    listening too, and each accepts its share of the connections (UDP sockets their
+    share of the datagrams: a reuseport group); SO_REUSEADDR sockets
     share it while neither listens, and a second one cannot listen where one does. The
     stack refused the second SO_REUSEPORT listener (nginx "listen ... reuseport",
     multi-process servers) and the second SO_REUSEADDR bind. Same output on both."""
@@ -453,6 +474,7 @@ def test_tcp_bind_rules_and_reuseport_like_the_kernel() -> None:
     assert "reuseport b ok ok" in k.stdout, k.stdout
     assert "listen g h ok EADDRINUSE" in k.stdout, k.stdout
     assert "reuseport accepts: all True both True" in k.stdout, k.stdout
+    assert "udp reuseport: all True both True" in k.stdout, k.stdout
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 

@@ -257,3 +257,29 @@ async def test_switch_modes_while_pinging_loses_nothing() -> None:
             for _ in range(5):
                 await a.ping("10.0.0.2", timeout=1)
         assert a.stats()["icmp"]["echo_replies"] == len(order) * 5
+
+
+async def test_udp_reuse_port_endpoints_split_the_flows() -> None:
+    # asyncio's create_datagram_endpoint(reuse_port=True): a reuseport group; each
+    # sender's datagrams reach one member, and different senders spread over both.
+    async with wire_stacks("interrupt") as (a, b):
+        one, two = Collector(), Collector()
+        here = ("10.0.0.2", 5300)
+        t1, _ = await b.create_datagram_endpoint(lambda: one, local_addr=here, reuse_port=True)
+        with pytest.raises(OSError):
+            await b.create_datagram_endpoint(Collector, local_addr=here)
+        t2, _ = await b.create_datagram_endpoint(lambda: two, local_addr=here, reuse_port=True)
+        senders = []
+        for i in range(16):
+            t, _ = await a.create_datagram_endpoint(Collector, remote_addr=("10.0.0.2", 5300))
+            senders.append(t)
+            for _ in range(3):
+                t.sendto(b"%d" % i)
+        deadline = asyncio.get_running_loop().time() + 5
+        while len(one.got) + len(two.got) < 48 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        assert len(one.got) + len(two.got) == 48 and one.got and two.got
+        # Every sender's three datagrams went to one member.
+        assert not {addr for _, addr in one.got} & {addr for _, addr in two.got}
+        for t in (t1, t2, *senders):
+            t.close()

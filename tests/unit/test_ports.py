@@ -100,3 +100,20 @@ def test_pick_spreads_a_group_by_the_flow_and_follows_its_changes() -> None:
     assert ports.pick(80, True, 0) is None  # the IPv6 table holds none of them
     ports.remove(80, "b")
     assert {ports.pick(80, False, flow) for flow in range(10)} == {"a", "c"}
+
+
+def test_an_unconnected_reuseport_group_is_picked_by_the_flow() -> None:
+    ports: FamilyPorts[str] = FamilyPorts()
+    remote = {"a": None, "b": None, "c": ("peer", 9), "d": None}
+    group = {"a", "b", "c"}
+    for name in ("a", "b", "c"):
+        ports.add(53, name, v6=False, share=True)
+
+    def get(src: object, flow: int) -> str | None:
+        return ports.get(53, False, src, remote.get, flow=flow, in_group=group.__contains__)
+
+    assert get(("peer", 9), 0) == "c"  # the connected one first, as before
+    assert [get(("x", 1), flow) for flow in range(4)] == ["a", "b", "a", "b"]
+    # A newest unconnected socket outside the group takes what no connected one does.
+    ports.add(53, "d", v6=False, share=True)
+    assert {get(("x", 1), flow) for flow in range(4)} == {"d"}
