@@ -607,7 +607,10 @@ class SocketApi:
 
     def _op_setopt(self, rec: SocketRecord | None, req: Message, _fd: int) -> Message:
         assert rec is not None
-        rec.set_option(req.a[0], req.a[1], req.data)
+        try:
+            rec.set_option(req.a[0], req.a[1], req.data)
+        except OSError as e:  # a value or an option Linux refuses
+            return _err(req.op, e.errno or errno.EINVAL)
         return Message(req.op)
 
     def _op_getopt(self, rec: SocketRecord | None, req: Message, _fd: int) -> Message:
@@ -620,7 +623,10 @@ class SocketApi:
             # as Linux gives (sshd refuses a connection whose IP_OPTIONS are not empty).
             value = rec.option(level, name) or b""
         else:
-            value = rec.option(level, name) or (0).to_bytes(4, "little")
+            try:
+                value = rec.option(level, name) or (0).to_bytes(4, "little")
+            except OSError as e:  # (IP_MTU on a socket without a peer: ENOTCONN)
+                return _err(req.op, e.errno or errno.EINVAL)
         return Message(req.op, data=value[: max(0, min(req.a[2] or 4, DATA_MAX))])
 
     def _op_eof(self, rec: SocketRecord | None, req: Message, _fd: int) -> Message:

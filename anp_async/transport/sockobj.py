@@ -12,6 +12,8 @@ import socket
 import weakref
 from typing import Any
 
+from .sockopts import check_option, option_default
+
 
 class StackSocket:
     """What ``transport.get_extra_info('socket')`` returns for a stack transport.
@@ -53,7 +55,10 @@ class StackSocket:
         return peer
 
     def setsockopt(self, level: int, optname: int, value: int | bytes, *_: Any) -> None:
+        """As ``socket.setsockopt``, with Linux's rules (``transport/sockopts.py``):
+        OSError(EINVAL) for a value out of range, a flag kept as 0 or 1."""
         ival = int.from_bytes(value, "little") if isinstance(value, bytes) else int(value)
+        ival = check_option(self._kind == "tcp", level, optname, ival)
         self._opts[(level, optname)] = ival
         apply = getattr(self._owner, "_apply_sockopt", None)
         if apply is not None:
@@ -71,7 +76,7 @@ class StackSocket:
             v = getter(level, optname, buflen)
             if v is not None:
                 return v[:buflen] if isinstance(v, bytes) and buflen is not None else v
-        return self._opts.get((level, optname), 0)
+        return self._opts.get((level, optname), option_default(level, optname))
 
     def setblocking(self, flag: bool) -> None:
         pass
