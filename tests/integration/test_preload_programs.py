@@ -538,6 +538,41 @@ def test_socket_options_read_back_like_the_kernel() -> None:
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 
+FULL_QUEUE_SERVER = """
+import socket, time
+s = socket.socket()
+s.bind(("0.0.0.0", 7100))
+s.listen(0)  # never accepts: once one connection waits, Linux drops every SYN
+print("listening", flush=True)
+time.sleep(120)
+"""
+
+SYNCNT_PROBE = """
+import errno, socket, sys, time
+peer = sys.argv[1]
+hold = socket.create_connection((peer, 7100), timeout=5)  # fills the accept queue
+time.sleep(0.3)
+s = socket.socket()
+s.setsockopt(socket.IPPROTO_TCP, 7, 1)  # TCP_SYNCNT: one retransmission
+t = time.monotonic()
+try:
+    s.connect((peer, 7100))
+    print("connected")
+except OSError as e:
+    print("connect", errno.errorcode[e.errno], "after", round(time.monotonic() - t), "s")
+"""
+
+
+def test_tcp_syncnt_bounds_the_connect_like_the_kernel() -> None:
+    """TCP_SYNCNT set before connect(): a peer that drops every SYN (a full accept queue)
+    makes connect() give up after one retransmission -- ETIMEDOUT after 1 + 2 s, not
+    the default six retransmissions (127 s). The stack kept the option but used its
+    default."""
+    k, st = _probe_kernel_then_stack(FULL_QUEUE_SERVER, SYNCNT_PROBE, "interrupt")
+    assert k.stdout == "connect ETIMEDOUT after 3 s\n", k.stdout
+    assert st.stdout == k.stdout, (k.stdout, st.stdout)
+
+
 def test_ping_from_the_stack(netns: Netns) -> None:
     """iputils ping, unmodified: it opens a ping socket (SOCK_DGRAM, IPPROTO_ICMP), which
     the stack serves (before, it fell back to a raw socket in the program's empty
