@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from .counters import Counters
+from .loopback import Loopback
 from .modes import make_mode
 from .modes.base import RxMode
 from .modes.timergate import TimerGate
@@ -300,6 +301,8 @@ class Stack:
         #: Holds TCP timers back while frames wait unread (modes/timergate.py); made
         #: by start() on the running loop.
         self.timer_gate: TimerGate | None = None
+        #: Frames to our own MAC: traffic to our own address (loopback.py); by start().
+        self.loopback: Loopback | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -318,6 +321,7 @@ class Stack:
         self.timer_gate = TimerGate(
             self.loop, self._rx_waiting, lambda: self.nic.stats.rx_frames, TX_QUEUE_LEN
         )
+        self.loopback = Loopback(self.loop, self._rx_batch)
         if self.v6 is not None:
             self.v6.start()
         log.info(
@@ -612,10 +616,11 @@ class Stack:
             hdr = build_ethernet_header(dst_mac, self.mac_b, ethertype)
             if len(self._eth_headers) < 4096:
                 self._eth_headers[key] = hdr
-        if self.vnet_hdr:
-            self.nic.send([vnet or PLAIN_HEADER, hdr, *parts])
+        frame = [vnet or PLAIN_HEADER, hdr, *parts] if self.vnet_hdr else [hdr, *parts]
+        if dst_mac == self.mac_b and self.loopback is not None:
+            self.loopback.send(frame)  # to our own address: back in, not out
         else:
-            self.nic.send([hdr, *parts])
+            self.nic.send(frame)
 
     def send_tcp(self, dst: bytes, seg: TcpSegment, mss: int = 0, dscp: int = 0) -> bool:
         """Send one TCP segment to ``dst``; True when the NIC is to cut it at ``mss`` (TSO).
@@ -748,7 +753,12 @@ class Stack:
         if route is None:
             route = self._route(dst)
         next_hop, bcast = route
-        mac = BROADCAST_MAC if bcast else self.arp.lookup(next_hop, self.now())
+        if bcast:
+            mac: bytes | None = BROADCAST_MAC
+        elif next_hop == self.ip_b:
+            mac = self.mac_b  # our own address: the loopback (send_frame)
+        else:
+            mac = self.arp.lookup(next_hop, self.now())
         if length + 20 > self.mtu and vnet is None:
             payload = b"".join(parts)
             ident = self.ip_ids.next()
@@ -1016,6 +1026,7 @@ class Stack:
             "nic": nic_stats | ({"faults": dict(faults)} if faults else {}),
             "mode": mode,
             "eth": dict(self.eth_counters),
+            "loopback": dict(self.loopback.counters) if self.loopback is not None else {},
             "arp": dict(self.arp.counters) | {"entries": len(self.arp.entries())},
             "ip": dict(self.ip_counters)
             | {f"reassembly_{k}": self.reassembler.counters[k] for k in _REASSEMBLY_DROPS},

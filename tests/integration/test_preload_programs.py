@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from anp_async.nic.netns import Netns, veth_pair
+from anp_async.nic.netns import Netns, loopback_up, veth_pair
 from tests import capps
 from tests.preloadutil import (
     KERNEL_IP,
@@ -282,6 +282,8 @@ def _probe_kernel_then_stack(
     stack (receive ``mode``) against the same server on the kernel side of the TAP."""
     a, b = Netns.create(), Netns.create()
     try:
+        for ns in (a, b):
+            loopback_up(ns)  # (a host's own address is reached through lo)
         veth_pair(a, b, "10.0.1.1/24", "10.0.1.2/24")
         with kernel_proc(b, [sys.executable, "-c", server]):
             k = retry_in_ns(a, [sys.executable, "-c", probe, "10.0.1.2"])
@@ -570,6 +572,56 @@ def test_tcp_syncnt_bounds_the_connect_like_the_kernel() -> None:
     default."""
     k, st = _probe_kernel_then_stack(FULL_QUEUE_SERVER, SYNCNT_PROBE, "interrupt")
     assert k.stdout == "connect ETIMEDOUT after 3 s\n", k.stdout
+    assert st.stdout == k.stdout, (k.stdout, st.stdout)
+
+
+OWN_ADDRESS_PROBE = """
+import errno, socket, sys
+peer = sys.argv[1]
+def e(f):
+    try:
+        r = f()
+        return "ok" if r is None else r
+    except OSError as x:
+        return errno.errorcode.get(x.errno, x.errno)
+probe = socket.create_connection((peer, 7), timeout=5)
+me = probe.getsockname()[0]  # this host's address on the link
+probe.close()
+listener = socket.socket()
+listener.settimeout(5)
+listener.bind(("0.0.0.0", 8000))
+listener.listen(5)
+client = socket.create_connection((me, 8000), timeout=5)
+server, _ = listener.accept()
+client.sendall(b"x" * 300000)
+got = b""
+while len(got) < 300000:
+    got += server.recv(65536)
+server.sendall(b"back")
+print("tcp to own address", got == b"x" * 300000, client.recv(10),
+      server.getpeername()[0] == me, client.getpeername() == (me, 8000))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(5)
+u.bind(("0.0.0.0", 8001))
+v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+v.sendto(b"datagram", (me, 8001))
+data, addr = u.recvfrom(100)
+print("udp to own address", data, addr[0] == me)
+closed = socket.socket()
+closed.settimeout(5)
+print("closed port on own address", e(lambda: closed.connect((me, 8002))))
+"""
+
+
+def test_a_program_reaches_its_own_address_like_the_kernel() -> None:
+    """A program on the stack that connects to the stack's own address (a server that
+    calls itself, a client and a server in one ``anp run``), sends itself a datagram or
+    meets a closed port there: as Linux through lo. The stack sent such frames to the
+    NIC after an ARP request for its own address: connect() timed out, the datagram was
+    lost, a closed port said EHOSTUNREACH."""
+    k, st = _probe_kernel_then_stack(CONNECT_BACK_SERVER, OWN_ADDRESS_PROBE, "interrupt")
+    assert "tcp to own address True b'back' True True" in k.stdout, k.stdout
+    assert "closed port on own address ECONNREFUSED" in k.stdout, k.stdout
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 

@@ -132,3 +132,27 @@ async def test_reuse_port_servers_share_a_port_and_split_the_connections() -> No
         assert served["one"] + served["two"] == 24 and served["one"] and served["two"]
         one.close()
         two.close()
+
+
+async def test_a_stack_reaches_its_own_address() -> None:
+    # TCP, UDP and ICMP to the stack's own address come back in (loopback.py), as
+    # Linux's traffic to its own address goes through lo; nothing of it reaches the wire.
+    async with wire_stacks("interrupt") as (a, _b):
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+            writer.close()
+
+        server = await a.start_server(echo, "10.0.0.1", 9500)
+        sent_before = a.nic.stats.tx_frames
+        reader, writer = await a.open_connection("10.0.0.1", 9500)
+        blob = random.Random(5).randbytes(1 << 20)
+        writer.write(blob)
+        assert await asyncio.wait_for(reader.readexactly(len(blob)), 30) == blob
+        writer.close()
+        with pytest.raises(ConnectionRefusedError):
+            await a.open_connection("10.0.0.1", 9501)
+        assert await a.ping("10.0.0.1", timeout=2) >= 0
+        server.close()
+        assert a.nic.stats.tx_frames == sent_before
+        assert a.stats()["loopback"]["frames"] > 0
