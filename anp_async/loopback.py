@@ -1,7 +1,7 @@
 """Frames the stack sends to itself: a program on the stack that connects to the stack's
 own address, or sends it a datagram, as Linux routes such traffic through ``lo``.
 
-The stack resolves its own address to its own MAC; :meth:`Stack.send_frame` hands a
+The stack (and its IPv6 layer) resolves its own addresses to its own MAC; :meth:`Stack.send_frame` hands a
 frame for that MAC here instead of to the NIC. The frames wait in a bounded queue and
 come back into the stack as one receive batch on the loop's next pass -- never from
 inside the send, which may run in the middle of a receive batch -- byte for byte as they

@@ -439,7 +439,8 @@ class Ipv6Layer:
             packets = [[hdr, *parts]]
         self.counters.inc("tx_packets", len(packets))
         now = self.stack.now()
-        mac = self.neighbors.lookup(hop, now)
+        # One of our own addresses: our MAC, which the stack's send_frame loops back in.
+        mac = self.stack.mac_b if self.ours(hop) else self.neighbors.lookup(hop, now)
         if mac is not None:
             for pkt in packets:
                 self.stack.send_frame(mac, ETH_P_IPV6, pkt, vnet)

@@ -425,3 +425,24 @@ async def test_ecn_over_ipv6_marks_instead_of_loss() -> None:
     assert faulty.fault_stats["ce_marked"] > 0  # so the data was ECT
     assert tb.get("conn_ecn_ce_rx", 0) > 0
     assert ta.get("conn_ecn_reductions", 0) > 0 and ta.get("conn_ecn_cwr_sent", 0) > 0
+
+
+async def test_a_stack_reaches_its_own_ipv6_address() -> None:
+    # As over IPv4 (loopback.py): TCP and a ping to our own IPv6 address come back in.
+    async with v6_stacks(dad=0) as (a, _b):
+
+        async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(await r.read())
+            w.close()
+
+        server = await a.start_server(echo, "::", 7)
+        sent_before = a.nic.stats.tx_frames
+        reader, writer = await a.open_connection("fd00::1", 7)
+        data = bytes(range(256)) * 400
+        writer.write(data)
+        writer.write_eof()
+        assert await asyncio.wait_for(reader.read(), 10) == data
+        writer.close()
+        assert await a.ping("fd00::1", timeout=2) >= 0
+        server.close()
+        assert a.nic.stats.tx_frames == sent_before
