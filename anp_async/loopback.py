@@ -29,11 +29,14 @@ class Loopback:
         self._loop = loop
         self._deliver = deliver
         self._queue: list[bytes] = []
+        self._closed = False
         #: ``frames``: sent to ourselves; ``dropped``: over :data:`QUEUE_LIMIT`.
         self.counters = Counters()
 
     def send(self, parts: list[Buffer]) -> None:
         """Queue one frame (its parts, joined now: they may be reused after the call)."""
+        if self._closed:
+            return
         if len(self._queue) >= QUEUE_LIMIT:
             self.counters["dropped"] += 1
             return
@@ -42,7 +45,12 @@ class Loopback:
         self._queue.append(b"".join(parts))
         self.counters["frames"] += 1
 
+    def close(self) -> None:
+        """The stack is closing: what waits is dropped, nothing more is taken."""
+        self._closed = True
+        self._queue = []
+
     def _flush(self) -> None:
         frames, self._queue = self._queue, []
-        if frames:
+        if frames and not self._closed:
             self._deliver(frames)

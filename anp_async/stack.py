@@ -350,6 +350,8 @@ class Stack:
         await asyncio.sleep(0)
         if self._mode is not None:
             self._mode.stop()
+        if self.loopback is not None:
+            self.loopback.close()
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
