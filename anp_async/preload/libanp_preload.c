@@ -177,6 +177,7 @@ REAL(int, dup3, (int, int, int));
 REAL(int, fcntl, (int, int, ...));
 REAL(int, fcntl64, (int, int, ...));
 REAL(int, ioctl, (int, unsigned long, ...));
+REAL(int, shutdown, (int, int));
 REAL(int, getifaddrs, (struct ifaddrs **));
 REAL(void, freeifaddrs, (struct ifaddrs *));
 
@@ -187,7 +188,7 @@ static void resolve_real(void)
     R(connect); R(getsockname); R(getpeername); R(setsockopt); R(getsockopt);
     R(read); R(write); R(readv); R(writev); R(recv); R(send); R(recvfrom); R(sendto);
     R(recvmsg); R(sendmsg); R(dup); R(dup2); R(dup3); R(fcntl); R(fcntl64); R(ioctl);
-    R(getifaddrs); R(freeifaddrs);
+    R(shutdown); R(getifaddrs); R(freeifaddrs);
 #undef R
     if (!real_fcntl64)
         real_fcntl64 = real_fcntl;
@@ -1038,6 +1039,23 @@ static ssize_t send_unconnected(int flags)
     return fail(EPIPE);
 }
 
+/* shutdown() of a socket with no peer is ENOTCONN, as Linux answers (a TCP socket never
+ * connected, an unconnected UDP socket). It must not reach the pair: the stack would take
+ * the pair's hang-up for the program's close and forget the socket (a listen() after it
+ * failed with EBADF). A connected socket's shutdown goes to its pair, whose end the stack
+ * reads (SHUT_WR: its FIN). */
+int shutdown(int fd, int how)
+{
+    struct anp_sock *s;
+    ensure_real();
+    s = lookup(fd);
+    if (s && how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)
+        return fail(EINVAL);
+    if (s && (s->type == SOCK_DGRAM ? !s->udp_connected : s->state == ST_NEW))
+        return fail(ENOTCONN);
+    return real_shutdown(fd, how);
+}
+
 /* The first data call after a connect ends gives the send buffer its size back. */
 static inline ssize_t stream_send_ready(int fd, struct anp_sock *s, int flags)
 {
@@ -1078,6 +1096,9 @@ static ssize_t udp_send(int fd, struct anp_sock *s, const struct msghdr *msg, in
     }
     if (broadcast_refused(s, &dst))
         return fail(EACCES);
+    /* Linux's udp_sendmsg: no datagram to port 0 (a ping socket has no ports) */
+    if (!s->icmp && (dst.sa.sa_family == AF_INET6 ? dst.v6.sin6_port : dst.v4.sin_port) == 0)
+        return fail(EINVAL);
     for (i = 0; i < msg->msg_iovlen; i++)
         total += msg->msg_iov[i].iov_len;
     if (total > 65507)

@@ -625,6 +625,39 @@ def test_a_program_reaches_its_own_address_like_the_kernel() -> None:
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 
+EDGES_PROBE = """
+import errno, socket, sys
+peer = sys.argv[1]
+def e(f):
+    try:
+        r = f()
+        return "ok" if r is None else r
+    except OSError as x:
+        return errno.errorcode.get(x.errno, x.errno)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print("udp sendto port 0", e(lambda: u.sendto(b"x", (peer, 0))))
+print("udp shutdown unconnected", e(lambda: u.shutdown(socket.SHUT_WR)),
+      e(lambda: u.shutdown(socket.SHUT_RD)), "recv", e(lambda: u.recv(10, socket.MSG_DONTWAIT)))
+t = socket.socket()
+print("tcp recv never connected", e(lambda: t.recv(1)))
+print("tcp shutdown never connected", e(lambda: t.shutdown(socket.SHUT_RDWR)))
+print("tcp bind listen listen", e(lambda: t.bind(("0.0.0.0", 7300))), e(lambda: t.listen(1)),
+      e(lambda: t.listen(5)), "accepting", t.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+c = socket.create_connection((peer, 7), timeout=5)
+print("tcp shutdown connected", e(lambda: c.shutdown(socket.SHUT_WR)), "eof", c.recv(10))
+"""
+
+
+def test_shutdown_and_datagram_edges_like_the_kernel() -> None:
+    """shutdown() of a socket without a peer is ENOTCONN and leaves the socket usable
+    (the stack took the pair's hang-up for a close: a listen() after it was EBADF); a
+    datagram to port 0 is EINVAL (the stack sent it). Same output on both."""
+    k, st = _probe_kernel_then_stack(CONNECT_BACK_SERVER, EDGES_PROBE, "interrupt")
+    assert "tcp bind listen listen ok ok ok accepting 1" in k.stdout, k.stdout
+    assert "udp sendto port 0 EINVAL" in k.stdout, k.stdout
+    assert st.stdout == k.stdout, (k.stdout, st.stdout)
+
+
 def test_ping_from_the_stack(netns: Netns) -> None:
     """iputils ping, unmodified: it opens a ping socket (SOCK_DGRAM, IPPROTO_ICMP), which
     the stack serves (before, it fell back to a raw socket in the program's empty
