@@ -379,6 +379,20 @@ def test_udp_corner_cases_like_the_kernel() -> None:
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 
+#: The start of the probes below: the peer's address (argv[1]), and e(call): what the
+#: call returned ("ok" for None) or the name of the errno it raised.
+PROBE_HEAD = """
+import errno, select, socket, struct, sys
+peer = sys.argv[1]
+def e(f):
+    try:
+        r = f()
+        return "ok" if r is None else r
+    except OSError as x:
+        return errno.errorcode.get(x.errno, x.errno)
+"""
+
+
 CONNECT_BACK_SERVER = """
 import socket
 s = socket.socket()
@@ -404,15 +418,7 @@ while True:
     c.close()
 """
 
-TCP_BIND_PROBE = """
-import errno, select, socket, sys
-peer = sys.argv[1]
-def e(f):
-    try:
-        f()
-        return "ok"
-    except OSError as x:
-        return errno.errorcode.get(x.errno, x.errno)
+TCP_BIND_PROBE = PROBE_HEAD + """
 def sock(*opts):
     s = socket.socket()
     for o in opts:
@@ -484,15 +490,7 @@ def test_tcp_bind_rules_and_reuseport_like_the_kernel() -> None:
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 
-OPTION_PROBE = """
-import errno, socket, struct, sys
-peer = sys.argv[1]
-def e(f):
-    try:
-        r = f()
-        return "ok" if r is None else r
-    except OSError as x:
-        return errno.errorcode.get(x.errno, x.errno)
+OPTION_PROBE = PROBE_HEAD + """
 S, T, IP, IP6 = socket.SOL_SOCKET, socket.IPPROTO_TCP, socket.IPPROTO_IP, socket.IPPROTO_IPV6
 OPTIONS = [
     ("SO_KEEPALIVE", S, socket.SO_KEEPALIVE), ("SO_REUSEADDR", S, socket.SO_REUSEADDR),
@@ -575,15 +573,7 @@ def test_tcp_syncnt_bounds_the_connect_like_the_kernel() -> None:
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 
-OWN_ADDRESS_PROBE = """
-import errno, socket, sys
-peer = sys.argv[1]
-def e(f):
-    try:
-        r = f()
-        return "ok" if r is None else r
-    except OSError as x:
-        return errno.errorcode.get(x.errno, x.errno)
+OWN_ADDRESS_PROBE = PROBE_HEAD + """
 probe = socket.create_connection((peer, 7), timeout=5)
 me = probe.getsockname()[0]  # this host's address on the link
 probe.close()
@@ -625,15 +615,7 @@ def test_a_program_reaches_its_own_address_like_the_kernel() -> None:
     assert st.stdout == k.stdout, (k.stdout, st.stdout)
 
 
-EDGES_PROBE = """
-import errno, socket, sys
-peer = sys.argv[1]
-def e(f):
-    try:
-        r = f()
-        return "ok" if r is None else r
-    except OSError as x:
-        return errno.errorcode.get(x.errno, x.errno)
+EDGES_PROBE = PROBE_HEAD + """
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 print("udp sendto port 0", e(lambda: u.sendto(b"x", (peer, 0))))
 print("udp shutdown unconnected", e(lambda: u.shutdown(socket.SHUT_WR)),
