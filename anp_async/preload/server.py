@@ -553,8 +553,9 @@ class SocketApi:
         pump: StreamPump | None = None
         try:
             _, pump = await self.stack.create_connection(
-                lambda: StreamPump(rec), ip, port, local_addr=local, tcp_config=self._config(rec)
-            )
+                lambda: StreamPump(rec), ip, port, local_addr=local, tcp_config=self._config(rec),
+                tos=rec.traffic_class(":" in ip),
+            )  # fmt: skip
         except OSError as e:
             err = errno_of(e)
         finally:

@@ -314,6 +314,12 @@ class StreamSocket(SocketRecord):
         raw = self.options.get((level, name))
         return None if raw is None else _int_of(raw)
 
+    def traffic_class(self, v6: bool) -> int:
+        """The TOS byte (IPv4) or traffic class (IPv6) set so far: what the connection's
+        segments carry from the SYN on."""
+        key = (socket.IPPROTO_IPV6, socket.IPV6_TCLASS) if v6 else (socket.IPPROTO_IP, socket.IP_TOS)
+        return self.int_option(*key) or 0
+
     def nodelay(self) -> bool | None:
         v = self.int_option(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         return None if v is None else bool(v)

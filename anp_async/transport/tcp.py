@@ -308,8 +308,12 @@ class TcpLayer:
         ssl_shutdown_timeout: float | None = None,
         tcp_config: TcpConfig | None = None,
         sock: Any = None,
+        tos: int = 0,
         **_: Any,
     ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
+        """asyncio's create_connection on the stack. ``tos`` (the stack's own keyword: a
+        socket's IP_TOS / IPV6_TCLASS set before connect) marks every segment from the
+        SYN on with its DSCP, as Linux does (the ECN bits stay the connection's)."""
         if sock is not None:
             raise ValueError("sock= is not supported on the stack (there is no kernel socket)")
         if host is None or port is None:
@@ -329,6 +333,7 @@ class TcpLayer:
         cfg = tcp_config or self.host.conn_config(remote=rip, **overrides)
         conn = self.host.connect(rip, rport, lport, stack.now(), cfg)
         ep = TcpEndpoint(self, (rip, rport, lport), conn)
+        ep.dscp = tos & 0xFC
         assert stack.loop is not None
         waiter: asyncio.Future[None] = stack.loop.create_future()
         ep.connect_waiter = waiter

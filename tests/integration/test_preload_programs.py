@@ -738,11 +738,15 @@ s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
 s.settimeout(20)
 print("listening", flush=True)
 seen = 0
-while seen < 2:
+while seen < 3:
     ip = s.recv(65535)[14:]
     hl = (ip[0] & 15) * 4
     tcp = ip[hl:]
-    if ip[9] == 6 and int.from_bytes(tcp[2:4], "big") == 7002 and len(tcp) > (tcp[12] >> 4) * 4:
+    if ip[9] != 6 or int.from_bytes(tcp[2:4], "big") != 7002:
+        continue
+    if tcp[13] & 0x12 == 0x02:  # SYN without ACK: the connection's first segment
+        print("syn tos", ip[1], flush=True)
+    elif len(tcp) > (tcp[12] >> 4) * 4:
         print("data segment tos", ip[1], flush=True)
         seen += 1
 """
@@ -755,6 +759,13 @@ for tos in (0, 0x29):  # (the ECN bits of 0x29 are the connection's, not the soc
     s.sendall(b"marked?")
     s.recv(100)
     s.close()
+s = socket.socket()  # set before connect(): the SYN is marked too
+s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x48)
+s.settimeout(10)
+s.connect((sys.argv[1], 7002))
+s.sendall(b"marked?")
+s.recv(100)
+s.close()
 print("done")
 """
 
@@ -763,7 +774,8 @@ def test_tcp_ip_tos_marks_the_segments(netns: Netns) -> None:
     """IP_TOS on a TCP socket marks its segments with the DSCP (the ECN bits stay the
     connection's, as on Linux); a packet socket on the kernel side reads the TOS of the
     data segments that arrive. (Marked segments leave through the full header build, not
-    the header templates.) Before, every segment left with TOS 0."""
+    the header templates.) Set before connect() it marks the SYN too. Before, every
+    segment left with TOS 0, and then every SYN."""
     echo = [sys.executable, "-c", ECHO_SERVER.replace("7000", "7002")]
     with kernel_proc(netns, echo), \
             kernel_proc(netns, [sys.executable, "-c", TOS_SNIFFER]) as sniffer:  # fmt: skip
@@ -771,8 +783,11 @@ def test_tcp_ip_tos_marks_the_segments(netns: Netns) -> None:
         assert r.returncode == 0 and "done" in r.stdout, describe(r)
         assert sniffer.wait(20) == 0, sniffer.text()
         out = sniffer.stdout().decode()
-    assert out.count("data segment tos") == 2, out
+    assert out.count("data segment tos") == 3, out
+    assert out.count("syn tos") == 3, out
+    # Set after connect(): the data is marked, the SYN is not; set before: both (Linux).
     assert "data segment tos 0\n" in out and "data segment tos 40\n" in out, out
+    assert out.count("syn tos 0\n") == 2 and "syn tos 72\ndata segment tos 72\n" in out, out
 
 
 def test_tcp_info_and_maxseg_like_the_kernel() -> None:
