@@ -59,10 +59,6 @@ Reply = Message | tuple[Message, int]
 Handler = Callable[[SocketRecord | None, Message, int], "Reply | Coroutine[Any, Any, Reply]"]
 
 
-#: setsockopt(IPPROTO_TCP, TCP_SYNCNT): Linux's number (not in Python's socket module).
-_TCP_SYNCNT = 7
-
-
 def _err(op: int, code: int) -> Message:
     return Message(op, res=-code)
 
@@ -587,7 +583,7 @@ class SocketApi:
         timeout_ms = rec.int_option(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
         if timeout_ms:  # RFC 5482; Linux applies it to SYN retransmissions too
             overrides["user_timeout"] = timeout_ms / 1000.0
-        syn_count = rec.int_option(socket.IPPROTO_TCP, _TCP_SYNCNT)
+        syn_count = rec.int_option(socket.IPPROTO_TCP, socket.TCP_SYNCNT)
         if syn_count:  # SYN retransmissions before connect() gives up (ETIMEDOUT)
             overrides["syn_retries"] = syn_count
         return self.stack.tcp.host.conn_config(**overrides)

@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..transport.sockopts import RULED, check_option, option_default
+from ..transport.sockopts import IP_MTU, RULED, check_option, option_default
 from ..transport.tcpinfo import unconnected_tcp_info
 from .protocol import (
     ADDR_SLOT,
@@ -164,11 +164,13 @@ class SocketRecord:
         (``transport/sockopts.py``); None for an option with no value to give."""
         key = (level, name)
         value = self.options.get(key)
-        if value is not None or key not in RULED:
-            if value is None and key == (socket.SOL_SOCKET, socket.SO_LINGER):
-                return bytes(8)  # struct linger, off
+        if value is not None:
             return value
-        return option_default(level, name).to_bytes(4, "little", signed=True)
+        if key == (socket.SOL_SOCKET, socket.SO_LINGER):
+            return bytes(8)  # struct linger, off
+        if key in RULED:
+            return option_default(level, name).to_bytes(4, "little", signed=True)
+        return None
 
     def set_option(self, level: int, name: int, value: bytes) -> None:
         """Keep an option as Linux does (flags as 0/1, values in range; OSError EINVAL or
@@ -249,10 +251,6 @@ def _is_v6(host: str) -> bool:
 def _name(addr: tuple[Any, ...]) -> tuple[str, int]:
     """(host, port) of a transport's 2- or 4-tuple address."""
     return (addr[0], addr[1])
-
-
-#: getsockopt(IPPROTO_IP, IP_MTU): a connected socket's path MTU (Linux's number).
-_IP_MTU = 14
 
 
 def _int_of(value: bytes) -> int:
@@ -343,7 +341,7 @@ class StreamSocket(SocketRecord):
             # No connection (yet, or any more): its state and zeros, as Linux answers.
             state = "LISTEN" if self.listener else "SYN-SENT" if self.connecting else "CLOSED"
             return unconnected_tcp_info(state)
-        if (level, name) == (socket.IPPROTO_IP, _IP_MTU):
+        if (level, name) == (socket.IPPROTO_IP, IP_MTU):
             # The path MTU of a connected socket (the link's: the stack does no IPv4
             # path MTU discovery); Linux: ENOTCONN without a peer.
             if transport is None:

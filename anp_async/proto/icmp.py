@@ -131,7 +131,8 @@ def predict_echo_request(
     takes the full way (and is counted there if something is wrong with it).
     """
     n = len(frame) - off
-    if n < _ECHO_RX.size + 6:  # ... and the rest of the 8-byte ICMP header
+    # (the IPv4 protocol byte first: most frames that reach here are TCP or UDP)
+    if n < _ECHO_RX.size + 6 or frame[off + 23] != IPPROTO_ICMP:
         return None
     dst_mac, ethertype, vihl, total, frag, proto, src, dst, type_, code = _ECHO_RX.unpack_from(
         frame, off

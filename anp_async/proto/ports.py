@@ -21,13 +21,19 @@ member its flow's hash picks.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 T = TypeVar("T")
 
 #: (item, it agreed to share the port) in binding order, the newest last.
 _Holders = list[tuple[T, bool]]
+
+
+def _flow_hash(src: tuple[bytes, int]) -> int:
+    """A flow's hash from its source (address, port): the same for all its packets."""
+    return zlib.crc32(src[0], src[1])
 
 
 class FamilyPorts(Generic[T]):
@@ -73,15 +79,16 @@ class FamilyPorts(Generic[T]):
         src: Hashable = None,
         remote_of: Callable[[T], Hashable | None] | None = None,
         *,
-        flow: int = 0,
+        flow: int | None = None,
         in_group: Callable[[T], bool] | None = None,
     ) -> T | None:
         """The item a packet of that family to ``port`` reaches. With ``remote_of(item)``
         (the peer an item is connected to, None if none): the one connected to ``src``,
         else the newest unconnected one -- or, when that one is in a group
-        (``in_group``: SO_REUSEPORT), the unconnected group member the flow's hash
-        ``flow`` picks; never one connected to another peer (None when only such hold
-        the port: Linux answers as for a closed port)."""
+        (``in_group``: SO_REUSEPORT), the unconnected group member the flow's hash picks
+        (``flow``, else the hash of ``src``, an (address, port), taken only then); never
+        one connected to another peer (None when only such hold the port: Linux answers
+        as for a closed port)."""
         holders = (self._v6 if v6 else self._v4).get(port)
         if not holders:
             return None
@@ -100,15 +107,26 @@ class FamilyPorts(Generic[T]):
         if in_group is None or not in_group(newest):
             return newest
         group = [item for item in unconnected if in_group(item)]
+        if len(group) == 1:
+            return group[0]
+        if flow is None:
+            flow = _flow_hash(cast("tuple[bytes, int]", src))
         return group[flow % len(group)]
 
-    def pick(self, port: int, v6: bool, flow: int) -> T | None:
+    def pick(
+        self, port: int, v6: bool, flow: int | None = None, *, src: tuple[bytes, int] | None = None
+    ) -> T | None:
         """The item a packet of that family to ``port`` reaches when the holders share
-        it as a group: the one the flow's hash ``flow`` (non-negative) picks, the same
-        one for every packet of the flow while the group stays."""
+        it as a group: the one the flow's hash picks (``flow``, non-negative, else the
+        hash of ``src``, taken only when there is more than one), the same one for every
+        packet of the flow while the group stays."""
         holders = (self._v6 if v6 else self._v4).get(port)
         if not holders:
             return None
+        if len(holders) == 1:
+            return holders[0][0]
+        if flow is None:
+            flow = _flow_hash(src) if src is not None else 0
         return holders[flow % len(holders)][0]
 
     def held(self, port: int) -> bool:

@@ -27,24 +27,23 @@ import errno
 import os
 import socket
 
-__all__ = ["OPT_DEFAULTS", "RULED", "check_option", "option_default"]
+__all__ = ["IP_MTU", "OPT_DEFAULTS", "RULED", "check_option", "option_default"]
 
 SOL, TCP, IP, IP6 = socket.SOL_SOCKET, socket.IPPROTO_TCP, socket.IPPROTO_IP, socket.IPPROTO_IPV6
 
-# Linux's numbers where Python's socket module lacks a name on some builds.
-_IP_MTU_DISCOVER, _IP_RECVERR, _IP_PKTINFO, _IP_RECVTTL, _IP_RECVTOS = 10, 11, 8, 12, 13
-_IPV6_RECVPKTINFO, _IPV6_RECVHOPLIMIT, _IPV6_RECVTCLASS = 49, 51, 66
-_TCP_SYNCNT, _TCP_LINGER2, _TCP_QUICKACK = 7, 8, 12
-_TCP_KEEPIDLE, _TCP_KEEPINTVL, _TCP_KEEPCNT, _TCP_USER_TIMEOUT = 4, 5, 6, 18
+# Linux's numbers of the options Python's socket module (3.11) has no name for.
+_IP_PKTINFO, _IP_MTU_DISCOVER, _IP_RECVERR, _IP_RECVTTL = 8, 10, 11, 12
+#: getsockopt(IPPROTO_IP, IP_MTU): a connected socket's path MTU.
+IP_MTU = 14
 
 #: Options that store 0 or 1.
 FLAGS = frozenset({
     (SOL, socket.SO_KEEPALIVE), (SOL, socket.SO_REUSEADDR), (SOL, socket.SO_REUSEPORT),
     (SOL, socket.SO_OOBINLINE), (SOL, socket.SO_BROADCAST), (SOL, socket.SO_DONTROUTE),
-    (TCP, socket.TCP_NODELAY), (TCP, socket.TCP_CORK), (TCP, _TCP_QUICKACK),
-    (IP, _IP_RECVERR), (IP, _IP_PKTINFO), (IP, _IP_RECVTTL), (IP, _IP_RECVTOS),
-    (IP6, socket.IPV6_V6ONLY), (IP6, _IPV6_RECVPKTINFO), (IP6, _IPV6_RECVHOPLIMIT),
-    (IP6, _IPV6_RECVTCLASS),
+    (TCP, socket.TCP_NODELAY), (TCP, socket.TCP_CORK), (TCP, socket.TCP_QUICKACK),
+    (IP, _IP_RECVERR), (IP, _IP_PKTINFO), (IP, _IP_RECVTTL), (IP, socket.IP_RECVTOS),
+    (IP6, socket.IPV6_V6ONLY), (IP6, socket.IPV6_RECVPKTINFO), (IP6, socket.IPV6_RECVHOPLIMIT),
+    (IP6, socket.IPV6_RECVTCLASS),
 })  # fmt: skip
 
 #: Options that only report (setting them is ENOPROTOOPT).
@@ -55,11 +54,11 @@ READ_ONLY = frozenset({
 
 #: Accepted values, inclusive (Linux: MAX_TCP_KEEPIDLE, MAX_TCP_KEEPCNT, MAX_TCP_SYNCNT ...).
 RANGES: dict[tuple[int, int], tuple[int, int]] = {
-    (TCP, _TCP_KEEPIDLE): (1, 32767),
-    (TCP, _TCP_KEEPINTVL): (1, 32767),
-    (TCP, _TCP_KEEPCNT): (1, 127),
-    (TCP, _TCP_SYNCNT): (1, 127),
-    (TCP, _TCP_USER_TIMEOUT): (0, 2**31 - 1),
+    (TCP, socket.TCP_KEEPIDLE): (1, 32767),
+    (TCP, socket.TCP_KEEPINTVL): (1, 32767),
+    (TCP, socket.TCP_KEEPCNT): (1, 127),
+    (TCP, socket.TCP_SYNCNT): (1, 127),
+    (TCP, socket.TCP_USER_TIMEOUT): (0, 2**31 - 1),
     (IP, socket.IP_TTL): (1, 255),  # and -1: the default
     (IP, _IP_MTU_DISCOVER): (0, 5),
     (IP6, socket.IPV6_UNICAST_HOPS): (0, 255),  # and -1: the default
@@ -71,12 +70,12 @@ _MINUS_ONE_IS_DEFAULT = frozenset({(IP, socket.IP_TTL), (IP6, socket.IPV6_UNICAS
 
 #: What an option reads before it is set (else 0).
 OPT_DEFAULTS: dict[tuple[int, int], int] = {
-    (TCP, _TCP_KEEPIDLE): 7200,
-    (TCP, _TCP_KEEPINTVL): 75,
-    (TCP, _TCP_KEEPCNT): 9,
-    (TCP, _TCP_SYNCNT): 6,
-    (TCP, _TCP_LINGER2): 60,
-    (TCP, _TCP_QUICKACK): 1,
+    (TCP, socket.TCP_KEEPIDLE): 7200,
+    (TCP, socket.TCP_KEEPINTVL): 75,
+    (TCP, socket.TCP_KEEPCNT): 9,
+    (TCP, socket.TCP_SYNCNT): 6,
+    (TCP, socket.TCP_LINGER2): 60,
+    (TCP, socket.TCP_QUICKACK): 1,
     (IP, socket.IP_TTL): 64,
     (IP, _IP_MTU_DISCOVER): 1,
     (IP6, socket.IPV6_UNICAST_HOPS): 64,
@@ -111,7 +110,7 @@ def check_option(stream: bool, level: int, name: int, value: int) -> int:
         return 0
     if key == (IP, socket.IP_TOS):
         return value & (0xFC if stream else 0xFF)
-    if key == (TCP, _TCP_LINGER2):
+    if key == (TCP, socket.TCP_LINGER2):
         return -1 if value < 0 else min(value, _LINGER2_MAX)
     return value
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
-import zlib
 from collections.abc import Callable
 from socket import (
     AF_INET6,
@@ -172,10 +171,7 @@ class UdpLayer:
             self.counters.inc(e.reason)
             return
         v6 = isinstance(hdr, IPv6Header)
-        ep = self.ports.get(
-            dport, v6, (hdr.src, sport), remote_of, flow=zlib.crc32(hdr.src, sport),
-            in_group=in_reuseport_group,
-        )  # fmt: skip
+        ep = self.ports.get(dport, v6, (hdr.src, sport), remote_of, in_group=in_reuseport_group)
         if ep is None:
             if self.ports.get(dport, v6) is not None:
                 # Held only by sockets connected to other peers: a closed port to this one.

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import random
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -497,7 +496,7 @@ class TcpHost(Generic[E]):
         reaches, if any; among listeners sharing the port (SO_REUSEPORT), the one the
         source's hash picks (a flow's SYN, its retransmissions and its cookie ACK reach
         the same one)."""
-        return self._listening.pick(port, len(src) == 16, zlib.crc32(src, sport))
+        return self._listening.pick(port, len(src) == 16, src=(src, sport))
 
     def listening(self, port: int) -> bool:
         """Does a listener of either family hold ``port``?"""
